@@ -1,0 +1,1 @@
+"""What every domain app shares: errors, tenant scoping, idempotency, health, request ids."""

@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class CoreConfig(AppConfig):
+    name = "apps.core"
+    label = "core"
+    verbose_name = "Signalbox core"
+
+    def ready(self) -> None:
+        from workers.beat import setup_schedules_after_migrate
+
+        # A fresh deploy (or test database) has every periodic job once `migrate` is done.
+        post_migrate.connect(setup_schedules_after_migrate, sender=self, dispatch_uid="signalbox.setup_schedules")

@@ -1,0 +1,76 @@
+"""Request-scoped middleware: a request id and an access-log line on every request, and a JSON 503
+when the database is gone."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse
+
+from apps.core import context
+from apps.core.errors import error_body
+
+access_log = logging.getLogger("signalbox.access")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Takes `X-Request-ID` from the caller (or makes one) and returns it; tasks inherit it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]
+        started = time.monotonic()
+        with context.bound(request_id=request_id):
+            response = self.get_response(request)
+            _access_log(request, response, time.monotonic() - started)
+        response["X-Request-ID"] = request_id
+        return response
+
+
+# Probed or scraped every few seconds: logged at DEBUG only.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _access_log(request: HttpRequest, response: HttpResponse, seconds: float) -> None:
+    """One line per request, with the request id and tenant bound; the path without its query string."""
+    level = logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO
+    if access_log.isEnabledFor(level):
+        access_log.log(
+            level,
+            "request finished",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(seconds * 1000, 1),
+            },
+        )
+
+
+class DatabaseUnavailableMiddleware:
+    """Outside DRF views (admin, health) a lost database still answers JSON 503, never a 500 page."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, (OperationalError, InterfaceError)):
+            body = error_body("database_unavailable", "The database is unavailable; retry shortly.")
+            return HttpResponse(
+                json.dumps(body), status=503, content_type="application/json", headers={"Retry-After": "5"}
+            )
+        return None

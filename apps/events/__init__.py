@@ -1,0 +1,1 @@
+"""Domain events, the rules that act on them, and signed outbound webhooks."""

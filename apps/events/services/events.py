@@ -1,0 +1,177 @@
+"""Recording events (clients: `event_record`; Signalbox: `event_emit`) and processing them on the `events` queue.
+
+Processing an event runs, in one transaction on the locked event row: every enabled rule whose
+type pattern matches (each logged as a `RuleExecution`), then the fan-out to subscribed webhook
+endpoints (one `WebhookMessage` each). What those create is published after commit, and the
+event is marked processed in the same transaction, so a redelivered task finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+from apps.core.errors import Unprocessable
+from apps.core.publish import publish_on_commit
+from apps.core.retention import RetentionPolicy, purge_policy
+from apps.events import types
+from apps.events.models import Event, EventSource, EventStatus, MessageStatus, Rule, WebhookEndpoint
+from apps.observability import metrics
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+def _json_safe(payload: Any) -> Any:
+    """UUIDs, datetimes and Decimals become strings, so callers can pass what they hold."""
+    return json.loads(json.dumps(payload if payload is not None else {}, default=str))
+
+
+def _publish(event: Event) -> None:
+    from apps.events.tasks import process_event
+
+    publish_on_commit(process_event, str(event.pk), queue="events")
+
+
+def event_record(
+    *, tenant: Any, type: str, subject: Any = None, payload: Any = None, actor: dict[str, Any] | None = None
+) -> Event:
+    """A client's event (`POST /api/v1/events/`): Signalbox's own namespaces are refused."""
+    types.check_type(type, reserved_allowed=False)
+    subject_type, subject_id = types.subject_of(subject)
+    payload = _json_safe(payload)
+    if not isinstance(payload, dict):
+        raise Unprocessable("The payload is a JSON object.", code="invalid_payload", fields={"payload": ["Object."]})
+    if len(json.dumps(payload)) > MAX_PAYLOAD_BYTES:
+        raise Unprocessable(f"The payload is larger than {MAX_PAYLOAD_BYTES // 1024} KiB.", code="payload_too_large")
+    event = Event.objects.create(
+        tenant=tenant,
+        type=type,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        payload=payload,
+        actor=actor or {},
+        source=EventSource.API,
+    )
+    metrics.INTENTS.labels(kind="event").inc()
+    _publish(event)
+    return event
+
+
+def _has_listener(tenant: Any, event_type: str) -> bool:
+    tenant_id = getattr(tenant, "pk", tenant)
+    patterns = Rule.objects.filter(tenant_id=tenant_id, enabled=True).values_list("event_type", flat=True)
+    if types.any_matches(patterns, event_type):
+        return True
+    for subscribed in WebhookEndpoint.objects.filter(tenant_id=tenant_id, enabled=True).values_list(
+        "event_types", flat=True
+    ):
+        if not subscribed or types.any_matches(subscribed, event_type):
+            return True
+    return False
+
+
+def event_emit(
+    *,
+    tenant: Any,
+    type: str,
+    subject: Any = None,
+    payload: Any = None,
+    actor: dict[str, Any] | None = None,
+    only_if_observed: bool = True,
+) -> Event | None:
+    """Puts one of Signalbox's own happenings on the bus, for rules and webhooks to act on.
+
+    Call it inside the transaction that made the change (the event commits with it, and its
+    processing is published after commit). `subject` is `{"type", "id"}`, a `(type, id)` pair
+    or a model instance; `payload` any JSON-able mapping (UUIDs and datetimes become strings).
+    When no enabled rule or endpoint of the tenant listens to `type`, nothing is written and
+    None is returned: platform events cost nothing until someone subscribes
+    (`only_if_observed=False` records it anyway, e.g. a workflow's own domain events).
+    """
+    types.check_type(type, reserved_allowed=True)
+    if only_if_observed and not _has_listener(tenant, type):
+        return None
+    subject_type, subject_id = types.subject_of(subject)
+    event = Event.objects.create(
+        tenant_id=getattr(tenant, "pk", tenant),
+        type=type,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        payload=_json_safe(payload),
+        actor=_json_safe(actor or {"type": "system", "id": "signalbox"}),
+        source=EventSource.SIGNALBOX,
+    )
+    _publish(event)
+    return event
+
+
+def event_process(*, event_id: str) -> bool:
+    """Runs the rules and the webhook fan-out of one event; False if it was done (or is being done)."""
+    from apps.events.services.rules import rules_run
+    from apps.events.services.webhooks import messages_fan_out
+
+    with transaction.atomic():
+        event = (
+            # of=self: locking the joined tenant row too would make concurrent events of one tenant skip each other.
+            Event.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("tenant")
+            .filter(pk=event_id, status=EventStatus.PENDING)
+            .first()
+        )
+        if event is None:
+            return False
+        rules_run(event=event)
+        messages_fan_out(event=event)
+        Event.objects.filter(pk=event.pk).update(status=EventStatus.PROCESSED, processed_at=timezone.now())
+    return True
+
+
+def events_sweep(*, older_than_seconds: int = 120, limit: int = 1000) -> int:
+    """Republishes events committed but never processed (a lost publish, a dead worker)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    ids = list(
+        Event.objects.filter(status=EventStatus.PENDING, created_at__lt=cutoff)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    from apps.events.tasks import process_event
+
+    for pk in ids:
+        process_event.apply_async(args=(str(pk),), queue="events")
+    if ids:
+        metrics.SWEEPER_RECOVERED.labels(kind="event").inc(len(ids))
+    return len(ids)
+
+
+def _event_model() -> type[Event]:
+    return Event
+
+
+def _still_needed() -> models.Q:
+    # Unprocessed events, and events whose webhook messages are still being delivered.
+    in_flight = [MessageStatus.PENDING, MessageStatus.SENDING]
+    return models.Q(status=EventStatus.PENDING) | models.Q(webhook_messages__status__in=in_flight)
+
+
+def events_retention_policy() -> RetentionPolicy:
+    """Events (with their rule executions, webhook messages and attempts) go after
+    `tenant.settings["retention_days"]["events"]` days, else SIGNALBOX_EVENT_RETENTION_DAYS."""
+    return RetentionPolicy(
+        name="events",
+        model=_event_model,
+        default_days=settings.SIGNALBOX_EVENT_RETENTION_DAYS,
+        keep=_still_needed,
+    )
+
+
+def events_purge(*, max_seconds: float = 240.0) -> int:
+    """Deletes expired events in short batches; bounded in time, so reruns resume."""
+    from apps.tenancy.models import Tenant
+
+    purged, _ = purge_policy(events_retention_policy(), tenants=Tenant.objects.all(), max_seconds=max_seconds)
+    return purged

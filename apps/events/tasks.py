@@ -1,0 +1,37 @@
+"""Celery tasks for events and webhooks: thin wrappers that take ids and call a service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from apps.events.services import events, webhooks
+
+
+@shared_task(name="signalbox.events.process", queue="events", ignore_result=True)
+def process_event(event_id: str) -> None:
+    """Runs the event's rules and fans it out to webhook endpoints (idempotent: claims the event row)."""
+    events.event_process(event_id=event_id)
+
+
+@shared_task(name="signalbox.events.sweep", queue="events", ignore_result=True)
+def sweep_events() -> int:
+    """Beat: republishes events that were committed but never processed."""
+    return events.events_sweep()
+
+
+@shared_task(name="signalbox.webhooks.deliver", queue="webhooks", ignore_result=True)
+def deliver_message(message_id: str) -> str | None:
+    """Claims one webhook message and makes one attempt; retries are scheduled by the service."""
+    return webhooks.message_deliver(message_id=message_id)
+
+
+@shared_task(name="signalbox.webhooks.dispatch_due", queue="webhooks", ignore_result=True)
+def dispatch_due() -> int:
+    """Beat: publishes messages whose `next_attempt_at` has come, reclaims ones of dead workers."""
+    return webhooks.webhooks_dispatch_due()
+
+
+@shared_task(name="signalbox.maintenance.purge_events", queue="maintenance", ignore_result=True)
+def purge_events() -> int:
+    """Beat: deletes events (and their executions, messages, attempts) past retention."""
+    return events.events_purge()

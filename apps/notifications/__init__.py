@@ -1,0 +1,1 @@
+"""Notifications: templates, recipients, preferences, intents, fan-out, deliveries and the in-app inbox."""

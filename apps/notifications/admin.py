@@ -1,0 +1,317 @@
+"""Django admin for notifications: templates (validated, versioned, previewable, archived instead of
+deleted), categories, recipients, topics, and read-only views of notifications and deliveries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from apps.core.errors import ApplicationError
+from apps.notifications import rendering
+from apps.notifications.models import (
+    Category,
+    Delivery,
+    DeliveryAttempt,
+    Device,
+    DigestWindow,
+    Notification,
+    Recipient,
+    Template,
+    TemplateVersion,
+    Topic,
+)
+from apps.notifications.services import templates as template_services
+
+
+def _flatten(errors: Any, prefix: str = "") -> Iterable[str]:
+    """Nested field errors -> `fr.email.subject: Line 1: …` lines."""
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            label = prefix if key == "non_field_errors" else f"{prefix}.{key}" if prefix else str(key)
+            yield from _flatten(value, label)
+    elif isinstance(errors, list):
+        for item in errors:
+            yield from _flatten(item, prefix)
+    else:
+        yield f"{prefix}: {errors}" if prefix else str(errors)
+
+
+class TemplateAdminForm(forms.ModelForm):  # type: ignore[type-arg]
+    category_key = forms.SlugField(label="Category", initial=template_services.DEFAULT_CATEGORY)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    variables = forms.JSONField(
+        required=False,
+        initial=list,
+        help_text='e.g. ["order_id", {"name": "carrier", "required": false, "example": "UPS"}]',
+    )
+    default_channels = forms.JSONField(required=False, initial=list, help_text='e.g. ["email", "in_app"]')
+    content = forms.JSONField(
+        initial=dict, help_text='{"default": {"email": {"subject": "…", "text": "…", "html": "…"}}, "fr": {…}}'
+    )
+
+    class Meta:
+        model = Template
+        fields = ["tenant", "key", "name"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        version = self.instance.current_version if self.instance.pk else None
+        if version is not None:
+            self.initial.update(
+                category_key=version.category_key,
+                description=version.description,
+                variables=version.variables,
+                default_channels=version.default_channels,
+                content=version.content,
+            )
+
+    def definition(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "name": data.get("name") or "",
+            "description": data.get("description") or "",
+            "category": data.get("category_key"),
+            "variables": data.get("variables") if data.get("variables") is not None else [],
+            "default_channels": data.get("default_channels") if data.get("default_channels") is not None else [],
+            "content": data.get("content"),
+        }
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.instance.pk and self.instance.archived_at is not None:
+            self.add_error(None, "This template is archived; restore it (list page action) before changing it.")
+        _, errors = template_services.template_definition_errors(self.definition())
+        targets = {"category": "category_key"}
+        for name, problems in errors.items():
+            field = targets.get(name, name)
+            for line in _flatten(problems):
+                self.add_error(field if field in self.fields else None, line)
+        return cleaned
+
+
+class TemplateVersionInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = TemplateVersion
+    fields = ("version", "category_key", "default_channels", "created_at", "created_by")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-version",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Template)
+class TemplateAdmin(admin.ModelAdmin[Template]):
+    form = TemplateAdminForm
+    list_display = ("key", "name", "tenant", "category", "version", "archived_at", "updated_at")
+    list_filter = ("tenant", "category__key", ("archived_at", admin.EmptyFieldListFilter))
+    search_fields = ("key", "name")
+    readonly_fields = ("version", "archived_at", "preview")
+    inlines = [TemplateVersionInline]
+    actions = ["archive", "restore"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Template | None = None) -> Any:
+        main: tuple[str, ...] = ("tenant", "key", "name", "category_key", "description")
+        if obj is not None:
+            main = (*main, "version", "archived_at")
+        fieldsets: list[Any] = [
+            (None, {"fields": main}),
+            ("Definition (saving a change adds a version)", {"fields": ("variables", "default_channels", "content")}),
+        ]
+        if obj is not None:
+            fieldsets.append(("Preview (each variable's example, a sample recipient)", {"fields": ("preview",)}))
+        return fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Template | None = None) -> Any:
+        return (*self.readonly_fields, "tenant", "key") if obj is not None else self.readonly_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # archive instead: deliveries keep pointing at the versions they used
+
+    @admin.display(description="Version")
+    def version(self, obj: Template) -> int | None:
+        return obj.current_version.version if obj.current_version else None
+
+    @admin.display(description="Preview")
+    def preview(self, obj: Template) -> SafeString:
+        version = obj.current_version
+        if version is None:
+            return format_html("<em>No version yet.</em>")
+        blocks = []
+        for locale, channels in rendering.preview(version.content, version.variables).items():
+            for channel, fields in channels.items():
+                rows = format_html_join(
+                    "",
+                    "<tr><th style='width:8em'>{}</th><td>{}</td></tr>",
+                    (
+                        (
+                            name,
+                            format_html(
+                                "<iframe sandbox style='width:100%;height:12em' srcdoc='{}'></iframe>",
+                                value,
+                            )
+                            if name == "html"
+                            else format_html(
+                                "<pre style='white-space:pre-wrap;margin:0'>{}</pre>",
+                                value if isinstance(value, str) else json.dumps(value, indent=2),
+                            ),
+                        )
+                        for name, value in fields.items()
+                    ),
+                )
+                blocks.append(
+                    format_html("<h3>{} · {}</h3><table style='width:100%'>{}</table>", locale, channel, rows)
+                )
+        return format_html_join("", "{}", ((b,) for b in blocks))
+
+    def save_model(self, request: HttpRequest, obj: Template, form: Any, change: bool) -> None:
+        actor = f"staff:{request.user}"
+        try:
+            if change:
+                _, added = template_services.template_update(
+                    template=obj, changes=form.definition(), actor=actor, request=request
+                )
+                if not added:
+                    messages.info(request, "Nothing changed; no version was added.")
+                return
+            created = template_services.template_create(
+                tenant=obj.tenant, key=obj.key, definition=form.definition(), actor=actor, request=request
+            )
+        except ApplicationError as exc:
+            messages.error(request, f"{exc.message} {'; '.join(_flatten(exc.fields))}")
+            raise
+        obj.pk, obj.current_version, obj.category = created.pk, created.current_version, created.category
+        obj._state.adding = False
+
+    @admin.action(description="Archive selected templates")
+    def archive(self, request: HttpRequest, queryset: QuerySet[Template]) -> None:
+        for template in queryset:
+            template_services.template_archive(template=template, request=request)
+        messages.success(request, f"Archived {queryset.count()} template(s).")
+
+    @admin.action(description="Restore selected templates")
+    def restore(self, request: HttpRequest, queryset: QuerySet[Template]) -> None:
+        for template in queryset:
+            template_services.template_restore(template=template, request=request)
+        messages.success(request, f"Restored {queryset.count()} template(s).")
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin[Category]):
+    list_display = ("key", "name", "tenant", "critical", "updated_at")
+    list_filter = ("tenant", "critical")
+    search_fields = ("key", "name")
+
+
+class DeviceInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = Device
+    fields = ("platform", "token", "active", "deactivated_reason", "created_at")
+    readonly_fields = ("created_at",)
+    extra = 0
+
+
+@admin.register(Recipient)
+class RecipientAdmin(admin.ModelAdmin[Recipient]):
+    list_display = ("external_id", "tenant", "email", "phone", "locale", "timezone", "unsubscribed_at")
+    list_filter = ("tenant",)
+    search_fields = ("external_id", "email", "phone")
+    readonly_fields = ("created_at", "updated_at")
+    inlines = [DeviceInline]
+
+
+@admin.register(Topic)
+class TopicAdmin(admin.ModelAdmin[Topic]):
+    list_display = ("key", "name", "tenant", "created_at")
+    list_filter = ("tenant",)
+    search_fields = ("key", "name")
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Pipeline rows change only through the services; admin shows them."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = ("id", "tenant", "template", "status", "priority", "recipient_count", "created_at", "completed_at")
+    list_filter = ("status", "priority", "tenant")
+    search_fields = ("id", "idempotency_key", "dedup_key")
+    date_hierarchy = "created_at"
+
+
+class DeliveryAttemptInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = DeliveryAttempt
+    fields = ("number", "provider", "outcome", "status_code", "error_code", "error", "latency_ms", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "notification",
+        "recipient",
+        "channel",
+        "status",
+        "suppression_reason",
+        "attempts",
+        "provider",
+        "created_at",
+    )
+    list_filter = ("status", "channel", "suppression_reason", "error_code", "tenant")
+    search_fields = ("id", "provider_message_id", "recipient__external_id")
+    list_select_related = ("recipient",)
+    inlines = [DeliveryAttemptInline]
+    show_full_result_count = False
+    # "Show counts" next to each filter: how many are dead (or failed, bounced…) under the other filters.
+    show_facets = admin.ShowFacets.ALLOW
+    actions = ["replay"]
+
+    @admin.action(description="Replay selected failed or dead deliveries")
+    def replay(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        from apps.notifications.services.sending import deliveries_replay
+
+        by_tenant: dict[Any, list[Any]] = {}
+        for pk, tenant_id in queryset.values_list("pk", "tenant_id"):
+            by_tenant.setdefault(tenant_id, []).append(pk)
+        actor = ("staff", str(request.user.get_username()))
+        replayed = sum(deliveries_replay(tenant_id=t, delivery_ids=ids, actor=actor) for t, ids in by_tenant.items())
+        skipped = sum(len(ids) for ids in by_tenant.values()) - replayed
+        messages.success(request, f"Replayed {replayed} deliveries; {skipped} were not failed or dead.")
+
+
+@admin.register(DigestWindow)
+class DigestWindowAdmin(ReadOnlyAdmin):
+    """Digest windows (docs/scheduling.md): open ones collect items until `due_at`; closed ones
+    link the digest notification that was sent."""
+
+    list_display = ("id", "tenant", "recipient", "channel", "group_key", "status", "due_at", "item_count")
+    list_filter = ("status", "channel", "frequency", "tenant")
+    search_fields = ("id", "window_key", "recipient__external_id")
+    list_select_related = ("recipient", "tenant")
+    date_hierarchy = "due_at"

@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class NotificationsConfig(AppConfig):
+    name = "apps.notifications"
+    label = "notifications"
+    verbose_name = "Notifications"
+
+    def ready(self) -> None:
+        from apps.notifications import lookups, schema  # noqa: F401  (schema: the OpenAPI auth extension)
+
+        lookups.register()
+        from apps.notifications.services.scheduling import register_schedule_kind
+
+        register_schedule_kind()  # `kind: "notification"` schedules (POST /api/v1/schedules/)

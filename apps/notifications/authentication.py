@@ -1,0 +1,78 @@
+"""`Authorization: Recipient <token>`: the in-app inbox for browsers and apps, without the tenant key.
+
+The tenant's back end mints the token (`POST /api/v1/recipients/<external_id>/inbox-token/`); a
+front end sends it in the header, or as `?token=` where headers cannot be set (EventSource).
+The token opens one recipient's inbox and nothing else: every other endpoint still requires an
+API key, and inbox views refuse to act for a different recipient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.request import Request
+
+from apps.core import context
+from apps.notifications.models import Recipient
+from apps.notifications.services.inbox import InvalidToken, inbox_token_read
+
+
+class RecipientPrincipal:
+    """The user behind a recipient token (not a Django user)."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+
+    def __init__(self, recipient: Recipient) -> None:
+        self.recipient = recipient
+        self.pk = None
+        self.username = f"recipient:{recipient.external_id}"
+
+    def __str__(self) -> str:
+        return self.username
+
+
+class RecipientToken:
+    """`request.auth` for a recipient token; carries the recipient it is for."""
+
+    def __init__(self, recipient: Recipient) -> None:
+        self.recipient = recipient
+
+
+class RecipientTokenAuthentication(BaseAuthentication):
+    keyword = "Recipient"
+
+    def authenticate(self, request: Request) -> tuple[RecipientPrincipal, RecipientToken] | None:
+        parts = get_authorization_header(request).split()
+        if parts and parts[0].lower() == self.keyword.lower().encode():
+            if len(parts) != 2:
+                raise exceptions.AuthenticationFailed(
+                    "Use 'Authorization: Recipient <token>'.", code="malformed_credentials"
+                )
+            raw = parts[1].decode("ascii", errors="replace")
+        elif not parts and request.query_params.get("token"):
+            raw = request.query_params["token"]
+        else:
+            return None
+        try:
+            tenant_id, recipient_pk = inbox_token_read(raw)
+        except InvalidToken as exc:
+            raise exceptions.AuthenticationFailed(str(exc), code="invalid_recipient_token") from exc
+        recipient = Recipient.objects.select_related("tenant").filter(pk=recipient_pk, tenant_id=tenant_id).first()
+        if recipient is None or not recipient.tenant.is_active:
+            raise exceptions.AuthenticationFailed("The recipient token is invalid.", code="invalid_recipient_token")
+        request.tenant = recipient.tenant  # type: ignore[attr-defined]
+        context.replace({**context.current(), "tenant": str(recipient.tenant_id)})
+        return RecipientPrincipal(recipient), RecipientToken(recipient)
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Recipient realm="signalbox-inbox"'
+
+
+def recipient_of(request: Request) -> Recipient | None:
+    auth: Any = request.auth
+    return auth.recipient if isinstance(auth, RecipientToken) else None

@@ -1,0 +1,301 @@
+"""Template content: its shape per channel, validation, locale fallback and sandboxed rendering.
+
+Content is `{locale: {channel: {field: source}}}` with a `default` locale. Sources are Jinja2,
+rendered in a `SandboxedEnvironment` with `StrictUndefined` (a missing variable is an error, never
+an empty string). Only `html` fields are autoescaped: text, SMS and push are plain text.
+Compiled templates are cached by source, so a fan-out of 100,000 compiles each field once.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from jinja2 import StrictUndefined, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from apps.providers.base import Channel
+
+DEFAULT_LOCALE = "default"
+RECIPIENT_VARIABLE = "recipient"
+LOCALE_PATTERN = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
+VARIABLE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    fields: tuple[str, ...]
+    # At least one of each group must be present.
+    required: tuple[tuple[str, ...], ...]
+    html_fields: tuple[str, ...] = ()
+    # Fields holding JSON whose string leaves are templates (push data, webhook body).
+    json_fields: tuple[str, ...] = ()
+
+
+CHANNEL_SPECS: dict[str, ChannelSpec] = {
+    Channel.EMAIL: ChannelSpec(("subject", "text", "html"), (("subject",), ("text", "html")), html_fields=("html",)),
+    Channel.SMS: ChannelSpec(("text",), (("text",),)),
+    Channel.PUSH: ChannelSpec(("title", "body", "data"), (("title", "body"),), json_fields=("data",)),
+    Channel.IN_APP: ChannelSpec(("title", "body", "action_url", "data"), (("title", "body"),), json_fields=("data",)),
+    Channel.CHAT: ChannelSpec(("text",), (("text",),)),
+    Channel.WEBHOOK: ChannelSpec(("body",), (("body",),), json_fields=("body",)),
+}
+CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
+
+
+class RenderError(Exception):
+    """Content could not be rendered for this data (a missing variable, a sandbox violation)."""
+
+
+_text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_html_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True, keep_trailing_newline=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(source: str, html: bool) -> jinja2.Template:
+    return (_html_env if html else _text_env).from_string(source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _names_used(source: str) -> frozenset[str]:
+    """Top-level variables a source reads (raises TemplateSyntaxError when it does not parse)."""
+    return frozenset(meta.find_undeclared_variables(_text_env.parse(source)))
+
+
+def normalize_locale(locale: str) -> str:
+    return locale.strip().replace("_", "-").lower()
+
+
+def locale_chain(locale: str) -> list[str]:
+    """`fr-CA` -> `["fr-ca", "fr", "default"]`: the most specific first, then each parent, then default."""
+    parts = normalize_locale(locale).split("-") if locale else []
+    chain = ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    return [*chain, DEFAULT_LOCALE]
+
+
+def channel_content(content: Mapping[str, Any], channel: str, locale: str) -> tuple[str, dict[str, Any]] | None:
+    """The first locale in the fallback chain that has content for this channel, and that content."""
+    by_locale = {normalize_locale(k): v for k, v in content.items()}
+    for candidate in locale_chain(locale):
+        fields = by_locale.get(candidate, {}).get(channel)
+        if fields:
+            return candidate, fields
+    return None
+
+
+def _leaves(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+
+
+def field_sources(channel: str, fields: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    spec = CHANNEL_SPECS[channel]
+    for name in spec.fields:
+        if name in fields:
+            for source in _leaves(fields[name]):
+                yield name, source
+
+
+def uses_recipient(channel: str, fields: Mapping[str, Any]) -> bool:
+    """Whether rendering depends on the recipient (if not, one rendering serves everyone)."""
+    return any(RECIPIENT_VARIABLE in _names_used(source) for _, source in field_sources(channel, fields))
+
+
+# --- Validation --------------------------------------------------------------------------------
+
+
+def _syntax_message(exc: jinja2.TemplateSyntaxError) -> str:
+    return f"Line {exc.lineno}: {exc.message}"
+
+
+def channel_fields_errors(channel: str, fields: Any, allowed: set[str] | None) -> dict[str, list[str]]:
+    """Errors for one channel's fields; `allowed` None means any variable name is accepted."""
+    if not isinstance(fields, Mapping):
+        return {"non_field_errors": ["Must be an object of fields."]}
+    spec = CHANNEL_SPECS[channel]
+    errors: dict[str, list[str]] = {}
+    for name in sorted(set(fields) - set(spec.fields)):
+        errors[name] = [f"Unknown field for {channel}; expected one of: {', '.join(spec.fields)}."]
+    for group in spec.required:
+        if not any(fields.get(name) for name in group):
+            key = group[0] if len(group) == 1 else "non_field_errors"
+            errors.setdefault(key, []).append(f"Required: {' or '.join(group)}.")
+    for name in spec.fields:
+        if name not in fields:
+            continue
+        value = fields[name]
+        if name in spec.json_fields:
+            if not isinstance(value, Mapping):
+                errors.setdefault(name, []).append("Must be an object.")
+                continue
+        elif not isinstance(value, str):
+            errors.setdefault(name, []).append("Must be a string.")
+            continue
+        undeclared: set[str] = set()
+        for source in _leaves(value):
+            try:
+                used = _names_used(source)
+            except jinja2.TemplateSyntaxError as exc:
+                errors.setdefault(name, []).append(_syntax_message(exc))
+                continue
+            if allowed is not None:
+                undeclared |= used - allowed - {RECIPIENT_VARIABLE}
+        if undeclared:
+            errors.setdefault(name, []).append(
+                f"Uses undeclared variable(s): {', '.join(sorted(undeclared))}. Declare them in `variables`."
+            )
+    return errors
+
+
+def content_errors(content: Any, allowed: set[str] | None) -> dict[str, Any]:
+    """Nested field errors for template content `{locale: {channel: {field: source}}}`."""
+    if not isinstance(content, Mapping) or not content:
+        return {"non_field_errors": ["Must be an object of locales, with at least a `default` locale."]}
+    errors: dict[str, Any] = {}
+    if DEFAULT_LOCALE not in content:
+        errors["non_field_errors"] = ["A `default` locale is required (the last step of every fallback chain)."]
+    seen: dict[str, str] = {}
+    for locale, channels in content.items():
+        if locale != DEFAULT_LOCALE and not LOCALE_PATTERN.match(str(locale)):
+            errors[locale] = {"non_field_errors": ["Not a locale; use BCP 47 like `fr` or `fr-CA`."]}
+            continue
+        normalized = normalize_locale(locale)
+        if normalized in seen:
+            errors[locale] = {"non_field_errors": [f"Same locale as {seen[normalized]!r}."]}
+            continue
+        seen[normalized] = locale
+        if not isinstance(channels, Mapping) or not channels:
+            errors[locale] = {"non_field_errors": ["Must be an object of channels with content."]}
+            continue
+        locale_errors: dict[str, Any] = {}
+        for channel, fields in channels.items():
+            if channel not in CHANNEL_SPECS:
+                locale_errors[channel] = {"non_field_errors": [f"Unknown channel; use one of {', '.join(CHANNELS)}."]}
+                continue
+            field_errors = channel_fields_errors(channel, fields, allowed)
+            if field_errors:
+                locale_errors[channel] = field_errors
+        if locale_errors:
+            errors[locale] = locale_errors
+    return errors
+
+
+def channels_with_default_content(content: Mapping[str, Any]) -> set[str]:
+    return {channel for channel, fields in (content.get(DEFAULT_LOCALE) or {}).items() if fields}
+
+
+def variable_errors(variables: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Normalizes `["a", {"name": "b", "required": false, "example": 1}]`; returns (variables, errors)."""
+    if not isinstance(variables, list):
+        return [], {"non_field_errors": ["Must be a list of names or {name, required, example} objects."]}
+    normalized: list[dict[str, Any]] = []
+    errors: dict[str, Any] = {}
+    names: set[str] = set()
+    for index, item in enumerate(variables):
+        spec = {"name": item} if isinstance(item, str) else item
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+            errors[str(index)] = ["Must be a name or an object with a `name`."]
+            continue
+        name = spec["name"]
+        if not VARIABLE_PATTERN.match(name):
+            errors[str(index)] = [f"{name!r} is not a valid variable name."]
+        elif name == RECIPIENT_VARIABLE:
+            errors[str(index)] = ["`recipient` is provided by Signalbox; do not declare it."]
+        elif name in names:
+            errors[str(index)] = [f"{name!r} is declared twice."]
+        elif set(spec) - {"name", "required", "example", "description"}:
+            errors[str(index)] = ["Only name, required, example and description are allowed."]
+        else:
+            names.add(name)
+            normalized.append(
+                {
+                    "name": name,
+                    "required": bool(spec.get("required", True)),
+                    "example": spec.get("example"),
+                    "description": str(spec.get("description", "")),
+                }
+            )
+    return normalized, errors
+
+
+def missing_variables(variables: list[dict[str, Any]], payload: Mapping[str, Any]) -> list[str]:
+    return [v["name"] for v in variables if v["required"] and v["name"] not in payload]
+
+
+# --- Rendering ---------------------------------------------------------------------------------
+
+
+def _render_value(value: Any, context: Mapping[str, Any], html: bool) -> Any:
+    if isinstance(value, str):
+        return _compiled(value, html).render(context)
+    if isinstance(value, Mapping):
+        return {k: _render_value(v, context, html) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_value(v, context, html) for v in value]
+    return value
+
+
+def render_fields(channel: str, fields: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """Renders one channel's fields; raises RenderError with a readable reason."""
+    spec = CHANNEL_SPECS[channel]
+    try:
+        return {
+            name: _render_value(fields[name], context, name in spec.html_fields)
+            for name in spec.fields
+            if name in fields
+        }
+    except jinja2.UndefinedError as exc:
+        raise RenderError(f"Missing variable: {exc.message}") from exc
+    except jinja2.exceptions.SecurityError as exc:
+        raise RenderError(f"Refused by the template sandbox: {exc}") from exc
+    except jinja2.TemplateError as exc:
+        raise RenderError(str(exc)) from exc
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+        raise RenderError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def sample_context(variables: list[dict[str, Any]], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Data for previews: each variable's example (or a placeholder), then the caller's values."""
+    context: dict[str, Any] = {
+        v["name"]: v["example"] if v.get("example") is not None else f"<{v['name']}>" for v in variables
+    }
+    context.update(overrides or {})
+    context.setdefault(
+        RECIPIENT_VARIABLE,
+        {
+            "external_id": "preview-recipient",
+            "name": "Ada Lovelace",
+            "email": "ada@example.com",
+            "phone": "+14155550100",
+            "locale": "",
+            "timezone": "UTC",
+            "data": {},
+        },
+    )
+    return context
+
+
+def preview(
+    content: Mapping[str, Any], variables: list[dict[str, Any]], data: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every locale and channel rendered with sample data; a failure shows as `{"error": ...}`."""
+    context = sample_context(variables, data)
+    result: dict[str, dict[str, Any]] = {}
+    for locale, channels in content.items():
+        result[locale] = {}
+        for channel, fields in channels.items():
+            try:
+                result[locale][channel] = render_fields(channel, fields, context)
+            except RenderError as exc:
+                result[locale][channel] = {"error": str(exc)}
+    return result

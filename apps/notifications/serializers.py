@@ -1,0 +1,563 @@
+"""API shapes of the notifications app. Input serializers check types only; the services check meaning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from apps.notifications import rendering, selectors
+from apps.notifications.models import (
+    CHANNEL_CHOICES,
+    Category,
+    Delivery,
+    DeliveryAttempt,
+    Device,
+    Digest,
+    Notification,
+    Recipient,
+    Template,
+    TemplateVersion,
+    Topic,
+)
+from apps.notifications.validators import (
+    messages,
+    validate_external_id,
+    validate_locale,
+    validate_phone,
+    validate_timezone,
+)
+
+
+def channel_field() -> serializers.ChoiceField:
+    return serializers.ChoiceField(choices=rendering.CHANNELS)
+
+
+def _django(check: Any) -> Any:
+    """A DRF validator from one of validators.py's functions."""
+
+    def run(value: Any) -> None:
+        try:
+            check(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(messages(exc)) from exc
+
+    return run
+
+
+def notification_url(notification: Notification) -> str:
+    return reverse("notification-detail", kwargs={"version": "v1", "pk": notification.pk})
+
+
+# --- Notifications -----------------------------------------------------------------------------
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "oneOf": [
+                {"type": "string", "description": "external_id of an existing recipient"},
+                {"$ref": "#/components/schemas/RecipientRequest"},
+            ]
+        },
+    }
+)
+class RecipientListField(serializers.ListField):
+    child = serializers.JSONField()
+
+
+class NotificationCreateSerializer(serializers.Serializer[Any]):
+    template = serializers.CharField(required=False, help_text="Template key. Or give inline `content`.")
+    content = serializers.DictField(
+        required=False, help_text="Inline content {channel: {field: jinja source}}, instead of a template."
+    )
+    category = serializers.SlugField(required=False, help_text="Category of inline content (default `general`).")
+    payload = serializers.DictField(required=False, default=dict, help_text="Template variables.")
+    recipients = RecipientListField(
+        required=False, help_text="External ids and/or recipient objects (upserted). Or give a `topic`."
+    )
+    topic = serializers.SlugField(required=False, help_text="Send to every subscriber of this topic.")
+    channels = serializers.ListField(
+        child=channel_field(), required=False, help_text="Default: the template's default channels."
+    )
+    priority = serializers.ChoiceField(choices=Notification.Priority.choices, default=Notification.Priority.NORMAL)
+    scheduled_at = serializers.DateTimeField(required=False, allow_null=True)
+    dedup_key = serializers.CharField(required=False, default="", max_length=255, allow_blank=True)
+    dedup_window_seconds = serializers.IntegerField(required=False, min_value=1, max_value=30 * 86400)
+    metadata = serializers.DictField(required=False, default=dict)
+    digest = serializers.DictField(
+        required=False,
+        help_text='Digest rule (default: the template\'s): {"key": "post-{{ post_id }}", "window_minutes": 10}. '
+        "Deliveries with the same key collect for that long, then go as one digest (docs/scheduling.md).",
+    )
+
+
+class NotificationAcceptedSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    url = serializers.CharField(help_text="Poll here for progress and per-channel counts.")
+
+
+class NotificationSerializer(serializers.ModelSerializer[Notification]):
+    template = serializers.CharField(source="template.key", default=None, read_only=True)
+    template_version = serializers.IntegerField(source="template_version.version", default=None, read_only=True)
+    category = serializers.CharField(source="category.key", read_only=True)
+    topic = serializers.CharField(source="topic.key", default=None, read_only=True)
+    counts = serializers.SerializerMethodField(help_text="{channel: {delivery status: count}}")
+    totals = serializers.SerializerMethodField(help_text="{delivery status: count} over every channel")
+
+    class Meta:
+        model = Notification
+        fields = [
+            "id",
+            "status",
+            "template",
+            "template_version",
+            "category",
+            "channels",
+            "priority",
+            "topic",
+            "recipient_count",
+            "payload",
+            "metadata",
+            "scheduled_at",
+            "digest",
+            "dedup_key",
+            "idempotency_key",
+            "error",
+            "created_at",
+            "fanout_started_at",
+            "dispatched_at",
+            "completed_at",
+            "cancelled_at",
+            "counts",
+            "totals",
+        ]
+        read_only_fields = fields
+
+    def _counts(self, obj: Notification) -> dict[str, dict[str, int]]:
+        cache = self.context.setdefault("counts", {})
+        if obj.pk not in cache:
+            cache.update(selectors.notification_counts([obj.pk]))
+        return cache[obj.pk]  # type: ignore[no-any-return]
+
+    @extend_schema_field(
+        {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}}}
+    )
+    def get_counts(self, obj: Notification) -> dict[str, dict[str, int]]:
+        return self._counts(obj)
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
+    def get_totals(self, obj: Notification) -> dict[str, int]:
+        return selectors.totals(self._counts(obj))
+
+
+class CancelResultSerializer(serializers.Serializer[Any]):
+    notification = NotificationSerializer()
+    deliveries_cancelled = serializers.IntegerField()
+
+
+class RescheduleSerializer(serializers.Serializer[Any]):
+    scheduled_at = serializers.DateTimeField(help_text="The new time (with a zone); a past time sends at once.")
+
+
+# --- Deliveries --------------------------------------------------------------------------------
+
+
+class DeliveryAttemptSerializer(serializers.ModelSerializer[DeliveryAttempt]):
+    class Meta:
+        model = DeliveryAttempt
+        fields = [
+            "number",
+            "provider",
+            "outcome",
+            "status_code",
+            "error_code",
+            "error",
+            "provider_message_id",
+            "latency_ms",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class DeliverySerializer(serializers.ModelSerializer[Delivery]):
+    recipient = serializers.CharField(source="recipient.external_id", read_only=True)
+    notification = serializers.UUIDField(source="notification_id", read_only=True)
+    template_version = serializers.IntegerField(source="template_version.version", default=None, read_only=True)
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id",
+            "notification",
+            "recipient",
+            "channel",
+            "status",
+            "suppression_reason",
+            "attempts",
+            "next_attempt_at",
+            "provider",
+            "provider_message_id",
+            "template_version",
+            "error_code",
+            "last_error",
+            "created_at",
+            "queued_at",
+            "sent_at",
+            "delivered_at",
+            "failed_at",
+            "read_at",
+            "seen_at",
+            "archived_at",
+        ]
+        read_only_fields = fields
+
+
+class DeliveryDetailSerializer(DeliverySerializer):
+    attempts_log = DeliveryAttemptSerializer(many=True, read_only=True)
+
+    class Meta(DeliverySerializer.Meta):
+        fields = [*DeliverySerializer.Meta.fields, "rendered", "lease_expires_at", "attempts_log"]
+        read_only_fields = fields
+
+
+# --- Recipients, devices, topics ---------------------------------------------------------------
+
+
+class RecipientSerializer(serializers.ModelSerializer[Recipient]):
+    external_id = serializers.CharField(max_length=255, validators=[_django(validate_external_id)])
+    phone = serializers.CharField(
+        required=False, allow_blank=True, help_text="E.164, e.g. +14155550100.", validators=[_django(validate_phone)]
+    )
+    locale = serializers.CharField(required=False, allow_blank=True, validators=[_django(validate_locale)])
+    timezone = serializers.CharField(required=False, allow_blank=True, validators=[_django(validate_timezone)])
+    unsubscribed = serializers.BooleanField(
+        required=False, help_text="Global unsubscribe from every non-critical notification."
+    )
+
+    class Meta:
+        model = Recipient
+        fields = [
+            "external_id",
+            "name",
+            "email",
+            "phone",
+            "locale",
+            "timezone",
+            "chat_address",
+            "webhook_url",
+            "data",
+            "unsubscribed",
+            "unsubscribed_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["unsubscribed_at", "created_at", "updated_at"]
+
+    def to_representation(self, instance: Recipient) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["unsubscribed"] = instance.unsubscribed_at is not None
+        return data
+
+
+class RecipientBulkSerializer(serializers.Serializer[Any]):
+    recipients = serializers.ListField(child=serializers.DictField(), max_length=10000, allow_empty=False)
+
+
+class RecipientBulkResultSerializer(serializers.Serializer[Any]):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+
+
+class DeviceSerializer(serializers.ModelSerializer[Device]):
+    class Meta:
+        model = Device
+        fields = ["id", "platform", "token", "active", "deactivated_reason", "created_at", "updated_at"]
+        read_only_fields = ["id", "active", "deactivated_reason", "created_at", "updated_at"]
+        # The token's uniqueness is handled by the upsert (a token seen before moves here).
+        extra_kwargs: dict[str, dict[str, Any]] = {"token": {"validators": []}}
+
+
+class TopicSerializer(serializers.ModelSerializer[Topic]):
+    subscribers = serializers.IntegerField(read_only=True, required=False)
+
+    class Meta:
+        model = Topic
+        fields = ["key", "name", "description", "created_at", "subscribers"]
+        read_only_fields = ["created_at", "subscribers"]
+
+
+class SubscribersSerializer(serializers.Serializer[Any]):
+    recipients = serializers.ListField(
+        child=serializers.CharField(max_length=255), max_length=10000, allow_empty=False, help_text="External ids."
+    )
+
+
+class SubscribersResultSerializer(serializers.Serializer[Any]):
+    added = serializers.IntegerField(required=False)
+    removed = serializers.IntegerField(required=False)
+
+
+class CategorySerializer(serializers.ModelSerializer[Category]):
+    class Meta:
+        model = Category
+        fields = ["key", "name", "description", "critical", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+
+# --- Preferences -------------------------------------------------------------------------------
+
+
+class QuietHoursSerializer(serializers.Serializer[Any]):
+    start = serializers.TimeField(help_text="Local time in the recipient's timezone, e.g. 22:00.")
+    end = serializers.TimeField(help_text="Local time; may be earlier than start (wraps midnight). Equal: none.")
+
+
+class PreferenceLayerSerializer(serializers.Serializer[Any]):
+    category = serializers.SlugField(required=False, allow_null=True, default=None, help_text="Null: every category.")
+    channels = serializers.DictField(
+        child=serializers.BooleanField(), required=False, default=dict, help_text="{channel: on/off}; unlisted inherit."
+    )
+    digest = serializers.ChoiceField(choices=[("", "inherit"), *Digest.choices], required=False, default="")
+    quiet_hours = QuietHoursSerializer(required=False, allow_null=True, default=None)
+
+
+class PreferencesSerializer(serializers.Serializer[Any]):
+    preferences = PreferenceLayerSerializer(many=True)
+    unsubscribed = serializers.BooleanField(required=False, help_text="Global unsubscribe (recipients only).")
+
+
+class PreferencesReadSerializer(PreferencesSerializer):
+    effective = serializers.DictField(
+        read_only=True, help_text="Merged result per category key ('*': a category with no rows of its own)."
+    )
+
+
+def layer_out(row: Any) -> dict[str, Any]:
+    return {
+        "category": row.category.key if row.category_id else None,
+        "channels": row.channels,
+        "digest": row.digest,
+        "quiet_hours": (
+            {"start": row.quiet_hours_start.isoformat("minutes"), "end": row.quiet_hours_end.isoformat("minutes")}
+            if row.quiet_hours_start is not None and row.quiet_hours_end is not None
+            else None
+        ),
+    }
+
+
+def layer_in(data: dict[str, Any]) -> dict[str, Any]:
+    quiet = data.get("quiet_hours") or {}
+    return {
+        "category": data.get("category"),
+        "channels": data.get("channels") or {},
+        "digest": data.get("digest") or "",
+        "quiet_hours_start": quiet.get("start"),
+        "quiet_hours_end": quiet.get("end"),
+    }
+
+
+# --- Templates ---------------------------------------------------------------------------------
+
+
+class TemplateVersionSerializer(serializers.ModelSerializer[TemplateVersion]):
+    category = serializers.CharField(source="category_key", read_only=True)
+
+    class Meta:
+        model = TemplateVersion
+        fields = [
+            "version",
+            "name",
+            "description",
+            "category",
+            "variables",
+            "default_channels",
+            "content",
+            "digest",
+            "created_at",
+            "created_by",
+        ]
+        read_only_fields = fields
+
+
+class TemplateSerializer(serializers.ModelSerializer[Template]):
+    category = serializers.CharField(source="category.key", read_only=True)
+    version = serializers.IntegerField(source="current_version.version", default=None, read_only=True)
+    description = serializers.CharField(source="current_version.description", default="", read_only=True)
+    variables = serializers.JSONField(source="current_version.variables", default=None, read_only=True)
+    default_channels = serializers.JSONField(source="current_version.default_channels", default=None, read_only=True)
+    content = serializers.JSONField(source="current_version.content", default=dict, read_only=True)
+    digest = serializers.JSONField(source="current_version.digest", default=None, read_only=True)
+    archived = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Template
+        fields = [
+            "key",
+            "name",
+            "description",
+            "category",
+            "version",
+            "variables",
+            "default_channels",
+            "content",
+            "digest",
+            "archived",
+            "archived_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_archived(self, obj: Template) -> bool:
+        return obj.archived_at is not None
+
+
+class TemplateWriteSerializer(serializers.Serializer[Any]):
+    """The versioned definition. Content is validated by the service (parse, declared variables)."""
+
+    key = serializers.SlugField(max_length=100, required=False, help_text="Required on create; cannot change.")
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True)
+    category = serializers.SlugField(max_length=64, required=False, help_text="Created on first use.")
+    variables = serializers.ListField(
+        child=serializers.JSONField(), required=False, help_text='Names, or {"name", "required", "example"}.'
+    )
+    default_channels = serializers.ListField(child=channel_field(), required=False)
+    content = serializers.DictField(
+        required=False, help_text="{locale: {channel: {field: jinja source}}} with a `default` locale."
+    )
+    digest = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text='Digest rule {"key": jinja source over declared variables, "window_minutes": n}; null: none.',
+    )
+
+
+class TemplatePreviewSerializer(serializers.Serializer[Any]):
+    data = serializers.DictField(  # type: ignore[assignment]  # a field named like Serializer.data
+        required=False, default=dict, help_text="Variables; missing ones use examples."
+    )
+    version = serializers.IntegerField(required=False, min_value=1, help_text="Default: the current version.")
+
+
+@extend_schema_field(OpenApiTypes.OBJECT)
+class _Rendered(serializers.DictField):
+    pass
+
+
+class TemplatePreviewResultSerializer(serializers.Serializer[Any]):
+    version = serializers.IntegerField()
+    rendered = _Rendered(help_text="{locale: {channel: {field: text} or {error}}}")
+
+
+# --- Inbox -------------------------------------------------------------------------------------
+
+
+class InboxItemSerializer(serializers.ModelSerializer[Delivery]):
+    notification = serializers.UUIDField(source="notification_id", read_only=True)
+    title = serializers.SerializerMethodField()
+    body = serializers.SerializerMethodField()
+    action_url = serializers.SerializerMethodField()
+    data = serializers.SerializerMethodField()  # type: ignore[assignment]  # a field named like Serializer.data
+    locale = serializers.SerializerMethodField()
+    read = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id",
+            "notification",
+            "title",
+            "body",
+            "action_url",
+            "data",
+            "locale",
+            "read",
+            "created_at",
+            "seen_at",
+            "read_at",
+            "archived_at",
+        ]
+        read_only_fields = fields
+
+    def _content(self, obj: Delivery) -> dict[str, Any]:
+        return (obj.rendered or {}).get("content") or {}
+
+    def get_title(self, obj: Delivery) -> str:
+        return str(self._content(obj).get("title", ""))
+
+    def get_body(self, obj: Delivery) -> str:
+        return str(self._content(obj).get("body", ""))
+
+    def get_action_url(self, obj: Delivery) -> str:
+        return str(self._content(obj).get("action_url", ""))
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_data(self, obj: Delivery) -> dict[str, Any]:
+        return dict(self._content(obj).get("data") or {})
+
+    def get_locale(self, obj: Delivery) -> str:
+        return str((obj.rendered or {}).get("locale", ""))
+
+    def get_read(self, obj: Delivery) -> bool:
+        return obj.read_at is not None
+
+
+class InboxCountsSerializer(serializers.Serializer[Any]):
+    unread = serializers.IntegerField()
+    unseen = serializers.IntegerField()
+
+
+class InboxChangedSerializer(serializers.Serializer[Any]):
+    updated = serializers.IntegerField()
+
+
+class InboxTokenRequestSerializer(serializers.Serializer[Any]):
+    ttl_seconds = serializers.IntegerField(required=False, min_value=60, help_text="Default 3600; at most 86400.")
+
+
+class InboxTokenSerializer(serializers.Serializer[Any]):
+    token = serializers.CharField(help_text="Send as `Authorization: Recipient <token>` (or `?token=`).")
+    expires_at = serializers.DateTimeField()
+    recipient = serializers.CharField()
+
+
+# --- Dead letters (docs/reliability.md) ----------------------------------------------------------
+
+
+class DeliveryReplayFilterSerializer(serializers.Serializer[Any]):
+    status = serializers.ListField(
+        child=serializers.ChoiceField(choices=["failed", "dead"]), required=False, allow_empty=False
+    )
+    channel = serializers.ListField(
+        child=serializers.ChoiceField(choices=[c for c, _ in CHANNEL_CHOICES]), required=False, allow_empty=False
+    )
+    notification = serializers.UUIDField(required=False)
+    error_code = serializers.CharField(required=False, max_length=64)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+
+
+class DeliveryReplaySerializer(serializers.Serializer[Any]):
+    ids = serializers.ListField(
+        child=serializers.UUIDField(), required=False, allow_empty=False, max_length=1000, help_text="At most 1000."
+    )
+    filter = DeliveryReplayFilterSerializer(required=False, help_text="Failed and dead deliveries matching this.")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=1000)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("ids" in attrs) == ("filter" in attrs):
+            raise serializers.ValidationError({"non_field_errors": ["Give `ids` or a `filter` (one of them)."]})
+        return attrs
+
+
+class DeliveryReplayResultSerializer(serializers.Serializer[Any]):
+    matched = serializers.IntegerField(help_text="Failed or dead deliveries selected.")
+    replayed = serializers.IntegerField(help_text="Replayed by this call (a concurrent replay may have taken some).")

@@ -1,0 +1,26 @@
+"""Writes and pipeline steps of the notifications app, one module per concern:
+
+- `templates`: create, change (a new version), archive and restore templates; categories.
+- `recipients`: recipients (and bulk upsert), devices, topics and memberships.
+- `preferences`: preference layers, their merge, quiet hours.
+- `notifications`: `notification_create` (the intent) and `notification_cancel`.
+- `fanout`: planning chunks and expanding each chunk into deliveries.
+- `sending`: claiming deliveries, calling channel adapters, recording results and retries.
+- `dispatch`: the dispatcher (due retries, deferrals, scheduled intents) and the sweeper.
+- `digest`: the seam where digest-bound deliveries wait.
+- `inbox`: in-app inbox state and recipient tokens.
+- `ratelimits`, `suppressions`, `callbacks`, `replay`: send limits, the suppression list, provider
+  status reports and dead-letter replays (docs/reliability.md).
+"""
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    # `from apps.notifications.services import deliveries_replay` (apps/tasks' resend task) without
+    # importing the whole pipeline when the package is imported.
+    if name == "deliveries_replay":
+        from apps.notifications.services.sending import deliveries_replay
+
+        return deliveries_replay
+    raise AttributeError(name)

@@ -1,0 +1,230 @@
+"""Bulk writes of the delivery pipeline: many rows per statement, a constant number of statements.
+
+On PostgreSQL rows travel by COPY (C-speed encoding in psycopg, no per-field Python preparation):
+new deliveries are copied straight into their table inside a savepoint, and only if that meets a
+row that exists (a chunk re-run against the odds) are they staged in a temporary table and moved
+with `INSERT … SELECT … ON CONFLICT DO NOTHING`; send outcomes are staged and applied with one
+`UPDATE … FROM` guarded by `status = 'sending'`; attempt rows are copied straight in. Measured on
+the fan-out benchmark, this is several times faster than `bulk_create`, whose per-field
+preparation dominated a chunk. On other databases (the embedded SQLite default) the same
+functions use the ORM.
+
+COPY statements go through Django's cursor wrappers, so query logging, CaptureQueriesContext and
+execute wrappers see them like any other statement.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.backends.utils import CursorDebugWrapper
+
+from apps.notifications.models import Delivery, DeliveryAttempt
+
+DELIVERY_COLUMNS = (
+    "id",
+    "tenant_id",
+    "notification_id",
+    "recipient_id",
+    "channel",
+    "status",
+    "suppression_reason",
+    "template_version_id",
+    "attempts",
+    "next_attempt_at",
+    "provider",
+    "provider_message_id",
+    "rendered",
+    "dedup_key",
+    "error_code",
+    "last_error",
+    "created_at",
+    "queued_at",
+    "sent_at",
+    "delivered_at",
+    "failed_at",
+)
+DELIVERY_DEFAULTS: dict[str, Any] = {
+    "suppression_reason": "",
+    "template_version_id": None,
+    "attempts": 0,
+    "next_attempt_at": None,
+    "provider": "",
+    "provider_message_id": "",
+    "rendered": None,
+    "dedup_key": None,
+    "error_code": "",
+    "last_error": "",
+    "queued_at": None,
+    "sent_at": None,
+    "delivered_at": None,
+    "failed_at": None,
+}
+# Outcome columns a send writes; a None timestamp (or rendering) keeps the stored value.
+RESULT_COLUMNS = (
+    ("status", "text"),
+    ("next_attempt_at", "timestamptz"),
+    ("provider", "text"),
+    ("provider_message_id", "text"),
+    ("rendered", "jsonb"),
+    ("suppression_reason", "text"),
+    ("error_code", "text"),
+    ("last_error", "text"),
+    ("sent_at", "timestamptz"),
+    ("delivered_at", "timestamptz"),
+    ("failed_at", "timestamptz"),
+)
+KEEP_IF_NULL = {"sent_at", "delivered_at", "failed_at", "rendered", "provider_message_id"}
+ATTEMPT_COLUMNS = (
+    "delivery_id",
+    "number",
+    "provider",
+    "outcome",
+    "status_code",
+    "error_code",
+    "error",
+    "provider_message_id",
+    "latency_ms",
+    "created_at",
+)
+
+
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _copy(sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    """Runs `COPY … FROM STDIN` through Django's cursor, so it is logged and wrapped like execute()."""
+
+    def run(sql: str, params: Any, many: bool, context: dict[str, Any]) -> None:
+        with context["cursor"].cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    with connection.cursor() as cursor:
+        execute: Callable[[], None] = lambda: cursor._execute_with_wrappers(sql, None, False, executor=run)  # noqa: E731
+        if isinstance(cursor, CursorDebugWrapper):
+            with cursor.debug_sql(sql):
+                execute()
+        else:
+            execute()
+
+
+def _ensure_stage(name: str) -> None:
+    """Creates a staging table for this connection if it is missing. Asked every time (a catalog
+    lookup): a table created in a transaction that rolled back is gone again."""
+    definitions = {
+        "notif_delivery_stage": f"(LIKE {Delivery._meta.db_table} INCLUDING DEFAULTS)",
+        "notif_result_stage": "({})".format(", ".join(["id uuid", *(f"{n} {kind}" for n, kind in RESULT_COLUMNS)])),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} {definitions[name]} ON COMMIT DELETE ROWS")
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def deliveries_insert(rows: Sequence[Mapping[str, Any]]) -> set[Any]:
+    """Inserts new deliveries (dicts of DELIVERY_COLUMNS, missing ones defaulted) and returns the
+    ids actually inserted: a row whose (notification, recipient, channel) exists is skipped.
+    Call inside a transaction."""
+    if not rows:
+        return set()
+    full = [{**DELIVERY_DEFAULTS, **row} for row in rows]
+    if not _postgres():
+        taken = set(
+            Delivery.objects.filter(
+                notification_id__in={r["notification_id"] for r in full},
+                recipient__any=[r["recipient_id"] for r in full],
+            ).values_list("notification_id", "recipient_id", "channel")
+        )
+        new = [r for r in full if (r["notification_id"], r["recipient_id"], r["channel"]) not in taken]
+        Delivery.objects.bulk_create([Delivery(**row) for row in new], ignore_conflicts=True)
+        return {r["id"] for r in new}
+    columns = ", ".join(DELIVERY_COLUMNS)
+
+    def tuples() -> Iterable[tuple[Any, ...]]:
+        return (tuple(_json(r[c]) if c == "rendered" else r[c] for c in DELIVERY_COLUMNS) for r in full)
+
+    # The common case, straight in: a chunk not yet done has no rows (it commits all or none).
+    # A conflict aborts only this savepoint, and the staged path below skips what exists.
+    try:
+        with transaction.atomic():
+            _copy(f"COPY {Delivery._meta.db_table} ({columns}) FROM STDIN", tuples())
+        return {r["id"] for r in full}
+    except IntegrityError:
+        pass
+    _ensure_stage("notif_delivery_stage")
+    _copy(f"COPY notif_delivery_stage ({columns}) FROM STDIN", tuples())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Delivery._meta.db_table} ({columns}) "  # noqa: S608 (names are ours)
+            f"SELECT {columns} FROM notif_delivery_stage ON CONFLICT DO NOTHING RETURNING id"
+        )
+        inserted = {row[0] for row in cursor.fetchall()}
+        cursor.execute("DELETE FROM notif_delivery_stage")  # a second batch in this transaction starts empty
+    return inserted
+
+
+def deliveries_record(rows: Sequence[Mapping[str, Any]]) -> int:
+    """Writes send outcomes of claimed rows in one UPDATE; rows no longer `sending` are left alone.
+
+    Each row: `id` plus any RESULT_COLUMNS. Call inside a transaction.
+    """
+    if not rows:
+        return 0
+    prepared = [
+        {
+            "id": row["id"],
+            **{name: row.get(name) for name, _ in RESULT_COLUMNS},
+            "provider": row.get("provider", ""),
+            "suppression_reason": row.get("suppression_reason", ""),
+            "error_code": row.get("error_code", ""),
+            "last_error": row.get("last_error", ""),
+        }
+        for row in rows
+    ]
+    if not _postgres():
+        updated = 0
+        for r in prepared:
+            values = {k: v for k, v in r.items() if k != "id" and not (k in KEEP_IF_NULL and v is None)}
+            updated += Delivery.objects.filter(pk=r["id"], status=Delivery.Status.SENDING).update(
+                lease_expires_at=None, **values
+            )
+        return updated
+    _ensure_stage("notif_result_stage")
+    names = ["id", *(name for name, _ in RESULT_COLUMNS)]
+    _copy(
+        f"COPY notif_result_stage ({', '.join(names)}) FROM STDIN",
+        (tuple(_json(r[n]) if n == "rendered" else r[n] for n in names) for r in prepared),
+    )
+    sets = ", ".join(
+        f"{name} = COALESCE(s.{name}, d.{name})" if name in KEEP_IF_NULL else f"{name} = s.{name}"
+        for name, _ in RESULT_COLUMNS
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Delivery._meta.db_table} AS d SET {sets}, lease_expires_at = NULL "  # noqa: S608
+            "FROM notif_result_stage AS s WHERE d.id = s.id AND d.status = 'sending'"
+        )
+        updated = int(cursor.rowcount)
+        cursor.execute("DELETE FROM notif_result_stage")
+    return updated
+
+
+def attempts_insert(rows: Sequence[Mapping[str, Any]], *, now: datetime) -> None:
+    """Appends DeliveryAttempt rows (dicts of ATTEMPT_COLUMNS)."""
+    if not rows:
+        return
+    if not _postgres():
+        DeliveryAttempt.objects.bulk_create([DeliveryAttempt(**row) for row in rows])
+        return
+    _copy(
+        f"COPY {DeliveryAttempt._meta.db_table} ({', '.join(ATTEMPT_COLUMNS)}) FROM STDIN",
+        (tuple(row.get(c, now if c == "created_at" else None) for c in ATTEMPT_COLUMNS) for row in rows),
+    )

@@ -1,0 +1,83 @@
+"""What providers report after a send: a delivery moves forward to `delivered`, `bounced` or
+`failed`, and never back.
+
+Providers retry their callbacks and send them out of order (SendGrid's `delivered` may arrive
+after its `bounce`, Twilio's `sent` after `delivered`). Every report is one conditional UPDATE
+whose `WHERE status IN (…)` names only the statuses that are earlier in `STATUS_ORDER`, so a
+late or repeated report finds nothing to change, and two racing reports cannot both win.
+
+A provider's report may also settle a delivery our side had not: one still `sending` (the
+callback outran the worker's record), `pending` or `queued` (the answer was lost and a retry
+waits: the report proves the provider has it, so the retry is cancelled), or `dead`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.notifications.models import Delivery
+
+Status = Delivery.Status
+
+# Earlier statuses have lower ranks. The provider-reported outcomes share one rank: the first
+# one reported is final (a `delivered` after a `bounce` changes nothing, and the other way round).
+STATUS_ORDER: dict[str, int] = {
+    Status.PENDING: 0,
+    Status.QUEUED: 0,
+    Status.SENDING: 0,
+    Status.DEAD: 0,  # we gave up, yet the provider had it after all
+    Status.SENT: 1,
+    Status.DELIVERED: 2,
+    Status.BOUNCED: 2,
+    Status.FAILED: 2,
+    Status.READ: 3,
+}
+REPORTABLE = (Status.DELIVERED, Status.BOUNCED, Status.FAILED)
+
+
+def earlier_than(status: str) -> list[str]:
+    rank = STATUS_ORDER[status]
+    return [s for s, r in STATUS_ORDER.items() if r < rank]
+
+
+def delivery_report(
+    *,
+    delivery_id: Any,
+    status: str,
+    provider: str = "",
+    provider_message_id: str = "",
+    error_code: str = "",
+    detail: str = "",
+    at: datetime | None = None,
+    tenant_id: Any = None,
+) -> bool:
+    """Moves a delivery forward to a provider-reported status; False if it was not earlier (or unknown)."""
+    if status not in REPORTABLE:
+        raise ValueError(f"providers report {', '.join(REPORTABLE)}, not {status!r}")
+    at = at or timezone.now()
+    values: dict[str, Any] = {"status": status, "next_attempt_at": None, "lease_expires_at": None}
+    if status == Status.DELIVERED:
+        values.update(delivered_at=at, error_code="", last_error="")
+    else:
+        values.update(failed_at=at, error_code=(error_code or status)[:64], last_error=detail[:2000])
+    rows = Delivery.objects.filter(pk=delivery_id, status__in=earlier_than(status))
+    if tenant_id is not None:
+        rows = rows.filter(tenant_id=tenant_id)
+    try:
+        moved = rows.update(**values)
+    except (ValueError, ValidationError):  # not a UUID
+        return False
+    if moved:
+        # Fill in what the worker's record would have written, had the callback not outrun it.
+        filled = Delivery.objects.filter(pk=delivery_id)
+        filled.filter(sent_at__isnull=True).update(sent_at=at)
+        if provider:
+            filled.filter(provider="").update(provider=provider)
+        if provider_message_id:
+            filled.filter(Q(provider_message_id="")).update(provider_message_id=provider_message_id[:255])
+    return bool(moved)

@@ -1,0 +1,78 @@
+"""Rendering a notification for one recipient on one channel, as fan-out and sends need it.
+
+A `NotificationRenderer` is made once per notification per task: content that does not use
+`recipient` is rendered once per locale and channel and shared by every recipient of that
+locale; content that does is rendered per recipient (from templates compiled once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from apps.notifications import rendering
+from apps.notifications.models import Notification
+
+
+def recipient_context(recipient: Any) -> dict[str, Any]:
+    """What templates see as `recipient`."""
+    return {
+        "external_id": recipient.external_id,
+        "name": recipient.name,
+        "email": recipient.email,
+        "phone": recipient.phone,
+        "locale": recipient.locale,
+        "timezone": recipient.timezone or "UTC",
+        "data": recipient.data or {},
+    }
+
+
+class NotificationRenderer:
+    def __init__(self, notification: Notification, *, default_locale: str = "") -> None:
+        self.notification = notification
+        self.content: Mapping[str, Any] = (
+            notification.template_version.content
+            if notification.template_version is not None
+            else notification.content or {}
+        )
+        self.default_locale = default_locale
+        self._shared: dict[tuple[str, str], dict[str, Any]] = {}
+        self._per_recipient: dict[tuple[str, str], bool] = {}
+        self._resolved: dict[tuple[str, str], tuple[str, dict[str, Any]] | None] = {}
+
+    def _fields(self, channel: str, locale: str) -> tuple[str, dict[str, Any]]:
+        key = (channel, locale)
+        if key not in self._resolved:  # a few locales per notification: resolve each once
+            self._resolved[key] = rendering.channel_content(self.content, channel, locale)
+        found = self._resolved[key]
+        if found is None:
+            raise rendering.RenderError(f"No content for channel {channel!r}.")
+        return found
+
+    def render(self, channel: str, recipient: Any) -> dict[str, Any]:
+        """`{"locale": used, "content": {field: text}}`; raises RenderError."""
+        locale = recipient.locale or self.default_locale
+        used, fields = self._fields(channel, locale)
+        key = (channel, used)
+        if key not in self._per_recipient:
+            self._per_recipient[key] = rendering.uses_recipient(channel, fields)
+        if not self._per_recipient[key]:
+            if key not in self._shared:
+                self._shared[key] = rendering.render_fields(channel, fields, self.notification.payload)
+            return {"locale": used, "content": self._shared[key]}
+        context = {**self.notification.payload, rendering.RECIPIENT_VARIABLE: recipient_context(recipient)}
+        return {"locale": used, "content": rendering.render_fields(channel, fields, context)}
+
+
+def message_metadata(notification: Notification, *, delivery_id: str, attempt: int) -> dict[str, Any]:
+    """What every adapter gets in `Message.metadata` (providers may pass it on as tags)."""
+    return {
+        "notification_id": str(notification.pk),
+        "delivery_id": delivery_id,
+        "attempt": attempt,
+        "category": notification.category.key if notification.category_id else "",
+        "template": notification.template.key if notification.template_id and notification.template else "",
+        "template_version": notification.template_version.version if notification.template_version else None,
+        "priority": notification.priority,
+        "notification_metadata": notification.metadata or {},
+    }

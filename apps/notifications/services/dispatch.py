@@ -1,0 +1,257 @@
+"""The dispatcher and the sweeper, both run by beat on the maintenance queue.
+
+`dispatch_due` (every few seconds) publishes what has come due: scheduled notifications whose
+time has come, and deliveries waiting in `pending` (retries, recovered rows) or `deferred`
+(quiet hours) whose `next_attempt_at` has passed. Rows are taken with FOR UPDATE SKIP LOCKED
+in batches, so two dispatchers never publish the same row.
+
+`sweep` (every half minute) recovers what fell between the database and the broker: intents
+committed but never fanned out, chunks published but never run, deliveries queued long ago
+but never claimed, and claims whose lease ran out (the worker died mid-send). It also
+completes dispatched notifications with nothing left in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.core.publish import publish_on_commit
+from apps.notifications import conf
+from apps.notifications.models import Delivery, DeliveryAttempt, FanoutChunk, Notification
+from apps.notifications.services.notifications import notification_complete_if_settled, queue_for
+from apps.notifications.services.quiet_hours import deliveries_hold_for_quiet_hours
+from apps.observability import metrics
+
+log = logging.getLogger(__name__)
+
+Status = Delivery.Status
+
+
+def _publish_sends(rows: list[tuple[Any, str, str]]) -> int:
+    """Publishes send tasks on commit, one per (queue, channel) and batch; rows are (id, channel, queue)."""
+    from apps.notifications.tasks import send_batch
+
+    size = conf.get().SEND_BATCH_SIZE
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for pk, channel, queue in rows:
+        groups[(queue, channel)].append(str(pk))
+    for (queue, _), ids in groups.items():
+        for start in range(0, len(ids), size):
+            publish_on_commit(send_batch, ids[start : start + size], queue=queue)
+    return len(rows)
+
+
+def _dispatch_scheduled(now: datetime, limit: int) -> int:
+    from apps.notifications.tasks import fan_out
+
+    with transaction.atomic():
+        due = list(
+            Notification.objects.select_for_update(skip_locked=True)
+            .filter(status=Notification.Status.SCHEDULED, scheduled_at__lte=now)
+            .order_by("scheduled_at")
+            .only("pk", "priority")[:limit]
+        )
+        for notification in due:
+            Notification.objects.filter(pk=notification.pk, status=Notification.Status.SCHEDULED).update(
+                status=Notification.Status.ACCEPTED, enqueued_at=now, updated_at=now
+            )
+            publish_on_commit(fan_out, str(notification.pk), queue=queue_for(notification.priority))
+    return len(due)
+
+
+def _dispatch_deliveries(now: datetime, limit: int) -> int:
+    with transaction.atomic():
+        rows = list(
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(status__in=Delivery.DUE, next_attempt_at__lte=now)
+            .order_by("next_attempt_at")
+            .values_list("pk", "channel", "notification__priority", "notification__status")[:limit]
+        )
+        if not rows:
+            return 0
+        cancelled = [pk for pk, _, _, status in rows if status == Notification.Status.CANCELLED]
+        live = [
+            (pk, channel, queue_for(priority))
+            for pk, channel, priority, status in rows
+            if status != Notification.Status.CANCELLED
+        ]
+        if cancelled:
+            Delivery.objects.filter(pk__in=cancelled, status__in=Delivery.DUE).update(
+                status=Status.CANCELLED, next_attempt_at=None, failed_at=now
+            )
+        if live:  # a retry or replay coming due inside the recipient's quiet hours waits again
+            held = deliveries_hold_for_quiet_hours(delivery_ids=[pk for pk, _, _ in live], now=now)
+            live = [row for row in live if row[0] not in held]
+        if live:
+            Delivery.objects.filter(pk__in=[pk for pk, _, _ in live], status__in=Delivery.DUE).update(
+                status=Status.QUEUED, queued_at=now, next_attempt_at=None
+            )
+            _publish_sends(live)
+    return len(rows)
+
+
+def dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
+    """Publishes due scheduled notifications and due deliveries; returns counts."""
+    now = now or timezone.now()
+    settings = conf.get()
+    counts = {"notifications": _dispatch_scheduled(now, settings.DISPATCH_BATCH_SIZE), "deliveries": 0}
+    for _ in range(settings.DISPATCH_MAX_BATCHES):
+        taken = _dispatch_deliveries(now, settings.DISPATCH_BATCH_SIZE)
+        counts["deliveries"] += taken
+        if taken < settings.DISPATCH_BATCH_SIZE:
+            break
+    return counts
+
+
+@dataclass
+class SweepResult:
+    intents: int = 0
+    chunks: int = 0
+    queued: int = 0
+    leases: int = 0
+    completed: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _sweep_intents(now: datetime, after: timedelta, limit: int) -> int:
+    from apps.notifications.tasks import fan_out
+
+    with transaction.atomic():
+        stale = list(
+            Notification.objects.select_for_update(skip_locked=True)
+            .filter(status=Notification.Status.ACCEPTED)
+            .filter(Q(enqueued_at__lt=now - after) | Q(enqueued_at__isnull=True))
+            .only("pk", "priority")[:limit]
+        )
+        for notification in stale:
+            Notification.objects.filter(pk=notification.pk).update(enqueued_at=now)
+            publish_on_commit(fan_out, str(notification.pk), queue=queue_for(notification.priority))
+    return len(stale)
+
+
+def _sweep_chunks(now: datetime, after: timedelta, limit: int) -> int:
+    from apps.notifications.tasks import fan_out_chunk
+
+    with transaction.atomic():
+        stale = list(
+            FanoutChunk.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(done_at__isnull=True, published_at__lt=now - after)
+            .values_list("pk", "notification__priority")[:limit]
+        )
+        if stale:
+            FanoutChunk.objects.filter(pk__in=[pk for pk, _ in stale]).update(published_at=now)
+        for pk, priority in stale:
+            publish_on_commit(fan_out_chunk, pk, queue=queue_for(priority))
+    return len(stale)
+
+
+def _sweep_queued(now: datetime, after: timedelta, limit: int) -> int:
+    """Queued long ago and never claimed: the publish was lost. Hand them to the dispatcher
+    (a late original task then finds them no longer `queued` and skips them)."""
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status=Status.QUEUED, queued_at__lt=now - after)
+            .values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            Delivery.objects.filter(pk__in=ids, status=Status.QUEUED).update(status=Status.PENDING, next_attempt_at=now)
+    return len(ids)
+
+
+def _sweep_leases(now: datetime, limit: int) -> int:
+    """Claims past their lease: the worker died mid-send, so whether the provider got the
+    message is unknown. Record a `lost` attempt and retry (providers get the delivery id as
+    idempotency key, which absorbs a duplicate where they support it) — unless that was the
+    last attempt: a message that kills its worker every time ends `dead`, it never loops."""
+    from apps.notifications.services.sending import retry_policy_for
+
+    with transaction.atomic():
+        rows = list(
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(status=Status.SENDING, lease_expires_at__lt=now)
+            .values_list("pk", "attempts", "provider", "channel", "notification__tenant__settings")[:limit]
+        )
+        if not rows:
+            return 0
+        dead = [
+            (pk, channel)
+            for pk, attempts, _, channel, tenant_settings in rows
+            if attempts >= retry_policy_for(tenant_settings, channel).max_attempts
+        ]
+        dead_ids = {pk for pk, _ in dead}
+        lost = "The worker holding the claim stopped before recording a result."
+        Delivery.objects.filter(pk__in=[pk for pk, *_ in rows if pk not in dead_ids], status=Status.SENDING).update(
+            status=Status.PENDING,
+            next_attempt_at=now,
+            lease_expires_at=None,
+            error_code="lease_expired",
+            last_error=lost,
+        )
+        Delivery.objects.filter(pk__in=dead_ids, status=Status.SENDING).update(
+            status=Status.DEAD,
+            next_attempt_at=None,
+            lease_expires_at=None,
+            failed_at=now,
+            error_code="lease_expired",
+            last_error=f"{lost} That was its last attempt.",
+        )
+        DeliveryAttempt.objects.bulk_create(
+            [
+                DeliveryAttempt(
+                    delivery_id=pk,
+                    number=attempts,
+                    provider=provider,
+                    outcome=DeliveryAttempt.Outcome.LOST,
+                    error_code="lease_expired",
+                    created_at=now,
+                )
+                for pk, attempts, provider, _, _ in rows
+            ]
+        )
+    for _, channel in dead:
+        metrics.DEAD_LETTERS.labels(kind="delivery", channel=channel).inc()
+    return len(rows)
+
+
+def _sweep_completion(now: datetime, limit: int) -> int:
+    done = 0
+    for pk in Notification.objects.filter(status=Notification.Status.DISPATCHED).values_list("pk", flat=True)[:limit]:
+        done += notification_complete_if_settled(notification_id=pk, now=now)
+    # Fan-out that finished every chunk but lost the race to say so.
+    for pk in (
+        Notification.objects.filter(status=Notification.Status.FANNING_OUT)
+        .exclude(chunks__done_at__isnull=True)
+        .values_list("pk", flat=True)[:limit]
+    ):
+        Notification.objects.filter(pk=pk, status=Notification.Status.FANNING_OUT).update(
+            status=Notification.Status.DISPATCHED, dispatched_at=now, updated_at=now
+        )
+        done += notification_complete_if_settled(notification_id=pk, now=now)
+    return done
+
+
+def sweep(*, now: datetime | None = None, limit: int = 1000) -> SweepResult:
+    now = now or timezone.now()
+    settings = conf.get()
+    result = SweepResult(
+        intents=_sweep_intents(now, timedelta(seconds=settings.SWEEP_INTENT_AFTER_SECONDS), limit),
+        chunks=_sweep_chunks(now, timedelta(seconds=settings.SWEEP_CHUNK_AFTER_SECONDS), limit),
+        queued=_sweep_queued(now, timedelta(seconds=settings.SWEEP_QUEUED_AFTER_SECONDS), limit),
+        leases=_sweep_leases(now, limit),
+    )
+    result.completed = _sweep_completion(now, limit)
+    for kind in ("intents", "chunks", "queued", "leases"):
+        count = getattr(result, kind)
+        if count:
+            metrics.SWEEPER_RECOVERED.labels(kind=f"notification_{kind}").inc(count)
+            log.warning("sweeper recovered notification rows", extra={"kind": kind, "count": count})
+    return result

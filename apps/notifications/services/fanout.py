@@ -1,0 +1,459 @@
+"""Fan-out: turning one notification into one delivery per recipient and channel, in chunks.
+
+`notification_fan_out` plans: it splits the audience into chunks (slices of an explicit list,
+or recipient-id ranges of a topic found with one window query) and publishes one task per
+chunk. `fanout_chunk_run` expands one chunk in one transaction with a constant number of
+queries whatever the chunk size: load the recipients, their preferences, devices and prior
+duplicates (dedup keys), decide each (recipient, channel), insert every delivery with one bulk INSERT,
+and publish send batches on commit.
+
+Each decision, in order: duplicate dedup_key in the window
+-> suppressed/duplicate; (non-critical only) global unsubscribe -> suppressed/unsubscribed,
+channel off -> suppressed/opted_out; no address -> suppressed/no_address; the address on the
+suppression list -> suppressed/suppressed_address; (non-critical,
+interrupting channels) a digest preference or the notification's digest rule -> digest (its
+window is flushed later, quiet hours applied then), inside quiet hours -> deferred until the
+window ends; otherwise queued (or, for an inline adapter such as the in-app inbox,
+delivered in this transaction).
+
+A chunk is idempotent: its row is locked while it runs and marked done in the same
+transaction, and (notification, recipient, channel) is unique, inserted with ON CONFLICT DO
+NOTHING (RETURNING what went in) as the last guard.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.core.publish import publish_on_commit
+from apps.notifications import channels as registry
+from apps.notifications import conf
+from apps.notifications.models import (
+    Delivery,
+    Device,
+    Digest,
+    FanoutChunk,
+    Notification,
+    Preference,
+    Recipient,
+    TopicMembership,
+    uuid7,
+)
+from apps.notifications.rendering import RenderError
+from apps.notifications.services.bulk import deliveries_insert
+from apps.notifications.services.content import NotificationRenderer, message_metadata
+from apps.notifications.services.digest import digest_enqueue
+from apps.notifications.services.notifications import (
+    notification_complete_if_settled,
+    notification_lock,
+    queue_for,
+)
+from apps.notifications.services.preferences import INTERRUPTING_CHANNELS, PreferenceIndex, quiet_hours_until, zone
+from apps.notifications.services.sending import outcome_fields, retry_policy_for
+from apps.notifications.services.suppressions import suppressed_pairs
+from apps.observability import metrics
+from apps.providers.base import Channel
+
+log = logging.getLogger(__name__)
+
+Status = Delivery.Status
+Reason = Delivery.SuppressionReason
+RECIPIENT_FIELDS = (
+    "id",
+    "tenant_id",
+    "external_id",
+    "name",
+    "email",
+    "phone",
+    "locale",
+    "timezone",
+    "chat_address",
+    "webhook_url",
+    "data",
+    "unsubscribed_at",
+)
+
+
+# --- Planning ------------------------------------------------------------------------------------
+
+
+def _topic_boundaries(topic_id: int, size: int) -> tuple[list[int], int]:
+    """(first recipient id of each chunk, member count) in one pass over the membership index."""
+    table = TopicMembership._meta.db_table
+    sql = (
+        "SELECT recipient_id, total FROM ("  # noqa: S608 (table name is ours)
+        "  SELECT recipient_id, ROW_NUMBER() OVER (ORDER BY recipient_id) AS rn, COUNT(*) OVER () AS total"
+        f"  FROM {table} WHERE topic_id = %s"
+        ") ranked WHERE (rn - 1) %% %s = 0 ORDER BY recipient_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [topic_id, size])
+        rows = cursor.fetchall()
+    return [r[0] for r in rows], (int(rows[0][1]) if rows else 0)
+
+
+def _plan_chunks(notification: Notification, size: int) -> tuple[list[FanoutChunk], int]:
+    now = timezone.now()
+    if notification.recipient_ids is not None:
+        total = len(notification.recipient_ids)
+        chunks = [
+            FanoutChunk(notification=notification, index=i, start=start, end=min(start + size, total), published_at=now)
+            for i, start in enumerate(range(0, total, size))
+        ]
+        return chunks, total
+    if notification.topic_id is None:
+        return [], 0
+    bounds, total = _topic_boundaries(notification.topic_id, size)
+    chunks = [
+        FanoutChunk(
+            notification=notification,
+            index=i,
+            id_from=low,
+            id_to=bounds[i + 1] if i + 1 < len(bounds) else None,
+            published_at=now,
+        )
+        for i, low in enumerate(bounds)
+    ]
+    return chunks, total
+
+
+def notification_fan_out(*, notification_id: Any) -> list[int]:
+    """Plans an accepted notification's chunks; returns their ids.
+
+    With several chunks, one task per chunk is published on commit; with a single chunk the
+    caller runs it right away (saving a queue hop for the common one-recipient case). A
+    notification not in `accepted` is left alone, so a duplicate task does nothing.
+    """
+    size = conf.get().FANOUT_CHUNK_SIZE
+    now = timezone.now()
+    with transaction.atomic():
+        notification = Notification.objects.select_for_update().filter(pk=notification_id).first()
+        if notification is None or notification.status != Notification.Status.ACCEPTED:
+            return []
+        chunks, total = _plan_chunks(notification, size)
+        FanoutChunk.objects.bulk_create(chunks)
+        notification.recipient_count = total
+        notification.chunks_total = len(chunks)
+        notification.fanout_started_at = now
+        notification.status = Notification.Status.FANNING_OUT if chunks else Notification.Status.COMPLETED
+        if not chunks:
+            notification.dispatched_at = notification.completed_at = now
+        notification.save(
+            update_fields=[
+                "recipient_count",
+                "chunks_total",
+                "fanout_started_at",
+                "status",
+                "dispatched_at",
+                "completed_at",
+                "updated_at",
+            ]
+        )
+        ids = [c.pk for c in chunks]
+        if len(ids) > 1:
+            from apps.notifications.tasks import fan_out_chunk
+
+            for chunk_id in ids:
+                publish_on_commit(fan_out_chunk, chunk_id, queue=queue_for(notification.priority))
+    return ids
+
+
+# --- One chunk -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkResult:
+    chunk_id: int
+    recipients: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    queued: dict[str, list[str]] = field(default_factory=dict)
+    cancelled: bool = False
+
+
+class _Cancelled(Exception):
+    pass
+
+
+Row = dict[str, Any]
+
+
+def _chunk_recipients(notification: Notification, chunk: FanoutChunk) -> list[Any]:
+    """The chunk's recipients as light named tuples (attribute access, no model instances)."""
+    qs = Recipient.objects.filter(tenant_id=notification.tenant_id)
+    if chunk.start is not None:
+        ids = (notification.recipient_ids or [])[chunk.start : chunk.end]
+        qs = qs.filter(id__any=ids)
+    elif notification.topic_id is None:
+        return []
+    else:
+        qs = qs.filter(topic_memberships__topic_id=notification.topic_id)
+        if chunk.id_from is not None:
+            qs = qs.filter(pk__gte=chunk.id_from)
+        if chunk.id_to is not None:
+            qs = qs.filter(pk__lt=chunk.id_to)
+    return list(qs.order_by("pk").values_list(*RECIPIENT_FIELDS, named=True))
+
+
+def _duplicates(notification: Notification, recipient_ids: Sequence[int], now: datetime) -> set[tuple[int, str]]:
+    """(recipient, channel) pairs that got this dedup_key from another notification in the window.
+
+    Chunks of notifications sharing a dedup_key take a lock on the key, so two racing
+    notifications cannot both decide "not a duplicate".
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                [f"dedup:{notification.tenant_id}:{notification.dedup_key}"],
+            )
+    since = now - timedelta(seconds=notification.dedup_window_seconds)
+    return set(
+        Delivery.objects.filter(
+            tenant_id=notification.tenant_id,
+            dedup_key=notification.dedup_key,
+            recipient__any=recipient_ids,
+            created_at__gte=since,
+        )
+        .exclude(notification_id=notification.pk)
+        .exclude(status__in=[Status.SUPPRESSED, Status.CANCELLED])
+        .values_list("recipient_id", "channel")
+    )
+
+
+def _has_address(channel: str, recipient: Any, with_devices: set[int]) -> bool:
+    if channel == Channel.PUSH:
+        return recipient.id in with_devices
+    return bool(registry.address_for(channel, recipient))
+
+
+def _expand(notification: Notification, chunk: FanoutChunk, now: datetime, result: ChunkResult) -> None:
+    recipients = _chunk_recipients(notification, chunk)
+    result.recipients = len(recipients)
+    if not recipients:
+        return
+    ids = [r.id for r in recipients]
+    channels: list[str] = list(notification.channels)
+    category = notification.category
+    critical = category.critical
+    tenant_settings = notification.tenant.settings or {}
+
+    preferences = PreferenceIndex(
+        Preference.objects.filter(
+            Q(recipient__any=ids) | Q(recipient__isnull=True), tenant_id=notification.tenant_id
+        ).filter(Q(category_id=category.pk) | Q(category__isnull=True)),
+        category.pk,
+    )
+    with_devices: set[int] = set()
+    if Channel.PUSH in channels:
+        with_devices = set(
+            Device.objects.filter(recipient__any=ids, active=True)
+            .order_by()
+            .values_list("recipient_id", flat=True)
+            .distinct()
+        )
+    duplicates = _duplicates(notification, ids, now) if notification.dedup_key else set()
+    listed = suppressed_pairs(tenant_id=notification.tenant_id, channels=channels, recipients=recipients)
+
+    # Only the in-app channel can complete inside fan-out: its adapter writes nothing outside
+    # this transaction. (Asking the resolver about external channels here would cost queries.)
+    inline = {}
+    if Channel.IN_APP in channels:
+        first = registry.provider_for_attempt(registry.chain_for(Channel.IN_APP, notification.tenant), 1)
+        if registry.adapter_flag(first, "inline", False):
+            inline[Channel.IN_APP.value] = first
+    renderer = NotificationRenderer(notification, default_locale=str(tenant_settings.get("default_locale", "")))
+    policy = retry_policy_for(tenant_settings)
+
+    rows: list[Row] = []
+    digests: list[Row] = []
+    inline_work: dict[str, list[tuple[Row, dict[str, Any]]]] = defaultdict(list)
+    suppressed: Counter[tuple[str, str]] = Counter()
+    base = {
+        "tenant_id": notification.tenant_id,
+        "notification_id": notification.pk,
+        "template_version_id": notification.template_version_id,
+        "dedup_key": notification.dedup_key or None,
+        "created_at": now,
+    }
+    for recipient in recipients:
+        preference = preferences.for_recipient(recipient.id)
+        quiet_until: datetime | bool | None = False  # computed once per recipient, when needed
+        for channel in channels:
+            row: Row = {**base, "id": uuid7(), "recipient_id": recipient.id, "channel": channel}
+            rows.append(row)
+            reason = ""
+            if (recipient.id, channel) in duplicates:
+                reason = Reason.DUPLICATE
+            elif not critical and recipient.unsubscribed_at is not None:
+                reason = Reason.UNSUBSCRIBED
+            elif not critical and not preference.channel_enabled(channel):
+                reason = Reason.OPTED_OUT
+            elif not _has_address(channel, recipient, with_devices):
+                reason = Reason.NO_ADDRESS
+            elif (recipient.id, channel) in listed:  # bounced, STOP, 410: even critical ones would fail
+                reason = Reason.SUPPRESSED_ADDRESS
+            if reason:
+                row.update(status=Status.SUPPRESSED, suppression_reason=reason)
+                suppressed[(channel, reason)] += 1
+                continue
+            if not critical and channel in INTERRUPTING_CHANNELS:
+                if preference.digest != Digest.IMMEDIATE or notification.digest:
+                    row["status"] = Status.DIGEST
+                    digests.append(row)
+                    continue
+                if quiet_until is False:
+                    quiet_until = None
+                    if preference.has_quiet_hours:
+                        assert preference.quiet_hours_start and preference.quiet_hours_end
+                        quiet_until = quiet_hours_until(
+                            now=now,
+                            tz=zone(recipient.timezone),
+                            start=preference.quiet_hours_start,
+                            end=preference.quiet_hours_end,
+                        )
+                if isinstance(quiet_until, datetime):
+                    row.update(status=Status.DEFERRED, next_attempt_at=quiet_until)
+                    continue
+            if channel in inline:
+                try:
+                    rendered = {"to": registry.address_for(channel, recipient), **renderer.render(channel, recipient)}
+                except RenderError as exc:
+                    row.update(status=Status.FAILED, failed_at=now, error_code="render_error", last_error=str(exc))
+                    continue
+                inline_work[channel].append((row, rendered))
+                continue
+            row.update(status=Status.QUEUED, queued_at=now)
+
+    for channel, items in inline_work.items():
+        _send_inline(notification, inline[channel], items, policy, now)
+
+    # A chunk commits all its rows or none, so a chunk not marked done has none yet: nothing is
+    # looked up beforehand (that lookup grew with the notification), and the unique constraint
+    # (ON CONFLICT DO NOTHING ... RETURNING) says which rows went in.
+    inserted = deliveries_insert(rows)
+    digest_enqueue(
+        deliveries=[row for row in digests if row["id"] in inserted],
+        category_id=category.pk,
+        preferences=preferences,
+        now=now,
+        notification=notification,
+        recipients=recipients,
+    )
+
+    for (channel, reason), count in suppressed.items():
+        metrics.SUPPRESSED.labels(channel=channel, reason=reason).inc(count)
+    for row in rows:
+        if row["id"] not in inserted:
+            continue
+        result.statuses[row["status"]] += 1
+        if row["status"] == Status.QUEUED:
+            result.queued.setdefault(row["channel"], []).append(str(row["id"]))
+
+
+def _send_inline(
+    notification: Notification,
+    adapter: Any,
+    items: list[tuple[Row, dict[str, Any]]],
+    policy: Any,
+    now: datetime,
+) -> None:
+    """Calls an inline adapter (no side effect outside this transaction) for a chunk's rows."""
+    messages = [
+        registry.message_build(
+            delivery_id=str(row["id"]),
+            tenant_id=str(row["tenant_id"]),
+            channel=row["channel"],
+            to=rendered["to"],
+            rendered=rendered,
+            metadata=message_metadata(notification, delivery_id=str(row["id"]), attempt=1),
+        )
+        for row, rendered in items
+    ]
+    batch = getattr(adapter, "send_batch", None)
+    results = list(batch(messages)) if callable(batch) else [adapter.send(m) for m in messages]
+    outcomes: Counter[str] = Counter()
+    for (row, rendered), sent in zip(items, results, strict=True):
+        row.update(outcome_fields(adapter=adapter, result=sent, attempt=1, policy=policy, now=now))
+        row.update(attempts=1, provider=adapter.name, rendered=rendered)
+        outcomes[row["status"]] += 1
+    channel = items[0][0]["channel"]
+    for status, count in outcomes.items():
+        if status in (Status.DELIVERED, Status.SENT, Status.FAILED, Status.DEAD):
+            metrics.DELIVERIES.labels(channel=channel, provider=adapter.name, status=status).inc(count)
+    accepted = outcomes[Status.DELIVERED] + outcomes[Status.SENT]
+    if accepted:
+        latency = max((now - (notification.scheduled_at or notification.created_at)).total_seconds(), 0)
+        histogram = metrics.DELIVERY_LATENCY.labels(channel=channel)
+        for _ in range(accepted):
+            histogram.observe(latency)
+
+
+def fanout_chunk_run(*, chunk_id: int, now: datetime | None = None) -> ChunkResult | None:
+    """Expands one chunk into deliveries (see the module docstring); None if it is done or busy."""
+    now = now or timezone.now()
+    result = ChunkResult(chunk_id=chunk_id)
+    send_batch_size = conf.get().SEND_BATCH_SIZE
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # A chunk's rows and its done mark commit together, and a chunk not marked done is run
+            # again by the sweeper: losing this commit in a database crash costs a re-run, never
+            # data or a double send. So it need not wait for its WAL flush (the send path does).
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        # `of=self` and no ordering: the lock must cover this chunk row only, never the notification.
+        chunk = (
+            FanoutChunk.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(pk=chunk_id, done_at__isnull=True)
+            .order_by()
+            .first()
+        )
+        if chunk is None:
+            return None
+        notification = Notification.objects.select_related("tenant", "category", "template", "template_version").get(
+            pk=chunk.notification_id
+        )
+        if notification.status != Notification.Status.FANNING_OUT:
+            result.cancelled = True
+        else:
+            try:
+                with transaction.atomic():
+                    _expand(notification, chunk, now, result)
+                    # Serializes with notification_cancel: either the cancel sees these rows
+                    # (it runs after this commit), or this chunk sees the cancel and undoes itself.
+                    notification_lock(notification.pk)
+                    status = Notification.objects.filter(pk=notification.pk).values_list("status", flat=True).get()
+                    if status == Notification.Status.CANCELLED:
+                        raise _Cancelled
+            except _Cancelled:
+                result = ChunkResult(chunk_id=chunk_id, cancelled=True)
+        FanoutChunk.objects.filter(pk=chunk.pk).update(done_at=now, delivery_count=sum(result.statuses.values()))
+        if not result.cancelled:
+            _mark_dispatched_if_last(notification, now)
+            from apps.notifications.tasks import send_batch
+
+            queue = queue_for(notification.priority)
+            for ids in result.queued.values():
+                for start in range(0, len(ids), send_batch_size):
+                    publish_on_commit(send_batch, ids[start : start + send_batch_size], queue=queue)
+    if not result.cancelled:
+        notification_complete_if_settled(notification_id=notification.pk)
+    return result
+
+
+def _mark_dispatched_if_last(notification: Notification, now: datetime) -> None:
+    """Runs under the notification lock, so of two chunks finishing together the later one sees
+    the other done."""
+    if FanoutChunk.objects.filter(notification_id=notification.pk, done_at__isnull=True).exists():
+        return
+    Notification.objects.filter(pk=notification.pk, status=Notification.Status.FANNING_OUT).update(
+        status=Notification.Status.DISPATCHED, dispatched_at=now, updated_at=now
+    )

@@ -1,0 +1,102 @@
+"""Recording audit entries, and keeping them only as long as retention says.
+
+Call `audit_record` in the same transaction as the change it describes; `audit_purge` runs hourly
+on the maintenance queue (`signalbox.maintenance.purge_audit`).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+
+from apps.core import context
+from apps.core.retention import RetentionPolicy, purge_policy_run
+from apps.observability.models import AuditEntry
+
+
+def actor_of(request: Any) -> tuple[str, str]:
+    """(actor_type, actor_id) for a DRF or Django request, or ('system', '') without one."""
+    if request is None:
+        return "system", ""
+    key = getattr(request, "auth", None)
+    prefix = getattr(key, "prefix", None)
+    if prefix:
+        return "api_key", str(prefix)
+    user = getattr(request, "user", None)
+    if user is not None and getattr(user, "is_authenticated", False):
+        return "staff", str(user.get_username())
+    return "anonymous", ""
+
+
+def audit_record(
+    *,
+    action: str,
+    tenant: Any = None,
+    request: Any = None,
+    actor: tuple[str, str] | None = None,
+    target: Any = None,
+    target_type: str = "",
+    target_id: str = "",
+    data: dict[str, Any] | None = None,
+) -> AuditEntry:
+    actor_type, actor_id = actor or actor_of(request)
+    if target is not None:
+        target_type = target_type or target._meta.label_lower
+        target_id = target_id or str(target.pk)
+    return AuditEntry.objects.create(
+        tenant=tenant,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        data=data or {},
+        request_id=context.get("request_id") or "",
+    )
+
+
+def _audit_model() -> type[AuditEntry]:
+    return AuditEntry
+
+
+def audit_retention_policy() -> RetentionPolicy:
+    """Tenants' entries go after `tenant.settings["retention_days"]["audit"]` days, else AUDIT_RETENTION_DAYS."""
+    return RetentionPolicy(
+        name="audit",
+        model=_audit_model,
+        default_days=settings.AUDIT_RETENTION_DAYS,
+        description="Audit log entries of a tenant.",
+    )
+
+
+def _platform_audit_retention_policy() -> RetentionPolicy:
+    """Entries without a tenant (platform actions) follow AUDIT_RETENTION_DAYS."""
+    return RetentionPolicy(
+        name="audit",
+        model=_audit_model,
+        default_days=settings.AUDIT_RETENTION_DAYS,
+        per_tenant=False,
+        scope=lambda: Q(tenant__isnull=True),
+        description="Audit log entries without a tenant.",
+    )
+
+
+def audit_purge(*, now: datetime | None = None, batch_size: int = 5000, max_seconds: float = 240.0) -> int:
+    """Deletes expired audit entries in short batches (apps/core/retention.py); returns how many.
+
+    Bounded in time (under the task's soft limit): what is left goes at the next run.
+    """
+    from apps.tenancy.models import Tenant
+
+    deadline = time.monotonic() + max_seconds
+    purged = 0
+    for policy in (audit_retention_policy(), _platform_audit_retention_policy()):
+        result = purge_policy_run(
+            policy, tenants=Tenant.objects.all(), batch_size=batch_size, now=now, deadline=deadline
+        )
+        purged += result.rows
+    return purged

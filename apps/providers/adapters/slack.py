@@ -1,0 +1,137 @@
+"""Chat through Slack, with `slack_sdk`: an incoming webhook, or `chat.postMessage` with a bot token.
+
+The recipient's address picks the API: a URL is an incoming webhook (`WebhookClient`),
+anything else a channel for `chat.postMessage` (`WebClient`); with no address, the config's
+webhook URL or default channel is used. The delivery id travels in the message metadata
+(`event_payload.idempotency_key`) and an `Idempotency-Key` header. slack_sdk's own retry
+handlers are off: Signalbox owns retries.
+
+A webhook URL a recipient supplied is checked by the SSRF guard (`apps.core.net`) before the
+SDK is given it; the SDK connects by name itself, so this check cannot pin the address the
+way `safe_post` does for the generic webhook channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.webhook import WebhookClient
+
+from apps.core.net import UnresolvableHost, UnsafeUrl, resolve_public_address
+from apps.providers.adapters import Adapter, default_timeout
+from apps.providers.base import Channel, Message, SendResult
+from apps.providers.classify import from_network_error, from_status, is_transient_status, parse_retry_after, truncate
+
+NAME = "slack"
+DEFAULT_API_BASE_URL = "https://slack.com/api/"
+TRANSIENT_ERRORS = frozenset({"ratelimited", "rate_limited", "fatal_error", "internal_error", "service_unavailable",
+                              "request_timeout"})  # fmt: skip
+AUTH_ERRORS = frozenset({"not_authed", "invalid_auth", "account_inactive", "token_revoked", "token_expired"})
+
+
+def is_url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("https://", "http://"))
+
+
+def metadata(message: Message) -> dict[str, Any]:
+    return {"event_type": "signalbox_notification", "event_payload": {"idempotency_key": message.idempotency_key}}
+
+
+class SlackProvider(Adapter):
+    name = NAME
+    channel = Channel.CHAT
+    secret_fields = ("bot_token", "webhook_url")
+    option_fields = ("default_channel", "api_base_url", "timeout")
+    required_fields = ("bot_token|webhook_url",)
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "",
+        webhook_url: str = "",
+        default_channel: str = "",
+        api_base_url: str = DEFAULT_API_BASE_URL,
+        timeout: float | None = None,
+    ) -> None:
+        self.bot_token = bot_token
+        self.webhook_url = webhook_url
+        self.default_channel = default_channel
+        # slack_sdk joins "base_url + method": the trailing slash matters.
+        self.api_base_url = api_base_url.rstrip("/") + "/"
+        self.timeout = float(timeout or default_timeout())
+
+    @classmethod
+    def env_config(cls) -> dict[str, Any]:
+        return {
+            "bot_token": settings.SLACK_BOT_TOKEN,
+            "webhook_url": settings.SLACK_WEBHOOK_URL,
+            "default_channel": settings.SLACK_DEFAULT_CHANNEL,
+            "api_base_url": settings.SLACK_API_BASE_URL,
+        }
+
+    @classmethod
+    def validate_config(cls, config: Mapping[str, Any]) -> dict[str, list[str]]:
+        errors: dict[str, list[str]] = {}
+        if config.get("webhook_url") and not is_url(config["webhook_url"]):
+            errors["webhook_url"] = ["An https://hooks.slack.com/services/… URL."]
+        if config.get("bot_token") and not str(config["bot_token"]).startswith("xox"):
+            errors["bot_token"] = ["A bot token starts with xoxb-."]
+        return errors
+
+    def send(self, message: Message) -> SendResult:
+        target = str(message.to or "") or self.webhook_url or self.default_channel
+        text = message.text or message.title or message.subject
+        blocks = message.data.get("blocks") or None
+        try:
+            if is_url(target):
+                return self._send_webhook(target, message, text, blocks)
+            if not target:
+                return SendResult.permanent(NAME, "No channel or webhook URL to post to.", code="no_target")
+            if not self.bot_token:
+                return SendResult.permanent(NAME, "chat.postMessage needs a bot token.", code="not_configured")
+            return self._post_message(target, message, text, blocks)
+        except (UnsafeUrl, UnresolvableHost) as exc:
+            return SendResult.permanent(NAME, exc.message, code=exc.code)
+        except SlackClientError as exc:
+            return SendResult.transient(NAME, truncate(exc), code="client_error")
+        except Exception as exc:
+            network = from_network_error(NAME, exc)
+            if network is None:
+                raise
+            return network
+
+    def _send_webhook(self, url: str, message: Message, text: str, blocks: Any) -> SendResult:
+        resolve_public_address(url)
+        hook = WebhookClient(url, timeout=int(max(1, self.timeout)), retry_handlers=[])
+        response = hook.send(
+            text=text, blocks=blocks, metadata=metadata(message), headers={"Idempotency-Key": message.idempotency_key}
+        )
+        if 200 <= response.status_code < 300:
+            return SendResult.ok(NAME, message.idempotency_key, status_code=response.status_code)
+        word = (response.body or "").strip()
+        return from_status(NAME, response.status_code, code=word, detail=truncate(word), headers=response.headers)
+
+    def _post_message(self, channel: str, message: Message, text: str, blocks: Any) -> SendResult:
+        client = WebClient(
+            token=self.bot_token,
+            base_url=self.api_base_url,
+            timeout=int(max(1, self.timeout)),
+            headers={"Idempotency-Key": message.idempotency_key},
+            retry_handlers=[],
+        )
+        try:
+            response = client.chat_postMessage(channel=channel, text=text, blocks=blocks, metadata=metadata(message))
+        except SlackApiError as exc:
+            status = int(exc.response.status_code)
+            error = str(exc.response.get("error") or f"http_{status}")
+            if error in AUTH_ERRORS:
+                return SendResult.permanent(NAME, error, code="auth_failed", status_code=status)
+            if is_transient_status(status) or error in TRANSIENT_ERRORS:
+                retry_after = parse_retry_after(exc.response.headers)
+                return SendResult.transient(NAME, error, code=error, status_code=status, retry_after=retry_after)
+            return SendResult.permanent(NAME, error, code=error, status_code=status)
+        return SendResult.ok(NAME, str(response.get("ts") or ""), detail=str(response.get("channel") or ""))

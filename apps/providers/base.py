@@ -1,0 +1,122 @@
+"""The one interface every channel provider implements, and the one result shape it returns.
+
+The reliability layer (retries, fallback, dead letters) decides what to do next from a
+`SendResult` alone, so a provider never raises for an answer the remote service gave:
+it classifies it.
+
+Conventions every adapter in `apps/providers/adapters/` follows:
+- `name` and `channel` class attributes; `secret_fields` (stored encrypted, never shown),
+  `option_fields` (public) and `required_fields` (the config is incomplete without them);
+- `from_config(config)` builds it from one flat dict (options and secrets together), the
+  same dict whether it came from a tenant's `ProviderConfig` row or from the environment;
+- optionally `send_batch(messages)` when the provider sends one content to many recipients
+  in fewer calls than one per message, and `check()` when it has a cheap health probe.
+(apps/notifications/adapters.py lists the flags the send pipeline reads besides these.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+    IN_APP = "in_app"
+    CHAT = "chat"
+    WEBHOOK = "webhook"
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class Message:
+    """A rendered message for one recipient on one channel.
+
+    `to` is the channel's address: an email address, an E.164 number, a list of push
+    tokens, a chat/webhook URL, or a recipient id for the in-app inbox.
+    `idempotency_key` is the delivery id: providers that accept one pass it on, so a
+    retry inside the send/record window is absorbed downstream.
+    """
+
+    channel: Channel
+    to: Any
+    idempotency_key: str
+    tenant_id: str
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    title: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    reply_to: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Email only. The recipient (its primary key: no contact details in the link) and the
+    # category a one-click unsubscribe acts on; with `list_unsubscribe` the message carries
+    # `List-Unsubscribe` (RFC 8058) for them.
+    recipient_id: str = ""
+    category: str = ""
+    list_unsubscribe: bool = False
+    # Email only: a tracking pixel, and links rewritten through Signalbox's click endpoint.
+    track_opens: bool = False
+    track_clicks: bool = False
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: Outcome
+    provider: str
+    message_id: str = ""
+    retry_after: float | None = None
+    code: str = ""
+    detail: str = ""
+    status_code: int | None = None
+    # Per-token outcomes for multicast (push): token -> code, for tokens to deactivate.
+    invalid_tokens: tuple[str, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome is Outcome.ACCEPTED
+
+    @classmethod
+    def ok(cls, provider: str, message_id: str = "", **kw: Any) -> SendResult:
+        return cls(Outcome.ACCEPTED, provider, message_id=message_id, **kw)
+
+    @classmethod
+    def transient(cls, provider: str, detail: str, **kw: Any) -> SendResult:
+        return cls(Outcome.TRANSIENT, provider, detail=detail, **kw)
+
+    @classmethod
+    def permanent(cls, provider: str, detail: str, **kw: Any) -> SendResult:
+        return cls(Outcome.PERMANENT, provider, detail=detail, **kw)
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str = ""
+
+
+class Provider(Protocol):
+    """One class per external provider; `send` is the only place that talks to the network."""
+
+    name: str
+    channel: Channel
+
+    def send(self, message: Message) -> SendResult: ...
+
+
+class BatchProvider(Provider, Protocol):
+    """A provider that sends one content to many recipients in fewer calls than one each.
+
+    Returns one result per message, in order.
+    """
+
+    def send_batch(self, messages: list[Message]) -> list[SendResult]: ...

@@ -1,0 +1,96 @@
+"""Public endpoints outside /api/v1, without an API key: the signature is the credential.
+
+    GET       /t/o/<token>.gif   counts an open, answers a 1x1 transparent GIF
+    GET       /t/c/<token>       counts a click, 302 to the URL that was signed (and only that one)
+    GET/POST  /u/<token>         one-click unsubscribe (RFC 8058): GET shows a confirmation page,
+                                 POST unsubscribes (what mail clients send, without a CSRF token)
+    POST      /callbacks/twilio/status?delivery=<id>   Twilio's status callback (X-Twilio-Signature)
+
+A token whose signature does not check out answers 404, a callback whose signature does not
+verify 403; neither changes anything.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.html import escape
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from apps.providers import services, tracking
+
+# A 1x1 transparent GIF.
+PIXEL = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<meta name="robots" content="noindex"><title>{title}</title></head>
+<body style="font-family:sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem">
+<h1 style="font-size:1.4rem">{title}</h1><p>{text}</p>{form}</body></html>"""
+
+
+@never_cache
+@require_GET
+def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        delivery_id = tracking.open_token_delivery(token)
+    except tracking.BadToken as exc:
+        raise Http404("Unknown link.") from exc
+    services.engagement_record(delivery_id=delivery_id, kind="open")
+    return HttpResponse(PIXEL, content_type="image/gif")
+
+
+@never_cache
+@require_GET
+def click(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        link = tracking.click_token_read(token)
+    except tracking.BadToken as exc:
+        raise Http404("Unknown link.") from exc
+    services.engagement_record(delivery_id=link.delivery_id, kind="click", url=link.url)
+    return HttpResponseRedirect(link.url)
+
+
+def _page(title: str, text: str, form: str = "", status: int = 200) -> HttpResponse:
+    return HttpResponse(PAGE.format(title=escape(title), text=escape(text), form=form), status=status)
+
+
+@csrf_exempt
+@never_cache
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        target = tracking.unsubscribe_token_read(token)
+    except tracking.BadToken as exc:
+        raise Http404("Unknown link.") from exc
+    what = f"“{target.category}” emails" if target.category else "all messages"
+    if request.method == "GET":
+        # A GET changes nothing: link scanners and previews follow links.
+        button = '<form method="post"><button type="submit">Unsubscribe</button></form>'
+        return _page("Unsubscribe", f"Stop receiving {what}?", button)
+    done = services.recipient_unsubscribe(
+        tenant_id=target.tenant_id, recipient_id=target.recipient_id, category=target.category
+    )
+    if not done:
+        return _page("Nothing to unsubscribe", "This subscription no longer exists.", status=404)
+    return _page("Unsubscribed", f"You will no longer receive {what}.")
+
+
+@csrf_exempt
+@require_POST
+def twilio_status(request: HttpRequest) -> HttpResponse:
+    """Twilio's message status callback; the signature covers the URL we gave it, so it is rebuilt
+    from PUBLIC_URL (what Twilio called), not from the Host header a proxy passes on."""
+    url = f"{settings.PUBLIC_URL}{request.get_full_path()}"
+    valid = services.twilio_status_record(
+        url=url,
+        params=request.POST.dict(),
+        signature=request.headers.get("X-Twilio-Signature", ""),
+        delivery_id=request.GET.get("delivery", ""),
+    )
+    return HttpResponse(status=204 if valid else 403)

@@ -1,0 +1,294 @@
+"""The tasks API: task types, start/poll/cancel/retry/download of executions, and schedules.
+
+A client starts work with `POST /api/v1/tasks/` (202 + `Location`), then polls the
+`Location` with `If-None-Match` until the status is final; `Retry-After` says how long to wait.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.core.files.storage import default_storage
+from django.http import FileResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.core.errors import NotFound
+from apps.core.idempotency import idempotent
+from apps.core.pagination import CreatedCursorPagination
+from apps.core.schema import ERROR_RESPONSES
+from apps.core.tenancy import TenantScopedMixin, request_tenant
+from apps.observability.audit import actor_of
+from apps.tasks import selectors
+from apps.tasks.conf import poll_retry_after_seconds
+from apps.tasks.models import ACTIVE, Kind, Schedule, Status, TaskExecution
+from apps.tasks.registry import task_types
+from apps.tasks.serializers import (
+    ScheduleCreateSerializer,
+    ScheduleSerializer,
+    ScheduleUpdateSerializer,
+    TaskCancelSerializer,
+    TaskExecutionListSerializer,
+    TaskExecutionSerializer,
+    TaskStartSerializer,
+    TaskTypeSerializer,
+    schedule_url,
+    task_url,
+)
+from apps.tasks.services import executions as execution_services
+from apps.tasks.services import schedules as schedule_services
+from apps.tenancy.models import Scope
+
+UUID_PATTERN = r"[0-9a-fA-F-]{32,36}"
+
+
+def _is_staff(request: Request) -> bool:
+    return bool(getattr(request.auth, "is_platform", False))
+
+
+def _poll_headers(execution: TaskExecution) -> dict[str, str]:
+    headers = {"ETag": execution.etag, "Cache-Control": "no-cache"}
+    if execution.status in ACTIVE:
+        headers["Retry-After"] = str(poll_retry_after_seconds())
+    return headers
+
+
+class TaskTypeListView(APIView):
+    @extend_schema(responses={200: TaskTypeSerializer(many=True), **ERROR_RESPONSES}, summary="Startable task types")
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        return Response(TaskTypeSerializer(task_types(), many=True).data)
+
+
+class TaskExecutionFilter(django_filters.FilterSet):
+    status = django_filters.CharFilter(method="filter_status", help_text="One status, or several: failed,dead.")
+    name = django_filters.CharFilter()
+    kind = django_filters.ChoiceFilter(choices=Kind.choices)
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    schedule = django_filters.UUIDFilter(field_name="schedule_id")
+    retry_of = django_filters.UUIDFilter(field_name="retry_of_id")
+
+    class Meta:
+        model = TaskExecution
+        fields: list[str] = []
+
+    def filter_status(self, queryset: Any, name: str, value: str) -> Any:
+        wanted = {v.strip() for v in value.split(",") if v.strip()}
+        unknown = sorted(wanted - set(Status.values))
+        if unknown:
+            raise serializers.ValidationError({"status": [f"Unknown status: {', '.join(unknown)}."]})
+        return queryset.filter(status__in=wanted)
+
+
+class FirstRendererNegotiation(BaseContentNegotiation):
+    """Downloads answer with the file whatever the client's Accept header says."""
+
+    def select_parser(self, request: Request, parsers: Any) -> Any:
+        return parsers[0]
+
+    def select_renderer(self, request: Request, renderers: Any, format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+class TaskExecutionViewSet(
+    TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[TaskExecution]
+):
+    queryset = TaskExecution.objects.all()
+    serializer_class = TaskExecutionSerializer
+    write_scope = Scope.TASKS_WRITE
+    filterset_class = TaskExecutionFilter
+    pagination_class = CreatedCursorPagination
+    lookup_value_regex = UUID_PATTERN
+
+    def get_queryset(self) -> Any:
+        base = selectors.executions_for_list() if self.action == "list" else selectors.executions_for_api()
+        return base.filter(tenant=request_tenant(self.request))
+
+    def get_serializer_class(self) -> Any:
+        return TaskExecutionListSerializer if self.action == "list" else TaskExecutionSerializer
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "staff": _is_staff(self.request)}
+
+    def _accepted(self, execution: TaskExecution) -> Response:
+        data = self.get_serializer(execution).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers=_poll_headers(execution))
+
+    @extend_schema(
+        request=TaskStartSerializer,
+        responses={202: TaskExecutionSerializer, **ERROR_RESPONSES},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        summary="Start a task",
+        description="Validates the input, records the execution and queues it. Poll the `Location`.",
+    )
+    def create(self, request: Request, **kwargs: Any) -> Response:
+        body = TaskStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        tenant = request_tenant(request)
+
+        def start() -> tuple[Response, str]:
+            execution = execution_services.task_start(
+                tenant=tenant,
+                name=body.validated_data["name"],
+                input=body.validated_data["input"],
+                actor=actor_of(request),
+                idempotency_key=request.headers.get("Idempotency-Key", "").strip() or None,
+                scheduled_at=body.validated_data.get("scheduled_at"),
+            )
+            return self._accepted(execution), str(execution.id)
+
+        response = idempotent(request, scope="tasks.start", create=start)
+        return _with_location(response)
+
+    @extend_schema(
+        responses={
+            200: TaskExecutionSerializer,
+            304: OpenApiResponse(description="Unchanged since the ETag in If-None-Match."),
+            **ERROR_RESPONSES,
+        },
+        parameters=[OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False)],
+        summary="Poll a task",
+        description="One indexed read. Send the last `ETag` in `If-None-Match` to get 304 while nothing changed; "
+        "while the task is active, `Retry-After` says when to poll again.",
+    )
+    def retrieve(self, request: Request, **kwargs: Any) -> Response:
+        execution = self.get_object()
+        headers = _poll_headers(execution)
+        if selectors.etag_matches(request.headers.get("If-None-Match", ""), execution.etag):
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        return Response(self.get_serializer(execution).data, headers=headers)
+
+    @extend_schema(
+        request=TaskCancelSerializer,
+        responses={
+            200: OpenApiResponse(TaskExecutionSerializer, description="Cancelled."),
+            202: OpenApiResponse(TaskExecutionSerializer, description="Running: asked to stop at its next check."),
+            **ERROR_RESPONSES,
+            409: OpenApiResponse(description="`task_finished`: nothing left to cancel."),
+        },
+        summary="Cancel a task",
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, **kwargs: Any) -> Response:
+        body = TaskCancelSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        execution = execution_services.execution_cancel(
+            execution=self.get_object(), request=request, terminate=body.validated_data["terminate"]
+        )
+        code = status.HTTP_200_OK if execution.status == Status.CANCELLED else status.HTTP_202_ACCEPTED
+        return Response(self.get_serializer(execution).data, status=code, headers=_poll_headers(execution))
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: TaskExecutionSerializer,
+            **ERROR_RESPONSES,
+            409: OpenApiResponse(description="`not_retryable` or `already_retried`."),
+        },
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        summary="Retry a failed or dead task",
+        description="Starts a new execution (linked by `retry_of`) with the same input; poll its `Location`.",
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, **kwargs: Any) -> Response:
+        execution = self.get_object()
+
+        def start() -> tuple[Response, str]:
+            retry = execution_services.execution_retry(execution=execution, request=request)
+            return self._accepted(retry), str(retry.id)
+
+        return _with_location(idempotent(request, scope=f"tasks.retry.{execution.id}", create=start))
+
+    @extend_schema(
+        responses={(200, "application/octet-stream"): OpenApiResponse(description="The file."), **ERROR_RESPONSES},
+        summary="Download a task's file",
+    )
+    @action(detail=True, methods=["get"], content_negotiation_class=FirstRendererNegotiation)
+    def download(self, request: Request, **kwargs: Any) -> FileResponse:
+        execution = self.get_object()
+        if execution.status != Status.SUCCEEDED or not execution.result_file:
+            raise NotFound("This task has no file to download.", code="no_download")
+        try:
+            handle = default_storage.open(execution.result_file, "rb")
+        except FileNotFoundError:
+            raise NotFound("The file has expired.", code="no_download") from None
+        return FileResponse(
+            handle,
+            as_attachment=True,
+            filename=execution.result_filename or "download",
+            content_type=execution.result_content_type or "application/octet-stream",
+        )
+
+
+def _with_location(response: Response) -> Response:
+    if response.status_code == status.HTTP_202_ACCEPTED and isinstance(response.data, dict):
+        response["Location"] = task_url(response.data["id"])
+    return response
+
+
+class ScheduleViewSet(
+    TenantScopedMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet[Schedule],
+):
+    queryset = Schedule.objects.all()
+    serializer_class = ScheduleSerializer
+    write_scope = Scope.TASKS_WRITE
+    lookup_value_regex = UUID_PATTERN
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    @extend_schema(request=ScheduleCreateSerializer, responses={201: ScheduleSerializer, **ERROR_RESPONSES})
+    def create(self, request: Request, **kwargs: Any) -> Response:
+        body = ScheduleCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        schedule = schedule_services.schedule_create(
+            tenant=request_tenant(request),
+            name=data["name"],
+            description=data["description"],
+            kind=data["kind"],
+            target=data["target"],
+            cron=data["cron"],
+            interval_seconds=data["interval_seconds"],
+            timezone_name=data["timezone"],
+            enabled=data["enabled"],
+            actor=actor_of(request),
+            request=request,
+        )
+        return Response(
+            ScheduleSerializer(schedule).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": schedule_url(schedule.id)},
+        )
+
+    @extend_schema(request=ScheduleUpdateSerializer, responses={200: ScheduleSerializer, **ERROR_RESPONSES})
+    def partial_update(self, request: Request, **kwargs: Any) -> Response:
+        body = ScheduleUpdateSerializer(data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        schedule = schedule_services.schedule_update(
+            schedule=self.get_object(), changes=dict(body.validated_data), request=request
+        )
+        return Response(ScheduleSerializer(schedule).data)
+
+    def perform_destroy(self, instance: Schedule) -> None:
+        schedule_services.schedule_delete(schedule=instance, request=self.request)
+
+    @extend_schema(request=None, responses={200: ScheduleSerializer, **ERROR_RESPONSES}, summary="Pause a schedule")
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, **kwargs: Any) -> Response:
+        schedule = schedule_services.schedule_pause(schedule=self.get_object(), request=request)
+        return Response(ScheduleSerializer(schedule).data)
+
+    @extend_schema(request=None, responses={200: ScheduleSerializer, **ERROR_RESPONSES}, summary="Resume a schedule")
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, **kwargs: Any) -> Response:
+        schedule = schedule_services.schedule_resume(schedule=self.get_object(), request=request)
+        return Response(ScheduleSerializer(schedule).data)

@@ -1,0 +1,73 @@
+"""The delivery filter the built-in export and resend tasks share (status, channel, notification, time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils.dateparse import parse_datetime
+from rest_framework import serializers
+
+
+def _channel_choices() -> list[tuple[str, str]]:
+    from apps.notifications.models import CHANNEL_CHOICES
+
+    return list(CHANNEL_CHOICES)
+
+
+def _status_choices() -> list[tuple[str, str]]:
+    from apps.notifications.models import Delivery
+
+    return list(Delivery.Status.choices)
+
+
+class DeliveryFilterInput(serializers.Serializer[Any]):
+    status = serializers.ListField(
+        child=serializers.ChoiceField(choices=[]), required=False, allow_empty=False, help_text="Delivery statuses."
+    )
+    channel = serializers.ListField(
+        child=serializers.ChoiceField(choices=[]), required=False, allow_empty=False, help_text="Channels."
+    )
+    notification = serializers.UUIDField(required=False, help_text="Only this notification's deliveries.")
+    created_after = serializers.DateTimeField(required=False, help_text="Created at or after (ISO 8601).")
+    created_before = serializers.DateTimeField(required=False, help_text="Created before (ISO 8601).")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Choices come from the notifications app at use, not import, time.
+        self.fields["status"].child.choices = self.status_choices()  # type: ignore[attr-defined]
+        self.fields["channel"].child.choices = _channel_choices()  # type: ignore[attr-defined]
+
+    def status_choices(self) -> list[tuple[str, str]]:
+        return _status_choices()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        after, before = attrs.get("created_after"), attrs.get("created_before")
+        if after and before and after >= before:
+            raise serializers.ValidationError({"created_before": ["Must be later than created_after."]})
+        notification = attrs.get("notification")
+        tenant = self.context.get("tenant")
+        if notification and tenant is not None:
+            from apps.notifications.models import Notification
+
+            if not Notification.objects.filter(tenant=tenant, pk=notification).exists():
+                raise serializers.ValidationError({"notification": ["No such notification."]})
+        return attrs
+
+
+def deliveries_matching(*, tenant_id: Any, data: dict[str, Any]) -> QuerySet[Any]:
+    """The tenant's deliveries matching a stored (JSON) filter, oldest first."""
+    from apps.notifications.models import Delivery
+
+    deliveries = Delivery.objects.filter(tenant_id=tenant_id)
+    if data.get("status"):
+        deliveries = deliveries.filter(status__in=data["status"])
+    if data.get("channel"):
+        deliveries = deliveries.filter(channel__in=data["channel"])
+    if data.get("notification"):
+        deliveries = deliveries.filter(notification_id=data["notification"])
+    if data.get("created_after"):
+        deliveries = deliveries.filter(created_at__gte=parse_datetime(data["created_after"]))
+    if data.get("created_before"):
+        deliveries = deliveries.filter(created_at__lt=parse_datetime(data["created_before"]))
+    return deliveries.order_by("created_at", "id")

@@ -1,0 +1,1 @@
+"""Tenants and their API keys: who is calling, and whose data they may see."""

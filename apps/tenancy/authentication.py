@@ -1,0 +1,91 @@
+"""`Authorization: Bearer sbx_…` authentication, resolving the tenant the request acts for."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.request import Request
+
+from apps.core import context
+from apps.tenancy.models import KEY_PREFIX, ApiKey, Tenant
+
+
+class ApiKeyUser:
+    """The principal behind a key. Not a Django user: keys carry scopes, not permissions."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+
+    def __init__(self, key: ApiKey) -> None:
+        self.key = key
+        self.is_staff = key.is_platform
+        self.pk = key.pk
+        self.username = f"apikey:{key.prefix}"
+
+    def __str__(self) -> str:
+        return self.username
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[ApiKeyUser, ApiKey] | None:
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed(
+                "Use 'Authorization: Bearer <api key>'.", code="malformed_credentials"
+            )
+        raw = parts[1].decode("ascii", errors="replace")
+        if not raw.startswith(KEY_PREFIX) or "." not in raw:
+            raise exceptions.AuthenticationFailed("That is not a Signalbox API key.", code="invalid_api_key")
+        key = self._lookup(raw)
+        key.touch()
+        tenant = self._tenant_for(key, request)
+        request.tenant = tenant  # type: ignore[attr-defined]
+        if tenant is not None:
+            # Bound for the rest of the request: logs and the tasks it publishes carry the tenant.
+            context.replace({**context.current(), "tenant": str(tenant.pk)})
+        return ApiKeyUser(key), key
+
+    @staticmethod
+    def _lookup(raw: str) -> ApiKey:
+        prefix = raw.partition(".")[0]
+        key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
+        if key is None or not key.is_valid(raw):
+            raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
+        if key.revoked:
+            raise exceptions.AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
+        if key.has_expired:
+            raise exceptions.AuthenticationFailed("This API key has expired.", code="expired_api_key")
+        if key.tenant is not None and not key.tenant.is_active:
+            raise exceptions.AuthenticationFailed("This tenant is deactivated.", code="tenant_inactive")
+        return key
+
+    @staticmethod
+    def _tenant_for(key: ApiKey, request: Request) -> Tenant | None:
+        requested = request.headers.get("X-Tenant-ID", "").strip()
+        if not key.is_platform:
+            if requested and requested not in (str(key.tenant_id), key.tenant.slug if key.tenant else ""):
+                raise exceptions.PermissionDenied(
+                    "Only a platform key may act for another tenant.", code="cross_tenant"
+                )
+            return key.tenant
+        if not requested:
+            return None
+        lookup: dict[str, Any] = {"slug": requested}
+        with contextlib.suppress(ValueError):
+            lookup = {"pk": uuid.UUID(requested)}
+        tenant = Tenant.objects.filter(is_active=True, **lookup).first()
+        if tenant is None:
+            raise exceptions.NotFound("No such tenant.", code="tenant_not_found")
+        return tenant
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="signalbox"'

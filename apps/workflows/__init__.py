@@ -1,0 +1,1 @@
+"""Workflows: declarative state machines over a tenant's entities, and transition intents."""

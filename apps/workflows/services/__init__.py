@@ -1,0 +1,1 @@
+"""Writes for workflows: definitions (versioned), instances, transition intents and their application."""

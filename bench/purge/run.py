@@ -1,0 +1,482 @@
+"""Retention purge benchmark: delete N expired deliveries (and their attempts) while writer
+processes keep inserting and updating deliveries, and measure what the writers feel.
+
+    .venv/bin/python -m bench.purge.run --rows 1000000
+
+It creates its own database (`signalbox_bench_purge`, dropped at the end unless `--keep-db`),
+migrates it, and loads, with one SQL statement each: recipients, old notifications, `--rows`
+deliveries 31-90 days old (1% of them still `queued`, which must survive) with one attempt each.
+Then, in order:
+
+1. baseline: `--writers` processes write for `--baseline` seconds with nothing else running. Each
+   iteration (at most `--rate` per second per writer) is, every statement timed on its own
+   (autocommit): INSERT a notification, INSERT 50 deliveries, UPDATE those 50 (as the send
+   pipeline records results) and, every fifth iteration, UPDATE one *old* delivery (a replay of
+   an expired row: the case that can meet the purge's row locks);
+2. purge: the production `deliveries` policy (apps/core/retention_policies.py) through
+   `purge_policy_run`, batches of `--batch`, while the writers keep writing. A sampler polls
+   pg_stat_activity every 50 ms for writer statements waiting on a lock.
+
+Reported: rows purged per second (deliveries, and all rows with the cascaded attempts), writer
+statement latency (p50 / p99 / max) in the baseline and during the purge, the longest lock wait
+the sampler saw, that every in-flight row survived, and the machine's load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import random
+import statistics
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+WRITER_APP = "bench-purge-writer"
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def configure(args: argparse.Namespace) -> None:
+    """Environment for this process and the writers it forks (read by project/settings.py)."""
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "project.settings",
+            "DEBUG": "0",
+            "SECRET_KEY": "bench-only-secret-key-do-not-deploy-7d2a91c04e55",
+            "SECURE_SSL_REDIRECT": "0",
+            "ALLOWED_HOSTS": "localhost",
+            "DATABASE_URL": f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.database}",
+            "CONN_MAX_AGE": "600",
+            "CELERY_BROKER_URL": args.redis,
+            "CELERY_BROKER_KEYPREFIX": f"sbxbenchpurge:{os.getpid()}:",
+            "LOG_LEVEL": "WARNING",
+            "LOG_FORMAT": "console",
+        }
+    )
+    sys.path.insert(0, str(ROOT))
+
+
+def _admin(args: argparse.Namespace) -> Any:
+    import psycopg
+
+    return psycopg.connect(host=args.pg_host, port=args.pg_port, user=args.pg_user, dbname="postgres", autocommit=True)
+
+
+def create_database(args: argparse.Namespace) -> None:
+    with _admin(args) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{args.database}"')
+
+
+def drop_database(args: argparse.Namespace) -> None:
+    from django.db import connections
+
+    connections.close_all()
+    with _admin(args) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+
+
+# --- Loading -----------------------------------------------------------------------------------
+
+
+def _select_list(model: Any, overrides: dict[str, Any]) -> tuple[str, str, list[Any]]:
+    from django.db.models.fields import AutoFieldMixin
+
+    """(columns, select expressions, params) for INSERT … SELECT into `model`. `overrides` maps a
+    column to an SQL expression, or to (expression, params); every other column gets its Django
+    default, so a column added to the model later needs no change here."""
+    columns, expressions, params = [], [], []
+    for f in model._meta.concrete_fields:
+        if f.column not in overrides and isinstance(f, AutoFieldMixin):
+            continue  # the sequence fills it
+        columns.append(f.column)
+        if f.column in overrides:
+            expression, values = overrides[f.column], []
+            if isinstance(expression, tuple):
+                expression, values = expression
+            expressions.append(expression)
+            params.extend(values)
+        elif f.null:
+            expressions.append("NULL")
+        else:
+            value = f.get_default()
+            if isinstance(value, dict | list):
+                expressions.append("%s::jsonb")
+                params.append(json.dumps(value))
+            else:
+                expressions.append("%s")
+                params.append(value)
+    return ", ".join(columns), ", ".join(expressions), params
+
+
+def load(args: argparse.Namespace) -> dict[str, Any]:
+    from django.core.management import call_command
+    from django.db import connection
+    from django.utils import timezone
+
+    from apps.notifications.models import Delivery, DeliveryAttempt, Notification, Recipient
+    from apps.notifications.services.templates import template_create
+    from apps.tenancy.services import tenant_create
+
+    started = time.monotonic()
+    call_command("migrate", verbosity=0)
+    tenant = tenant_create(slug="bench", name="Bench")
+    template = template_create(
+        tenant=tenant,
+        key="statement",
+        definition={
+            "variables": ["n"],
+            "default_channels": ["email"],
+            "content": {"default": {"email": {"subject": "Statement {{ n }}", "text": "Your statement {{ n }}."}}},
+        },
+    )
+    recipients = args.recipients
+    notifications = -(-args.rows // recipients)
+    with connection.cursor() as cursor:
+        cols, exprs, params = _select_list(
+            Recipient,
+            {
+                "tenant_id": ("%s", [tenant.pk]),
+                "external_id": "'r-' || g",
+                "email": "'r' || g || '@example.com'",
+                "created_at": "now()",
+                "updated_at": "now()",
+            },
+        )
+        cursor.execute(
+            f"INSERT INTO {Recipient._meta.db_table} ({cols}) SELECT {exprs} FROM generate_series(1, %s) g",
+            [*params, recipients],
+        )
+    now = timezone.now()
+    Notification.objects.bulk_create(
+        [
+            Notification(
+                tenant=tenant,
+                template=template,
+                template_version=template.current_version,
+                category=template.category,
+                payload={"n": n},
+                channels=["email"],
+                status=Notification.Status.COMPLETED,
+            )
+            for n in range(notifications)
+        ]
+    )
+    Notification.objects.filter(tenant=tenant).update(created_at=now - timedelta(days=91))  # past auto_now_add
+    log(f"loading {args.rows:,} expired deliveries (1% still queued) with one attempt each")
+    with connection.cursor() as cursor:
+        cols, exprs, params = _select_list(
+            Delivery,
+            {
+                "id": "gen_random_uuid()",
+                "tenant_id": "n.tenant_id",
+                "notification_id": "n.id",
+                "recipient_id": "r.id",
+                "channel": "'email'",
+                "status": "CASE WHEN r.id %% 100 = 0 THEN 'queued' ELSE 'sent' END",
+                "template_version_id": "n.template_version_id",
+                "attempts": "1",
+                "provider": "'sink'",
+                "created_at": "now() - interval '31 days' - random() * interval '59 days'",
+                "sent_at": "now() - interval '31 days'",
+            },
+        )
+        cursor.execute(
+            f"INSERT INTO {Delivery._meta.db_table} ({cols}) SELECT {exprs} "
+            f"FROM (SELECT id, tenant_id, template_version_id FROM {Notification._meta.db_table} "
+            "ORDER BY id) n CROSS JOIN (SELECT id FROM notifications_recipient ORDER BY id) r LIMIT %s",
+            [*params, args.rows],
+        )
+        cols, exprs, params = _select_list(
+            DeliveryAttempt,
+            {
+                "delivery_id": "d.id",
+                "number": "1",
+                "provider": "'sink'",
+                "outcome": "'accepted'",
+                "latency_ms": "12",
+                "created_at": "d.created_at",
+            },
+        )
+        cursor.execute(
+            f"INSERT INTO {DeliveryAttempt._meta.db_table} ({cols}) SELECT {exprs} FROM {Delivery._meta.db_table} d",
+            params,
+        )
+        cursor.execute("VACUUM ANALYZE notifications_delivery")
+        cursor.execute("VACUUM ANALYZE notifications_deliveryattempt")
+        cursor.execute("SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FROM notifications_delivery")
+        queued, total = cursor.fetchone()
+    log(f"loaded {total:,} deliveries ({queued:,} queued) in {time.monotonic() - started:.0f} s")
+    return {
+        "tenant_id": str(tenant.pk),
+        "queued": queued,
+        "deliveries": total,
+        "load_seconds": time.monotonic() - started,
+    }
+
+
+# --- Writers -----------------------------------------------------------------------------------
+
+
+@dataclass
+class WriterStats:
+    baseline: list[float] = field(default_factory=list)
+    during: list[float] = field(default_factory=list)
+    old_row_updates: list[float] = field(default_factory=list)
+    statements: int = 0
+
+
+def writer(index: int, rate: float, phase: Any, stop: Any, out: Any) -> None:
+    """One writer process: its own connection, timing each statement."""
+    import django
+
+    django.setup()
+    from django.db import connection
+    from django.utils import timezone
+
+    from apps.notifications.models import Delivery, Notification, Recipient, Template, uuid7
+
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("SET application_name = %s", [WRITER_APP])
+        cursor.execute("SELECT id FROM notifications_delivery TABLESAMPLE SYSTEM (1) LIMIT 5000")
+        old_ids = [row[0] for row in cursor.fetchall()]
+    template = Template.objects.select_related("current_version", "category").get(key="statement")
+    recipient_ids = list(Recipient.objects.values_list("pk", flat=True)[:50])
+    rng = random.Random(index)
+    stats = WriterStats()
+    iteration = 0
+
+    def timed(run: Any) -> float:
+        started = time.perf_counter()
+        run()
+        elapsed = time.perf_counter() - started
+        (stats.during if phase.value == 1 else stats.baseline).append(elapsed)
+        stats.statements += 1
+        return elapsed
+
+    while not stop.is_set():
+        tick = time.monotonic()
+        iteration += 1
+        now = timezone.now()
+        notification = Notification(
+            tenant_id=template.tenant_id,
+            template=template,
+            template_version=template.current_version,
+            category=template.category,
+            payload={"n": iteration},
+            channels=["email"],
+            status=Notification.Status.DISPATCHED,
+        )
+        timed(notification.save)
+        rows = [
+            Delivery(
+                id=uuid7(),
+                tenant_id=template.tenant_id,
+                notification_id=notification.pk,
+                recipient_id=rid,
+                channel="email",
+                status="queued",
+                queued_at=now,
+                created_at=now,
+            )
+            for rid in recipient_ids
+        ]
+        timed(lambda rows=rows: Delivery.objects.bulk_create(rows))
+        ids = [r.id for r in rows]
+        timed(lambda ids=ids: Delivery.objects.filter(pk__in=ids).update(status="sent", sent_at=timezone.now()))
+        if iteration % 5 == 0 and old_ids:
+            target = rng.choice(old_ids)
+            elapsed = timed(lambda target=target: Delivery.objects.filter(pk=target).update(last_error="replayed"))
+            if phase.value == 1:
+                stats.old_row_updates.append(elapsed)
+        if phase.value == 2:
+            break
+        pause = 1 / rate - (time.monotonic() - tick)
+        if pause > 0:
+            time.sleep(pause)
+    out.put(asdict(stats))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "statements": len(values),
+        "p50_ms": round(_percentile(values, 0.50) * 1000, 2),
+        "p99_ms": round(_percentile(values, 0.99) * 1000, 2),
+        "max_ms": round(max(values, default=0) * 1000, 2),
+        "mean_ms": round(statistics.fmean(values) * 1000, 2) if values else 0.0,
+    }
+
+
+class LockSampler(threading.Thread):
+    """Polls pg_stat_activity for writer statements waiting on a lock; keeps the longest wait seen."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(daemon=True)
+        self.args = args
+        self.stop = threading.Event()
+        self.longest = 0.0
+        self.waits_seen = 0
+
+    def run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(
+            host=self.args.pg_host, port=self.args.pg_port, user=self.args.pg_user, dbname=self.args.database,
+            autocommit=True,
+        ) as conn:  # fmt: skip
+            while not self.stop.is_set():
+                rows = conn.execute(
+                    "SELECT extract(epoch FROM clock_timestamp() - query_start) FROM pg_stat_activity "
+                    "WHERE application_name = %s AND wait_event_type = 'Lock'",
+                    [WRITER_APP],
+                ).fetchall()
+                for (seconds,) in rows:
+                    self.waits_seen += 1
+                    self.longest = max(self.longest, float(seconds))
+                time.sleep(0.05)
+
+
+# --- The run -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="Expired deliveries to purge.")
+    parser.add_argument("--recipients", type=int, default=10_000)
+    parser.add_argument("--writers", type=int, default=2, help="Concurrent writer processes.")
+    parser.add_argument("--rate", type=float, default=10, help="Iterations per second per writer (50 rows each).")
+    parser.add_argument("--batch", type=int, default=1000, help="Rows per purge batch (the production default).")
+    parser.add_argument("--baseline", type=float, default=15, help="Seconds of writers alone, before the purge.")
+    parser.add_argument("--database", default="signalbox_bench_purge")
+    parser.add_argument("--pg-host", default="127.0.0.1")
+    parser.add_argument("--pg-port", type=int, default=5432)
+    parser.add_argument("--pg-user", default="postgres")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--keep-db", action="store_true", help="Do not drop the database at the end.")
+    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    args = parser.parse_args()
+    configure(args)
+    load_before = os.getloadavg()
+    log(f"creating database {args.database}")
+    create_database(args)
+    import django
+
+    django.setup()
+    try:
+        results = run(args)
+    finally:
+        if not args.keep_db:
+            drop_database(args)
+            log(f"dropped database {args.database}")
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from django.db import connection, connections
+
+    from apps.core.retention import purge_policy_run
+    from apps.core.retention_policies import notification_policies
+    from apps.tenancy.models import Tenant
+
+    loaded = load(args)
+    connections.close_all()  # the writers fork: never share a connection
+
+    context = multiprocessing.get_context("fork")
+    phase = context.Value("i", 0)
+    stop = context.Event()
+    out = context.Queue()
+    writers = [context.Process(target=writer, args=(i, args.rate, phase, stop, out)) for i in range(args.writers)]
+    for process in writers:
+        process.start()
+    log(f"{args.writers} writers running; baseline for {args.baseline:.0f} s")
+    time.sleep(args.baseline)
+
+    (policy,) = [p for p in notification_policies() if p.name == "deliveries"]
+    tenant = Tenant.objects.get(pk=loaded["tenant_id"])
+    sampler = LockSampler(args)
+    sampler.start()
+    phase.value = 1
+    log(f"purging (batches of {args.batch:,}) while the writers write")
+    started = time.monotonic()
+    result = purge_policy_run(policy, tenants=[tenant], batch_size=args.batch)
+    seconds = time.monotonic() - started
+    phase.value = 2
+    stop.set()
+    sampler.stop.set()
+    stats = [out.get(timeout=60) for _ in writers]
+    for process in writers:
+        process.join(timeout=30)
+    sampler.join(timeout=5)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM notifications_delivery WHERE created_at < now() - interval '30 days' "
+            "AND status = 'queued'"
+        )
+        queued_left = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*) FROM notifications_delivery WHERE created_at < now() - interval '30 days'")
+        old_left = cursor.fetchone()[0]
+    cascaded = sum(result.cascaded.values())
+    baseline = [x for s in stats for x in s["baseline"]]
+    during = [x for s in stats for x in s["during"]]
+    old_updates = [x for s in stats for x in s["old_row_updates"]]
+    results = {
+        "rows": args.rows,
+        "batch": args.batch,
+        "writers": args.writers,
+        "writer_rate_per_second": args.rate,
+        "load_seconds": round(loaded["load_seconds"], 1),
+        "purge": {
+            "deliveries_deleted": result.rows,
+            "cascaded": dict(result.cascaded),
+            "seconds": round(seconds, 1),
+            "deliveries_per_second": round(result.rows / seconds),
+            "rows_per_second_with_cascades": round((result.rows + cascaded) / seconds),
+            "in_flight_kept": {"expected": loaded["queued"], "left": queued_left},
+            "expired_left": old_left - queued_left,
+        },
+        "writers_baseline": _summary(baseline),
+        "writers_during_purge": _summary(during),
+        "old_row_updates_during_purge": _summary(old_updates),
+        "longest_lock_wait_sampled_ms": round(sampler.longest * 1000, 1),
+        "lock_waits_sampled": sampler.waits_seen,
+    }
+    log(
+        f"purged {result.rows:,} deliveries (+{cascaded:,} attempts) in {seconds:.1f} s: "
+        f"{results['purge']['deliveries_per_second']:,} deliveries/s; writers p99 "
+        f"{results['writers_baseline']['p99_ms']} ms alone, {results['writers_during_purge']['p99_ms']} ms during "
+        f"(max {results['writers_during_purge']['max_ms']} ms); longest lock wait sampled "
+        f"{results['longest_lock_wait_sampled_ms']} ms"
+    )
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""URL map: the versioned API under /api/v1/, the schema and docs, admin, probes and metrics, and the
+public links inside messages (tracking, unsubscribe)."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from apps.core import views as core_views
+
+api_v1 = [
+    path("", include("apps.tenancy.urls")),
+    path("", include("apps.notifications.urls")),
+    path("", include("apps.providers.urls")),
+    path("", include("apps.tasks.urls")),
+    path("", include("apps.workflows.urls")),
+    path("", include("apps.events.urls")),
+    path("", include("apps.observability.urls")),
+]
+
+urlpatterns = [
+    path("healthz", core_views.healthz, name="healthz"),
+    path("readyz", core_views.readyz, name="readyz"),
+    path("", include("django_prometheus.urls")),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/<str:version>/", include(api_v1)),
+    path("", include("apps.providers.public_urls")),
+]

@@ -1,0 +1,156 @@
+"""An SMTP server (aiosmtpd) that records every message, one record per envelope recipient.
+
+Headers, the text and HTML parts and attachment names are parsed out so tests can assert
+on them. Any AUTH credentials are accepted without TLS, so Django's SMTP backend works
+with or without a username. Fault rules with a `match` reject that address at RCPT TO
+(e.g. 550 permanent, 451 temporary); rules without one answer at DATA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
+from sandbox.faults import Fault
+from sandbox.state import Message, Store
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "smtp"
+IDEMPOTENCY_HEADER = "X-Signalbox-Delivery"
+
+# Reply texts for the codes a fault usually names; others get a generic text.
+REPLIES = {
+    421: "421 4.3.2 Service not available, closing transmission channel",
+    450: "450 4.2.1 Mailbox unavailable, try again later",
+    451: "451 4.3.0 Temporary failure, please try again later",
+    452: "452 4.3.1 Insufficient system storage",
+    550: "550 5.1.1 <{address}>: Recipient address rejected: User unknown",
+    552: "552 5.2.2 Mailbox full",
+    553: "553 5.1.3 Invalid recipient address",
+    554: "554 5.7.1 Message rejected",
+}
+
+
+def fault_reply(fault: Fault, address: str = "") -> str:
+    code = fault.status if isinstance(fault.status, int) else 554
+    template = REPLIES.get(code, f"{code} {'4.0.0' if code < 500 else '5.0.0'} Sandbox fault")
+    return template.format(address=address)
+
+
+def parse(raw: bytes) -> tuple[EmailMessage, dict[str, Any]]:
+    message = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(message, EmailMessage)
+    parts: dict[str, Any] = {"text": None, "html": None, "attachments": []}
+    for kind in ("plain", "html"):
+        body = message.get_body(preferencelist=(kind,))
+        if body is not None:
+            parts["text" if kind == "plain" else "html"] = body.get_content()
+    for attachment in message.iter_attachments():
+        parts["attachments"].append(
+            {"filename": attachment.get_filename(), "content_type": attachment.get_content_type()}
+        )
+    return message, parts
+
+
+def header_dict(message: EmailMessage) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in message.items():
+        headers[name] = f"{headers[name]}, {value}" if name in headers else str(value)
+    return headers
+
+
+class RecordingHandler:
+    """aiosmtpd handler hooks; aiosmtpd calls them by name."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        fault = self.store.take_fault(PROVIDER, [address], targeted=True)
+        if fault is not None and fault.status is not None:
+            await fault.wait()
+            self.store.attempt(PROVIDER, fault.status, [address], fault=fault)
+            return fault_reply(fault, address)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        if fault is not None:
+            await fault.wait()
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        recipients = list(envelope.rcpt_tos)
+        raw = envelope.original_content or b""
+        fault = self.store.take_fault(PROVIDER, recipients, targeted=False)
+        if fault is not None and fault.status is not None:
+            await fault.wait()
+            self.store.attempt(PROVIDER, fault.status, recipients, fault=fault)
+            return fault_reply(fault)
+
+        message, parts = parse(raw)
+        headers = header_dict(message)
+        key = message.get(IDEMPOTENCY_HEADER) or message.get("Message-ID")
+        for recipient in recipients:
+            self.store.record(
+                Message(
+                    provider=PROVIDER,
+                    recipient=recipient,
+                    provider_message_id=str(message.get("Message-ID") or ""),
+                    sender=envelope.mail_from,
+                    subject=message.get("Subject"),
+                    text=parts["text"],
+                    html=parts["html"],
+                    headers=headers,
+                    idempotency_key=str(key) if key else None,
+                    extra={
+                        "envelope_from": envelope.mail_from,
+                        "envelope_to": recipients,
+                        "from": message.get("From"),
+                        "to": message.get("To"),
+                        "cc": message.get("Cc"),
+                        "reply_to": message.get("Reply-To"),
+                        "list_unsubscribe": message.get("List-Unsubscribe"),
+                        "list_unsubscribe_post": message.get("List-Unsubscribe-Post"),
+                        "attachments": parts["attachments"],
+                        "auth_user": getattr(session, "auth_data", None),
+                        "size": len(raw),
+                    },
+                ),
+                raw=raw,
+            )
+        self.store.attempt(PROVIDER, 250, recipients, idempotency_key=str(key) if key else None, fault=fault)
+        if fault is not None:
+            await fault.wait()
+        return "250 Message accepted for delivery"
+
+
+def accept_any_login(server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
+    login = getattr(auth_data, "login", None)
+    user = login.decode("utf-8", "replace") if isinstance(login, bytes) else login
+    return AuthResult(success=True, auth_data=user)
+
+
+async def start_smtp(store: Store, host: str, port: int) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    handler = RecordingHandler(store)
+
+    def factory() -> SMTP:
+        return SMTP(
+            handler,
+            hostname="sandbox.signalbox.local",
+            ident="Signalbox sandbox ESMTP",
+            enable_SMTPUTF8=True,
+            auth_require_tls=False,
+            authenticator=accept_any_login,
+            loop=loop,
+        )
+
+    return await loop.create_server(factory, host=host, port=port)

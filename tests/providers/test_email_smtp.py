@@ -1,0 +1,115 @@
+"""SMTP through Django's email backend into the sandbox: parts, headers, idempotency key, reply codes."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from django.conf import settings
+
+from apps.providers.adapters.smtp import SmtpProvider
+from apps.providers.base import Channel, Outcome
+from sandbox.testing import SandboxClient, SandboxProcess
+from tests.providers.conftest import message, sandbox_config_for
+
+
+def email(to: str = "ada@example.com", key: str = "delivery-1", **fields):
+    defaults = {"subject": "Your order shipped", "text": "It is on its way.", "html": "<p>It is <b>on its way</b>.</p>"}
+    return message(Channel.EMAIL, to, key, **{**defaults, **fields})
+
+
+def test_a_message_arrives_with_both_parts_reply_to_and_headers(smtp: SmtpProvider, sandbox_client: SandboxClient):
+    result = smtp.send(email(reply_to="support@acme.test", headers={"X-Campaign": "spring"}))
+
+    assert result.outcome is Outcome.ACCEPTED
+    [received] = sandbox_client.messages("smtp")
+    assert received["recipient"] == "ada@example.com"
+    assert received["sender"] == "noreply@acme.test"
+    assert received["subject"] == "Your order shipped"
+    assert received["text"].strip() == "It is on its way."
+    assert received["html"].strip() == "<p>It is <b>on its way</b>.</p>"
+    assert received["headers"]["Reply-To"] == "support@acme.test"
+    assert received["headers"]["X-Campaign"] == "spring"
+    assert received["headers"]["X-Signalbox-Delivery"] == "delivery-1"
+    assert received["idempotency_key"] == "delivery-1"
+    assert received["provider_message_id"] == result.message_id
+
+
+def test_an_html_only_message_gets_a_text_part(smtp: SmtpProvider, sandbox_client: SandboxClient):
+    smtp.send(email(text="", html="<html><body><h1>Hello</h1><p>Ada &amp; Bob</p></body></html>"))
+
+    [received] = sandbox_client.messages("smtp")
+    assert "Hello" in received["text"] and "Ada & Bob" in received["text"]
+    assert "<h1>Hello</h1>" in received["html"]
+
+
+def test_one_click_unsubscribe_headers_point_at_signalbox(smtp: SmtpProvider, sandbox_client: SandboxClient):
+    smtp.send(email(recipient_id="ada", category="orders", list_unsubscribe=True))
+
+    headers = sandbox_client.messages("smtp")[0]["headers"]
+    assert headers["List-Unsubscribe"].strip().startswith(f"<{settings.PUBLIC_URL}/u/")
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_a_batch_shares_one_connection_and_a_refused_recipient_fails_alone(
+    smtp: SmtpProvider, sandbox_client: SandboxClient
+):
+    sandbox_client.add_fault("smtp", 550, match="gone@example.com")
+
+    results = smtp.send_batch(
+        [email("ada@example.com", "d-1"), email("gone@example.com", "d-2"), email("bob@example.com", "d-3")]
+    )
+
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED, Outcome.PERMANENT, Outcome.ACCEPTED]
+    assert results[1].code == "550"
+    assert [m["recipient"] for m in sandbox_client.messages("smtp")] == ["ada@example.com", "bob@example.com"]
+
+
+def test_a_550_is_permanent_and_a_451_transient(smtp: SmtpProvider, sandbox_client: SandboxClient):
+    sandbox_client.add_fault("smtp", 550, match="gone@example.com")
+    sandbox_client.add_fault("smtp", 451, match="busy@example.com")
+
+    gone = smtp.send(email("gone@example.com"))
+    busy = smtp.send(email("busy@example.com"))
+
+    assert (gone.outcome, gone.code) == (Outcome.PERMANENT, "550")
+    assert (busy.outcome, busy.code) == (Outcome.TRANSIENT, "451")
+    assert sandbox_client.messages("smtp") == []
+
+
+def test_a_rejected_data_phase_is_classified_by_its_code(smtp: SmtpProvider, sandbox_client: SandboxClient):
+    sandbox_client.add_fault("smtp", 554, times=1)
+
+    result = smtp.send(email())
+
+    assert (result.outcome, result.code) == (Outcome.PERMANENT, "554")
+
+
+def test_a_server_that_does_not_answer_in_time_is_transient(sandbox: SandboxProcess, sandbox_client: SandboxClient):
+    sandbox_client.add_fault("smtp", timeout=3)
+    provider = SmtpProvider.from_config(sandbox_config_for(sandbox, "smtp", timeout=0.5))
+
+    started = time.monotonic()
+    result = provider.send(email())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.code == "timeout"
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_refused_connection_is_transient():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    provider = SmtpProvider.from_config({"host": "127.0.0.1", "port": closed_port, "from_email": "a@acme.test"})
+
+    results = provider.send_batch([email("a@example.com", "d-1"), email("b@example.com", "d-2")])
+
+    assert [r.outcome for r in results] == [Outcome.TRANSIENT, Outcome.TRANSIENT]
+    assert results[0].code == "connection_error"
+
+
+def test_health_check_is_a_noop_on_a_live_connection(smtp: SmtpProvider):
+    health = smtp.check()
+
+    assert health.ok, health.detail

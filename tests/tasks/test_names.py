@@ -1,0 +1,46 @@
+"""Task names are permanent: queued messages, beat rows and tenants' schedules refer to them by name."""
+
+from __future__ import annotations
+
+from apps.tasks.registry import task_types
+from workers.beat import PERIODIC_JOBS
+from workers.celery import app
+
+PINNED_TASK_TYPES = {
+    "signalbox.exports.deliveries_csv": "tasks",
+    "signalbox.notifications.resend_deliveries": "tasks",
+    "signalbox.maintenance.retention_purge": "maintenance",  # apps/core/retention_tasks.py
+}
+PINNED_CELERY_TASKS = {
+    "signalbox.tasks.sweep_stale": "maintenance",
+    "signalbox.tasks.purge_expired": "maintenance",
+    "signalbox.tasks.run_schedule": "maintenance",
+    "signalbox.tasks.run_django_task": "tasks",
+}
+
+
+def test_built_in_task_types_keep_their_names_and_queues():
+    registered = {t.name: t.queue for t in task_types() if not t.name.startswith("signalbox.testing.")}
+
+    assert registered == PINNED_TASK_TYPES
+
+
+def test_the_apps_celery_tasks_keep_their_names_and_queues():
+    app.loader.import_default_modules()
+
+    for name, queue in {**PINNED_CELERY_TASKS, **PINNED_TASK_TYPES}.items():
+        assert name in app.tasks, name
+        assert app.tasks[name].queue == queue  # type: ignore[attr-defined]
+
+
+def test_the_upkeep_jobs_are_on_the_beat_schedule():
+    jobs = {job.task: job for job in PERIODIC_JOBS}
+
+    assert jobs["signalbox.tasks.sweep_stale"].every_seconds == 60
+    assert jobs["signalbox.tasks.purge_expired"].queue == "maintenance"
+
+
+def test_tracked_tasks_keep_no_celery_result_rows():
+    # TaskExecution is the one record clients read; django-celery-results would only duplicate it.
+    for name in PINNED_TASK_TYPES:
+        assert app.tasks[name].ignore_result is True

@@ -1,0 +1,36 @@
+"""Worker signal handlers: correlation context across the publish boundary, and connection hygiene."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import signals
+
+from apps.core import context
+
+HEADER = "signalbox_context"
+
+
+@signals.before_task_publish.connect
+def _attach_context(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    """The request id and tenant of whoever published the task travel in its headers."""
+    current = context.current()
+    if headers is not None and current and HEADER not in headers:
+        headers[HEADER] = {k: v for k, v in current.items() if isinstance(v, (str, int))}
+
+
+@signals.task_prerun.connect
+def _bind_context(task: Any = None, task_id: str | None = None, **kwargs: Any) -> None:
+    from django.db import close_old_connections
+
+    # Connections are reused across tasks; this drops one that is broken or past CONN_MAX_AGE.
+    close_old_connections()
+    inherited = getattr(task.request, HEADER, None) if task is not None else None
+    if inherited is None and task is not None:
+        inherited = (task.request.headers or {}).get(HEADER) if task.request.headers else None
+    context.replace({**(inherited or {}), "celery_task_id": task_id, "task_name": getattr(task, "name", "")})
+
+
+@signals.task_postrun.connect
+def _clear_context(**kwargs: Any) -> None:
+    context.replace({})
