@@ -16,7 +16,7 @@ from apps.events.services.webhooks import message_claim
 from apps.events.tasks import deliver_message, dispatch_due, process_event, sweep_events
 from apps.observability.models import AuditEntry
 from tests.conftest import wait_for
-from tests.events.conftest import record_event, register_endpoint
+from tests.events.conftest import notification_settled, record_event, register_endpoint
 
 pytestmark = pytest.mark.worker
 
@@ -324,3 +324,34 @@ def test_task_names_are_pinned():
     assert sweep_events.name == "signalbox.events.sweep"
     assert deliver_message.name == "signalbox.webhooks.deliver"
     assert dispatch_due.name == "signalbox.webhooks.dispatch_due"
+
+
+def test_a_notifications_outcomes_reach_a_subscribed_endpoint_as_signed_platform_events(worker, api, tenant, receiver):
+    from apps.notifications.services.recipients import recipient_create
+    from apps.notifications.services.templates import template_create
+
+    template_create(
+        tenant=tenant,
+        key="welcome",
+        definition={
+            "default_channels": ["in_app", "email"],
+            "content": {"default": {"in_app": {"title": "Hi"}, "email": {"subject": "Hi", "text": "Welcome."}}},
+        },
+    )
+    recipient_create(tenant=tenant, data={"external_id": "ada", "email": "ada@example.com"})
+    endpoint = register_endpoint(api, receiver.url(), event_types=["delivery.*", "notification.sent"])
+
+    response = api.post("/api/v1/notifications/", {"template": "welcome", "recipients": ["ada"]}, format="json")
+    assert response.status_code == 202, response.json()
+    notification_settled(response.json()["id"])
+
+    wait_for(lambda: WebhookMessage.objects.filter(endpoint_id=endpoint["id"], status="delivered").count() == 3)
+    received = [Webhook(endpoint["secret"]).verify(r.body, r.headers) for r in receiver.requests]
+    by_type = {(p["type"], p["data"].get("channel")): p for p in received}
+    assert set(by_type) == {("delivery.delivered", "in_app"), ("delivery.sent", "email"), ("notification.sent", None)}
+    sent = by_type[("delivery.sent", "email")]
+    assert sent["subject"] == {"type": "delivery", "id": sent["data"]["delivery_id"]}
+    assert (sent["data"]["recipient"], sent["data"]["template"]) == ("ada", "welcome")
+    summary = by_type[("notification.sent", None)]["data"]
+    assert summary["notification_id"] == response.json()["id"]
+    assert summary["deliveries"] == {"delivered": 1, "sent": 1}

@@ -90,7 +90,9 @@ def test_a_batch_is_sent_once_and_recorded_in_a_few_queries(recording_tenant, ma
     with CaptureQueriesContext(connection) as ctx:
         summary = deliveries_send(delivery_ids=ids)
     assert summary.claimed == 40 and summary.statuses == {"sent": 40}
-    assert len(ctx.captured_queries) <= 14, [q["sql"][:80] for q in ctx.captured_queries]
+    # Claim, loads, the sink's insert, the staged record, attempts, completion, and the tenant's
+    # event listeners (asked once per batch, whatever the number of deliveries).
+    assert len(ctx.captured_queries) <= 16, [q["sql"][:80] for q in ctx.captured_queries]
     # Sending the same ids again sends nothing.
     assert deliveries_send(delivery_ids=ids).claimed == 0
     assert SinkRecord.objects.count() == 40

@@ -1,5 +1,5 @@
 """Writes for events, rules and webhooks. `event_emit` is the entry point for other apps."""
 
-from apps.events.services.events import event_emit
+from apps.events.services.events import Listeners, event_emit, is_observed, listeners_of
 
-__all__ = ["event_emit"]
+__all__ = ["Listeners", "event_emit", "is_observed", "listeners_of"]

@@ -9,6 +9,7 @@ event is marked processed in the same transaction, so a redelivered task finds n
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -62,17 +63,30 @@ def event_record(
     return event
 
 
-def _has_listener(tenant: Any, event_type: str) -> bool:
+@dataclass(frozen=True)
+class Listeners:
+    """The event type patterns a tenant's enabled rules and webhook endpoints listen to."""
+
+    patterns: tuple[str, ...]
+
+    def observe(self, event_type: str) -> bool:
+        return types.any_matches(self.patterns, event_type)
+
+
+def listeners_of(tenant: Any) -> Listeners:
+    """Two small indexed queries; callers handling a batch ask once per tenant."""
     tenant_id = getattr(tenant, "pk", tenant)
-    patterns = Rule.objects.filter(tenant_id=tenant_id, enabled=True).values_list("event_type", flat=True)
-    if types.any_matches(patterns, event_type):
-        return True
+    patterns = list(Rule.objects.filter(tenant_id=tenant_id, enabled=True).values_list("event_type", flat=True))
     for subscribed in WebhookEndpoint.objects.filter(tenant_id=tenant_id, enabled=True).values_list(
         "event_types", flat=True
     ):
-        if not subscribed or types.any_matches(subscribed, event_type):
-            return True
-    return False
+        patterns.extend(subscribed or ["*"])  # an endpoint with no types receives every event
+    return Listeners(tuple(patterns))
+
+
+def is_observed(tenant: Any, event_type: str) -> bool:
+    """Whether an enabled rule or webhook endpoint of the tenant listens to `event_type`."""
+    return listeners_of(tenant).observe(event_type)
 
 
 def event_emit(
@@ -94,7 +108,7 @@ def event_emit(
     (`only_if_observed=False` records it anyway, e.g. a workflow's own domain events).
     """
     types.check_type(type, reserved_allowed=True)
-    if only_if_observed and not _has_listener(tenant, type):
+    if only_if_observed and not is_observed(tenant, type):
         return None
     subject_type, subject_id = types.subject_of(subject)
     event = Event.objects.create(

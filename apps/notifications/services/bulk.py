@@ -171,13 +171,13 @@ def deliveries_insert(rows: Sequence[Mapping[str, Any]]) -> set[Any]:
     return inserted
 
 
-def deliveries_record(rows: Sequence[Mapping[str, Any]]) -> int:
+def deliveries_record(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
     """Writes send outcomes of claimed rows in one UPDATE; rows no longer `sending` are left alone.
 
-    Each row: `id` plus any RESULT_COLUMNS. Call inside a transaction.
+    Each row: `id` plus any RESULT_COLUMNS. Call inside a transaction. Returns the ids written.
     """
     if not rows:
-        return 0
+        return []
     prepared = [
         {
             "id": row["id"],
@@ -190,13 +190,14 @@ def deliveries_record(rows: Sequence[Mapping[str, Any]]) -> int:
         for row in rows
     ]
     if not _postgres():
-        updated = 0
+        written = []
         for r in prepared:
             values = {k: v for k, v in r.items() if k != "id" and not (k in KEEP_IF_NULL and v is None)}
-            updated += Delivery.objects.filter(pk=r["id"], status=Delivery.Status.SENDING).update(
+            if Delivery.objects.filter(pk=r["id"], status=Delivery.Status.SENDING).update(
                 lease_expires_at=None, **values
-            )
-        return updated
+            ):
+                written.append(r["id"])
+        return written
     _ensure_stage("notif_result_stage")
     names = ["id", *(name for name, _ in RESULT_COLUMNS)]
     _copy(
@@ -210,11 +211,11 @@ def deliveries_record(rows: Sequence[Mapping[str, Any]]) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Delivery._meta.db_table} AS d SET {sets}, lease_expires_at = NULL "  # noqa: S608
-            "FROM notif_result_stage AS s WHERE d.id = s.id AND d.status = 'sending'"
+            "FROM notif_result_stage AS s WHERE d.id = s.id AND d.status = 'sending' RETURNING d.id"
         )
-        updated = int(cursor.rowcount)
+        written = [row[0] for row in cursor.fetchall()]
         cursor.execute("DELETE FROM notif_result_stage")
-    return updated
+    return written
 
 
 def attempts_insert(rows: Sequence[Mapping[str, Any]], *, now: datetime) -> None:

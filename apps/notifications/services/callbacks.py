@@ -9,6 +9,7 @@ late or repeated report finds nothing to change, and two racing reports cannot b
 A provider's report may also settle a delivery our side had not: one still `sending` (the
 callback outran the worker's record), `pending` or `queued` (the answer was lost and a retry
 waits: the report proves the provider has it, so the retry is cancelled), or `dead`.
+A report that moves a delivery emits its platform event (`delivery.delivered`, …) with it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from apps.notifications.models import Delivery
+from apps.notifications.services.announce import deliveries_announce
 
 Status = Delivery.Status
 
@@ -68,11 +71,13 @@ def delivery_report(
     rows = Delivery.objects.filter(pk=delivery_id, status__in=earlier_than(status))
     if tenant_id is not None:
         rows = rows.filter(tenant_id=tenant_id)
-    try:
-        moved = rows.update(**values)
-    except (ValueError, ValidationError):  # not a UUID
-        return False
-    if moved:
+    with transaction.atomic():
+        try:
+            moved = rows.update(**values)
+        except (ValueError, ValidationError):  # not a UUID
+            return False
+        if not moved:
+            return False
         # Fill in what the worker's record would have written, had the callback not outrun it.
         filled = Delivery.objects.filter(pk=delivery_id)
         filled.filter(sent_at__isnull=True).update(sent_at=at)
@@ -80,4 +85,6 @@ def delivery_report(
             filled.filter(provider="").update(provider=provider)
         if provider_message_id:
             filled.filter(Q(provider_message_id="")).update(provider_message_id=provider_message_id[:255])
-    return bool(moved)
+        owner = tenant_id if tenant_id is not None else filled.values_list("tenant_id", flat=True).first()
+        deliveries_announce([(owner, delivery_id, status)])
+    return True

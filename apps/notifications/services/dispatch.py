@@ -26,6 +26,7 @@ from django.utils import timezone
 from apps.core.publish import publish_on_commit
 from apps.notifications import conf
 from apps.notifications.models import Delivery, DeliveryAttempt, FanoutChunk, Notification
+from apps.notifications.services.announce import Audience, deliveries_announce
 from apps.notifications.services.notifications import notification_complete_if_settled, queue_for
 from apps.notifications.services.quiet_hours import deliveries_hold_for_quiet_hours
 from apps.observability import metrics
@@ -178,16 +179,16 @@ def _sweep_leases(now: datetime, limit: int) -> int:
         rows = list(
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(status=Status.SENDING, lease_expires_at__lt=now)
-            .values_list("pk", "attempts", "provider", "channel", "notification__tenant__settings")[:limit]
+            .values_list("pk", "attempts", "provider", "channel", "notification__tenant__settings", "tenant_id")[:limit]
         )
         if not rows:
             return 0
         dead = [
-            (pk, channel)
-            for pk, attempts, _, channel, tenant_settings in rows
+            (pk, channel, tenant_id)
+            for pk, attempts, _, channel, tenant_settings, tenant_id in rows
             if attempts >= retry_policy_for(tenant_settings, channel).max_attempts
         ]
-        dead_ids = {pk for pk, _ in dead}
+        dead_ids = {pk for pk, _, _ in dead}
         lost = "The worker holding the claim stopped before recording a result."
         Delivery.objects.filter(pk__in=[pk for pk, *_ in rows if pk not in dead_ids], status=Status.SENDING).update(
             status=Status.PENDING,
@@ -214,28 +215,31 @@ def _sweep_leases(now: datetime, limit: int) -> int:
                     error_code="lease_expired",
                     created_at=now,
                 )
-                for pk, attempts, provider, _, _ in rows
+                for pk, attempts, provider, *_ in rows
             ]
         )
-    for _, channel in dead:
+        deliveries_announce((tenant_id, pk, Status.DEAD) for pk, _, tenant_id in dead)
+    for _, channel, _ in dead:
         metrics.DEAD_LETTERS.labels(kind="delivery", channel=channel).inc()
     return len(rows)
 
 
 def _sweep_completion(now: datetime, limit: int) -> int:
     done = 0
-    for pk in Notification.objects.filter(status=Notification.Status.DISPATCHED).values_list("pk", flat=True)[:limit]:
-        done += notification_complete_if_settled(notification_id=pk, now=now)
+    audience = Audience()
+    dispatched = Notification.objects.filter(status=Notification.Status.DISPATCHED)
+    for pk, tenant_id in dispatched.values_list("pk", "tenant_id")[:limit]:
+        done += notification_complete_if_settled(notification_id=pk, tenant_id=tenant_id, now=now, audience=audience)
     # Fan-out that finished every chunk but lost the race to say so.
-    for pk in (
+    for pk, tenant_id in (
         Notification.objects.filter(status=Notification.Status.FANNING_OUT)
         .exclude(chunks__done_at__isnull=True)
-        .values_list("pk", flat=True)[:limit]
+        .values_list("pk", "tenant_id")[:limit]
     ):
         Notification.objects.filter(pk=pk, status=Notification.Status.FANNING_OUT).update(
             status=Notification.Status.DISPATCHED, dispatched_at=now, updated_at=now
         )
-        done += notification_complete_if_settled(notification_id=pk, now=now)
+        done += notification_complete_if_settled(notification_id=pk, tenant_id=tenant_id, now=now, audience=audience)
     return done
 
 

@@ -35,6 +35,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.publish import publish_on_commit
+from apps.events.services import is_observed
 from apps.notifications import channels as registry
 from apps.notifications import conf
 from apps.notifications.models import (
@@ -49,6 +50,7 @@ from apps.notifications.models import (
     uuid7,
 )
 from apps.notifications.rendering import RenderError
+from apps.notifications.services.announce import deliveries_announce, notification_announce_sent
 from apps.notifications.services.bulk import deliveries_insert
 from apps.notifications.services.content import NotificationRenderer, message_metadata
 from apps.notifications.services.digest import digest_enqueue
@@ -158,6 +160,8 @@ def notification_fan_out(*, notification_id: Any) -> list[int]:
                 "updated_at",
             ]
         )
+        if not chunks and is_observed(notification.tenant_id, "notification.sent"):
+            notification_announce_sent(notification_id=notification.pk)
         ids = [c.pk for c in chunks]
         if len(ids) > 1:
             from apps.notifications.tasks import fan_out_chunk
@@ -340,6 +344,7 @@ def _expand(notification: Notification, chunk: FanoutChunk, now: datetime, resul
     # looked up beforehand (that lookup grew with the notification), and the unique constraint
     # (ON CONFLICT DO NOTHING ... RETURNING) says which rows went in.
     inserted = deliveries_insert(rows)
+    deliveries_announce((row["tenant_id"], row["id"], row["status"]) for row in rows if row["id"] in inserted)
     digest_enqueue(
         deliveries=[row for row in digests if row["id"] in inserted],
         category_id=category.pk,
@@ -445,7 +450,7 @@ def fanout_chunk_run(*, chunk_id: int, now: datetime | None = None) -> ChunkResu
                 for start in range(0, len(ids), send_batch_size):
                     publish_on_commit(send_batch, ids[start : start + send_batch_size], queue=queue)
     if not result.cancelled:
-        notification_complete_if_settled(notification_id=notification.pk)
+        notification_complete_if_settled(notification_id=notification.pk, tenant_id=notification.tenant_id)
     return result
 
 

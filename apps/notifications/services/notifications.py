@@ -9,6 +9,7 @@ in the request: fan-out and sends happen on the notification's priority queue.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from apps.core.publish import publish_on_commit
 from apps.notifications import conf, rendering
 from apps.notifications.models import Delivery, Notification, Template, Topic
 from apps.notifications.services import recipients as recipient_services
+from apps.notifications.services.announce import Audience, notification_announce_sent
 from apps.notifications.services.templates import DEFAULT_CATEGORY, category_get_or_create
 from apps.observability import metrics
 from apps.observability.audit import audit_record
@@ -321,19 +323,25 @@ def _publish_fan_out(notification: Notification) -> None:
     publish_on_commit(fan_out, str(notification.pk), queue=queue_for(notification.priority))
 
 
-def notification_complete_if_settled(*, notification_id: Any, now: datetime | None = None) -> bool:
+def notification_complete_if_settled(
+    *, notification_id: Any, tenant_id: Any, now: datetime | None = None, audience: Audience | None = None
+) -> bool:
     """Marks a dispatched notification completed once none of its deliveries is in flight.
 
     Runs in its own short transaction (after a batch is recorded), so it never holds delivery
-    row locks while it waits for the notification row.
+    row locks while it waits for the notification row; `notification.sent` commits with it when
+    the tenant listens (`audience`, shared by a batch, asks once per tenant).
     """
     if Delivery.objects.filter(notification_id=notification_id, status__in=Delivery.IN_FLIGHT).exists():
         return False
-    return bool(
-        Notification.objects.filter(pk=notification_id, status=Notification.Status.DISPATCHED).update(
+    announce = (audience or Audience()).observes(tenant_id, "notification.sent")
+    with transaction.atomic() if announce else nullcontext():
+        completed = Notification.objects.filter(pk=notification_id, status=Notification.Status.DISPATCHED).update(
             status=Notification.Status.COMPLETED, completed_at=now or timezone.now(), updated_at=timezone.now()
         )
-    )
+        if completed and announce:
+            notification_announce_sent(notification_id=notification_id)
+    return bool(completed)
 
 
 CANCELLABLE_NOTIFICATION = (

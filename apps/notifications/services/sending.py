@@ -19,7 +19,7 @@ A send task carries a batch of delivery ids. For each batch:
    provider's retry_after; the dispatcher re-queues it), or `dead` after the last attempt;
    permanent -> `failed`, no retry (and the address on the suppression list when the error
    condemns it). A lost database connection is survived: the record is written again on a new
-   one, never twice.
+   one, never twice. The same transaction emits the outcomes' platform events (`announce.py`).
 
 Retries are rows in PostgreSQL, never long Celery countdowns. A worker that dies mid-send
 leaves rows in `sending`; the sweeper takes them back when the lease runs out.
@@ -47,8 +47,9 @@ from apps.notifications import conf
 from apps.notifications.models import Delivery, Device, Notification, Recipient
 from apps.notifications.rendering import RenderError
 from apps.notifications.services import bulk, ratelimits, suppressions
+from apps.notifications.services.announce import Audience, deliveries_announce
 from apps.notifications.services.bulk import attempts_insert, deliveries_record
-from apps.notifications.services.content import NotificationRenderer, message_metadata
+from apps.notifications.services.content import NotificationRenderer, email_options, message_metadata
 from apps.notifications.services.recipients import devices_deactivate_tokens
 from apps.observability import metrics
 from apps.providers import circuit
@@ -310,18 +311,24 @@ def _flush(
     attempts: list[dict[str, Any]],
     held: Sequence[ratelimits.Held] = (),
     listed: Sequence[dict[str, Any]] = (),
+    tenant_of: Mapping[Any, Any],
+    audience: Audience,
     now: datetime,
 ) -> None:
-    """Writes outcomes of claimed rows in one transaction. When the connection is lost it writes,
-    on a new one, only what is still `sending` (the lost transaction may have committed), so
-    nothing is recorded twice and nothing the provider answered is forgotten."""
+    """Writes outcomes of claimed rows in one transaction, with their platform events
+    (`announce.py`; `tenant_of` maps delivery ids to tenant ids). When the connection is lost it
+    writes, on a new one, only what is still `sending` (the lost transaction may have committed),
+    so nothing is recorded twice and nothing the provider answered is forgotten."""
     if not (rows or attempts or held or listed):
         return
     to_record, to_insert, to_hold = list(rows), list(attempts), list(held)
 
     def write() -> None:
         with transaction.atomic():
-            deliveries_record(to_record)
+            written = {str(pk) for pk in deliveries_record(to_record)}
+            deliveries_announce(
+                ((tenant_of[r["id"]], r["id"], r["status"]) for r in to_record if str(r["id"]) in written), audience
+            )
             attempts_insert(to_insert, now=now)
             ratelimits.deliveries_hold(to_hold)
             suppressions.suppressions_add(listed)
@@ -350,6 +357,8 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
     summary.claimed = len(claimed)
     if not claimed:
         return summary
+    tenant_of = {d.id: d.tenant_id for d in claimed}
+    audience = Audience()  # who listens to delivery events, asked once per tenant for the batch
 
     def load() -> tuple[dict[int, Any], dict[Any, Notification], dict[int, list[str]], set[Any]]:
         recipients = {
@@ -372,6 +381,7 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
         for pk, n in notifications.items()
     }
     policies: dict[tuple[Any, str], RetryPolicy] = {}
+    emails = {pk: email_options(n) for pk, n in notifications.items()}
     limits = {pk: ratelimits.limits_for(n.tenant.settings) for pk, n in notifications.items()}
     now = timezone.now()
     tally = _Tally()
@@ -427,6 +437,8 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
             to=to,
             rendered=rendered,
             metadata=message_metadata(notification, delivery_id=str(delivery.id), attempt=delivery.attempts),
+            recipient_id=delivery.recipient_id,
+            email=emails[notification.pk],
         )
         # Keyed by instance: two tenants' adapters may share a name but not credentials.
         work.setdefault(id(adapter), (adapter, []))[1].append(_Work(delivery, message, rendered))
@@ -514,7 +526,7 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
                     status=fields["status"],
                     latency=max((sent_at - accepted_from).total_seconds(), 0),
                 )
-            _flush(rows=done, attempts=tried, listed=listed_now, now=now)
+            _flush(rows=done, attempts=tried, listed=listed_now, tenant_of=tenant_of, audience=audience, now=now)
             summary.statuses.update(str(row["status"]) for row in done)
         # The built-in adapters (inbox, sinks) are not remote services: no breaker.
         for tenant_id in {t for t, _ in health} if adapter.name not in registry.BUILTIN_ADAPTERS else ():
@@ -525,7 +537,7 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
                 successes=health[(tenant_id, "ok")],
             )
 
-    _flush(rows=rows, attempts=[], held=held, now=now)
+    _flush(rows=rows, attempts=[], held=held, tenant_of=tenant_of, audience=audience, now=now)
     tally.flush()
     summary.statuses.update(str(row["status"]) for row in rows)
     summary.statuses.update(str(Status.PENDING) for _ in held)
@@ -536,8 +548,10 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
         publish_on_commit(send_batch, summary.released, queue=queue)
     from apps.notifications.services.notifications import notification_complete_if_settled
 
-    for notification_id in notifications:
-        notification_complete_if_settled(notification_id=notification_id)
+    for notification_id, notification in notifications.items():
+        notification_complete_if_settled(
+            notification_id=notification_id, tenant_id=notification.tenant_id, audience=audience
+        )
     return summary
 
 

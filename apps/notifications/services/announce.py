@@ -1,0 +1,129 @@
+"""Delivery outcomes as platform events, for tenants' rules and webhook endpoints.
+
+`delivery.sent`, `delivery.delivered`, `delivery.bounced`, `delivery.failed` and `delivery.dead`
+are emitted per delivery when it reaches that status; `notification.sent` once a notification
+has settled (no delivery in flight), with its deliveries counted by status. Each is written in
+the transaction that records the change, so a rolled-back record announces nothing, and only
+when the tenant listens: an `Audience` asks once per tenant what it listens to, and a send
+batch keeps one for all its records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db.models import Count
+
+from apps.events.services import Listeners, event_emit, listeners_of
+from apps.notifications.models import Delivery, Notification
+
+Status = Delivery.Status
+
+DELIVERY_EVENT_TYPES: dict[str, str] = {
+    Status.SENT: "delivery.sent",
+    Status.DELIVERED: "delivery.delivered",
+    Status.BOUNCED: "delivery.bounced",
+    Status.FAILED: "delivery.failed",
+    Status.DEAD: "delivery.dead",
+}
+
+_DELIVERY_FIELDS = (
+    "id",
+    "tenant_id",
+    "notification_id",
+    "recipient__external_id",
+    "channel",
+    "status",
+    "provider",
+    "provider_message_id",
+    "attempts",
+    "error_code",
+    "notification__template__key",
+    "notification__category__key",
+)
+
+
+class Audience:
+    """Which event types each tenant listens to, looked up once per tenant."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[Any, Listeners] = {}
+
+    def observes(self, tenant_id: Any, event_type: str) -> bool:
+        if tenant_id not in self._listeners:
+            self._listeners[tenant_id] = listeners_of(tenant_id)
+        return self._listeners[tenant_id].observe(event_type)
+
+
+def deliveries_announce(outcomes: Iterable[tuple[Any, Any, str]], audience: Audience | None = None) -> int:
+    """Emits the event of each `(tenant_id, delivery_id, status)` that has one and a listener;
+    returns how many were emitted. Call inside the transaction that recorded the statuses."""
+    audience = audience or Audience()
+    wanted: dict[str, str] = {}
+    for tenant_id, delivery_id, status in outcomes:
+        event_type = DELIVERY_EVENT_TYPES.get(str(status))
+        if event_type is not None and audience.observes(tenant_id, event_type):
+            wanted[str(delivery_id)] = event_type
+    if not wanted:
+        return 0
+    emitted = 0
+    for row in Delivery.objects.filter(pk__in=list(wanted)).values(*_DELIVERY_FIELDS):
+        event_type = wanted[str(row["id"])]
+        if DELIVERY_EVENT_TYPES.get(row["status"]) != event_type:
+            continue  # moved on in the meantime (a callback outran the record): its own report announces it
+        event_emit(
+            tenant=row["tenant_id"],
+            type=event_type,
+            subject=("delivery", str(row["id"])),
+            payload={
+                "delivery_id": row["id"],
+                "notification_id": row["notification_id"],
+                "recipient": row["recipient__external_id"],
+                "channel": row["channel"],
+                "status": row["status"],
+                "provider": row["provider"],
+                "provider_message_id": row["provider_message_id"],
+                "attempts": row["attempts"],
+                "error_code": row["error_code"],
+                "template": row["notification__template__key"] or "",
+                "category": row["notification__category__key"],
+            },
+            only_if_observed=False,
+        )
+        emitted += 1
+    return emitted
+
+
+def notification_announce_sent(*, notification_id: Any) -> bool:
+    """Emits `notification.sent` for a notification that has just settled (the caller checked
+    that its tenant listens); False if it is gone."""
+    notification = (
+        Notification.objects.filter(pk=notification_id)
+        .values("id", "tenant_id", "status", "recipient_count", "template__key", "category__key", "completed_at")
+        .first()
+    )
+    if notification is None:
+        return False
+    counts = dict(
+        Delivery.objects.filter(notification_id=notification_id)
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    event_emit(
+        tenant=notification["tenant_id"],
+        type="notification.sent",
+        subject=("notification", str(notification["id"])),
+        payload={
+            "notification_id": notification["id"],
+            "template": notification["template__key"] or "",
+            "category": notification["category__key"],
+            "recipients": notification["recipient_count"] or 0,
+            "deliveries": counts,
+            "completed_at": notification["completed_at"],
+        },
+        only_if_observed=False,
+    )
+    return True
