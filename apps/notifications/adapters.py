@@ -79,7 +79,21 @@ class RecordingSinkAdapter(SinkAdapter):
     see every message exactly as a provider would have received it."""
 
     name = "recording_sink"
-    fields: ClassVar[tuple[str, ...]] = ("subject", "text", "html", "title", "data", "headers", "reply_to", "metadata")
+    fields: ClassVar[tuple[str, ...]] = (
+        "subject",
+        "text",
+        "html",
+        "title",
+        "data",
+        "headers",
+        "reply_to",
+        "metadata",
+        "recipient_id",
+        "category",
+        "list_unsubscribe",
+        "track_opens",
+        "track_clicks",
+    )
 
     def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
         from apps.notifications.models import SinkRecord

@@ -169,8 +169,11 @@ def message_build(
     to: Any,
     rendered: Mapping[str, Any],
     metadata: Mapping[str, Any],
+    recipient_id: Any = None,
+    email: Mapping[str, Any] | None = None,
 ) -> Message:
-    """A provider-ready Message from a delivery's rendered content (`rendered["content"]`)."""
+    """A provider-ready Message from a delivery's rendered content (`rendered["content"]`);
+    an email also takes the notification's `email_options` and the recipient (for unsubscribing)."""
     content = rendered.get("content", {})
     kind = Channel(channel)
     kwargs: dict[str, Any] = {}
@@ -179,6 +182,8 @@ def message_build(
             "subject": content.get("subject", ""),
             "text": content.get("text", ""),
             "html": content.get("html", ""),
+            **(email or {}),
+            "recipient_id": str(recipient_id) if recipient_id is not None else "",
         }
     elif kind in (Channel.SMS, Channel.CHAT):
         kwargs = {"text": content.get("text", "")}

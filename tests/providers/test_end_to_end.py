@@ -13,12 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
+from django.test import Client
 
-from apps.notifications.models import Delivery, DeliveryAttempt, Device
+from apps.notifications.models import Delivery, DeliveryAttempt, Device, Recipient
 from apps.notifications.services.dispatch import dispatch_due
+from apps.notifications.services.preferences import preferences_effective
 from sandbox import config as sandbox_config
 from sandbox.testing import SandboxClient, SandboxProcess
 from tests.conftest import ROOT, wait_for
@@ -86,7 +89,7 @@ def settled(notification_id: str, count: int) -> list[Delivery]:
 
 
 def test_every_channel_goes_through_its_provider_into_the_sandbox(
-    worker: Any, sandboxed_tenant: Any, sandbox: SandboxProcess, sandbox_client: SandboxClient
+    worker: Any, sandboxed_tenant: Any, tenant: Any, sandbox: SandboxProcess, sandbox_client: SandboxClient
 ):
     api = sandboxed_tenant
     sandbox_client.set_webhook_secret("ada", WEBHOOK_SECRET)
@@ -112,6 +115,9 @@ def test_every_channel_goes_through_its_provider_into_the_sandbox(
         assert deliveries[channel].provider == provider
     assert by_provider["sendgrid"]["subject"] == "Order A-7 shipped"
     assert by_provider["sendgrid"]["html"] == "<p>Order <b>A-7</b> is on its way.</p>"
+    unsubscribe = by_provider["sendgrid"]["headers"]["List-Unsubscribe"]
+    assert unsubscribe.startswith(f"<{settings.PUBLIC_URL}/u/")
+    assert by_provider["sendgrid"]["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert by_provider["twilio"]["text"] == "Order A-7 shipped."
     callback = f"{settings.PUBLIC_URL}/callbacks/twilio/status?delivery={deliveries['sms'].pk}"
     assert by_provider["twilio"]["extra"]["status_callback"] == callback
@@ -121,6 +127,14 @@ def test_every_channel_goes_through_its_provider_into_the_sandbox(
     assert by_provider["webhook"]["extra"]["signature_valid"] is True
     assert by_provider["webhook"]["headers"]["webhook-id"] == str(deliveries["webhook"].pk)
     assert deliveries["sms"].provider_message_id == by_provider["twilio"]["provider_message_id"]
+
+    # The mailbox's one-click unsubscribe turns this category's email off for ada, and only that.
+    answer = Client().post(urlsplit(unsubscribe[1:-1]).path, {"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 200
+    recipient = Recipient.objects.get(tenant=tenant, external_id="ada")
+    effective = preferences_effective(tenant=tenant, recipient=recipient)
+    assert effective["general"]["channels"]["email"] is False
+    assert effective["general"]["channels"]["sms"] is True
 
 
 def test_a_bulk_email_goes_to_sendgrid_in_one_request(

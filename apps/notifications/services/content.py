@@ -7,8 +7,12 @@ locale; content that does is rendered per recipient (from templates compiled onc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
 from apps.notifications import rendering
 from apps.notifications.models import Notification
@@ -75,4 +79,56 @@ def message_metadata(notification: Notification, *, delivery_id: str, attempt: i
         "template_version": notification.template_version.version if notification.template_version else None,
         "priority": notification.priority,
         "notification_metadata": notification.metadata or {},
+    }
+
+
+HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+# Headers the composer sets itself, or that would redirect the mail: never taken from settings.
+RESERVED_HEADERS = {
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "reply-to",
+    "sender",
+    "content-type",
+    "content-transfer-encoding",
+    "mime-version",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+}
+
+
+def _address_or_blank(value: Any) -> str:
+    try:
+        validate_email(value)
+    except ValidationError:
+        return ""
+    return str(value)
+
+
+def email_options(notification: Notification) -> dict[str, Any]:
+    """What a notification's emails carry besides their content (`Message` fields), from
+    `Tenant.settings["email"]`: one-click `List-Unsubscribe` (on unless `list_unsubscribe` is
+    false; never for a critical category, which cannot be opted out of), open and click tracking
+    (`track_opens`, `track_clicks`, off by default), `reply_to` (an address, else ignored), and
+    extra `headers` (names and values on one line; the composer's own headers cannot be
+    overridden)."""
+    config = (notification.tenant.settings or {}).get("email") or {}
+    category = notification.category
+    headers = {
+        str(name): str(value)
+        for name, value in dict(config.get("headers") or {}).items()
+        if HEADER_NAME.match(str(name))
+        and str(name).lower() not in RESERVED_HEADERS
+        and not re.search(r"[\r\n]", str(value))
+    }
+    return {
+        "category": category.key,
+        "list_unsubscribe": bool(config.get("list_unsubscribe", True)) and not category.critical,
+        "track_opens": bool(config.get("track_opens", False)),
+        "track_clicks": bool(config.get("track_clicks", False)),
+        "reply_to": _address_or_blank(config.get("reply_to")),
+        "headers": headers,
     }
