@@ -121,7 +121,9 @@ else:
     _db["OPTIONS"].setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# The cache (Django's): CACHE_URL, e.g. redis://redis:6379/1 (Django's RedisCache), so the API's per-key
+# request rate limit holds across processes and hosts; without it each process counts on its own.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -481,9 +483,6 @@ TASKS = {
 # One stable OpenAPI name for the execution status (the list and detail shapes share it).
 
 # --- reliability (docs/reliability.md) ----------------------------------------------------------
-# The cache (Django's): CACHE_URL, e.g. redis://redis:6379/1 (Django's RedisCache), so the API's per-key
-# request rate limit holds across processes and hosts; without it each process counts on its own.
-CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 # Redis for send rate limits and provider circuit breakers; empty: the broker's when it is Redis.
 SIGNALBOX_REDIS_URL = env.str("SIGNALBOX_REDIS_URL", default="")
 # A provider with FAILURES transient failures within WINDOW_SECONDS is skipped for COOLDOWN_SECONDS.

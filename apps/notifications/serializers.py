@@ -219,12 +219,34 @@ class DeliverySerializer(serializers.ModelSerializer[Delivery]):
         read_only_fields = fields
 
 
+class EngagementOpensSerializer(serializers.Serializer[Any]):
+    count = serializers.IntegerField()
+    first_at = serializers.DateTimeField(allow_null=True)
+    last_at = serializers.DateTimeField(allow_null=True)
+
+
+class EngagementClickSerializer(EngagementOpensSerializer):
+    url = serializers.URLField()
+
+
+class EngagementSerializer(serializers.Serializer[Any]):
+    opens = EngagementOpensSerializer()
+    clicks = EngagementClickSerializer(many=True)
+
+
 class DeliveryDetailSerializer(DeliverySerializer):
     attempts_log = DeliveryAttemptSerializer(many=True, read_only=True)
+    engagement = serializers.SerializerMethodField(help_text="Email opens and clicks (tracking links).")
 
     class Meta(DeliverySerializer.Meta):
-        fields = [*DeliverySerializer.Meta.fields, "rendered", "lease_expires_at", "attempts_log"]
+        fields = [*DeliverySerializer.Meta.fields, "rendered", "lease_expires_at", "attempts_log", "engagement"]
         read_only_fields = fields
+
+    @extend_schema_field(EngagementSerializer)
+    def get_engagement(self, delivery: Delivery) -> dict[str, Any]:
+        from apps.providers.services import engagement_summary
+
+        return EngagementSerializer(engagement_summary(tenant_id=delivery.tenant_id, delivery_id=delivery.pk)).data
 
 
 # --- Recipients, devices, topics ---------------------------------------------------------------

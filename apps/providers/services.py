@@ -254,6 +254,7 @@ def provider_test_send(
 def engagement_record(*, delivery_id: str, kind: str, url: str = "", now: datetime | None = None) -> bool:
     """Counts an open or a click of a delivery; False (nothing written) if the delivery is unknown."""
     from apps.notifications.models import Delivery
+    from apps.notifications.services.announce import engagement_announce
 
     now = now or timezone.now()
     try:
@@ -265,14 +266,29 @@ def engagement_record(*, delivery_id: str, kind: str, url: str = "", now: dateti
     updated = Engagement.objects.filter(delivery_id=delivery_id, kind=kind, url=url).update(
         count=F("count") + 1, last_at=now
     )
-    if not updated:
-        Engagement.objects.bulk_create(
-            [Engagement(tenant_id=tenant_id, delivery_id=delivery_id, kind=kind, url=url, first_at=now, last_at=now)],
-            update_conflicts=True,
-            unique_fields=["delivery_id", "kind", "url"],
-            update_fields=["last_at"],
-        )
+    if updated:
+        return True
+    try:
+        with transaction.atomic():
+            Engagement.objects.create(
+                tenant_id=tenant_id, delivery_id=delivery_id, kind=kind, url=url, first_at=now, last_at=now
+            )
+            engagement_announce(tenant_id=tenant_id, delivery_id=delivery_id, kind=kind, url=url)
+    except IntegrityError:  # a concurrent first view won the insert (and the event): count this one
+        Engagement.objects.filter(delivery_id=delivery_id, kind=kind, url=url).update(count=F("count") + 1, last_at=now)
     return True
+
+
+def engagement_summary(*, tenant_id: Any, delivery_id: Any) -> dict[str, Any]:
+    """A delivery's opens and clicks, as its API detail shows them."""
+    opens: dict[str, Any] = {"count": 0, "first_at": None, "last_at": None}
+    clicks: list[dict[str, Any]] = []
+    for row in Engagement.objects.filter(tenant_id=tenant_id, delivery_id=delivery_id).order_by("first_at"):
+        if row.kind == Engagement.Kind.OPEN:
+            opens = {"count": row.count, "first_at": row.first_at, "last_at": row.last_at}
+        else:
+            clicks.append({"url": row.url, "count": row.count, "first_at": row.first_at, "last_at": row.last_at})
+    return {"opens": opens, "clicks": clicks}
 
 
 @transaction.atomic

@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
+from apps.events.models import Event, Rule
 from apps.notifications.models import Category, Delivery, Notification, Preference, Recipient
 from apps.notifications.services.preferences import preferences_effective
 from apps.providers import tracking
@@ -64,6 +65,36 @@ def test_a_click_is_counted_and_redirects_to_the_signed_url(client: Client, deli
 
     assert answer.status_code == 302 and answer["Location"] == "https://shop.test/orders/7?a=1&b=2"
     assert Engagement.objects.get().url == "https://shop.test/orders/7?a=1&b=2"
+
+
+def test_the_delivery_shows_its_opens_and_clicks_and_only_to_its_tenant(
+    client: Client, api: Any, other_api: Any, delivery: Delivery
+):
+    opened = path_of(tracking.open_url(str(delivery.pk)))
+    client.get(opened)
+    client.get(opened)
+    client.get(path_of(tracking.click_url(str(delivery.pk), "https://shop.test/orders/7")))
+
+    detail = api.get(f"/api/v1/deliveries/{delivery.pk}/").json()
+
+    assert detail["engagement"]["opens"]["count"] == 2
+    assert [(c["url"], c["count"]) for c in detail["engagement"]["clicks"]] == [("https://shop.test/orders/7", 1)]
+    assert other_api.get(f"/api/v1/deliveries/{delivery.pk}/").status_code == 404
+
+
+def test_a_first_open_and_a_first_click_per_link_are_platform_events(client: Client, tenant: Any, delivery: Delivery):
+    Rule.objects.create(tenant=tenant, name="engagement", event_type="delivery.*", actions=[])
+    opened = path_of(tracking.open_url(str(delivery.pk)))
+    clicked = path_of(tracking.click_url(str(delivery.pk), "https://shop.test/orders/7"))
+
+    for url in (opened, opened, clicked, clicked):
+        client.get(url)
+
+    events = {e.type: e for e in Event.objects.filter(tenant=tenant)}
+    assert sorted(events) == ["delivery.clicked", "delivery.opened"]  # one each, not one per view
+    assert events["delivery.clicked"].payload["url"] == "https://shop.test/orders/7"
+    assert events["delivery.opened"].payload["recipient"] == "ada"
+    assert events["delivery.opened"].subject == {"type": "delivery", "id": str(delivery.pk)}
 
 
 @pytest.mark.parametrize("make", [tracking.open_url, lambda d: tracking.click_url(d, "https://shop.test/")])

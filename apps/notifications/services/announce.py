@@ -1,7 +1,8 @@
 """Delivery outcomes as platform events, for tenants' rules and webhook endpoints.
 
 `delivery.sent`, `delivery.delivered`, `delivery.bounced`, `delivery.failed` and `delivery.dead`
-are emitted per delivery when it reaches that status; `notification.sent` once a notification
+are emitted per delivery when it reaches that status; `delivery.opened` and `delivery.clicked`
+on an email's first open and first click on each link; `notification.sent` once a notification
 has settled (no delivery in flight), with its deliveries counted by status. Each is written in
 the transaction that records the change, so a rolled-back record announces nothing, and only
 when the tenant listens: an `Audience` asks once per tenant what it listens to, and a send
@@ -72,27 +73,44 @@ def deliveries_announce(outcomes: Iterable[tuple[Any, Any, str]], audience: Audi
         event_type = wanted[str(row["id"])]
         if DELIVERY_EVENT_TYPES.get(row["status"]) != event_type:
             continue  # moved on in the meantime (a callback outran the record): its own report announces it
-        event_emit(
-            tenant=row["tenant_id"],
-            type=event_type,
-            subject=("delivery", str(row["id"])),
-            payload={
-                "delivery_id": row["id"],
-                "notification_id": row["notification_id"],
-                "recipient": row["recipient__external_id"],
-                "channel": row["channel"],
-                "status": row["status"],
-                "provider": row["provider"],
-                "provider_message_id": row["provider_message_id"],
-                "attempts": row["attempts"],
-                "error_code": row["error_code"],
-                "template": row["notification__template__key"] or "",
-                "category": row["notification__category__key"],
-            },
-            only_if_observed=False,
-        )
+        _emit(event_type, row)
         emitted += 1
     return emitted
+
+
+def engagement_announce(*, tenant_id: Any, delivery_id: Any, kind: str, url: str = "") -> bool:
+    """Emits `delivery.opened` (a first open) or `delivery.clicked` (a first click on a link)."""
+    event_type = {"open": "delivery.opened", "click": "delivery.clicked"}[kind]
+    if not Audience().observes(tenant_id, event_type):
+        return False
+    row = Delivery.objects.filter(pk=delivery_id, tenant_id=tenant_id).values(*_DELIVERY_FIELDS).first()
+    if row is None:
+        return False
+    _emit(event_type, row, **({"url": url} if kind == "click" else {}))
+    return True
+
+
+def _emit(event_type: str, row: dict[str, Any], **extra: Any) -> None:
+    event_emit(
+        tenant=row["tenant_id"],
+        type=event_type,
+        subject=("delivery", str(row["id"])),
+        payload={
+            "delivery_id": row["id"],
+            "notification_id": row["notification_id"],
+            "recipient": row["recipient__external_id"],
+            "channel": row["channel"],
+            "status": row["status"],
+            "provider": row["provider"],
+            "provider_message_id": row["provider_message_id"],
+            "attempts": row["attempts"],
+            "error_code": row["error_code"],
+            "template": row["notification__template__key"] or "",
+            "category": row["notification__category__key"],
+            **extra,
+        },
+        only_if_observed=False,
+    )
 
 
 def notification_announce_sent(*, notification_id: Any) -> bool:
