@@ -279,6 +279,9 @@ SIGNALBOX_WEBHOOK_DISABLE_AFTER_DAYS = env.float("SIGNALBOX_WEBHOOK_DISABLE_AFTE
 # Events (with their rule executions and webhook messages) and finished transition intents are
 # deleted after this many days (tenant override: settings["retention_days"]["events"]).
 SIGNALBOX_EVENT_RETENTION_DAYS = env.int("SIGNALBOX_EVENT_RETENTION_DAYS", default=30)
+# An event that this many rule actions led to (a rule's notification whose delivery event fires a
+# rule, …) runs no rules: the guard against a rule feeding itself (docs/webhooks.md, "Loops").
+SIGNALBOX_RULE_MAX_DEPTH = env.int("SIGNALBOX_RULE_MAX_DEPTH", default=3)
 # After a secret rotation, messages carry signatures of both secrets for this long by default.
 SIGNALBOX_WEBHOOK_SECRET_OVERLAP_HOURS = env.float("SIGNALBOX_WEBHOOK_SECRET_OVERLAP_HOURS", default=24.0)
 # Fernet key(s) encrypting webhook secrets at rest, comma-separated: the first encrypts, all decrypt

@@ -34,6 +34,9 @@ class Event(TenantOwned):  # type: ignore[django-manager-missing]
     payload = models.JSONField(default=dict, blank=True)
     actor = models.JSONField(default=dict, blank=True)
     source = models.CharField(max_length=16, choices=EventSource.choices, default=EventSource.API)
+    depth = models.PositiveSmallIntegerField(
+        default=0, help_text="How many rule actions led to this event (0: not caused by a rule)."
+    )
     status = models.CharField(max_length=16, choices=EventStatus.choices, default=EventStatus.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)

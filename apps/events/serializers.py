@@ -45,7 +45,19 @@ class EventSerializer(serializers.ModelSerializer[Event]):
 
     class Meta:
         model = Event
-        fields = ["id", "type", "subject", "payload", "actor", "source", "status", "created_at", "processed_at"]
+        fields = [
+            "id",
+            "type",
+            "subject",
+            "payload",
+            "actor",
+            "source",
+            "depth",
+            "status",
+            "created_at",
+            "processed_at",
+        ]
+        read_only_fields = ["depth"]
 
     @extend_schema_field(SubjectSerializer)
     def get_subject(self, obj: Event) -> dict[str, str]:

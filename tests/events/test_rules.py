@@ -257,3 +257,58 @@ def test_a_tracked_tasks_outcome_is_a_platform_event_that_fires_rules(worker, ap
     assert execution.event.source == "signalbox"
     assert execution.event.subject == {"type": "task", "id": response.json()["id"]}
     assert execution.outcome == "succeeded", execution.actions
+
+
+def loop_guarded(rule: dict[str, Any]) -> RuleExecution:
+    return wait_for(
+        lambda: RuleExecution.objects.filter(rule_id=rule["id"], error__startswith="Loop guard").first(),
+        timeout=30,
+        message="the loop guard to stop the rule",
+    )
+
+
+@pytest.mark.worker
+def test_a_rule_that_feeds_itself_through_notifications_is_stopped_by_the_loop_guard(worker, api, ticket_setup):
+    rule = create_rule(
+        api,
+        event_type="delivery.delivered",
+        actions=[{**NOTIFY_ASSIGNEE, "recipients": ['"agent-7"'], "data": {"ticket": "event.payload.recipient"}}],
+    )
+
+    response = api.post(
+        "/api/v1/notifications/",
+        {"template": "ticket-assigned", "recipients": ["agent-7"], "payload": {"ticket": "T-1"}},
+        format="json",
+    )
+    assert response.status_code == 202, response.json()
+
+    stopped = loop_guarded(rule)
+    assert stopped.outcome == "skipped" and stopped.event.depth == 3
+    # The client's notification, then one per rule action at depths 1, 2 and 3: no fifth.
+    wait_for(lambda: not Notification.objects.exclude(status="completed").exists())
+    depths = sorted((n.metadata.get("source") or {}).get("depth", 0) for n in Notification.objects.all())
+    assert depths == [0, 1, 2, 3]
+    assert [e.outcome for e in RuleExecution.objects.filter(rule_id=rule["id"]).order_by("created_at")] == [
+        "succeeded",
+        "succeeded",
+        "succeeded",
+        "skipped",
+    ]
+
+
+@pytest.mark.worker
+def test_a_rule_that_restarts_tasks_on_their_success_is_stopped_by_the_loop_guard(worker, api, ticket_setup):
+    rule = create_rule(
+        api,
+        event_type="task.succeeded",
+        actions=[{"type": "task", "task": "signalbox.testing.count", "params": {"steps": "1"}}],
+    )
+
+    response = api.post("/api/v1/tasks/", {"name": "signalbox.testing.count", "input": {"steps": 1}}, format="json")
+    assert response.status_code == 202, response.json()
+
+    stopped = loop_guarded(rule)
+    assert stopped.event.type == "task.succeeded" and stopped.event.depth == 3
+    assert api.get(f"/api/v1/events/{stopped.event_id}/").json()["depth"] == 3
+    wait_for(lambda: TaskExecution.objects.filter(status="succeeded").count() == 4)
+    assert TaskExecution.objects.count() == 4  # the client's task and three started by the rule

@@ -97,6 +97,7 @@ def event_emit(
     payload: Any = None,
     actor: dict[str, Any] | None = None,
     only_if_observed: bool = True,
+    depth: int = 0,
 ) -> Event | None:
     """Puts one of Signalbox's own happenings on the bus, for rules and webhooks to act on.
 
@@ -105,7 +106,8 @@ def event_emit(
     or a model instance; `payload` any JSON-able mapping (UUIDs and datetimes become strings).
     When no enabled rule or endpoint of the tenant listens to `type`, nothing is written and
     None is returned: platform events cost nothing until someone subscribes
-    (`only_if_observed=False` records it anyway, e.g. a workflow's own domain events).
+    (`only_if_observed=False` records it anyway, e.g. a workflow's own domain events). `depth`
+    is how many rule actions led to it (`caused_depth`), for the rules' loop guard.
     """
     types.check_type(type, reserved_allowed=True)
     if only_if_observed and not is_observed(tenant, type):
@@ -119,9 +121,21 @@ def event_emit(
         payload=_json_safe(payload),
         actor=_json_safe(actor or {"type": "system", "id": "signalbox"}),
         source=EventSource.SIGNALBOX,
+        depth=depth,
     )
     _publish(event)
     return event
+
+
+def caused_depth(source: Any) -> int:
+    """The depth of an event about something a rule made: the `depth` in the `source` the rule
+    gave it (notifications keep it in `metadata["source"]`); 0 for anything else."""
+    if isinstance(source, dict) and source.get("kind") == "rule":
+        try:
+            return max(int(source.get("depth", 1)), 0)
+        except (TypeError, ValueError):
+            return 1
+    return 0
 
 
 def event_process(*, event_id: str) -> bool:

@@ -21,6 +21,8 @@ import time
 import uuid
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from apps.core import cel
@@ -204,12 +206,30 @@ def recipients_from(expressions: list[str], variables: dict[str, Any]) -> list[A
     return found
 
 
+def action_key(*, rule_id: Any, event_id: Any, index: int) -> str:
+    """The idempotency key of a rule's action on an event: a redelivered event starts nothing twice."""
+    return f"rule:{rule_id}:{event_id}:{index}"
+
+
+def depth_after_action(idempotency_key: str | None) -> int:
+    """For a task a rule's action started (known by its `action_key`): one more than the depth of
+    the event the rule ran on; 0 for anything else."""
+    parts = (idempotency_key or "").split(":")
+    if len(parts) != 4 or parts[0] != "rule":
+        return 0
+    try:
+        depth = Event.objects.filter(pk=parts[2]).values_list("depth", flat=True).first()
+    except (ValueError, ValidationError):
+        return 0
+    return 0 if depth is None else depth + 1
+
+
 def _run_action(
     *, rule: Rule, event: Event, index: int, action: dict[str, Any], variables: dict[str, Any]
 ) -> dict[str, Any]:
     """Runs one action; returns {status: done, ref} or {status: skipped, reason}."""
-    source = {"kind": "rule", "rule_id": str(rule.pk), "event_id": str(event.pk)}
-    key = f"rule:{rule.pk}:{event.pk}:{index}"
+    source = {"kind": "rule", "rule_id": str(rule.pk), "event_id": str(event.pk), "depth": event.depth + 1}
+    key = action_key(rule_id=rule.pk, event_id=event.pk, index=index)
     if action["type"] == "notification":
         recipients = recipients_from(action.get("recipients", []), variables)
         if action.get("watchers"):
@@ -279,11 +299,30 @@ def _run_rule(rule: Rule, event: Event, variables: dict[str, Any]) -> None:
 
 
 def rules_run(*, event: Event) -> int:
-    """Runs every enabled rule of the event's tenant whose type pattern matches; returns how many."""
+    """Runs every enabled rule of the event's tenant whose type pattern matches; returns how many.
+
+    An event that `SIGNALBOX_RULE_MAX_DEPTH` rule actions led to runs none (each is logged as
+    skipped): a rule that notifies on `delivery.sent`, or starts a task on `task.succeeded`,
+    would otherwise feed itself for ever.
+    """
     variables = event_variables(event)
+    looping = event.depth >= settings.SIGNALBOX_RULE_MAX_DEPTH
     ran = 0
     for rule in Rule.objects.filter(tenant_id=event.tenant_id, enabled=True).select_related("tenant"):
-        if types.type_matches(rule.event_type, event.type):
-            _run_rule(rule, event, variables)
-            ran += 1
+        if not types.type_matches(rule.event_type, event.type):
+            continue
+        if looping:
+            RuleExecution.objects.create(
+                tenant_id=event.tenant_id,
+                rule=rule,
+                event=event,
+                outcome=RuleOutcome.SKIPPED,
+                error=(
+                    f"Loop guard: {event.depth} rule actions led to this event "
+                    f"(SIGNALBOX_RULE_MAX_DEPTH={settings.SIGNALBOX_RULE_MAX_DEPTH}); its rules do not run."
+                ),
+            )
+            continue
+        _run_rule(rule, event, variables)
+        ran += 1
     return ran

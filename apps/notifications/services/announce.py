@@ -16,7 +16,7 @@ from typing import Any
 
 from django.db.models import Count
 
-from apps.events.services import Listeners, event_emit, listeners_of
+from apps.events.services import Listeners, caused_depth, event_emit, listeners_of
 from apps.notifications.models import Delivery, Notification
 
 Status = Delivery.Status
@@ -42,6 +42,7 @@ _DELIVERY_FIELDS = (
     "error_code",
     "notification__template__key",
     "notification__category__key",
+    "notification__metadata__source",
 )
 
 
@@ -110,6 +111,7 @@ def _emit(event_type: str, row: dict[str, Any], **extra: Any) -> None:
             **extra,
         },
         only_if_observed=False,
+        depth=caused_depth(row["notification__metadata__source"]),
     )
 
 
@@ -118,7 +120,16 @@ def notification_announce_sent(*, notification_id: Any) -> bool:
     that its tenant listens); False if it is gone."""
     notification = (
         Notification.objects.filter(pk=notification_id)
-        .values("id", "tenant_id", "status", "recipient_count", "template__key", "category__key", "completed_at")
+        .values(
+            "id",
+            "tenant_id",
+            "status",
+            "recipient_count",
+            "template__key",
+            "category__key",
+            "completed_at",
+            "metadata__source",
+        )
         .first()
     )
     if notification is None:
@@ -143,5 +154,6 @@ def notification_announce_sent(*, notification_id: Any) -> bool:
             "completed_at": notification["completed_at"],
         },
         only_if_observed=False,
+        depth=caused_depth(notification["metadata__source"]),
     )
     return True

@@ -67,13 +67,19 @@ def _announce(execution: TaskExecution, status: str) -> None:
     webhook endpoint listens), so tenants can act on their jobs' outcomes like on any event."""
     if status not in ANNOUNCED:
         return
-    from apps.events.services.events import event_emit  # events start tasks: import late
+    from apps.events.services.events import event_emit, is_observed  # events start tasks: import late
+    from apps.events.services.rules import depth_after_action
 
+    event_type = f"task.{status}"
+    if execution.tenant_id is None or not is_observed(execution.tenant_id, event_type):
+        return
     event_emit(
         tenant=execution.tenant_id,
-        type=f"task.{status}",
+        type=event_type,
         subject=("task", str(execution.id)),
         payload={"id": str(execution.id), "name": execution.name, "status": status},
+        only_if_observed=False,
+        depth=depth_after_action(execution.idempotency_key),
     )
 
 
