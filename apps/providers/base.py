@@ -9,13 +9,19 @@ Conventions every adapter in `apps/providers/adapters/` follows:
   `option_fields` (public) and `required_fields` (the config is incomplete without them);
 - `from_config(config)` builds it from one flat dict (options and secrets together), the
   same dict whether it came from a tenant's `ProviderConfig` row or from the environment;
-- optionally `send_batch(messages)` when the provider sends one content to many recipients
-  in fewer calls than one per message, and `check()` when it has a cheap health probe.
+- optionally `send_batch(messages)` when the provider takes many messages in one request
+  (SendGrid's personalizations): the pipeline records a batch only once that call returns, so
+  an adapter that would still make one call per message must not have it;
+- optionally `session()`, a context manager inside which `send()` calls share what is costly to
+  set up (SMTP: one connection). The pipeline sends a batch one message at a time inside it
+  (`provider_session`), recording each answer before the next send;
+- optionally `check()` when it has a cheap health probe.
 (apps/notifications/adapters.py lists the flags the send pipeline reads besides these.)
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -114,9 +120,15 @@ class Provider(Protocol):
 
 
 class BatchProvider(Provider, Protocol):
-    """A provider that sends one content to many recipients in fewer calls than one each.
+    """A provider that takes many messages in one request.
 
     Returns one result per message, in order.
     """
 
     def send_batch(self, messages: list[Message]) -> list[SendResult]: ...
+
+
+def provider_session(adapter: object) -> AbstractContextManager[object]:
+    """The adapter's `session()` when it has one, else a context that does nothing."""
+    session = getattr(adapter, "session", None)
+    return session() if callable(session) else nullcontext()

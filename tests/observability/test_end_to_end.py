@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from apps.notifications.models import Notification, Recipient
+from apps.notifications.models import Delivery, Notification, Recipient
 from apps.notifications.services.recipients import recipients_upsert
 from apps.notifications.services.templates import template_create
 from tests.conftest import wait_for
@@ -118,6 +118,11 @@ def test_a_notification_moves_the_metrics_and_its_request_id_reaches_the_worker_
     assert not [line for line in lines if "Signal handler" in line["event"]]
     assert any(line["logger"] == "celery.app.trace" and "succeeded" in line["event"] for line in caused)
     assert {line["tenant"] for line in caused} == {str(tenant.pk)}
+    # And the provider's answer is logged with the notification and delivery it was for
+    [answered] = [line for line in caused if line["event"] == "provider answered" and line["channel"] == "email"]
+    delivery = Delivery.objects.get(notification_id=response.json()["id"], channel="email")
+    assert (answered["notification_id"], answered["delivery_id"]) == (response.json()["id"], str(delivery.pk))
+    assert answered["outcomes"] == {"accepted": 1}
     # And the recipient's contact details appear nowhere in the worker's log
     text = worker.log_path.read_text()
     assert recipient.email not in text and recipient.phone not in text

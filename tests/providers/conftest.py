@@ -4,12 +4,13 @@ The sandbox fixtures come from `sandbox.pytest_plugin`: `sandbox` (one subproces
 and `sandbox_client` (state reset before each test). They are imported rather than named in
 `pytest_plugins`, which pytest allows only in the top-level conftest (as tests/sandbox does).
 The factories below build each adapter from the same config dict a tenant's ProviderConfig row
-or the environment would give it.
+or the environment would give it; `count_smtp_connections` counts the SMTP connections opened.
 """
 
 from __future__ import annotations
 
 import json
+import smtplib
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,19 @@ FROM_EMAIL = "Acme <noreply@acme.test>"
 
 def message(channel: Channel, to: Any, key: str = "delivery-1", **fields: Any) -> Message:
     return Message(channel=channel, to=to, idempotency_key=key, tenant_id="tenant-1", **fields)
+
+
+def count_smtp_connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every SMTP connection this process opens from now on, as (host, port): smtplib's `connect`, counted."""
+    opened: list[tuple[str, int]] = []
+    connect = smtplib.SMTP.connect
+
+    def counting(self: smtplib.SMTP, host: str = "localhost", port: int = 0, *args: Any, **kwargs: Any) -> Any:
+        opened.append((host, port))
+        return connect(self, host, port, *args, **kwargs)
+
+    monkeypatch.setattr(smtplib.SMTP, "connect", counting)
+    return opened
 
 
 def sandbox_config_for(sandbox: SandboxProcess, provider: str, **overrides: Any) -> dict[str, Any]:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
 import pytest
 from django.test import override_settings
 
@@ -99,6 +106,92 @@ def test_a_webhook_url_on_a_private_network_is_refused(
 
     assert (result.outcome, result.code) == (Outcome.PERMANENT, "unsafe_url")
     assert sandbox_client.requests("slack") == []
+
+
+class RedirectingHook:
+    """A receiver on 127.0.0.1 whose hook answers 302 to an "internal" page that would answer a GET."""
+
+    SECRET = "internal-service-secret"
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                hook.requests.append(("POST", self.path))
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.1:{hook.port}/internal")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                hook.requests.append(("GET", self.path))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(RedirectingHook.SECRET.encode())
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+
+@pytest.fixture
+def redirecting_hook() -> Iterator[RedirectingHook]:
+    hook = RedirectingHook()
+    yield hook
+    hook.server.shutdown()
+    hook.server.server_close()
+
+
+def test_an_incoming_webhook_that_redirects_is_not_followed(slack: SlackProvider, redirecting_hook: RedirectingHook):
+    result = slack.send(chat(f"http://127.0.0.1:{redirecting_hook.port}/services/T000/B000/token"))
+
+    assert (result.outcome, result.code, result.status_code) == (Outcome.PERMANENT, "redirect", 302)
+    assert redirecting_hook.requests == [("POST", "/services/T000/B000/token")]
+    assert RedirectingHook.SECRET not in result.detail
+
+
+def test_an_incoming_webhook_connects_to_the_address_the_guard_checked(
+    slack: SlackProvider, sandbox_client: SandboxClient, hook_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    # The name resolves once, to the sandbox; any later lookup (a rebinding) would fail.
+    real_getaddrinfo = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "hooks.slack.test":
+            return real_getaddrinfo(host, *args, **kwargs)
+        lookups.append(host)
+        if len(lookups) > 1:
+            raise socket.gaierror(socket.EAI_NONAME, "rebound")
+        return real_getaddrinfo("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    port = urlsplit(hook_url).port
+
+    result = slack.send(chat(f"http://hooks.slack.test:{port}/slack/services/T000/B000/secret-token"))
+
+    assert result.outcome is Outcome.ACCEPTED, result
+    assert lookups == ["hooks.slack.test"]
+    assert sandbox_client.messages("slack")[0]["idempotency_key"] == "delivery-1"
+
+
+@override_settings(SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE=False)
+def test_a_loopback_webhook_url_is_refused_without_connecting(slack: SlackProvider, redirecting_hook: RedirectingHook):
+    for url in (f"http://127.0.0.1:{redirecting_hook.port}/hook", f"http://localhost:{redirecting_hook.port}/hook"):
+        result = slack.send(chat(url))
+        assert (result.outcome, result.code) == (Outcome.PERMANENT, "unsafe_url"), url
+        assert "loopback" in result.detail
+    assert redirecting_hook.requests == []
 
 
 def test_teams_and_discord_webhooks_get_their_json(sandbox: SandboxProcess, sandbox_client: SandboxClient):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -55,21 +56,19 @@ def test_a_secret_is_encrypted_at_rest_and_masked_in_every_answer(api):
         assert API_KEY not in answer.content.decode()
 
 
-def test_a_change_merges_secrets_and_keeps_the_ones_not_given(api):
+def test_a_change_merges_secrets_and_keeps_the_ones_not_given(api, sandbox: SandboxProcess):
     config_id = api.post("/api/v1/providers/configs/", sendgrid_body(), format="json").json()["id"]
 
+    # A host the guard can resolve here (no network beyond 127.0.0.1), as api.eu.sendgrid.com would be.
     changed = api.patch(
         f"/api/v1/providers/configs/{config_id}/",
-        {"priority": 5, "options": {"host": "https://api.eu.sendgrid.com"}},
+        {"priority": 5, "options": {"host": sandbox.http_url}},
         format="json",
     )
 
     assert changed.status_code == 200, changed.json()
     assert changed.json()["priority"] == 5
-    assert changed.json()["options"] == {
-        "from_email": "Acme <noreply@acme.test>",
-        "host": "https://api.eu.sendgrid.com",
-    }
+    assert changed.json()["options"] == {"from_email": "Acme <noreply@acme.test>", "host": sandbox.http_url}
     assert ProviderConfig.objects.get().secrets() == {"api_key": API_KEY}
 
 
@@ -96,6 +95,58 @@ def test_an_invalid_config_is_refused_and_nothing_is_stored(api, body, field):
     assert answer.status_code == 400
     assert field in answer.json()["fields"], answer.json()
     assert not ProviderConfig.objects.exists()
+
+
+def service_account(token_uri: str) -> str:
+    return json.dumps({"type": "service_account", "project_id": "acme", "client_email": "push@acme.test",
+                       "private_key": "-----BEGIN PRIVATE KEY-----\n…", "token_uri": token_uri})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("provider", "options", "secrets", "field", "reason"),
+    [
+        ("sendgrid", {"from_email": "a@acme.test", "host": "https://127.0.0.1:8025"}, {"api_key": API_KEY},
+         "host", "loopback"),
+        ("sendgrid", {"from_email": "a@acme.test", "host": "http://93.184.216.34"}, {"api_key": API_KEY},
+         "host", "https://"),
+        ("twilio", {"account_sid": "AC1", "from_number": "+15005550006",
+                    "api_base_url": "https://169.254.169.254/latest"}, {"auth_token": "t"},
+         "api_base_url", "link-local"),
+        ("slack", {"api_base_url": "https://localhost:8025/slack/api/"}, {"bot_token": "xoxb-1"},
+         "api_base_url", "loopback"),
+        ("fcm", {"endpoint": "https://10.0.0.1/v1/projects"}, {"service_account_json": service_account(
+            "https://oauth2.googleapis.com/token")}, "endpoint", "private"),
+        ("fcm", {}, {"service_account_json": service_account("https://127.0.0.1:8025/token")},
+         "service_account_json", "token_uri"),
+        ("smtp", {"host": "127.0.0.1", "port": 6379, "from_email": "a@acme.test"}, {}, "host", "loopback"),
+        ("smtp", {"host": "::1", "from_email": "a@acme.test"}, {}, "host", "loopback"),
+        ("smtp", {"host": "localhost", "from_email": "a@acme.test"}, {}, "host", "loopback"),
+    ],
+)  # fmt: skip
+@override_settings(SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE=False)
+def test_a_config_pointing_at_an_internal_or_plain_http_address_is_refused_and_nothing_is_stored(
+    api, provider, options, secrets, field, reason
+):
+    body = {"name": "internal", "provider": provider, "options": options, "secrets": secrets}
+
+    answer = api.post("/api/v1/providers/configs/", body, format="json")
+
+    assert answer.status_code == 400, answer.json()
+    assert answer.json()["code"] == "validation_error"
+    assert reason in " ".join(answer.json()["fields"][field]), answer.json()
+    assert not ProviderConfig.objects.exists()
+
+
+def test_a_change_to_an_internal_host_is_refused_and_the_config_is_unchanged(api, settings, sandbox: SandboxProcess):
+    created = api.post("/api/v1/providers/configs/", {"name": "relay", "provider": "smtp",
+                       "options": sandbox_config_for(sandbox, "smtp")}, format="json")  # fmt: skip
+    assert created.status_code == 201, created.json()
+    settings.SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE = False
+
+    answer = api.patch(f"/api/v1/providers/configs/{created.json()['id']}/", {"options": {"port": 6379}}, format="json")
+
+    assert answer.status_code == 400 and "host" in answer.json()["fields"], answer.json()
+    assert ProviderConfig.objects.get().options["port"] == sandbox.smtp_port
 
 
 def test_a_name_is_unique_per_tenant(api, other_api):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
 from django.conf import settings
 
 from apps.providers.adapters.smtp import SmtpProvider
 from apps.providers.base import Channel, Outcome
 from sandbox.testing import SandboxClient, SandboxProcess
-from tests.providers.conftest import message, sandbox_config_for
+from tests.providers.conftest import count_smtp_connections, message, sandbox_config_for
 
 
 def email(to: str = "ada@example.com", key: str = "delivery-1", **fields):
@@ -51,18 +52,35 @@ def test_one_click_unsubscribe_headers_point_at_signalbox(smtp: SmtpProvider, sa
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
-def test_a_batch_shares_one_connection_and_a_refused_recipient_fails_alone(
-    smtp: SmtpProvider, sandbox_client: SandboxClient
+def test_sends_in_a_session_share_one_connection_and_a_refused_recipient_fails_alone(
+    smtp: SmtpProvider, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
 ):
     sandbox_client.add_fault("smtp", 550, match="gone@example.com")
+    connections = count_smtp_connections(monkeypatch)
 
-    results = smtp.send_batch(
-        [email("ada@example.com", "d-1"), email("gone@example.com", "d-2"), email("bob@example.com", "d-3")]
-    )
+    with smtp.session():
+        results = [
+            smtp.send(email("ada@example.com", "d-1")),
+            smtp.send(email("gone@example.com", "d-2")),
+            smtp.send(email("bob@example.com", "d-3")),
+        ]
 
     assert [r.outcome for r in results] == [Outcome.ACCEPTED, Outcome.PERMANENT, Outcome.ACCEPTED]
     assert results[1].code == "550"
     assert [m["recipient"] for m in sandbox_client.messages("smtp")] == ["ada@example.com", "bob@example.com"]
+    assert len(connections) == 1
+
+
+def test_each_send_outside_a_session_has_its_own_connection(
+    smtp: SmtpProvider, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
+):
+    connections = count_smtp_connections(monkeypatch)
+
+    smtp.send(email("ada@example.com", "d-1"))
+    smtp.send(email("bob@example.com", "d-2"))
+
+    assert len(connections) == 2
+    assert len(sandbox_client.messages("smtp")) == 2
 
 
 def test_a_550_is_permanent_and_a_451_transient(smtp: SmtpProvider, sandbox_client: SandboxClient):
@@ -97,16 +115,36 @@ def test_a_server_that_does_not_answer_in_time_is_transient(sandbox: SandboxProc
     assert time.monotonic() - started < 2.5
 
 
-def test_a_refused_connection_is_transient():
+def test_after_a_lost_connection_the_rest_of_the_session_fails_at_once_as_transient(
+    sandbox: SandboxProcess, sandbox_client: SandboxClient
+):
+    sandbox_client.add_fault("smtp", timeout=3, times=1)
+    provider = SmtpProvider.from_config(sandbox_config_for(sandbox, "smtp", timeout=0.5))
+
+    started = time.monotonic()
+    with provider.session():
+        results = [provider.send(email("a@example.com", "d-1")), provider.send(email("b@example.com", "d-2"))]
+
+    assert [(r.outcome, r.code) for r in results] == [
+        (Outcome.TRANSIENT, "timeout"),
+        (Outcome.TRANSIENT, "disconnected"),
+    ]
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_refused_connection_is_transient_and_not_tried_again_in_the_session(monkeypatch: pytest.MonkeyPatch):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     provider = SmtpProvider.from_config({"host": "127.0.0.1", "port": closed_port, "from_email": "a@acme.test"})
+    connections = count_smtp_connections(monkeypatch)
 
-    results = provider.send_batch([email("a@example.com", "d-1"), email("b@example.com", "d-2")])
+    with provider.session():
+        results = [provider.send(email("a@example.com", "d-1")), provider.send(email("b@example.com", "d-2"))]
 
     assert [r.outcome for r in results] == [Outcome.TRANSIENT, Outcome.TRANSIENT]
-    assert results[0].code == "connection_error"
+    assert [r.code for r in results] == ["connection_error", "connection_error"]
+    assert len(connections) == 1
 
 
 def test_health_check_is_a_noop_on_a_live_connection(smtp: SmtpProvider):

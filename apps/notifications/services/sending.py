@@ -21,6 +21,10 @@ A send task carries a batch of delivery ids. For each batch:
    condemns it). A lost database connection is survived: the record is written again on a new
    one, never twice. The same transaction emits the outcomes' platform events (`announce.py`).
 
+An adapter with a `session()` (SMTP: one connection) keeps it open around the batch's single
+sends (`provider_session`). Each provider call is one log line ("provider answered") with the
+notification and delivery ids.
+
 Retries are rows in PostgreSQL, never long Celery countdowns. A worker that dies mid-send
 leaves rows in `sending`; the sweeper takes them back when the lease runs out.
 """
@@ -53,7 +57,7 @@ from apps.notifications.services.content import NotificationRenderer, email_opti
 from apps.notifications.services.recipients import devices_deactivate_tokens
 from apps.observability import metrics
 from apps.providers import circuit
-from apps.providers.base import Channel, Message, Outcome, Provider, SendResult
+from apps.providers.base import Channel, Message, Outcome, Provider, SendResult, provider_session
 
 log = logging.getLogger(__name__)
 
@@ -279,11 +283,32 @@ class _Tally:
 
 
 def _groups(adapter: Provider, items: list[_Work]) -> list[list[_Work]]:
-    """One call for an adapter with a batch API; otherwise one message per call, each recorded as
-    soon as it is answered, so a worker killed mid-batch leaves at most one send unrecorded."""
+    """One call for an adapter whose `send_batch` is one provider request (SendGrid, the sinks);
+    otherwise one message per call, each recorded as soon as it is answered, so a worker killed
+    mid-batch leaves at most one send unrecorded. SMTP is the latter: one message per SMTP
+    transaction, sharing a connection through the adapter's `session()` (apps/providers/base.py)."""
     if callable(getattr(adapter, "send_batch", None)):
         return [items]
     return [[item] for item in items]
+
+
+def _log_answer(adapter: Provider, group: Sequence[_Work], results: Sequence[SendResult], latency_ms: float) -> None:
+    """One line per provider call, with the ids that follow a notification from its request (the
+    request id and tenant are in the context) to the provider's answer; no addresses or content."""
+    notification_ids = sorted({str(item.delivery.notification_id) for item in group})
+    log.info(
+        "provider answered",
+        extra={
+            "provider": adapter.name,
+            "channel": group[0].delivery.channel,
+            "notification_id": notification_ids[0] if len(notification_ids) == 1 else notification_ids,
+            "delivery_id": str(group[0].delivery.id) if len(group) == 1 else None,
+            "messages": len(group),
+            "outcomes": dict(Counter(r.outcome.value for r in results)),
+            "codes": sorted({r.code for r in results if r.code}) or None,
+            "latency_ms": round(latency_ms, 1),
+        },
+    )
 
 
 def _listed(
@@ -463,71 +488,77 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
         records_attempts = registry.adapter_flag(adapter, "records_attempts", True)
         health: Counter[tuple[Any, str]] = Counter()
         groups = _groups(adapter, items)
-        for position, group in enumerate(groups):
-            if time.monotonic() - started > budget:
-                summary.released.extend(str(item.delivery.id) for later in groups[position:] for item in later)
-                break
-            results, latency_ms = _call_adapter(adapter, [item.message for item in group])
-            sent_at = timezone.now()
-            done: list[dict[str, Any]] = []
-            tried: list[dict[str, Any]] = []
-            listed_now: list[dict[str, Any]] = []
-            for item, result in zip(group, results, strict=True):
-                delivery = item.delivery
-                notification = notifications[delivery.notification_id]
-                policy_key = (notification.pk, delivery.channel)
-                if policy_key not in policies:
-                    policies[policy_key] = retry_policy_for(notification.tenant.settings, delivery.channel)
-                fields = outcome_fields(
-                    adapter=adapter, result=result, attempt=delivery.attempts, policy=policies[policy_key], now=sent_at
-                )
-                done.append({"id": delivery.id, "provider": adapter.name, "rendered": item.rendered, **fields})
-                if result.invalid_tokens:
-                    devices_deactivate_tokens(
-                        tenant_id=delivery.tenant_id, tokens=result.invalid_tokens, reason="invalid_token"
+        with provider_session(adapter):  # e.g. one SMTP connection for the batch's single sends
+            for position, group in enumerate(groups):
+                if time.monotonic() - started > budget:
+                    summary.released.extend(str(item.delivery.id) for later in groups[position:] for item in later)
+                    break
+                results, latency_ms = _call_adapter(adapter, [item.message for item in group])
+                sent_at = timezone.now()
+                _log_answer(adapter, group, results, latency_ms)
+                done: list[dict[str, Any]] = []
+                tried: list[dict[str, Any]] = []
+                listed_now: list[dict[str, Any]] = []
+                for item, result in zip(group, results, strict=True):
+                    delivery = item.delivery
+                    notification = notifications[delivery.notification_id]
+                    policy_key = (notification.pk, delivery.channel)
+                    if policy_key not in policies:
+                        policies[policy_key] = retry_policy_for(notification.tenant.settings, delivery.channel)
+                    fields = outcome_fields(
+                        adapter=adapter,
+                        result=result,
+                        attempt=delivery.attempts,
+                        policy=policies[policy_key],
+                        now=sent_at,
                     )
-                reason = suppressions.suppression_reason_for(delivery.channel, result)
-                if reason:
-                    listed_now.append(
-                        {
-                            "tenant_id": delivery.tenant_id,
-                            "channel": delivery.channel,
-                            "address": item.message.to,
-                            "reason": reason,
-                            "source": f"{adapter.name}:{result.code}",
-                            "detail": result.detail,
-                            "delivery_id": delivery.id,
-                        }
+                    done.append({"id": delivery.id, "provider": adapter.name, "rendered": item.rendered, **fields})
+                    if result.invalid_tokens:
+                        devices_deactivate_tokens(
+                            tenant_id=delivery.tenant_id, tokens=result.invalid_tokens, reason="invalid_token"
+                        )
+                    reason = suppressions.suppression_reason_for(delivery.channel, result)
+                    if reason:
+                        listed_now.append(
+                            {
+                                "tenant_id": delivery.tenant_id,
+                                "channel": delivery.channel,
+                                "address": item.message.to,
+                                "reason": reason,
+                                "source": f"{adapter.name}:{result.code}",
+                                "detail": result.detail,
+                                "delivery_id": delivery.id,
+                            }
+                        )
+                    if result.accepted:
+                        health[(delivery.tenant_id, "ok")] += 1
+                    elif result.outcome is Outcome.TRANSIENT:
+                        health[(delivery.tenant_id, "failed")] += 1
+                    if records_attempts:
+                        tried.append(
+                            {
+                                "delivery_id": delivery.id,
+                                "number": delivery.attempts,
+                                "provider": adapter.name,
+                                "outcome": result.outcome.value,
+                                "status_code": result.status_code,
+                                "error_code": result.code[:64],
+                                "error": result.detail[:2000],
+                                "provider_message_id": result.message_id[:255],
+                                "latency_ms": round(latency_ms),
+                                "created_at": sent_at,
+                            }
+                        )
+                    accepted_from = notification.scheduled_at or notification.created_at
+                    tally.add(
+                        channel=delivery.channel,
+                        provider=adapter.name,
+                        result=result,
+                        status=fields["status"],
+                        latency=max((sent_at - accepted_from).total_seconds(), 0),
                     )
-                if result.accepted:
-                    health[(delivery.tenant_id, "ok")] += 1
-                elif result.outcome is Outcome.TRANSIENT:
-                    health[(delivery.tenant_id, "failed")] += 1
-                if records_attempts:
-                    tried.append(
-                        {
-                            "delivery_id": delivery.id,
-                            "number": delivery.attempts,
-                            "provider": adapter.name,
-                            "outcome": result.outcome.value,
-                            "status_code": result.status_code,
-                            "error_code": result.code[:64],
-                            "error": result.detail[:2000],
-                            "provider_message_id": result.message_id[:255],
-                            "latency_ms": round(latency_ms),
-                            "created_at": sent_at,
-                        }
-                    )
-                accepted_from = notification.scheduled_at or notification.created_at
-                tally.add(
-                    channel=delivery.channel,
-                    provider=adapter.name,
-                    result=result,
-                    status=fields["status"],
-                    latency=max((sent_at - accepted_from).total_seconds(), 0),
-                )
-            _flush(rows=done, attempts=tried, listed=listed_now, tenant_of=tenant_of, audience=audience, now=now)
-            summary.statuses.update(str(row["status"]) for row in done)
+                _flush(rows=done, attempts=tried, listed=listed_now, tenant_of=tenant_of, audience=audience, now=now)
+                summary.statuses.update(str(row["status"]) for row in done)
         # The built-in adapters (inbox, sinks) are not remote services: no breaker.
         for tenant_id in {t for t, _ in health} if adapter.name not in registry.BUILTIN_ADAPTERS else ():
             circuit.record(

@@ -4,20 +4,57 @@
 instance from one flat config dict (`from_config`), and the check that a config is complete.
 Each adapter's `env_config()` maps the environment settings (project/settings.py,
 "Providers") onto that same dict, so a tenant's row and the environment build the same way.
+
+A tenant's config may name where the provider is reached (SendGrid `host`, Twilio and Slack
+`api_base_url`, FCM `endpoint` and the key's `token_uri`, SMTP `host`/`port`), and the test send
+and health probes connect there and show the answer. `url_problems` and `host_problems` hold
+such values to the webhook channel's SSRF guard (`apps.core.net.resolve_public_address`): no
+private, loopback, link-local or reserved address, and https only, unless
+`SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE`. Adapters call them from `validate_config`, which only checks
+tenant configs; the environment's settings come from operators and are trusted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from apps.core.net import UnresolvableHost, UnsafeUrl, allow_private_default, resolve_public_address
 from apps.providers.base import Channel, Health, Message, SendResult
 
 
 def default_timeout() -> float:
     return float(getattr(settings, "SIGNALBOX_PROVIDER_TIMEOUT", 10.0))
+
+
+def url_problems(url: Any) -> list[str]:
+    """Why a tenant may not point a provider at this URL; empty when it may."""
+    allow_private = allow_private_default()
+    problems = []
+    if not allow_private and urlsplit(str(url)).scheme != "https":
+        problems.append("An https:// URL.")
+    try:
+        resolve_public_address(str(url), allow_private=allow_private)
+    except (UnsafeUrl, UnresolvableHost) as exc:
+        problems.append(exc.message)
+    return problems
+
+
+def host_problems(host: Any, port: Any) -> list[str]:
+    """Why a tenant may not point a provider at this host and port (SMTP); empty when it may."""
+    host = str(host)
+    if not host or any(c in host for c in "/?#@[] \t\r\n"):
+        return ["A host name or an IP address, without scheme, port or path."]
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address
+    port = port if isinstance(port, int) and not isinstance(port, bool) else 0
+    try:
+        resolve_public_address(f"http://{shown}:{port}/" if port else f"http://{shown}/")
+    except (UnsafeUrl, UnresolvableHost) as exc:
+        return [exc.message]
+    return []
 
 
 class Adapter:
@@ -51,7 +88,8 @@ class Adapter:
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> dict[str, list[str]]:
-        """Format errors per field, beyond presence; overridden where a format is known."""
+        """Errors per field of a tenant's config, beyond presence: formats, and where the provider
+        may be reached (`url_problems`, `host_problems`); overridden where there is something to check."""
         return {}
 
     def send(self, message: Message) -> SendResult:

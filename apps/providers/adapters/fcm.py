@@ -29,7 +29,7 @@ from pyfcm import FCMNotification
 from pyfcm.errors import InvalidDataError
 from requests.adapters import HTTPAdapter
 
-from apps.providers.adapters import Adapter, default_timeout
+from apps.providers.adapters import Adapter, default_timeout, url_problems
 from apps.providers.base import Channel, Health, Message, SendResult
 from apps.providers.classify import from_network_error, is_transient_status, parse_retry_after, truncate
 
@@ -209,20 +209,26 @@ class FcmProvider(Adapter):
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> dict[str, list[str]]:
+        errors: dict[str, list[str]] = {}
+        if config.get("endpoint") and (problems := url_problems(config["endpoint"])):
+            errors["endpoint"] = problems
         raw = config.get("service_account_json")
         if not raw:
-            return {}
+            return errors
         try:
             info = json.loads(raw)
         except ValueError:
-            return {"service_account_json": ["Not JSON: paste the service account key file's content."]}
+            return {**errors, "service_account_json": ["Not JSON: paste the service account key file's content."]}
         wanted = ("client_email", "private_key", "token_uri")
         lacking = [k for k in wanted if not (isinstance(info, dict) and info.get(k))]
         if lacking:
-            return {"service_account_json": [f"A service account key needs {', '.join(lacking)}."]}
+            return {**errors, "service_account_json": [f"A service account key needs {', '.join(lacking)}."]}
+        # google-auth fetches the access token from the key's own token_uri.
+        if problems := url_problems(info["token_uri"]):
+            errors["service_account_json"] = [f"token_uri: {problem}" for problem in problems]
         if not (info.get("project_id") or config.get("project_id")):
-            return {"project_id": ["Give project_id (the key file has none)."]}
-        return {}
+            errors["project_id"] = ["Give project_id (the key file has none)."]
+        return errors
 
     def _client(self) -> SignalboxFCM:
         return client_for(info=self.info, path=self.path, project_id=self.project_id, endpoint=self.endpoint)

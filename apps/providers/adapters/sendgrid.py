@@ -33,7 +33,7 @@ from sendgrid.helpers.mail import (
     TrackingSettings,
 )
 
-from apps.providers.adapters import Adapter, default_timeout
+from apps.providers.adapters import Adapter, default_timeout, url_problems
 from apps.providers.base import Channel, Message, SendResult
 from apps.providers.classify import from_network_error, from_status, truncate
 from apps.providers.email import Email, address_problem, compose
@@ -113,6 +113,8 @@ class SendGridProvider(Adapter):
             errors["from_email"] = ["Not an email address."]
         if config.get("host") and not str(config["host"]).startswith(("https://", "http://")):
             errors["host"] = ["An http(s) base URL, e.g. https://api.sendgrid.com or https://api.eu.sendgrid.com."]
+        elif config.get("host") and (problems := url_problems(config["host"])):
+            errors["host"] = problems
         return errors
 
     def _client(self) -> SendGridAPIClient:

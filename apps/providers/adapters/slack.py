@@ -1,28 +1,33 @@
-"""Chat through Slack, with `slack_sdk`: an incoming webhook, or `chat.postMessage` with a bot token.
+"""Chat through Slack: an incoming webhook, or `chat.postMessage` with a bot token (`slack_sdk`).
 
-The recipient's address picks the API: a URL is an incoming webhook (`WebhookClient`),
-anything else a channel for `chat.postMessage` (`WebClient`); with no address, the config's
-webhook URL or default channel is used. The delivery id travels in the message metadata
+The recipient's address picks the API: a URL is an incoming webhook, anything else a channel
+for `chat.postMessage` (`WebClient`); with no address, the config's webhook URL or default
+channel is used. The delivery id travels in the message metadata
 (`event_payload.idempotency_key`) and an `Idempotency-Key` header. slack_sdk's own retry
 handlers are off: Signalbox owns retries.
 
-A webhook URL a recipient supplied is checked by the SSRF guard (`apps.core.net`) before the
-SDK is given it; the SDK connects by name itself, so this check cannot pin the address the
-way `safe_post` does for the generic webhook channel.
+Incoming webhooks are posted through `apps.core.net.safe_post`, like Teams and Discord, not
+slack_sdk's `WebhookClient`: a recipient or tenant supplies the URL, and the client would resolve
+the host again itself and follow a 302 as a GET, putting whatever answered into `last_error`.
+`safe_post` resolves once, refuses internal addresses (unless `SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE`),
+connects to the checked address and follows no redirect (a 3xx is permanent, `redirect`).
+Slack's answers keep their meaning: the error word (`no_service`, `invalid_token`, …) is the
+code, and 429/5xx are transient with `Retry-After`.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.webhook import WebhookClient
 
-from apps.core.net import UnresolvableHost, UnsafeUrl, resolve_public_address
-from apps.providers.adapters import Adapter, default_timeout
+from apps.core.net import UnresolvableHost, UnsafeUrl, safe_post
+from apps.providers.adapters import Adapter, default_timeout, url_problems
 from apps.providers.base import Channel, Message, SendResult
 from apps.providers.classify import from_network_error, from_status, is_transient_status, parse_retry_after, truncate
 
@@ -31,6 +36,8 @@ DEFAULT_API_BASE_URL = "https://slack.com/api/"
 TRANSIENT_ERRORS = frozenset({"ratelimited", "rate_limited", "fatal_error", "internal_error", "service_unavailable",
                               "request_timeout"})  # fmt: skip
 AUTH_ERRORS = frozenset({"not_authed", "invalid_auth", "account_inactive", "token_revoked", "token_expired"})
+# What hooks.slack.com answers on an error: one word. Anything else is not Slack's, and not a code.
+ERROR_WORD = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def is_url(value: Any) -> bool:
@@ -80,6 +87,8 @@ class SlackProvider(Adapter):
             errors["webhook_url"] = ["An https://hooks.slack.com/services/… URL."]
         if config.get("bot_token") and not str(config["bot_token"]).startswith("xox"):
             errors["bot_token"] = ["A bot token starts with xoxb-."]
+        if config.get("api_base_url") and (problems := url_problems(config["api_base_url"])):
+            errors["api_base_url"] = problems
         return errors
 
     def send(self, message: Message) -> SendResult:
@@ -105,15 +114,20 @@ class SlackProvider(Adapter):
             return network
 
     def _send_webhook(self, url: str, message: Message, text: str, blocks: Any) -> SendResult:
-        resolve_public_address(url)
-        hook = WebhookClient(url, timeout=int(max(1, self.timeout)), retry_handlers=[])
-        response = hook.send(
-            text=text, blocks=blocks, metadata=metadata(message), headers={"Idempotency-Key": message.idempotency_key}
-        )
-        if 200 <= response.status_code < 300:
-            return SendResult.ok(NAME, message.idempotency_key, status_code=response.status_code)
-        word = (response.body or "").strip()
-        return from_status(NAME, response.status_code, code=word, detail=truncate(word), headers=response.headers)
+        payload = {"text": text, "blocks": blocks, "metadata": metadata(message)}
+        body = json.dumps({k: v for k, v in payload.items() if v is not None}).encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": message.idempotency_key}
+        response, content = safe_post(url, body=body, headers=headers, timeout=self.timeout)
+        status = response.status_code
+        if 200 <= status < 300:
+            return SendResult.ok(NAME, message.idempotency_key, status_code=status)
+        if 300 <= status < 400:
+            return SendResult.permanent(
+                NAME, f"Redirects are not followed ({status}).", code="redirect", status_code=status
+            )
+        word = content.decode("utf-8", "replace").strip()
+        code = word if ERROR_WORD.fullmatch(word) else ""
+        return from_status(NAME, status, code=code, detail=truncate(word), headers=response.headers)
 
     def _post_message(self, channel: str, message: Message, text: str, blocks: Any) -> SendResult:
         client = WebClient(

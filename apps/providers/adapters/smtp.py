@@ -4,12 +4,21 @@ The connection is built from the config (host, port, STARTTLS or implicit TLS, l
 timeout), never from the process-wide EMAIL_* settings directly, so each tenant can bring
 its own relay. SMTP reply codes decide the outcome: 4xx is transient, 5xx permanent, and a
 dropped or refused connection transient.
+
+There is no `send_batch`: SMTP takes one message per transaction and honours no idempotency
+key, so each message is its own provider call, recorded as soon as it is answered
+(docs/reliability.md). What a batch shares is the connection: inside `with adapter.session():`
+every `send()` of this thread reuses one connection, opened by the first of them. Once the
+connection is refused or lost, the session's remaining sends fail at once as transient
+(`disconnected`) rather than each waiting for its own timeout. `send()` outside a session opens
+and closes a connection of its own.
 """
 
 from __future__ import annotations
 
 import smtplib
 import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from email.utils import make_msgid, parseaddr
@@ -19,12 +28,14 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend
 
-from apps.providers.adapters import Adapter, default_timeout
+from apps.providers.adapters import Adapter, default_timeout, host_problems
 from apps.providers.base import Channel, Health, Message, SendResult
 from apps.providers.classify import from_network_error, truncate
 from apps.providers.email import address_problem, compose
 
 NAME = "smtp"
+# Result codes after which the connection is gone.
+CONNECTION_LOST = frozenset({"disconnected", "connection_error", "timeout"})
 
 
 def from_reply(code: int, text: Any, *, what: str = "") -> SendResult:
@@ -89,6 +100,8 @@ class SmtpProvider(Adapter):
         self.use_ssl = bool(use_ssl)
         self.timeout = float(timeout or default_timeout())
         self.from_email = from_email
+        # The open session of each thread (`session()`): adapters may be shared by threads.
+        self._local = threading.local()
 
     @classmethod
     def env_config(cls) -> dict[str, Any]:
@@ -110,6 +123,8 @@ class SmtpProvider(Adapter):
             errors["use_ssl"] = ["use_tls (STARTTLS) and use_ssl (implicit TLS) exclude each other."]
         if config.get("from_email") and "@" not in parseaddr(str(config["from_email"]))[1]:
             errors["from_email"] = ["Not an email address."]
+        if config.get("host") and (problems := host_problems(config["host"], config.get("port"))):
+            errors["host"] = problems
         return errors
 
     def _backend(self) -> EmailBackend:
@@ -152,37 +167,49 @@ class SmtpProvider(Adapter):
             mail.attach_alternative(email.html, "text/html")
         return mail, message_id
 
-    def _send_on(self, backend: EmailBackend, message: Message) -> SendResult:
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Shares one connection between the `send()` calls inside it (in this thread)."""
+        if getattr(self._local, "session", None) is not None:  # nested: the outer one owns it
+            yield
+            return
+        state = _Session()
+        self._local.session = state
+        try:
+            yield
+        finally:
+            self._local.session = None
+            state.close()
+
+    def send(self, message: Message) -> SendResult:
+        state: _Session | None = getattr(self._local, "session", None)
+        if state is None:
+            with self.session():
+                return self.send(message)
         problem = address_problem(message.to)
         if problem:
             return SendResult.permanent(NAME, problem, code="invalid_address")
+        if state.lost is not None:
+            return state.lost
+        if state.backend is None:
+            backend = self._backend()
+            try:
+                backend.open()
+            except Exception as exc:
+                state.lost = from_smtp_error(exc)
+                return state.lost
+            state.backend = backend
         try:
-            mail, message_id = self._email(message, backend)
+            mail, message_id = self._email(message, state.backend)
             mail.send()
         except Exception as exc:
-            return from_smtp_error(exc)
+            result = from_smtp_error(exc)
+            if result.code in CONNECTION_LOST:
+                state.lost = SendResult.transient(
+                    NAME, "The connection was lost before this message.", code="disconnected"
+                )
+            return result
         return SendResult.ok(NAME, message_id)
-
-    def send(self, message: Message) -> SendResult:
-        return self.send_batch([message])[0]
-
-    def send_batch(self, messages: list[Message]) -> list[SendResult]:
-        """All messages over one connection; a dropped connection fails the rest as transient."""
-        results: list[SendResult] = []
-        try:
-            with self._connection() as backend:
-                for message in messages:
-                    result = self._send_on(backend, message)
-                    results.append(result)
-                    if result.code in ("disconnected", "connection_error", "timeout"):
-                        break
-        except Exception as exc:
-            failed = from_smtp_error(exc)
-            results.extend(failed for _ in range(len(messages) - len(results)))
-        if len(results) < len(messages):
-            lost = SendResult.transient(NAME, "The connection was lost before this message.", code="disconnected")
-            results.extend(lost for _ in range(len(messages) - len(results)))
-        return results
 
     def check(self) -> Health:
         try:
@@ -192,3 +219,18 @@ class SmtpProvider(Adapter):
         except Exception as exc:
             return Health(False, from_smtp_error(exc).detail)
         return Health(code == 250, f"NOOP {code}")
+
+
+class _Session:
+    """One `SmtpProvider.session()`: its connection once opened, and the failure that ended it."""
+
+    def __init__(self) -> None:
+        self.backend: EmailBackend | None = None
+        self.lost: SendResult | None = None
+
+    def close(self) -> None:
+        if self.backend is not None:
+            # Closing a broken connection has nothing left to tell.
+            with suppress(smtplib.SMTPException, OSError):
+                self.backend.close()
+            self.backend = None

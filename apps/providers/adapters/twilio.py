@@ -21,7 +21,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from apps.providers.adapters import Adapter, default_timeout
+from apps.providers.adapters import Adapter, default_timeout, url_problems
 from apps.providers.base import Channel, Message, SendResult
 from apps.providers.classify import from_network_error, from_status, is_transient_status, parse_retry_after, truncate
 
@@ -109,6 +109,8 @@ class TwilioProvider(Adapter):
             errors["account_sid"] = ["An account SID starts with AC (API keys, SK…, are not supported)."]
         if config.get("messaging_service_sid") and not str(config["messaging_service_sid"]).startswith("MG"):
             errors["messaging_service_sid"] = ["A Messaging Service SID starts with MG."]
+        if config.get("api_base_url") and (problems := url_problems(config["api_base_url"])):
+            errors["api_base_url"] = problems
         return errors
 
     def _client(self, http_client: IdempotentHttpClient) -> Client:

@@ -1,0 +1,121 @@
+"""SMTP batches through the real send pipeline (in this process) into the sandbox's SMTP server:
+each message is recorded as soon as the server answers it, over one connection for the batch,
+so a worker killed mid-batch re-sends nothing it had recorded (SMTP has no idempotency key)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.mail.backends.smtp import EmailBackend
+from django.utils import timezone
+
+from apps.notifications.models import Delivery, DeliveryAttempt, Notification
+from apps.notifications.services.dispatch import dispatch_due, sweep
+from apps.notifications.services.fanout import fanout_chunk_run, notification_fan_out
+from apps.notifications.services.sending import deliveries_send
+from apps.providers.email import DELIVERY_HEADER
+from apps.providers.services import provider_config_create
+from sandbox.testing import SandboxClient, SandboxProcess
+from tests.providers.conftest import count_smtp_connections, sandbox_config_for
+from tests.reliability.conftest import assert_delivered_once, far_future, people, sandbox_counts, send
+
+pytestmark = pytest.mark.django_db
+
+
+class WorkerKilled(BaseException):
+    """Stands in for SIGKILL: nothing in the pipeline catches it, as nothing could catch the real one."""
+
+
+@pytest.fixture
+def smtp_tenant(tenant: Any, sandbox: SandboxProcess) -> Any:
+    """The acme tenant with one email provider: SMTP to the sandbox."""
+    options = sandbox_config_for(sandbox, "smtp", timeout=2)
+    provider_config_create(tenant=tenant, name="relay", provider="smtp", options=options)
+    return tenant
+
+
+def queued(tenant: Any, n: int) -> tuple[Notification, list[str]]:
+    notification = send(tenant, people(n), ["email"])
+    for chunk_id in notification_fan_out(notification_id=notification.pk):
+        fanout_chunk_run(chunk_id=chunk_id)
+    ids = Delivery.objects.filter(notification=notification, status="queued").values_list("pk", flat=True)
+    return notification, [str(pk) for pk in ids]
+
+
+def on_each_smtp_send(monkeypatch: pytest.MonkeyPatch, before: Callable[[str], None]) -> None:
+    """Calls `before(delivery_id)` just before each message is handed to the SMTP server."""
+    send_messages = EmailBackend.send_messages
+
+    def wrapped(self: EmailBackend, email_messages: Any) -> int:
+        for mail in email_messages:
+            before(mail.extra_headers[DELIVERY_HEADER])
+        return send_messages(self, email_messages)
+
+    monkeypatch.setattr(EmailBackend, "send_messages", wrapped)
+
+
+def test_each_message_is_recorded_as_answered_over_one_connection(
+    smtp_tenant: Any, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
+):
+    # Given five queued emails and an SMTP relay
+    _, ids = queued(smtp_tenant, 5)
+    connections = count_smtp_connections(monkeypatch)
+    handed: list[str] = []
+    unrecorded: list[int] = []  # per message: how many handed over before it were not yet recorded
+
+    def before(delivery_id: str) -> None:
+        unrecorded.append(len(handed) - Delivery.objects.filter(pk__in=handed, status="sent").count())
+        handed.append(delivery_id)
+
+    on_each_smtp_send(monkeypatch, before)
+
+    # When the batch is sent
+    summary = deliveries_send(delivery_ids=ids)
+
+    # Then each went out once, over one connection, and each is recorded with its attempt
+    assert summary.statuses == {"sent": 5}
+    assert sorted(handed) == sorted(ids)
+    assert unrecorded == [0, 0, 0, 0, 0]
+    assert len(connections) == 1
+    assert dict(sandbox_counts(sandbox_client)) == dict.fromkeys(ids, 1)
+    assert DeliveryAttempt.objects.filter(delivery_id__in=ids, outcome="accepted", provider="smtp").count() == 5
+
+
+def test_a_worker_killed_mid_batch_does_not_resend_what_it_recorded(
+    smtp_tenant: Any, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
+):
+    # Given five queued emails, and a worker that dies as it hands over the third
+    notification, ids = queued(smtp_tenant, 5)
+    handed: list[str] = []
+
+    def die_at_the_third(delivery_id: str) -> None:
+        if len(handed) == 2:
+            raise WorkerKilled
+        handed.append(delivery_id)
+
+    on_each_smtp_send(monkeypatch, die_at_the_third)
+
+    # When the batch is sent
+    with pytest.raises(WorkerKilled):
+        deliveries_send(delivery_ids=ids)
+
+    # Then the two the relay accepted are recorded; the rest wait for their lease to run out
+    rows = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "status"))
+    assert sorted(str(pk) for pk, status in rows.items() if status == "sent") == sorted(handed)
+    assert sorted(rows.values()) == ["sending", "sending", "sending", "sent", "sent"]
+
+    # And when the sweeper takes the lost claims back and they are sent again
+    monkeypatch.undo()
+    sweep(now=far_future())
+    dispatch_due(now=far_future() + timedelta(minutes=5))
+    again = list(Delivery.objects.filter(pk__in=ids, status="queued").values_list("pk", flat=True))
+    assert sorted(map(str, again)) == sorted(set(ids) - set(handed))
+    deliveries_send(delivery_ids=again)
+    sweep(now=timezone.now())
+
+    # Then every email reached the relay exactly once
+    assert assert_delivered_once(sandbox_client, [notification.pk], max_interrupted=0) == {"sent": 5}
+    assert set(sandbox_counts(sandbox_client).values()) == {1}
