@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_celery_results",
     "django_prometheus",
+    "corsheaders",
     "apps.core",
     "apps.tenancy",
     "apps.observability",
@@ -66,6 +67,7 @@ MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -94,6 +96,13 @@ TEMPLATES = [
         },
     },
 ]
+
+# Browser front ends on these origins may call the in-app inbox (`Authorization: Recipient …`):
+# CORS for /api/v1/inbox/ only, no cookies. Every other endpoint is for back ends and stays closed.
+CORS_ALLOWED_ORIGINS = env.list("SIGNALBOX_INBOX_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/v1/inbox/"
+CORS_ALLOW_CREDENTIALS = False
+CORS_EXPOSE_HEADERS = ["X-Request-ID"]
 
 # --- Database -------------------------------------------------------------------------------
 # Connections are kept open between requests and between Celery tasks (see workers/celery.py):

@@ -36,4 +36,11 @@ python manage.py setup_schedules >/dev/null
 python manage.py bootstrap_demo --port "$API_PORT" --flower-port "$FLOWER_PORT" --sandbox-port "$SANDBOX_PORT"
 
 export FLOWER_UNAUTHENTICATED_API="${FLOWER_UNAUTHENTICATED_API:-true}"  # local only; production uses basic auth
-exec honcho start -f ${PROCFILE:-Procfile}
+# Not exec: this shell stays to stop the embedded Redis however honcho ends (Ctrl-C, a TERM to
+# either, or a process that dies).
+honcho start -f "${PROCFILE:-Procfile}" &
+HONCHO_PID=$!
+stop() { kill -TERM "$HONCHO_PID" 2>/dev/null || true; wait "$HONCHO_PID" 2>/dev/null || true; }
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
+wait "$HONCHO_PID"

@@ -27,6 +27,7 @@ their own model label) and in the report.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -42,6 +43,8 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from apps.observability import metrics
+
+log = logging.getLogger(__name__)
 
 
 def _nothing() -> models.Q:
@@ -102,9 +105,23 @@ def default_batch_size() -> int:
 
 
 def retention_days(tenant: Any, policy: RetentionPolicy) -> int:
-    tenant_days = ((tenant.settings or {}).get("retention_days") or {}).get(policy.name) if tenant else None
+    """The tenant's `settings["retention_days"][policy]` when it is a whole number of days >= 1,
+    else the default. A bad value (`-3`, `"abc"`) is logged and ignored: it must neither purge
+    everything of that tenant at once nor stop the purge of the others."""
     defaults: dict[str, int] = getattr(settings, "SIGNALBOX_RETENTION_DAYS", {})
-    return int(tenant_days or defaults.get(policy.name, policy.default_days))
+    default = int(defaults.get(policy.name, policy.default_days))
+    raw = ((tenant.settings or {}).get("retention_days") or {}).get(policy.name) if tenant else None
+    if raw is None:
+        return default
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw)
+    if not (isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1):
+        log.warning(
+            "ignoring an invalid retention_days setting",
+            extra={"tenant": str(getattr(tenant, "pk", "")), "policy": policy.name, "value": repr(raw)[:50]},
+        )
+        return default
+    return int(raw)
 
 
 def retention_cutoff(tenant: Any, policy: RetentionPolicy, now: datetime) -> datetime:

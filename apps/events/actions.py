@@ -22,6 +22,16 @@ class ActionFailed(ApplicationError):
     code = "action_failed"
 
 
+# A notification goes to recipients or to a topic, never both (notification_create refuses the pair).
+AUDIENCE_CONFLICT = "Give a topic, or recipients and/or watchers: true; a notification cannot have both."
+
+
+def audience_conflict(*, recipients: Any, topic: Any, watchers: Any) -> bool:
+    """Whether a notification action names a topic and recipients or watchers: validation of rule
+    actions and workflow effects refuses it, since `send_notification` would have to drop one."""
+    return bool(topic) and (bool(recipients) or watchers is True)
+
+
 def send_notification(
     *,
     tenant: Any,
@@ -35,16 +45,19 @@ def send_notification(
     """Records a notification (apps.notifications) and returns its id; fan-out is published on commit.
 
     `recipients` are recipients' external ids (or recipient objects); or give a `topic` instead.
+    Both at once is refused (`audience_conflict`) rather than dropping the recipients.
     """
     from apps.notifications.services.notifications import notification_create
 
+    if topic and recipients:
+        raise ActionFailed(AUDIENCE_CONFLICT, code="audience_conflict")
     try:
         with transaction.atomic():
             notification = notification_create(
                 tenant=tenant,
                 template=template,
                 payload=data,
-                recipients=None if topic else recipients,
+                recipients=recipients or None,
                 topic=topic or None,
                 idempotency_key=idempotency_key,
                 metadata={"source": source},

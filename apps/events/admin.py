@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -87,6 +88,15 @@ class RuleAdmin(admin.ModelAdmin[Rule]):
         obj.pk = created.pk
         obj._state.adding = False
 
+    def delete_model(self, request: HttpRequest, obj: Rule) -> None:
+        rules.rule_delete(rule=obj, request=request)
+
+    @transaction.atomic
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Rule]) -> None:
+        # One by one through the service: the bulk delete would leave no audit entries.
+        for rule in queryset.select_related("tenant"):
+            rules.rule_delete(rule=rule, request=request)
+
 
 class WebhookEndpointForm(forms.ModelForm[WebhookEndpoint]):
     url = forms.CharField(max_length=2000, help_text="http(s) URL; private addresses are refused.")
@@ -127,6 +137,15 @@ class WebhookEndpointAdmin(admin.ModelAdmin[WebhookEndpoint]):
         obj._state.adding = False
         messages.warning(request, f"The signing secret is {secret} - copy it now, it will not be shown again.")
 
+    def delete_model(self, request: HttpRequest, obj: WebhookEndpoint) -> None:
+        webhooks.endpoint_delete(endpoint=obj, request=request)
+
+    @transaction.atomic
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        # One by one through the service: the bulk delete would leave no audit entries.
+        for endpoint in queryset.select_related("tenant"):
+            webhooks.endpoint_delete(endpoint=endpoint, request=request)
+
     @admin.action(description="Rotate the signing secret (24 h overlap)")
     def rotate_secret(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         for endpoint in queryset:
@@ -156,7 +175,7 @@ class WebhookMessageAdmin(ReadOnlyAdmin):
     @admin.action(description="Replay (send again with the same webhook-id)")
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookMessage]) -> None:
         done = 0
-        for message in queryset.select_related("endpoint"):
+        for message in queryset.select_related("endpoint", "tenant"):
             try:
                 webhooks.message_replay(message=message, request=request)
                 done += 1

@@ -86,7 +86,8 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
     @extend_schema(
         summary="Record a domain event (processed on the events queue)",
         description="Types under Signalbox's namespaces (transition., task., notification., …) are refused: "
-        "422 `reserved_event_type`. Supports Idempotency-Key.",
+        "422 `reserved_event_type`. An optional `actor` `{type, id}` names who did it (422 `invalid_actor`); "
+        "the event's `actor.recorded_by` is always the calling key. Supports Idempotency-Key.",
         request=EventCreateSerializer,
         responses={202: EventSerializer, **ERROR_RESPONSES},
     )
@@ -100,7 +101,8 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
                 type=body.validated_data["type"],
                 subject=body.validated_data.get("subject"),
                 payload=body.validated_data["payload"],
-                actor=_actor(request),
+                actor=body.validated_data.get("actor"),
+                recorded_by=_actor(request),
             )
             return Response(EventSerializer(event).data, status=status.HTTP_202_ACCEPTED), str(event.pk)
 
@@ -301,6 +303,7 @@ class WebhookMessageViewSet(
             endpoint_id=body.validated_data.get("endpoint_id"),
             since=body.validated_data.get("since"),
             ids=body.validated_data.get("ids"),
+            request=request,
         )
         return Response(
             {"replayed": len(replayed), "ids": [str(pk) for pk in replayed]}, status=status.HTTP_202_ACCEPTED

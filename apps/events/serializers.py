@@ -28,6 +28,12 @@ class EventCreateSerializer(serializers.Serializer[Any]):
     type = serializers.CharField(max_length=200, help_text="Dotted lower-case, e.g. order.paid.")
     subject = SubjectSerializer(required=False)
     payload = serializers.DictField(required=False, default=dict)
+    # Any JSON here: the service checks the shape, so a bad actor is a 422 `invalid_actor` like a bad type.
+    actor = serializers.JSONField(
+        required=False,
+        help_text='Who did it, e.g. {"type": "user", "id": "u-7"}; rules see it as event.actor. '
+        "Default: the calling API key.",
+    )
 
 
 class RuleExecutionSerializer(serializers.ModelSerializer[RuleExecution]):

@@ -1,4 +1,5 @@
-"""Event types: their shape, the namespaces Signalbox reserves, and pattern matching (`order.*`, `*`)."""
+"""Event types: their shape, the namespaces Signalbox reserves, and pattern matching (`order.*`, `*`);
+and the shape of an event's subject and of the actor a client names."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ MAX_TYPE_LENGTH = 200
 
 # Types in these namespaces are Signalbox's own (event_emit); clients cannot forge them.
 RESERVED_PREFIXES = ("notification.", "delivery.", "task.", "transition.", "endpoint.", "webhook.", "workflow.")
+# Actor types Signalbox records itself (the calling key, staff, Signalbox); a client cannot claim them.
+RESERVED_ACTOR_TYPES = ("api_key", "platform_key", "staff", "system")
+ACTOR_TYPE_PATTERN = re.compile(r"^[a-z0-9_.-]{1,64}$")
+MAX_ACTOR_ID_LENGTH = 200
 
 
 class InvalidEventType(Unprocessable):
@@ -67,3 +72,19 @@ def subject_of(subject: Any) -> tuple[str, str]:
     if meta is not None:
         return str(meta.model_name), str(subject.pk)
     raise TypeError(f"Cannot take an event subject from {type(subject).__name__}.")
+
+
+def check_actor(actor: Any) -> dict[str, str]:
+    """A client's actor: exactly `{"type", "id"}`, a short lower-case type and a non-empty id."""
+    problem = ""
+    if not isinstance(actor, Mapping) or set(actor) != {"type", "id"}:
+        problem = 'An object with exactly "type" and "id", e.g. {"type": "user", "id": "u-7"}.'
+    elif not isinstance(actor["type"], str) or not ACTOR_TYPE_PATTERN.match(actor["type"]):
+        problem = "type: 1 to 64 lower-case letters, digits, '_', '-' or '.'."
+    elif actor["type"] in RESERVED_ACTOR_TYPES:
+        problem = f"type: {', '.join(RESERVED_ACTOR_TYPES)} are recorded by Signalbox, not named by clients."
+    elif not isinstance(actor["id"], str) or not actor["id"].strip() or len(actor["id"]) > MAX_ACTOR_ID_LENGTH:
+        problem = f"id: a non-empty string of at most {MAX_ACTOR_ID_LENGTH} characters."
+    if problem:
+        raise Unprocessable("The actor is invalid.", code="invalid_actor", fields={"actor": [problem]})
+    return {"type": actor["type"], "id": actor["id"]}

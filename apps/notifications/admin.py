@@ -1,5 +1,7 @@
 """Django admin for notifications: templates (validated, versioned, previewable, archived instead of
-deleted), categories, recipients, topics, and read-only views of notifications and deliveries."""
+deleted), categories, recipients (validated like the API) with their devices and preferences,
+tenant default preferences, topics with their members, and read-only views of notifications and
+deliveries."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from apps.core.errors import ApplicationError
-from apps.notifications import rendering
+from apps.notifications import rendering, validators
 from apps.notifications.models import (
     Category,
     Delivery,
@@ -23,12 +25,15 @@ from apps.notifications.models import (
     Device,
     DigestWindow,
     Notification,
+    Preference,
     Recipient,
     Template,
     TemplateVersion,
     Topic,
+    TopicMembership,
 )
 from apps.notifications.services import templates as template_services
+from apps.notifications.services.preferences import preference_layer_errors
 
 
 def _flatten(errors: Any, prefix: str = "") -> Iterable[str]:
@@ -222,13 +227,101 @@ class DeviceInline(admin.TabularInline):  # type: ignore[type-arg]
     extra = 0
 
 
+class RecipientAdminForm(forms.ModelForm):  # type: ignore[type-arg]
+    """The API's rules in admin too: E.164 phone numbers (normalised), IANA time zones, locales."""
+
+    class Meta:
+        model = Recipient
+        fields = (
+            "tenant",
+            "external_id",
+            "name",
+            "email",
+            "phone",
+            "locale",
+            "timezone",
+            "chat_address",
+            "webhook_url",
+            "data",
+            "unsubscribed_at",
+        )
+
+    def clean_external_id(self) -> str:
+        return validators.validate_external_id(self.cleaned_data.get("external_id"))
+
+    def clean_phone(self) -> str:
+        return validators.validate_phone(self.cleaned_data.get("phone"))
+
+    def clean_timezone(self) -> str:
+        return validators.validate_timezone(self.cleaned_data.get("timezone"))
+
+    def clean_locale(self) -> str:
+        return validators.validate_locale(self.cleaned_data.get("locale"))
+
+
+class PreferenceAdminForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Channels map a known channel to true/false, as through the API."""
+
+    class Meta:
+        model = Preference
+        fields = ("tenant", "recipient", "category", "channels", "digest", "quiet_hours_start", "quiet_hours_end")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        for field, problems in preference_layer_errors(cleaned).items():
+            self.add_error(field, problems)
+        recipient = cleaned.get("recipient") or (self.instance.recipient if self.instance.recipient_id else None)
+        tenant = cleaned.get("tenant")
+        tenant_id = tenant.pk if tenant is not None else (recipient.tenant_id if recipient else None)
+        if recipient is not None and tenant is not None and recipient.tenant_id != tenant.pk:
+            self.add_error("recipient", "This recipient belongs to another tenant.")
+        category = cleaned.get("category")
+        if category is not None and tenant_id is not None and category.tenant_id != tenant_id:
+            self.add_error("category", "This category belongs to another tenant.")
+        return cleaned
+
+
+class PreferenceInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = Preference
+    form = PreferenceAdminForm
+    fields = ("category", "channels", "digest", "quiet_hours_start", "quiet_hours_end")
+    extra = 0
+
+
+class TopicMembershipInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = TopicMembership
+    raw_id_fields = ("recipient",)
+    readonly_fields = ("created_at",)
+    extra = 0
+
+
 @admin.register(Recipient)
 class RecipientAdmin(admin.ModelAdmin[Recipient]):
+    form = RecipientAdminForm
     list_display = ("external_id", "tenant", "email", "phone", "locale", "timezone", "unsubscribed_at")
     list_filter = ("tenant",)
     search_fields = ("external_id", "email", "phone")
     readonly_fields = ("created_at", "updated_at")
-    inlines = [DeviceInline]
+    inlines = [DeviceInline, PreferenceInline]
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        for row in formset.save(commit=False):
+            row.tenant_id = form.instance.tenant_id  # a recipient's devices and layers are in its tenant
+            row.save()
+        for row in formset.deleted_objects:
+            row.delete()
+        formset.save_m2m()
+
+
+@admin.register(Preference)
+class PreferenceAdmin(admin.ModelAdmin[Preference]):
+    """Recipients' layers, and the tenant defaults (rows without a recipient)."""
+
+    form = PreferenceAdminForm
+    list_display = ("tenant", "recipient", "category", "channels", "digest", "quiet_hours_start", "quiet_hours_end")
+    list_filter = ("tenant", ("recipient", admin.EmptyFieldListFilter), "digest")
+    search_fields = ("recipient__external_id", "category__key")
+    raw_id_fields = ("recipient",)
 
 
 @admin.register(Topic)
@@ -236,6 +329,7 @@ class TopicAdmin(admin.ModelAdmin[Topic]):
     list_display = ("key", "name", "tenant", "created_at")
     list_filter = ("tenant",)
     search_fields = ("key", "name")
+    inlines = [TopicMembershipInline]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]

@@ -24,7 +24,11 @@ DELIVERY_ATTEMPTS = Counter(
     "signalbox_delivery_attempts_total", "Provider attempts by outcome.", ["channel", "provider", "outcome"]
 )
 DELIVERY_RETRIES = Counter("signalbox_delivery_retries_total", "Deliveries scheduled for retry.", ["channel"])
-DEAD_LETTERS = Counter("signalbox_dead_letters_total", "Deliveries or messages that went dead.", ["kind", "channel"])
+DEAD_LETTERS = Counter(
+    "signalbox_dead_letters_total",
+    "Deliveries, webhook messages or tracked tasks that went dead (kind: delivery, webhook, task).",
+    ["kind", "channel"],
+)
 SUPPRESSED = Counter("signalbox_suppressed_total", "Deliveries suppressed, by reason.", ["channel", "reason"])
 DELIVERIES_HELD = Counter(
     "signalbox_deliveries_held_total",

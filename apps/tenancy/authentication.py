@@ -11,6 +11,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.request import Request
 
 from apps.core import context
+from apps.observability.audit import audit_record
 from apps.tenancy.models import KEY_PREFIX, ApiKey, Tenant
 
 
@@ -85,6 +86,14 @@ class ApiKeyAuthentication(BaseAuthentication):
         tenant = Tenant.objects.filter(is_active=True, **lookup).first()
         if tenant is None:
             raise exceptions.NotFound("No such tenant.", code="tenant_not_found")
+        # The escape hatch leaves a trace in the tenant's own audit log, reads included.
+        audit_record(
+            action="platform_key.acted_for_tenant",
+            tenant=tenant,
+            actor=("api_key", key.prefix),
+            target=key,
+            data={"method": request.method, "path": request.path[:500]},
+        )
         return tenant
 
     def authenticate_header(self, request: Request) -> str:

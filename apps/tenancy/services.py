@@ -1,9 +1,10 @@
-"""Writes for tenants and keys: create, rotate, revoke. Each returns the new key once, in clear."""
+"""Writes for tenants and keys: create, rotate, update, revoke. Creating and rotating return the new
+key once, in clear; every change to a key is audited."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -94,6 +95,44 @@ def api_key_rotate(
         data={**_key_facts(key), "new_prefix": new_key.prefix, "old_key_expires_at": old_expires_at.isoformat()},
     )
     return new_key, clear
+
+
+UPDATABLE_KEY_FIELDS = ("name", "scopes", "expiry_date")
+
+
+@transaction.atomic
+def api_key_update(*, key: ApiKey, actor: tuple[str, str] | None = None, **changes: Any) -> ApiKey:
+    """Changes a key's name, scopes or expiry (Django admin); records what changed, old and new.
+
+    Not its owner (tenant, platform) nor `revoked`: revoking is `api_key_revoke`, and final.
+    """
+    unknown = sorted(set(changes) - set(UPDATABLE_KEY_FIELDS))
+    if unknown:
+        raise ApplicationError(f"Cannot change {', '.join(unknown)} of a key.", code="invalid_key")
+    if "scopes" in changes:
+        changes["scopes"] = _check_scopes(changes["scopes"])
+    before = ApiKey.objects.select_for_update().get(pk=key.pk)
+    changed = {name: value for name, value in changes.items() if getattr(before, name) != value}
+    if not changed:
+        return before
+    ApiKey.objects.filter(pk=key.pk).update(**changed)
+    for name, value in changed.items():
+        setattr(key, name, value)
+    audit_record(
+        action="api_key.updated",
+        tenant=key.tenant,
+        actor=actor,
+        target=key,
+        data={
+            "prefix": key.prefix,
+            "changes": {name: [_jsonable(getattr(before, name)), _jsonable(v)] for name, v in changed.items()},
+        },
+    )
+    return key
+
+
+def _jsonable(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 @transaction.atomic

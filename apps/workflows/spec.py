@@ -40,6 +40,7 @@ from jsonschema.exceptions import SchemaError
 
 from apps.core import cel
 from apps.core.errors import Unprocessable
+from apps.events.actions import audience_conflict
 from apps.tenancy.models import Scope
 
 ANY_STATE = "*"
@@ -240,6 +241,8 @@ def _parse_effect(raw: Any, where: str, problems: _Problems) -> Effect | None:
             _cel(expression, f"{where}.recipients[{i}]", EFFECT_VARIABLES, problems)
         if not isinstance(topic, str):
             problems.add(f"{where}.topic", "A topic key.")
+        elif audience_conflict(recipients=recipients, topic=topic, watchers=watchers):
+            problems.add(f"{where}.topic", "A topic, or recipients and watchers: not both.")
         data = _cel_map(raw.get("data"), f"{where}.data", EFFECT_VARIABLES, problems)
         return Effect(
             type=kind,

@@ -96,3 +96,79 @@ def test_the_replay_action_requeues_a_dead_message(admin_client, tenant):
 
     message.refresh_from_db()
     assert message.status == "pending" and message.schedule_step == 0
+
+
+def test_the_replay_action_is_audited_as_the_staff_member(admin_client, admin_user, tenant):
+    from apps.events.models import Event
+
+    endpoint = WebhookEndpoint.objects.create(tenant=tenant, url="http://127.0.0.1:9/", secret_encrypted="x")
+    event = Event.objects.create(tenant=tenant, type="order.paid")
+    message = WebhookMessage.objects.create(
+        tenant=tenant, endpoint=endpoint, event=event, event_type=event.type, body="{}", status="failed"
+    )
+
+    admin_client.post("/admin/events/webhookmessage/", {"action": "replay", "_selected_action": [str(message.pk)]})
+
+    entry = AuditEntry.objects.get(action="webhook_message.replayed", target_id=str(message.pk))
+    assert (entry.tenant_id, entry.actor_type, entry.actor_id) == (tenant.pk, "staff", admin_user.get_username())
+
+
+def _rule(tenant, name):
+    from apps.events.services.rules import rule_create
+
+    return rule_create(
+        tenant=tenant, name=name, event_type="order.paid", actions=[{"type": "task", "task": "signalbox.testing.count"}]
+    )
+
+
+def _endpoint(tenant, path):
+    from apps.events.services.webhooks import endpoint_create
+
+    endpoint, _ = endpoint_create(tenant=tenant, url=f"http://127.0.0.1:9/{path}")
+    return endpoint
+
+
+def test_deleting_a_rule_in_admin_is_audited(admin_client, tenant):
+    rule = _rule(tenant, "one")
+
+    response = admin_client.post(f"/admin/events/rule/{rule.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302 and not Rule.objects.exists()
+    entry = AuditEntry.objects.get(action="rule.deleted", target_id=str(rule.pk))
+    assert (entry.tenant_id, entry.actor_type, entry.data) == (tenant.pk, "staff", {"name": "one"})
+
+
+def test_deleting_rules_in_bulk_in_admin_audits_each(admin_client, tenant):
+    rules = [_rule(tenant, "one"), _rule(tenant, "two")]
+
+    admin_client.post(
+        "/admin/events/rule/",
+        {"action": "delete_selected", "post": "yes", "_selected_action": [str(r.pk) for r in rules]},
+    )
+
+    assert not Rule.objects.exists()
+    deleted = AuditEntry.objects.filter(action="rule.deleted", actor_type="staff")
+    assert sorted(deleted.values_list("target_id", flat=True)) == sorted(str(r.pk) for r in rules)
+
+
+def test_deleting_an_endpoint_in_admin_is_audited(admin_client, tenant):
+    endpoint = _endpoint(tenant, "one")
+
+    response = admin_client.post(f"/admin/events/webhookendpoint/{endpoint.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302 and not WebhookEndpoint.objects.exists()
+    entry = AuditEntry.objects.get(action="webhook_endpoint.deleted", target_id=str(endpoint.pk))
+    assert (entry.tenant_id, entry.actor_type) == (tenant.pk, "staff")
+
+
+def test_deleting_endpoints_in_bulk_in_admin_audits_each(admin_client, tenant):
+    endpoints = [_endpoint(tenant, "one"), _endpoint(tenant, "two")]
+
+    admin_client.post(
+        "/admin/events/webhookendpoint/",
+        {"action": "delete_selected", "post": "yes", "_selected_action": [str(e.pk) for e in endpoints]},
+    )
+
+    assert not WebhookEndpoint.objects.exists()
+    deleted = AuditEntry.objects.filter(action="webhook_endpoint.deleted", actor_type="staff")
+    assert sorted(deleted.values_list("target_id", flat=True)) == sorted(str(e.pk) for e in endpoints)

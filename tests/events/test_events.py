@@ -31,6 +31,62 @@ def test_an_event_is_recorded_and_answered_202(api):
     assert api.get(f"/api/v1/events/{body['id']}/").json()["payload"] == {"amount": 990}
 
 
+def test_an_event_keeps_the_actor_the_client_names_and_the_key_that_recorded_it(api):
+    prefix = api.api_key.partition(".")[0]
+    key = {"type": "api_key", "id": prefix, "name": "test"}
+
+    named = api.post("/api/v1/events/", {"type": "order.paid", "actor": {"type": "user", "id": "u-7"}}, format="json")
+    unnamed = api.post("/api/v1/events/", {"type": "order.paid"}, format="json")
+
+    assert named.status_code == 202
+    assert named.json()["actor"] == {"type": "user", "id": "u-7", "recorded_by": key}
+    assert unnamed.json()["actor"] == {**key, "recorded_by": key}
+    assert Event.objects.get(pk=named.json()["id"]).actor["id"] == "u-7"
+
+
+@pytest.mark.parametrize(
+    "actor",
+    [
+        "u-7",
+        {"type": "user"},
+        {"type": "user", "id": "u-7", "role": "admin"},
+        {"type": "User Account", "id": "u-7"},
+        {"type": "user", "id": ""},
+        {"type": "user", "id": 7},
+        {"type": "user", "id": "x" * 201},
+        {"type": "api_key", "id": "sbx_forged1"},
+        {"type": "system", "id": "signalbox"},
+    ],
+)
+def test_a_badly_shaped_or_reserved_actor_is_refused(api, actor):
+    response = api.post("/api/v1/events/", {"type": "order.paid", "actor": actor}, format="json")
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_actor" and "actor" in response.json()["fields"]
+    assert not Event.objects.exists()
+
+
+def test_rule_conditions_see_the_clients_actor(api, tenant):
+    from apps.events.services.events import event_process
+    from apps.events.services.rules import rule_create
+
+    rule = rule_create(
+        tenant=tenant,
+        name="only u-7, through this key",
+        event_type="order.paid",
+        condition=f'event.actor.id == "u-7" && event.actor.recorded_by.id == "{api.api_key.partition(".")[0]}"',
+        actions=[{"type": "task", "task": "signalbox.testing.count", "params": {"steps": "1"}}],
+    )
+    outcomes = {}
+    for who in ("u-7", "u-8"):
+        body = {"type": "order.paid", "actor": {"type": "user", "id": who}}
+        event_id = api.post("/api/v1/events/", body, format="json").json()["id"]
+        event_process(event_id=event_id)
+        outcomes[who] = rule.executions.get(event_id=event_id).outcome
+
+    assert outcomes == {"u-7": "succeeded", "u-8": "skipped"}
+
+
 @pytest.mark.parametrize(
     ("event_type", "code"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -201,6 +202,45 @@ def test_rules_are_validated_before_they_are_stored(db, api):
 
     assert bad.status_code == 422 and bad.json()["code"] == "invalid_rule"
     assert set(bad.json()["fields"]) == {"event_type", "condition", "actions[0].endpoint_id", "actions[1]"}
+
+
+@pytest.mark.parametrize(
+    "audience",
+    [{"recipients": ["event.payload.assignee"]}, {"watchers": True}],
+    ids=["recipients", "watchers"],
+)
+def test_a_topic_with_recipients_or_watchers_is_refused_not_half_sent(db, api, tenant, audience):
+    action = {"type": "notification", "template": "ticket-assigned", "topic": "ops", **audience}
+
+    refused = api.post("/api/v1/rules/", {"name": "both", "event_type": "ticket.*", "actions": [action]}, format="json")
+    form = RuleForm(
+        data={"tenant": tenant.pk, "name": "both", "event_type": "ticket.*", "actions": json.dumps([action])}
+    )
+
+    assert refused.status_code == 422 and refused.json()["code"] == "invalid_rule"
+    assert "cannot have both" in refused.json()["fields"]["actions[0].topic"][0]
+    assert not form.is_valid() and "cannot have both" in str(form.errors)
+    topic_only = {"type": "notification", "template": "ticket-assigned", "topic": "ops"}
+    create_rule(api, event_type="ticket.*", actions=[topic_only])
+
+
+def test_sending_to_a_topic_and_recipients_at_once_is_refused(db, tenant):
+    """A rule stored before validation refused the pair fails loudly instead of dropping the recipients."""
+    from apps.events.actions import ActionFailed, send_notification
+
+    with pytest.raises(ActionFailed) as refused:
+        send_notification(
+            tenant=tenant,
+            template="ticket-assigned",
+            recipients=["agent-7"],
+            topic="ops",
+            data={},
+            idempotency_key="k",
+            source={},
+        )
+
+    assert refused.value.code == "audience_conflict"
+    assert not Notification.objects.exists()
 
 
 def test_rules_need_events_write_and_changes_are_audited(db, api, tenant):

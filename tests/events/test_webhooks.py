@@ -355,3 +355,74 @@ def test_a_notifications_outcomes_reach_a_subscribed_endpoint_as_signed_platform
     summary = by_type[("notification.sent", None)]["data"]
     assert summary["notification_id"] == response.json()["id"]
     assert summary["deliveries"] == {"delivered": 1, "sent": 1}
+
+
+# --- dead letters counted, replays audited (in this process: no worker) ------------------------------
+
+
+def dead_webhooks() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("signalbox_dead_letters_total", {"kind": "webhook", "channel": "webhook"}) or 0.0
+
+
+def stored_message(tenant: Any, endpoint: WebhookEndpoint, status: str = "pending", **fields: Any) -> WebhookMessage:
+    event = Event.objects.create(tenant=tenant, type="order.paid")
+    return WebhookMessage.objects.create(
+        tenant=tenant, endpoint=endpoint, event=event, event_type=event.type, body="{}", status=status, **fields
+    )
+
+
+def test_disabling_an_endpoint_counts_its_waiting_messages_as_dead_letters(db, tenant):
+    from apps.events.services.webhooks import endpoint_disable
+
+    endpoint = WebhookEndpoint.objects.create(tenant=tenant, url="http://127.0.0.1:9/", secret_encrypted="x")
+    waiting = [stored_message(tenant, endpoint, next_attempt_at=timezone.now()) for _ in range(2)]
+    before = dead_webhooks()
+
+    assert endpoint_disable(endpoint_id=endpoint.pk, reason="The endpoint answered 410 Gone.")
+
+    assert {m.status for m in WebhookMessage.objects.filter(pk__in=[m.pk for m in waiting])} == {"failed"}
+    assert dead_webhooks() == before + 2
+
+
+def test_a_message_claimed_for_a_disabled_endpoint_is_a_dead_letter(db, tenant):
+    from apps.events.services.webhooks import message_deliver
+
+    endpoint = WebhookEndpoint.objects.create(
+        tenant=tenant, url="http://127.0.0.1:9/", secret_encrypted="x", enabled=False
+    )
+    message = stored_message(tenant, endpoint, next_attempt_at=timezone.now())
+    before = dead_webhooks()
+
+    assert message_deliver(message_id=message.pk) is None
+
+    message.refresh_from_db()
+    assert (message.status, message.attempt_count, message.last_error) == ("failed", 0, "The endpoint is disabled.")
+    assert dead_webhooks() == before + 1
+
+
+def test_replaying_a_dead_message_is_audited(db, api, tenant):
+    endpoint = WebhookEndpoint.objects.create(tenant=tenant, url="http://127.0.0.1:9/", secret_encrypted="x")
+    dead = stored_message(tenant, endpoint, status="failed")
+
+    assert api.post(f"/api/v1/webhook-messages/{dead.pk}/replay/").status_code == 202
+
+    entry = AuditEntry.objects.get(action="webhook_message.replayed", target_id=str(dead.pk))
+    assert (entry.tenant_id, entry.actor_type, entry.actor_id) == (tenant.pk, "api_key", api.api_key.partition(".")[0])
+    assert entry.data == {"endpoint_id": str(endpoint.pk), "event_type": "order.paid", "was": "failed"}
+
+
+def test_a_bulk_replay_is_audited_with_what_it_replayed(db, api, tenant):
+    endpoint = WebhookEndpoint.objects.create(tenant=tenant, url="http://127.0.0.1:9/", secret_encrypted="x")
+    dead = [stored_message(tenant, endpoint, status="failed") for _ in range(2)]
+    stored_message(tenant, endpoint, status="delivered")  # not dead: not replayed in bulk
+
+    response = api.post("/api/v1/webhook-messages/replay/", {"endpoint_id": str(endpoint.pk)}, format="json")
+    nothing = api.post("/api/v1/webhook-messages/replay/", {"endpoint_id": str(endpoint.pk)}, format="json")
+
+    assert response.json()["replayed"] == 2 and nothing.json()["replayed"] == 0
+    [entry] = AuditEntry.objects.filter(action="webhook_message.bulk_replayed")  # nothing replayed: no entry
+    assert (entry.tenant_id, entry.actor_type) == (tenant.pk, "api_key")
+    assert entry.data["count"] == 2 and sorted(entry.data["ids"]) == sorted(str(m.pk) for m in dead)
+    assert entry.data["endpoint_id"] == str(endpoint.pk) and entry.data["since"] is None

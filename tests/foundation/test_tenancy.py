@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
+from apps.observability.models import AuditEntry
 from apps.tenancy.services import api_key_create
 
 pytestmark = pytest.mark.django_db
@@ -32,6 +33,22 @@ def test_platform_key_acts_for_the_named_tenant(tenant, other_tenant):
     assert client.get("/api/v1/tenant/", HTTP_X_TENANT_ID="globex").json()["slug"] == "globex"
     assert client.get("/api/v1/tenant/", HTTP_X_TENANT_ID=str(tenant.pk)).json()["slug"] == "acme"
     assert client.get("/api/v1/tenant/", HTTP_X_TENANT_ID="nobody").status_code == 404
+
+
+def test_each_use_of_a_platform_key_is_in_that_tenants_audit_log(tenant, other_tenant):
+    key, clear = api_key_create(tenant=None, name="ops", platform=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {clear}")
+
+    client.get("/api/v1/tenant/", HTTP_X_TENANT_ID="globex")
+    client.get("/api/v1/recipients/", HTTP_X_TENANT_ID="globex")
+
+    entries = AuditEntry.objects.filter(action="platform_key.acted_for_tenant").order_by("created_at")
+    assert [(e.tenant_id, e.actor_id, e.data["path"]) for e in entries] == [
+        (other_tenant.pk, key.prefix, "/api/v1/tenant/"),
+        (other_tenant.pk, key.prefix, "/api/v1/recipients/"),
+    ]
+    assert not AuditEntry.objects.filter(tenant=tenant, action="platform_key.acted_for_tenant").exists()
 
 
 def test_inactive_tenant_keys_are_refused(api, tenant):

@@ -4,9 +4,11 @@ can act for a named recipient; read/unread/seen/archive state and cursor paginat
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.core import signing
+from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -86,9 +88,31 @@ def test_expired_forged_and_foreign_tenant_tokens_are_refused(api, other_api, in
     assert _browser(their_token).get(INBOX).json()["results"] == []
 
 
-def test_event_source_can_pass_the_token_as_a_query_parameter(api, inbox):
+def test_the_token_can_be_a_query_parameter_where_headers_cannot_be_set(api, inbox):
     token = _token(api, "user-1", ttl_seconds=120)["token"]
     assert APIClient().get(INBOX, {"token": token}).json()["results"][0]["title"] == "Order N2 shipped"
+
+
+@override_settings(CORS_ALLOWED_ORIGINS=["https://app.example.com"])
+def test_an_allowed_origin_may_call_the_inbox_from_a_browser_and_nothing_else(api, inbox):
+    token = _token(api, "user-1", ttl_seconds=120)["token"]
+    preflight: dict[str, Any] = {
+        "HTTP_ORIGIN": "https://app.example.com",
+        "HTTP_ACCESS_CONTROL_REQUEST_METHOD": "GET",
+        "HTTP_ACCESS_CONTROL_REQUEST_HEADERS": "authorization",
+    }
+
+    allowed = APIClient().options(INBOX, **preflight)
+    stranger = APIClient().options(INBOX, **{**preflight, "HTTP_ORIGIN": "https://evil.example"})
+    elsewhere = APIClient().options("/api/v1/recipients/", **preflight)
+    listed = _browser(token).get(INBOX, HTTP_ORIGIN="https://app.example.com")
+
+    assert allowed["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "authorization" in allowed["Access-Control-Allow-Headers"]
+    assert "Access-Control-Allow-Origin" not in stranger
+    assert "Access-Control-Allow-Origin" not in elsewhere
+    assert listed["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Access-Control-Allow-Credentials" not in listed
 
 
 def test_the_tenant_key_acts_for_a_named_recipient(api, inbox):

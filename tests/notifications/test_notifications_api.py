@@ -143,6 +143,23 @@ def test_same_idempotency_key_with_another_body_is_refused(api, make_template, m
     assert Notification.objects.count() == 1
 
 
+def test_a_key_reused_for_another_body_after_its_record_expired_is_still_refused(api, make_template, make_recipients):
+    from apps.core.models import IdempotencyRecord
+
+    make_template()
+    make_recipients(1)
+    body = {"template": "order_shipped", "payload": {"order_id": "1"}, "recipients": ["user-0"]}
+    first = _post(api, body, HTTP_IDEMPOTENCY_KEY="k-3")
+    IdempotencyRecord.objects.all().delete()  # what the 24-hour expiry does
+
+    other = _post(api, {**body, "payload": {"order_id": "2"}}, HTTP_IDEMPOTENCY_KEY="k-3")
+    same = _post(api, body, HTTP_IDEMPOTENCY_KEY="k-3")
+
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    assert same.json()["id"] == first.json()["id"]
+    assert Notification.objects.count() == 1
+
+
 def test_code_callers_get_the_same_notification_for_the_same_idempotency_key(tenant, make_template, make_recipients):
     from apps.notifications.services.notifications import notification_create
 

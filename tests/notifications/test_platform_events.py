@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from apps.events.models import Event, Rule
 from apps.notifications.models import Delivery, Notification
@@ -109,7 +110,7 @@ def test_a_settled_notification_is_announced_once_with_its_deliveries_counted(
     assert events("delivery.sent") == []  # only the types listened to are written
 
 
-def test_a_provider_report_announces_delivered_once_however_often_it_comes(
+def test_a_provider_report_announces_and_counts_delivered_once_however_often_it_comes(
     recording_tenant, make_template, make_recipients
 ):
     listen(recording_tenant, "delivery.delivered")
@@ -118,11 +119,15 @@ def test_a_provider_report_announces_delivered_once_however_often_it_comes(
     delivery = Delivery.objects.get(notification=notification)
     assert delivery.status == "sent"
 
+    labels = {"channel": "email", "provider": "recording_sink", "status": "delivered"}
+    counted_before = REGISTRY.get_sample_value("signalbox_deliveries_total", labels) or 0.0
+
     assert delivery_report(delivery_id=delivery.pk, status="delivered", tenant_id=recording_tenant.pk)
     assert not delivery_report(delivery_id=delivery.pk, status="delivered", tenant_id=recording_tenant.pk)
 
     [announced] = events("delivery.delivered")
     assert announced.payload["delivery_id"] == str(delivery.pk) and announced.payload["status"] == "delivered"
+    assert REGISTRY.get_sample_value("signalbox_deliveries_total", labels) == counted_before + 1
 
 
 def test_a_report_for_another_tenants_delivery_announces_nothing(

@@ -105,6 +105,23 @@ def test_a_tenants_own_retention_applies_to_its_rows_only(build, tenant, other_t
     assert Delivery.objects.filter(pk=theirs[0].pk).exists()  # 10 days is inside the 30-day default
 
 
+@pytest.mark.parametrize("bad", [-3, 0, "abc", 2.5, True, None])
+def test_a_bad_retention_setting_falls_back_to_the_default_and_spares_the_other_tenants(
+    build, tenant, other_tenant, bad
+):
+    tenant.settings = {**tenant.settings, "retention_days": {"deliveries": bad}}
+    tenant.save(update_fields=["settings"])
+    other_tenant.settings = {**other_tenant.settings, "retention_days": {"deliveries": "7"}}
+    other_tenant.save(update_fields=["settings"])
+    ours = build.deliveries(build.notification(days_old=10), ["sent"], days_old=10)
+    theirs = build.deliveries(build.notification(days_old=10, for_tenant=other_tenant), ["sent"], days_old=10)
+
+    purge(_policies("deliveries"))
+
+    assert Delivery.objects.filter(pk=ours[0].pk).exists()  # the 30-day default, not "everything"
+    assert not Delivery.objects.filter(pk=theirs[0].pk).exists()  # the other tenant's purge still ran
+
+
 def test_a_dry_run_counts_and_deletes_nothing(build):
     build.deliveries(build.notification(), ["sent"] * 4 + ["queued"])
 

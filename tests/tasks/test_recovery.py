@@ -11,6 +11,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from apps.tasks.models import Status, TaskExecution
 from apps.tasks.runtime import Superseded, TaskContext
@@ -108,6 +109,8 @@ def test_a_lost_execution_without_attempts_left_goes_dead(tenant):
         max_attempts=3,
         lease_expires_at=timezone.now() - timedelta(seconds=5),
     )
+    dead_letters = {"kind": "task", "channel": "task"}
+    before = REGISTRY.get_sample_value("signalbox_dead_letters_total", dead_letters) or 0.0
 
     report = executions_sweep()
 
@@ -116,6 +119,7 @@ def test_a_lost_execution_without_attempts_left_goes_dead(tenant):
     assert execution.status == Status.DEAD
     assert execution.error_code == "worker_lost"
     assert execution.delete_at is not None
+    assert REGISTRY.get_sample_value("signalbox_dead_letters_total", dead_letters) == before + 1
 
 
 @pytest.mark.django_db

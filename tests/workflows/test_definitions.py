@@ -112,6 +112,22 @@ def test_posting_the_same_document_again_answers_200_with_the_same_version(api):
             "Not a valid JSON Schema",
         ),
         ({"initial": "closed"}, "finals", "initial state cannot be final"),
+        (
+            {
+                "transitions": [
+                    {
+                        "name": "close",
+                        "from": "open",
+                        "to": "closed",
+                        "effects": [
+                            {"type": "notification", "template": "t", "topic": "staff", "recipients": ["data.owner"]}
+                        ],
+                    }
+                ]
+            },
+            "transitions[0].effects[0].topic",
+            "not both",
+        ),
     ],
 )
 def test_an_invalid_definition_is_refused_with_the_problem_located(api, change, where, message):

@@ -39,10 +39,22 @@ def _publish(event: Event) -> None:
 
 
 def event_record(
-    *, tenant: Any, type: str, subject: Any = None, payload: Any = None, actor: dict[str, Any] | None = None
+    *,
+    tenant: Any,
+    type: str,
+    subject: Any = None,
+    payload: Any = None,
+    actor: Any = None,
+    recorded_by: dict[str, Any] | None = None,
 ) -> Event:
-    """A client's event (`POST /api/v1/events/`): Signalbox's own namespaces are refused."""
+    """A client's event (`POST /api/v1/events/`): Signalbox's own namespaces are refused.
+
+    `actor` is who did it as the client names them (`{"type", "id"}`, validated); `recorded_by`
+    is who called the API (the key). The event's actor is the client's, else the caller, and
+    keeps the caller under `recorded_by` either way, so rules can trust one and read the other.
+    """
     types.check_type(type, reserved_allowed=False)
+    named = types.check_actor(actor) if actor is not None else None
     subject_type, subject_id = types.subject_of(subject)
     payload = _json_safe(payload)
     if not isinstance(payload, dict):
@@ -55,12 +67,18 @@ def event_record(
         subject_type=subject_type,
         subject_id=subject_id,
         payload=payload,
-        actor=actor or {},
+        actor=_api_actor(named, recorded_by),
         source=EventSource.API,
     )
     metrics.INTENTS.labels(kind="event").inc()
     _publish(event)
     return event
+
+
+def _api_actor(named: dict[str, str] | None, recorded_by: dict[str, Any] | None) -> dict[str, Any]:
+    if recorded_by is None:
+        return dict(named or {})
+    return {**(named or recorded_by), "recorded_by": recorded_by}
 
 
 @dataclass(frozen=True)

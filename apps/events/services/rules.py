@@ -6,7 +6,8 @@ Actions (a list, run in order; each in its own savepoint, so one failing does no
     {"type": "notification", "template": "ticket-assigned",
      "recipients": ["event.payload.assignee_id"],          # CEL: a string or a list of strings
      "watchers": true,                                     # and whoever watches the event's subject
-     "topic": "", "data": {"ticket": "event.subject.id"}}  # data: name -> CEL (template context)
+     "data": {"ticket": "event.subject.id"}}               # data: name -> CEL (template context)
+    {"type": "notification", "template": "digest", "topic": "ops"}  # or a topic (not with recipients)
     {"type": "task", "task": "tickets.escalate", "params": {"ticket": "event.subject.id"}}
     {"type": "webhook", "endpoint_id": "<uuid>"}           # signed, retried like any webhook
 
@@ -89,6 +90,8 @@ def _check_action(raw: Any, where: str, tenant: Any, problems: dict[str, list[st
             problems.setdefault(where, []).append(
                 "Name recipients (CEL, e.g. event.payload.user_id), a topic, or watchers: true."
             )
+        elif actions.audience_conflict(recipients=recipients, topic=topic, watchers=watchers):
+            problems.setdefault(f"{where}.topic", []).append(actions.AUDIENCE_CONFLICT)
         return {
             "type": kind,
             "template": template,

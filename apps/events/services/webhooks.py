@@ -12,7 +12,7 @@ Delivery of one message (task `signalbox.webhooks.deliver`):
 Short waits ride on a Celery countdown; long ones wait in PostgreSQL (`next_attempt_at`) for the
 dispatcher (`signalbox.webhooks.dispatch_due`, beat), which also reclaims messages whose worker
 died mid-send and republishes ones whose task was lost (`dispatched_at` long past). Dead messages
-are replayable (same `webhook-id`, schedule restarted).
+are replayable (same `webhook-id`, schedule restarted; each replay is audited).
 """
 
 from __future__ import annotations
@@ -202,9 +202,11 @@ def endpoint_disable(*, endpoint_id: Any, reason: str) -> bool:
         if changed != 1:
             return False
         # Waiting messages will not be sent: they are dead now, replayable once the endpoint is enabled.
-        WebhookMessage.objects.filter(endpoint_id=endpoint_id, status=MessageStatus.PENDING).update(
+        failed = WebhookMessage.objects.filter(endpoint_id=endpoint_id, status=MessageStatus.PENDING).update(
             status=MessageStatus.FAILED, next_attempt_at=None, last_error="The endpoint was disabled.", updated_at=now
         )
+        if failed:
+            metrics.DEAD_LETTERS.labels(kind="webhook", channel="webhook").inc(failed)
         endpoint = WebhookEndpoint.objects.select_related("tenant").get(pk=endpoint_id)
         audit_record(
             action="webhook_endpoint.disabled",
@@ -433,7 +435,7 @@ def message_deliver(*, message_id: Any) -> str | None:
     message = WebhookMessage.objects.select_related("endpoint", "tenant").get(pk=message_id)
     if not message.endpoint.enabled:
         now = timezone.now()
-        WebhookMessage.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
+        failed = WebhookMessage.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
             status=MessageStatus.FAILED,
             attempt_count=F("attempt_count") - 1,  # nothing was sent
             next_attempt_at=None,
@@ -441,6 +443,8 @@ def message_deliver(*, message_id: Any) -> str | None:
             last_error="The endpoint is disabled.",
             updated_at=now,
         )
+        if failed:
+            metrics.DEAD_LETTERS.labels(kind="webhook", channel="webhook").inc()
         return None
     started = time.monotonic()
     outcome, status, excerpt, error = _send(message)
@@ -500,6 +504,13 @@ def message_replay(*, message: WebhookMessage, request: Any = None) -> WebhookMe
         )
         if updated != 1:
             raise Conflict("The message changed meanwhile; reload it.", code="conflict")
+        audit_record(
+            action="webhook_message.replayed",
+            tenant=message.tenant,
+            request=request,
+            target=message,
+            data={"endpoint_id": str(message.endpoint_id), "event_type": message.event_type, "was": message.status},
+        )
         _publish_delivery(message.pk)
     message.refresh_from_db()
     return message
@@ -512,8 +523,12 @@ def messages_replay(
     since: datetime | None = None,
     ids: list[uuid.UUID] | None = None,
     limit: int = MAX_BULK_REPLAY,
+    request: Any = None,
 ) -> list[Any]:
-    """Replays the tenant's dead messages (optionally of one endpoint, since a time, or given ids)."""
+    """Replays the tenant's dead messages (optionally of one endpoint, since a time, or given ids).
+
+    One audit entry lists what was replayed (at most MAX_BULK_REPLAY ids); none when nothing was.
+    """
     now = timezone.now()
     query = Q(tenant=tenant, status=MessageStatus.FAILED, endpoint__enabled=True)
     if endpoint_id is not None:
@@ -532,6 +547,19 @@ def messages_replay(
         WebhookMessage.objects.filter(pk__in=chosen, status=MessageStatus.FAILED).update(
             status=MessageStatus.PENDING, schedule_step=0, next_attempt_at=now, dispatched_at=now, updated_at=now
         )
+        if chosen:
+            audit_record(
+                action="webhook_message.bulk_replayed",
+                tenant=tenant,
+                request=request,
+                target_type=WebhookMessage._meta.label_lower,
+                data={
+                    "count": len(chosen),
+                    "ids": [str(pk) for pk in chosen],
+                    "endpoint_id": str(endpoint_id) if endpoint_id is not None else None,
+                    "since": since.isoformat() if since is not None else None,
+                },
+            )
         for pk in chosen:
             _publish_delivery(pk)
     return chosen

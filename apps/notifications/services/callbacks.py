@@ -9,7 +9,8 @@ late or repeated report finds nothing to change, and two racing reports cannot b
 A provider's report may also settle a delivery our side had not: one still `sending` (the
 callback outran the worker's record), `pending` or `queued` (the answer was lost and a retry
 waits: the report proves the provider has it, so the retry is cancelled), or `dead`.
-A report that moves a delivery emits its platform event (`delivery.delivered`, …) with it.
+A report that moves a delivery emits its platform event (`delivery.delivered`, …) with it, and
+counts in `signalbox_deliveries_total` under its new status.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from django.utils import timezone
 
 from apps.notifications.models import Delivery
 from apps.notifications.services.announce import deliveries_announce
+from apps.observability import metrics
 
 Status = Delivery.Status
 
@@ -85,6 +87,7 @@ def delivery_report(
             filled.filter(provider="").update(provider=provider)
         if provider_message_id:
             filled.filter(Q(provider_message_id="")).update(provider_message_id=provider_message_id[:255])
-        owner = tenant_id if tenant_id is not None else filled.values_list("tenant_id", flat=True).first()
+        owner, channel, sent_by = filled.values_list("tenant_id", "channel", "provider").get()
         deliveries_announce([(owner, delivery_id, status)])
+    metrics.DELIVERIES.labels(channel=channel, provider=sent_by or provider, status=status).inc()
     return True

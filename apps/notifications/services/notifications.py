@@ -257,7 +257,7 @@ def notification_create(
     if idempotency_key:
         existing = Notification.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
         if existing is not None:
-            return existing
+            return _same_intent(existing, template=template, payload=payload, topic=topic)
     checked, external_ids = _check(
         tenant=tenant,
         template=template,
@@ -311,10 +311,37 @@ def notification_create(
         if idempotency_key:
             found_existing = Notification.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
             if found_existing is not None:
-                return found_existing
+                return _same_intent(found_existing, template=template, payload=payload, topic=topic)
         raise
     metrics.INTENTS.labels(kind="notification").inc()
     return notification
+
+
+def _same_intent(
+    existing: Notification,
+    *,
+    template: str | None,
+    payload: Mapping[str, Any],
+    topic: str | None,
+) -> Notification:
+    """The notification an idempotency key already made, if this call asks for the same thing.
+
+    The API's idempotency records compare whole request bodies for 24 hours; this check outlives
+    them, so a key reused later for another message (template, topic or payload) is refused
+    instead of answered with the old one.
+    """
+    same = (
+        (existing.template.key if existing.template_id and existing.template else None) == (template or None)
+        and (existing.topic.key if existing.topic_id and existing.topic else None) == (topic or None)
+        and existing.payload == dict(payload)
+    )
+    if not same:
+        raise ApplicationError(
+            "This idempotency key was used for a different notification.",
+            code="idempotency_key_reused",
+            status_code=422,
+        )
+    return existing
 
 
 def _publish_fan_out(notification: Notification) -> None:

@@ -159,7 +159,8 @@ def quiet_hours_until(*, now: datetime, tz: ZoneInfo, start: time, end: time) ->
 # --- Writes -------------------------------------------------------------------------------------
 
 
-def _check_layer(data: Mapping[str, Any]) -> dict[str, Any]:
+def preference_layer_errors(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What is wrong with one preference layer (channels, digest), by field; empty when valid."""
     errors: dict[str, Any] = {}
     channels = data.get("channels") or {}
     if not isinstance(channels, Mapping):
@@ -189,7 +190,7 @@ def preferences_replace(
     errors: dict[str, Any] = {}
     seen: set[str | None] = set()
     for index, layer in enumerate(layers):
-        layer_errors = _check_layer(layer)
+        layer_errors = preference_layer_errors(layer)
         key = layer.get("category")
         if key is not None and key not in categories:
             layer_errors["category"] = [f"Unknown category {key!r}."]

@@ -57,6 +57,8 @@ def _delete_at(status: str, finished_at: datetime, ttl_days: int | None = None) 
 
 def _count_finished(name: str, status: str) -> None:
     metrics.TASK_EXECUTIONS.labels(name=name, status=status).inc()
+    if status == Status.DEAD:  # beside dead deliveries and webhook messages, for the dead-letter alerts
+        metrics.DEAD_LETTERS.labels(kind="task", channel="task").inc()
 
 
 ANNOUNCED = (Status.SUCCEEDED, Status.FAILED, Status.DEAD)
