@@ -1,7 +1,9 @@
 """Every queue Signalbox uses, what it is for, and which worker group consumes it.
 
 Queues are split by what must not wait behind what: a million-recipient bulk send goes to
-`notifications.bulk` and never delays a password reset on `notifications.high`.
+`notifications.bulk` and never delays a password reset on `notifications.high`. Separate queues
+are not enough for that: a worker consuming both can have every process busy on bulk send batches
+(each up to SEND_TIME_BUDGET_SECONDS), so `notifications.high` is the only queue of its group.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ QUEUE_SPECS: tuple[QueueSpec, ...] = (
     QueueSpec(
         "notifications.high",
         "Urgent notifications (password resets, security alerts): fan-out and sends.",
-        "notifications",
+        "urgent",
     ),
     QueueSpec("notifications.default", "Normal-priority notification fan-out and sends.", "notifications"),
     QueueSpec("notifications.bulk", "Large or marketing sends; may lag without hurting the others.", "notifications"),

@@ -26,7 +26,7 @@ from tests.manifests.conftest import (
     pod_spec,
     procfile,
 )
-from workers.queues import QUEUE_NAMES, WORKER_GROUPS
+from workers.queues import PRIORITY_QUEUES, QUEUE_NAMES, QUEUE_SPECS, WORKER_GROUPS
 
 # Executables of the infrastructure images (postgres, redis) and of probes; ours are checked below.
 INFRASTRUCTURE = {"redis-server", "redis-cli", "pg_isready", "sleep"}
@@ -121,6 +121,16 @@ def test_each_layout_runs_one_worker_per_queue_group_and_consumes_every_queue(wh
     ), f"{where} worker -Q sets differ from workers/queues.py WORKER_GROUPS"
     consumed = set().union(*sets.values())
     assert consumed == set(QUEUE_NAMES)
+
+
+def test_urgent_notifications_have_a_worker_group_of_their_own_that_never_scales_to_zero():
+    # A worker that also consumed notifications.bulk could be busy on bulk send batches with every
+    # process while a password reset waits.
+    urgent = PRIORITY_QUEUES["high"]
+    (group,) = [spec.group for spec in QUEUE_SPECS if spec.name == urgent]
+    assert WORKER_GROUPS[group] == (urgent,)
+    scaled = {d["spec"]["scaleTargetRef"]["name"]: d for _, d in k8s_kind("ScaledObject")}
+    assert scaled[f"worker-{group}"]["spec"]["minReplicaCount"] >= 1
 
 
 def test_each_layout_runs_exactly_one_beat():
