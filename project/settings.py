@@ -129,6 +129,8 @@ else:
     _db.setdefault("OPTIONS", {})
     _db["OPTIONS"].setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Django 6's default for forms.URLField (admin forms): a URL typed without a scheme is https.
+FORMS_URLFIELD_ASSUME_HTTPS = True
 
 # The cache (Django's): CACHE_URL, e.g. redis://redis:6379/1 (Django's RedisCache), so the API's per-key
 # request rate limit holds across processes and hosts; without it each process counts on its own.

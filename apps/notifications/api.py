@@ -487,6 +487,23 @@ class RecipientViewSet(TenantScopedMixin, viewsets.ModelViewSet[Recipient]):
             status=status.HTTP_201_CREATED,
         )
 
+    @extend_schema(
+        summary="Give the recipient a webhook signing secret of its own",
+        description="POST makes a new `whsec_` secret (replacing any earlier one) and shows it once: "
+        "this recipient's webhooks are then signed with it instead of the provider's shared secret. "
+        "DELETE goes back to the shared secret. Audited.",
+        request=None,
+        responses={201: serializers.WebhookSecretSerializer, 204: None, **ERROR_RESPONSES},
+    )
+    @action(detail=True, methods=["post", "delete"], url_path="webhook-secret")
+    def webhook_secret(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        recipient = self.get_object()
+        if request.method == "DELETE":
+            recipient_services.recipient_webhook_secret_clear(recipient=recipient, request=request)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        secret = recipient_services.recipient_webhook_secret_set(recipient=recipient, request=request)
+        return Response({"recipient": recipient.external_id, "secret": secret}, status=status.HTTP_201_CREATED)
+
 
 class DeviceViewSet(
     mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet[Device]

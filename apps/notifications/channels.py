@@ -171,9 +171,11 @@ def message_build(
     metadata: Mapping[str, Any],
     recipient_id: Any = None,
     email: Mapping[str, Any] | None = None,
+    signing_secret: str = "",
 ) -> Message:
     """A provider-ready Message from a delivery's rendered content (`rendered["content"]`);
-    an email also takes the notification's `email_options` and the recipient (for unsubscribing)."""
+    an email also takes the notification's `email_options` and the recipient (for unsubscribing),
+    a webhook the recipient's own signing secret."""
     content = rendered.get("content", {})
     kind = Channel(channel)
     kwargs: dict[str, Any] = {}
@@ -195,7 +197,7 @@ def message_build(
             data["action_url"] = content["action_url"]
         kwargs = {"title": content.get("title", ""), "text": content.get("body", ""), "data": data}
     elif kind is Channel.WEBHOOK:
-        kwargs = {"data": content.get("body", {})}
+        kwargs = {"data": content.get("body", {}), "signing_secret": signing_secret}
     return Message(
         channel=kind, to=to, idempotency_key=delivery_id, tenant_id=tenant_id, metadata=dict(metadata), **kwargs
     )

@@ -132,6 +132,13 @@ class Recipient(TenantOwned):  # type: ignore[django-manager-missing]  # django-
     webhook_url = models.URLField(max_length=1000, blank=True)
     data = models.JSONField(default=dict, blank=True, help_text="Custom attributes, available to templates.")
     unsubscribed_at = models.DateTimeField(null=True, blank=True, help_text="Global unsubscribe.")
+    webhook_secret_encrypted = models.TextField(
+        blank=True,
+        default="",
+        db_default="",  # bulk COPY and raw inserts that name no such column still work
+        editable=False,
+        help_text="This recipient's own webhook signing secret, Fernet-encrypted; empty: the provider's.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -277,15 +277,28 @@ class RecipientSerializer(serializers.ModelSerializer[Recipient]):
             "data",
             "unsubscribed",
             "unsubscribed_at",
+            "has_webhook_secret",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["unsubscribed_at", "created_at", "updated_at"]
+        read_only_fields = ["unsubscribed_at", "has_webhook_secret", "created_at", "updated_at"]
+
+    has_webhook_secret = serializers.SerializerMethodField(
+        help_text="Whether its webhooks are signed with a secret of its own (POST …/webhook-secret/)."
+    )
+
+    def get_has_webhook_secret(self, instance: Recipient) -> bool:
+        return bool(instance.webhook_secret_encrypted)
 
     def to_representation(self, instance: Recipient) -> dict[str, Any]:
         data = super().to_representation(instance)
         data["unsubscribed"] = instance.unsubscribed_at is not None
         return data
+
+
+class WebhookSecretSerializer(serializers.Serializer[Any]):
+    recipient = serializers.CharField()
+    secret = serializers.CharField(help_text="`whsec_…`: shown once; verify the recipient's webhooks with it.")
 
 
 class RecipientBulkSerializer(serializers.Serializer[Any]):

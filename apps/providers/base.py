@@ -73,6 +73,8 @@ class Message:
     # Email only: a tracking pixel, and links rewritten through Signalbox's click endpoint.
     track_opens: bool = False
     track_clicks: bool = False
+    # Webhook only: the recipient's own signing secret, when it has one (else the provider's).
+    signing_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

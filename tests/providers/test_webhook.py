@@ -36,7 +36,7 @@ def test_a_recipients_own_secret_signs_instead_of_the_configured_one(
 ):
     sandbox_client.set_webhook_secret("orders", OTHER_SECRET)
 
-    result = webhook.send(hook(f"{sandbox.http_url}/hooks/orders", metadata={"webhook_secret": OTHER_SECRET}))
+    result = webhook.send(hook(f"{sandbox.http_url}/hooks/orders", signing_secret=OTHER_SECRET))
 
     assert result.outcome is Outcome.ACCEPTED
     assert sandbox_client.messages("webhook")[0]["extra"]["signature_valid"] is True

@@ -171,6 +171,45 @@ def recipient_update(*, recipient: Recipient, data: Mapping[str, Any]) -> Recipi
     return recipient
 
 
+@transaction.atomic
+def recipient_webhook_secret_set(*, recipient: Recipient, request: Any = None) -> str:
+    """Gives the recipient a signing secret of its own for the webhook channel and returns it (the
+    only time it is shown). Until then its webhooks are signed with the provider's secret, which
+    every receiver of the tenant shares, so one receiver could sign messages to another."""
+    from apps.events import crypto
+    from apps.events.signing import secret_generate
+    from apps.observability.audit import audit_record
+
+    secret = secret_generate()
+    recipient.webhook_secret_encrypted = crypto.encrypt(secret)
+    recipient.save(update_fields=["webhook_secret_encrypted", "updated_at"])
+    audit_record(action="recipient.webhook_secret_set", tenant=recipient.tenant, request=request, target=recipient)
+    return secret
+
+
+@transaction.atomic
+def recipient_webhook_secret_clear(*, recipient: Recipient, request: Any = None) -> None:
+    """Back to the provider's secret."""
+    from apps.observability.audit import audit_record
+
+    recipient.webhook_secret_encrypted = ""
+    recipient.save(update_fields=["webhook_secret_encrypted", "updated_at"])
+    audit_record(action="recipient.webhook_secret_cleared", tenant=recipient.tenant, request=request, target=recipient)
+
+
+def recipient_webhook_secret(encrypted: str) -> str:
+    """The clear secret of a recipient's `webhook_secret_encrypted`; "" when it has none or it
+    was encrypted with a key no longer configured (the provider's secret then signs)."""
+    from apps.events import crypto
+
+    if not encrypted:
+        return ""
+    try:
+        return crypto.decrypt(encrypted)
+    except crypto.DecryptionFailed:
+        return ""
+
+
 def recipients_resolve(*, tenant: Any, external_ids: Sequence[str]) -> tuple[dict[str, int], list[str]]:
     """({external_id: pk}, unknown external ids) in one query."""
     found = dict(

@@ -54,7 +54,7 @@ from apps.notifications.services import bulk, ratelimits, suppressions
 from apps.notifications.services.announce import Audience, deliveries_announce
 from apps.notifications.services.bulk import attempts_insert, deliveries_record
 from apps.notifications.services.content import NotificationRenderer, email_options, message_metadata
-from apps.notifications.services.recipients import devices_deactivate_tokens
+from apps.notifications.services.recipients import devices_deactivate_tokens, recipient_webhook_secret
 from apps.observability import metrics
 from apps.providers import circuit
 from apps.providers.base import Channel, Message, Outcome, Provider, SendResult, provider_session
@@ -199,6 +199,7 @@ RECIPIENT_FIELDS = (
     "chat_address",
     "webhook_url",
     "data",
+    "webhook_secret_encrypted",
 )
 
 
@@ -464,6 +465,11 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
             metadata=message_metadata(notification, delivery_id=str(delivery.id), attempt=delivery.attempts),
             recipient_id=delivery.recipient_id,
             email=emails[notification.pk],
+            signing_secret=(
+                recipient_webhook_secret(recipient.webhook_secret_encrypted)
+                if delivery.channel == Channel.WEBHOOK
+                else ""
+            ),
         )
         # Keyed by instance: two tenants' adapters may share a name but not credentials.
         work.setdefault(id(adapter), (adapter, []))[1].append(_Work(delivery, message, rendered))

@@ -6,7 +6,7 @@ address, and redirects are not followed.
 
 The webhook channel posts the rendered JSON (`Message.data`) signed per Standard Webhooks
 (`webhook-id` = the delivery id, `webhook-timestamp`, `webhook-signature`) with the
-recipient's own secret when it has one (`metadata["webhook_secret"]`), else the config's.
+recipient's own secret when it has one (`Message.signing_secret`), else the config's.
 A 410 means the receiver is gone for good (code `gone`).
 """
 
@@ -84,7 +84,7 @@ class WebhookProvider(Adapter):
     def send(self, message: Message) -> SendResult:
         if not is_url(message.to):
             return SendResult.permanent(self.name, "The recipient has no webhook URL.", code="no_target")
-        secret = str(message.metadata.get("webhook_secret") or self.signing_secret)
+        secret = message.signing_secret or self.signing_secret
         if not secret:
             return SendResult.permanent(self.name, "No signing secret is configured.", code="not_configured")
         payload = message.data or {
