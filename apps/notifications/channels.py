@@ -22,6 +22,10 @@ Precedence for one tenant and channel: `Tenant.settings["channel_providers"][cha
 of available adapters, e.g. `["recording_sink"]` for a test tenant; it never names code), then
 the resolver, then `SIGNALBOX_CHANNEL_PROVIDERS`, then the built-in default. The chain is
 ordered: attempt 1 uses the first adapter, a retry the next one (`provider_for_attempt`).
+
+A recipient with no address on a channel is suppressed (`no_address`) unless the chain has a
+default destination (`serves_without_address`): a chat adapter whose `has_default_destination`
+is true (Slack's default channel or webhook, a Teams/Discord config's webhook URL) posts there.
 """
 
 from __future__ import annotations
@@ -142,6 +146,21 @@ def adapter_flag(adapter: Any, flag: str, default: bool) -> bool:
 
 
 # --- Addresses and messages -------------------------------------------------------------------
+
+# Channels whose adapters may have a default destination; others are not asked (the resolver may
+# read the database).
+DEFAULT_DESTINATION_CHANNELS = frozenset({Channel.CHAT.value})
+
+
+def serves_without_address(channel: str, tenant: Any = None) -> bool:
+    """Whether the tenant's chain for the channel can send to a recipient with no address there.
+
+    True when an adapter of the chain has a default destination. Resolves the chain, so callers
+    ask once per chunk or batch, tenant and channel, never per recipient.
+    """
+    if channel not in DEFAULT_DESTINATION_CHANNELS:
+        return False
+    return any(adapter_flag(adapter, "has_default_destination", False) for adapter in chain_for(channel, tenant))
 
 
 def address_for(channel: str, recipient: Any, device_tokens: Sequence[str] = ()) -> Any:

@@ -9,8 +9,9 @@ and publish send batches on commit.
 
 Each decision, in order: duplicate dedup_key in the window
 -> suppressed/duplicate; (non-critical only) global unsubscribe -> suppressed/unsubscribed,
-channel off -> suppressed/opted_out; no address -> suppressed/no_address; the address on the
-suppression list -> suppressed/suppressed_address; (non-critical,
+channel off -> suppressed/opted_out; no address (and, for chat, no default destination in the
+tenant's chain) -> suppressed/no_address; the address on the suppression list ->
+suppressed/suppressed_address; (non-critical,
 interrupting channels) a digest preference or the notification's digest rule -> digest (its
 window is flushed later, quiet hours applied then), inside quiet hours -> deferred until the
 window ends; otherwise queued (or, for an inline adapter such as the in-app inbox,
@@ -233,10 +234,23 @@ def _duplicates(notification: Notification, recipient_ids: Sequence[int], now: d
     )
 
 
-def _has_address(channel: str, recipient: Any, with_devices: set[int]) -> bool:
+def _has_address(channel: str, recipient: Any, with_devices: set[int], defaults: set[str]) -> bool:
+    """`defaults`: the channels whose chain serves a recipient without an address."""
     if channel == Channel.PUSH:
         return recipient.id in with_devices
-    return bool(registry.address_for(channel, recipient))
+    return bool(registry.address_for(channel, recipient)) or channel in defaults
+
+
+def _default_destinations(notification: Notification, channels: Sequence[str], recipients: Sequence[Any]) -> set[str]:
+    """The channels whose chain has a default destination (a chat default channel or webhook), asked
+    once per chunk and only for a channel on which some recipient of the chunk has no address."""
+    return {
+        channel
+        for channel in channels
+        if channel in registry.DEFAULT_DESTINATION_CHANNELS
+        and any(not registry.address_for(channel, r) for r in recipients)
+        and registry.serves_without_address(channel, notification.tenant)
+    }
 
 
 def _expand(notification: Notification, chunk: FanoutChunk, now: datetime, result: ChunkResult) -> None:
@@ -266,6 +280,7 @@ def _expand(notification: Notification, chunk: FanoutChunk, now: datetime, resul
         )
     duplicates = _duplicates(notification, ids, now) if notification.dedup_key else set()
     listed = suppressed_pairs(tenant_id=notification.tenant_id, channels=channels, recipients=recipients)
+    defaults = _default_destinations(notification, channels, recipients)
 
     # Only the in-app channel can complete inside fan-out: its adapter writes nothing outside
     # this transaction. (Asking the resolver about external channels here would cost queries.)
@@ -301,7 +316,7 @@ def _expand(notification: Notification, chunk: FanoutChunk, now: datetime, resul
                 reason = Reason.UNSUBSCRIBED
             elif not critical and not preference.channel_enabled(channel):
                 reason = Reason.OPTED_OUT
-            elif not _has_address(channel, recipient, with_devices):
+            elif not _has_address(channel, recipient, with_devices, defaults):
                 reason = Reason.NO_ADDRESS
             elif (recipient.id, channel) in listed:  # bounced, STOP, 410: even critical ones would fail
                 reason = Reason.SUPPRESSED_ADDRESS

@@ -416,11 +416,19 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
     work: dict[int, tuple[Provider, list[_Work]]] = {}
     chains: dict[tuple[Any, str], list[Provider]] = {}
     breakers: dict[tuple[Any, str], dict[str, float]] = {}
+    served_without_address: dict[tuple[Any, str], bool] = {}
     for delivery in claimed:
         notification = notifications[delivery.notification_id]
         recipient = recipients[delivery.recipient_id]
         to = registry.address_for(delivery.channel, recipient, tokens.get(recipient.id, ()))
-        if not to:
+        # No address: the chain's default destination, if any, serves it; the adapter applies it,
+        # so `to` stays empty (a default webhook URL is a secret). Asked once per tenant and channel.
+        no_address_key = (notification.tenant_id, delivery.channel)
+        if not to and no_address_key not in served_without_address:
+            served_without_address[no_address_key] = registry.serves_without_address(
+                delivery.channel, notification.tenant
+            )
+        if not to and not served_without_address[no_address_key]:
             rows.append({"id": delivery.id, "status": Status.SUPPRESSED, "suppression_reason": "no_address"})
             tally.suppressed[(delivery.channel, "no_address")] += 1
             continue

@@ -154,3 +154,31 @@ def suppressed_pairs(*, tenant_id: Any, channels: Sequence[str], recipients: Seq
         address__in={a for _, a in by_address},
     ).values_list("channel", "address")
     return {(rid, channel) for channel, address in listed for rid in by_address.get((channel, address), ())}
+
+
+def suppression_delete(*, suppression: Suppression, request: Any = None) -> bool:
+    """Allows a listed address again: fan-outs and sends from now on go to it. Audited in the same
+    transaction; False (and no audit entry) if the row was already gone."""
+    from urllib.parse import urlsplit
+
+    from django.db import transaction
+
+    from apps.observability.audit import audit_record
+
+    # A chat or webhook address may be a URL whose path is the credential (a Slack hook): the
+    # audit log keeps only its host.
+    address = suppression.address
+    if address.startswith(("https://", "http://")):
+        parts = urlsplit(address)
+        address = f"{parts.scheme}://{parts.hostname}/****"
+    with transaction.atomic():
+        deleted, _ = Suppression.objects.filter(pk=suppression.pk).delete()
+        if deleted:
+            audit_record(
+                action="suppression.deleted",
+                tenant=suppression.tenant,
+                request=request,
+                target=suppression,
+                data={"channel": suppression.channel, "address": address, "reason": suppression.reason},
+            )
+    return bool(deleted)

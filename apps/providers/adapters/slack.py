@@ -71,6 +71,12 @@ class SlackProvider(Adapter):
         self.api_base_url = api_base_url.rstrip("/") + "/"
         self.timeout = float(timeout or default_timeout())
 
+    @property
+    def has_default_destination(self) -> bool:
+        """Whether a message without an address has somewhere to go (read by the pipeline, which
+        otherwise suppresses it as `no_address`): the webhook, or the default channel with a token."""
+        return bool(self.webhook_url or (self.default_channel and self.bot_token))
+
     @classmethod
     def env_config(cls) -> dict[str, Any]:
         return {

@@ -111,6 +111,11 @@ class _ChatHook(Adapter):
         self.webhook_url = webhook_url
         self.timeout = float(timeout or default_timeout())
 
+    @property
+    def has_default_destination(self) -> bool:
+        """Whether a message without an address has somewhere to go: the config's own hook."""
+        return bool(self.webhook_url)
+
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> dict[str, list[str]]:
         if config.get("webhook_url") and not is_url(config["webhook_url"]):
