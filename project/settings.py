@@ -215,7 +215,7 @@ SPECTACULAR_SETTINGS = {
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "apps.core.schema.mark_deprecations",
+        "apps.core.schema.postprocess_schema",
     ],
 }
 

@@ -18,10 +18,12 @@ younger than `min_age`), and deletes in batches of primary keys:
 
 A dry run counts what would go. With export (the call's `export=True`, or the tenant's
 `settings["retention_export"]`), each batch is first written as JSON lines to Django's default
-storage (`retention-exports/<tenant>/<table>/<stamp>-<n>.jsonl`), in the same transaction as its
-delete: a batch rolled back after its file was written is exported again by the next run (at
-least once). Rows purged are counted in `signalbox_rows_purged_total{table}` (cascaded rows under
-their own model label) and in the report.
+storage, one file per table: the policy's rows in `retention-exports/<tenant>/<policy>/<stamp>-<n>.jsonl`
+and the rows deleted with them (a delivery's attempts and digest item, an event's rule executions,
+webhook messages and their attempts) beside it in `<stamp>-<n>.<app>.<model>.jsonl`, all in the
+same transaction as the delete: a batch rolled back after its files were written is exported again
+by the next run (at least once). Rows purged are counted in `signalbox_rows_purged_total{table}`
+(cascaded rows under their own model label) and in the report.
 """
 
 from __future__ import annotations
@@ -104,24 +106,32 @@ def default_batch_size() -> int:
     return int(getattr(settings, "SIGNALBOX_RETENTION_BATCH_SIZE", 1000))
 
 
-def retention_days(tenant: Any, policy: RetentionPolicy) -> int:
-    """The tenant's `settings["retention_days"][policy]` when it is a whole number of days >= 1,
-    else the default. A bad value (`-3`, `"abc"`) is logged and ignored: it must neither purge
-    everything of that tenant at once nor stop the purge of the others."""
-    defaults: dict[str, int] = getattr(settings, "SIGNALBOX_RETENTION_DAYS", {})
-    default = int(defaults.get(policy.name, policy.default_days))
-    raw = ((tenant.settings or {}).get("retention_days") or {}).get(policy.name) if tenant else None
+def tenant_retention_days(tenant: Any, name: str) -> int | None:
+    """The tenant's `settings["retention_days"][name]` when it is a whole number of days >= 1, else None.
+
+    A bad value (`-3`, `"abc"`) is logged and ignored: it must neither purge everything of that
+    tenant at once nor stop the purge of the others. Shared by the retention policies and by task
+    executions (`task_results`, `task_dead`), so every retention setting is read the same way.
+    """
+    raw = ((tenant.settings or {}).get("retention_days") or {}).get(name) if tenant else None
     if raw is None:
-        return default
+        return None
     if isinstance(raw, str) and raw.strip().isdigit():
         raw = int(raw)
     if not (isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1):
         log.warning(
             "ignoring an invalid retention_days setting",
-            extra={"tenant": str(getattr(tenant, "pk", "")), "policy": policy.name, "value": repr(raw)[:50]},
+            extra={"tenant": str(getattr(tenant, "pk", "")), "policy": name, "value": repr(raw)[:50]},
         )
-        return default
+        return None
     return int(raw)
+
+
+def retention_days(tenant: Any, policy: RetentionPolicy) -> int:
+    """The tenant's valid `settings["retention_days"][policy]`, else the settings' or the policy's default."""
+    defaults: dict[str, int] = getattr(settings, "SIGNALBOX_RETENTION_DAYS", {})
+    own = tenant_retention_days(tenant, policy.name)
+    return own if own is not None else int(defaults.get(policy.name, policy.default_days))
 
 
 def retention_cutoff(tenant: Any, policy: RetentionPolicy, now: datetime) -> datetime:
@@ -144,11 +154,37 @@ def _expired(policy: RetentionPolicy, tenant: Any, now: datetime) -> models.Quer
     return rows
 
 
-def _export(policy: RetentionPolicy, tenant: Any, rows: list[dict[str, Any]], stamp: str, number: int) -> str:
+def _cascaded_rows(rows: models.QuerySet[Any]) -> dict[str, list[dict[str, Any]]]:
+    """The rows that deleting `rows` deletes with them (CASCADE relations, followed down), children
+    first, by model label: what an export must hold besides the policy's own rows."""
+    from django.db.models.deletion import CASCADE
+
+    found: dict[str, list[dict[str, Any]]] = {}
+    for relation in rows.model._meta.related_objects:
+        related: Any = relation.related_model
+        if relation.on_delete is not CASCADE or relation.many_to_many or isinstance(related, str):
+            continue
+        children = related._default_manager.filter(**{f"{relation.field.name}__in": rows}).order_by("pk")
+        values = list(children.values())
+        if not values:
+            continue
+        for label, deeper in _cascaded_rows(children).items():
+            found.setdefault(label, []).extend(deeper)
+        found.setdefault(related._meta.label_lower, []).extend(values)
+    return found
+
+
+def _export(policy: RetentionPolicy, tenant: Any, batch: models.QuerySet[Any], stamp: str, number: int) -> list[str]:
+    """Writes the batch as JSON lines, one file per table: the cascaded rows first, the policy's own last."""
     owner = getattr(tenant, "slug", None) or "_platform"
-    path = f"retention-exports/{owner}/{policy.name}/{stamp}-{number:06d}.jsonl"
-    body = "".join(json.dumps(row, cls=DjangoJSONEncoder) + "\n" for row in rows)
-    return default_storage.save(path, ContentFile(body.encode()))
+    base = f"retention-exports/{owner}/{policy.name}/{stamp}-{number:06d}"
+    files = {f"{base}.{label}.jsonl": rows for label, rows in _cascaded_rows(batch).items()}
+    files[f"{base}.jsonl"] = list(batch.values())
+    paths = []
+    for path, rows in files.items():
+        body = "".join(json.dumps(row, cls=DjangoJSONEncoder) + "\n" for row in rows)
+        paths.append(default_storage.save(path, ContentFile(body.encode())))
+    return paths
 
 
 def _direct_plan(model: type[models.Model]) -> list[tuple[Any, str]] | None:
@@ -284,7 +320,7 @@ def purge_policy_run(
                 batch = model._default_manager.filter(pk__in=ids)
                 if wants_export:
                     number += 1
-                    result.exported.append(_export(policy, tenant, list(batch.values()), stamp, number))
+                    result.exported.extend(_export(policy, tenant, batch, stamp, number))
                 per_model = _delete(model, ids, batch)
             since = picked[-1][1]
             own = per_model.pop(model._meta.label, 0)

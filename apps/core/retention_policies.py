@@ -23,7 +23,9 @@ events with their rule executions and messages, never unprocessed or with a mess
 `signalbox.tasks.purge_expired`).
 
 Task executions are not a `RetentionPolicy`: each one is told its `expires_at` when it finishes
-(per task type and status), and their files must go with them — their own purge does both.
+(per status, task type and the tenant's `retention_days["task_results"]` / `["task_dead"]`, read by
+`apps.core.retention.tenant_retention_days` like the policies' own), and their files must go with
+them — their own purge does both.
 """
 
 from __future__ import annotations

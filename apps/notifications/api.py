@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 
 from apps.core.errors import ApplicationError, Conflict, NotFound
 from apps.core.idempotency import idempotent
-from apps.core.schema import ERROR_RESPONSES
+from apps.core.schema import ERROR_RESPONSES, ErrorSerializer
 from apps.core.tenancy import TenantScopedMixin, request_tenant
 from apps.notifications import selectors, serializers
 from apps.notifications.authentication import RecipientToken, RecipientTokenAuthentication, recipient_of
@@ -104,6 +104,26 @@ NOTIFICATION_EXAMPLES = [
             "url": "/api/v1/notifications/01900000-0000-7000-8000-000000000000/",
         },
     ),
+    OpenApiExample(
+        "Refused: no such template",
+        response_only=True,
+        status_codes=["400"],
+        value={
+            "code": "validation_error",
+            "message": "The notification is invalid; nothing was sent. See fields.",
+            "fields": {"template": ["No template 'order_shiped'."]},
+        },
+    ),
+    OpenApiExample(
+        "Refused: the Idempotency-Key was used for another notification",
+        response_only=True,
+        status_codes=["422"],
+        value={
+            "code": "idempotency_key_reused",
+            "message": "This idempotency key was used for a different notification.",
+            "fields": {},
+        },
+    ),
 ]
 
 
@@ -144,7 +164,7 @@ class NotificationViewSet(
         request=serializers.NotificationCreateSerializer,
         responses={
             202: serializers.NotificationAcceptedSerializer,
-            422: OpenApiResponse(description="Idempotency-Key reused with a different body."),
+            422: OpenApiResponse(ErrorSerializer, description="Idempotency-Key reused with a different body."),
             **ERROR_RESPONSES,
         },
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
@@ -332,6 +352,66 @@ def _recipient_body(request: Request) -> dict[str, Any]:
     return dict(request.data)
 
 
+RECIPIENT_EXAMPLES = [
+    OpenApiExample(
+        "A recipient with an email address, a locale and a time zone",
+        request_only=True,
+        value={
+            "external_id": "user-42",
+            "name": "Ada Lovelace",
+            "email": "ada@example.com",
+            "locale": "en-GB",
+            "timezone": "Europe/London",
+            "data": {"plan": "pro"},
+        },
+    ),
+    OpenApiExample(
+        "Created",
+        response_only=True,
+        status_codes=["201"],
+        value={
+            "external_id": "user-42",
+            "name": "Ada Lovelace",
+            "email": "ada@example.com",
+            "phone": "",
+            "locale": "en-GB",
+            "timezone": "Europe/London",
+            "chat_address": "",
+            "webhook_url": "",
+            "data": {"plan": "pro"},
+            "unsubscribed": False,
+            "unsubscribed_at": None,
+            "has_webhook_secret": False,
+            "created_at": "2030-01-01T09:00:00Z",
+            "updated_at": "2030-01-01T09:00:00Z",
+        },
+    ),
+    OpenApiExample(
+        "Refused: invalid attributes",
+        response_only=True,
+        status_codes=["400"],
+        value={
+            "code": "validation_error",
+            "message": "The recipient is invalid; see fields.",
+            "fields": {
+                "external_id": ["1-255 characters, without spaces, '/', '?' or '#'."],
+                "email": ["Enter a valid email address."],
+            },
+        },
+    ),
+    OpenApiExample(
+        "Refused: the external_id is taken",
+        response_only=True,
+        status_codes=["409"],
+        value={
+            "code": "recipient_exists",
+            "message": "A recipient with this external_id exists; update it instead.",
+            "fields": {"external_id": ["Already exists."]},
+        },
+    ),
+]
+
+
 @extend_schema_view(
     list=extend_schema(
         summary="List recipients", responses={200: serializers.RecipientSerializer(many=True), **ERROR_RESPONSES}
@@ -341,11 +421,14 @@ def _recipient_body(request: Request) -> dict[str, Any]:
     ),
     create=extend_schema(
         summary="Create a recipient",
+        description="Only `external_id` is required. To create or update many at once, use "
+        "`POST /api/v1/recipients/bulk/`.",
         responses={
             201: serializers.RecipientSerializer,
-            409: OpenApiResponse(description="Exists."),
+            409: OpenApiResponse(ErrorSerializer, description="A recipient with this external_id exists."),
             **ERROR_RESPONSES,
         },
+        examples=RECIPIENT_EXAMPLES,
     ),
     update=extend_schema(
         summary="Replace a recipient's attributes", responses={200: serializers.RecipientSerializer, **ERROR_RESPONSES}
@@ -892,6 +975,9 @@ class TemplateViewSet(TenantScopedMixin, viewsets.ModelViewSet[Template]):
 # --- Inbox ---------------------------------------------------------------------------------------
 
 
+INBOX_EXAMPLE_URL = "https://signalbox.example.com/api/v1/inbox/?recipient=user-42"
+
+
 class InboxPagination(CursorPagination):
     """Newest first, stable while new items arrive (ids are time-ordered UUIDs)."""
 
@@ -899,6 +985,13 @@ class InboxPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 200
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        # The schema's examples show inbox links rather than DRF's generic `api.example.org/accounts/`.
+        paginated = super().get_paginated_response_schema(schema)
+        for name, cursor in (("next", "cD0wMTkwMDAwMA%3D%3D"), ("previous", "cj0xJnA9MDE5MDAwMDA%3D")):
+            paginated["properties"][name]["example"] = f"{INBOX_EXAMPLE_URL}&cursor={cursor}"
+        return paginated
 
 
 class InboxAccess(BasePermission):
@@ -923,6 +1016,39 @@ RECIPIENT_PARAM = OpenApiParameter(
     required=False,
     description="The recipient's external_id (required with an API key).",
 )
+
+
+INBOX_LIST_EXAMPLES = [
+    OpenApiExample(
+        "An unread item",
+        response_only=True,
+        status_codes=["200"],
+        value={
+            "id": "01900000-0000-7000-8000-00000000000a",
+            "notification": "01900000-0000-7000-8000-000000000000",
+            "title": "Order A-1001 shipped",
+            "body": "Track it in your account.",
+            "action_url": "/orders/A-1001",
+            "data": {},
+            "locale": "en",
+            "read": False,
+            "created_at": "2030-01-01T09:00:00Z",
+            "seen_at": None,
+            "read_at": None,
+            "archived_at": None,
+        },
+    ),
+    OpenApiExample(
+        "Refused: an API key must name the recipient",
+        response_only=True,
+        status_codes=["400"],
+        value={
+            "code": "validation_error",
+            "message": "Name the recipient (?recipient=<external_id>) when using an API key.",
+            "fields": {"recipient": ["Required with an API key."]},
+        },
+    ),
+]
 
 
 @extend_schema(parameters=[RECIPIENT_PARAM])
@@ -979,10 +1105,14 @@ class InboxViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     @extend_schema(
         summary="List inbox items, newest first (cursor pagination)",
+        description="`next` and `previous` are cursors: new items arriving while a client pages neither "
+        "repeat nor skip an item. `?limit=` sets the page size (default 50, at most 200).",
         parameters=[
             OpenApiParameter("status", str, enum=["all", "unread", "read"], description="Default all."),
             OpenApiParameter("archived", str, enum=["false", "true", "all"], description="Default false."),
         ],
+        responses={200: serializers.InboxItemSerializer(many=True), **ERROR_RESPONSES},
+        examples=INBOX_LIST_EXAMPLES,
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)

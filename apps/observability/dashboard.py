@@ -116,15 +116,17 @@ def dashboard_build(*, now: datetime | None = None, with_queues: bool = True) ->
             by_status.get(Delivery.Status.FAILED, 0),
             _changelist("notifications.delivery", status="failed", created_at__gte=since.isoformat()),
         ),
+        # These two count rows that went bad today (whenever they were created): by updated_at, and
+        # the link filters the same way, so the list shows exactly the rows counted.
         Figure(
             "Webhook messages failed",
             WebhookMessage.objects.filter(status="failed", updated_at__gte=since).count(),
-            _changelist("events.webhookmessage", status="failed"),
+            _changelist("events.webhookmessage", status="failed", updated_at__gte=since.isoformat()),
         ),
         Figure(
             "Tracked tasks dead",
             TaskExecution.objects.filter(status="dead", updated_at__gte=since).count(),
-            _changelist("tasks.taskexecution", status="dead"),
+            _changelist("tasks.taskexecution", status="dead", updated_at__gte=since.isoformat()),
         ),
     ]
 

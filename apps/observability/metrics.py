@@ -46,7 +46,14 @@ TASK_DURATION = Histogram(
     ["name"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
 )
-TRANSITIONS = Counter("signalbox_transitions_total", "Transition intents by outcome.", ["workflow", "outcome"])
+# No `workflow` label: workflow keys are chosen by tenants, so one label value per key would grow without
+# bound. `stage` is `request` (refused before an intent was recorded) or `apply`; `outcome` is `applied`
+# or the refusal's code (apps/workflows/guards.py), a fixed set.
+TRANSITIONS = Counter(
+    "signalbox_transitions_total",
+    "Transition requests by stage and outcome (applied or refusal code).",
+    ["stage", "outcome"],
+)
 WEBHOOK_ATTEMPTS = Counter("signalbox_webhook_attempts_total", "Outbound webhook attempts by outcome.", ["outcome"])
 SWEEPER_RECOVERED = Counter("signalbox_sweeper_recovered_total", "Rows the sweeper put back on a queue.", ["kind"])
 ROWS_PURGED = Counter("signalbox_rows_purged_total", "Rows deleted by retention purges.", ["table"])

@@ -123,6 +123,9 @@ class TransitionLog(TenantOwned):
     intent = models.OneToOneField(
         TransitionIntent, null=True, blank=True, on_delete=models.SET_NULL, related_name="log_entry"
     )
+    # The intent's id, copied when the row is written: finished intents are purged (the link above
+    # then goes null) but the history must still name the intent a transition came from.
+    intent_ref = models.UUIDField(null=True, blank=True, editable=False)
     transition = models.CharField(max_length=64, blank=True)
     from_state = models.CharField(max_length=64, blank=True)
     to_state = models.CharField(max_length=64)

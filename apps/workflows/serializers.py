@@ -191,7 +191,9 @@ class TransitionLogSerializer(serializers.ModelSerializer[TransitionLog]):
     kind = serializers.SerializerMethodField()
     to = serializers.CharField(source="to_state")
     actor = serializers.SerializerMethodField()
-    intent_id = serializers.UUIDField(allow_null=True)
+    intent_id = serializers.UUIDField(
+        source="intent_ref", allow_null=True, help_text="The intent applied; kept after the intent is purged."
+    )
 
     class Meta:
         model = TransitionLog

@@ -426,3 +426,35 @@ def test_a_bulk_replay_is_audited_with_what_it_replayed(db, api, tenant):
     assert (entry.tenant_id, entry.actor_type) == (tenant.pk, "api_key")
     assert entry.data["count"] == 2 and sorted(entry.data["ids"]) == sorted(str(m.pk) for m in dead)
     assert entry.data["endpoint_id"] == str(endpoint.pk) and entry.data["since"] is None
+
+
+# --- the platform's defaults: the Standard Webhooks (Svix) schedule, driven in this process ------------
+
+# Svix's schedule, as Standard Webhooks recommends: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+SPEC_RETRY_SCHEDULE = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+
+
+def test_a_tenant_without_overrides_is_retried_on_the_standard_webhooks_schedule(db, api, tenant, receiver):
+    from apps.events.services.webhooks import message_deliver, request_timeout, retry_schedule
+
+    receiver.default = 500
+    endpoint = WebhookEndpoint.objects.get(pk=register_endpoint(api, receiver.url())["id"])
+    message = stored_message(tenant, endpoint, next_attempt_at=timezone.now())
+
+    assert "webhooks" not in tenant.settings
+    assert retry_schedule(tenant) == SPEC_RETRY_SCHEDULE
+    assert request_timeout(tenant) == 15.0
+
+    waits = []
+    for _ in SPEC_RETRY_SCHEDULE:
+        sent_at = timezone.now()
+        assert message_deliver(message_id=message.pk) == "failed"
+        message.refresh_from_db()
+        if message.status == "pending":
+            assert message.next_attempt_at is not None
+            waits.append(round((message.next_attempt_at - sent_at).total_seconds()))
+            WebhookMessage.objects.filter(pk=message.pk).update(next_attempt_at=timezone.now())  # the wait is over
+
+    assert waits == SPEC_RETRY_SCHEDULE[1:]
+    assert (message.status, message.attempt_count, message.next_attempt_at) == ("failed", 8, None)
+    assert len(receiver.requests) == 8

@@ -261,3 +261,60 @@ def test_the_batch_query_reads_the_tenant_time_index(build, tenant):
     plan = _expired(policy, tenant, timezone.now()).order_by("created_at", "pk").values("pk")[:5000].explain()
 
     assert "notif_delivery_list" in plan, plan
+
+
+def _table_of(path: str) -> str:
+    """`<stamp>-<n>.jsonl` holds the policy's own rows, `<stamp>-<n>.<app>.<model>.jsonl` a cascaded table's."""
+    return path.rsplit("/", 1)[1].split(".", 1)[1].removesuffix("jsonl").rstrip(".") or "own"
+
+
+def _exported_rows(paths: list[str], table: str) -> list[dict]:
+    return [
+        json.loads(line)
+        for p in paths
+        if _table_of(p) == table
+        for line in default_storage.open(p).read().decode().splitlines()
+    ]
+
+
+def test_export_writes_the_rows_deleted_with_the_batch_one_file_per_table(build, tenant):
+    tenant.settings = {**tenant.settings, "retention_export": True}
+    tenant.save(update_fields=["settings"])
+    rows = build.deliveries(build.notification(), ["sent"] * 3, attempts=2)
+
+    report = purge(_policies("deliveries"), batch_size=2)
+
+    paths = report.exported["deliveries"]
+    assert [_table_of(p) for p in paths] == ["notifications.deliveryattempt", "own"] * 2  # two batches
+    attempts = _exported_rows(paths, "notifications.deliveryattempt")
+    assert sorted((a["delivery_id"], a["number"]) for a in attempts) == sorted(
+        (str(d.pk), n) for d in rows for n in (1, 2)
+    )
+    assert sorted(d["id"] for d in _exported_rows(paths, "own")) == sorted(str(d.pk) for d in rows)
+    assert not DeliveryAttempt.objects.exists()
+
+
+def test_export_of_events_holds_their_rule_executions_messages_and_attempts(tenant):
+    from apps.events.models import Rule, RuleExecution
+    from apps.events.services.events import events_retention_policy
+
+    tenant.settings = {**tenant.settings, "retention_export": True}
+    tenant.save(update_fields=["settings"])
+    endpoint = WebhookEndpoint.objects.create(tenant=tenant, url="https://example.com/hook", secret_encrypted="x")
+    rule = Rule.objects.create(tenant=tenant, name="r", event_type="order.*", actions=[])
+    event = Event.objects.create(tenant=tenant, type="order.shipped", status="processed")
+    execution = RuleExecution.objects.create(tenant=tenant, rule=rule, event=event, outcome="succeeded")
+    message = WebhookMessage.objects.create(
+        tenant=tenant, endpoint=endpoint, event=event, event_type=event.type, body="{}", status="delivered"
+    )
+    attempt = WebhookAttempt.objects.create(tenant=tenant, message=message, number=1, outcome="success")
+    Event.objects.update(created_at=timezone.now() - timedelta(days=40))
+
+    report = purge([events_retention_policy()])
+
+    paths = report.exported["events"]
+    assert [r["id"] for r in _exported_rows(paths, "events.ruleexecution")] == [execution.pk]
+    assert [r["id"] for r in _exported_rows(paths, "events.webhookmessage")] == [str(message.pk)]
+    assert [r["id"] for r in _exported_rows(paths, "events.webhookattempt")] == [attempt.pk]
+    assert [r["id"] for r in _exported_rows(paths, "own")] == [str(event.pk)]
+    assert report.cascaded == {"events.RuleExecution": 1, "events.WebhookMessage": 1, "events.WebhookAttempt": 1}

@@ -1,10 +1,15 @@
 """The purge through the real worker: a dry run started from the API and polled like any task (the
-caller's tenant only), and the hourly beat job whose result is the report."""
+caller's tenant only), and the hourly beat jobs whose result is the report."""
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from django.utils import timezone
+
+from apps.events.models import Event, WebhookAttempt, WebhookEndpoint, WebhookMessage
+from apps.events.tasks import purge_events
 from apps.notifications.models import Delivery
 from tests.conftest import wait_for
 
@@ -57,3 +62,21 @@ def test_the_hourly_job_reports_rows_purged_per_table(worker, build):
     assert report["cascaded"] == {"notifications.DeliveryAttempt": 3}
     assert report["complete"] is True
     assert not Delivery.objects.exists()
+
+
+def test_the_hourly_events_purge_reports_rows_purged_per_table(worker, tenant):
+    endpoint = WebhookEndpoint.objects.create(tenant=tenant, url="https://example.com/hook", secret_encrypted="x")
+    for _ in range(2):
+        event = Event.objects.create(tenant=tenant, type="order.shipped", status="processed")
+        message = WebhookMessage.objects.create(
+            tenant=tenant, endpoint=endpoint, event=event, event_type=event.type, body="{}", status="delivered"
+        )
+        WebhookAttempt.objects.create(tenant=tenant, message=message, number=1, outcome="success")
+    Event.objects.update(created_at=timezone.now() - timedelta(days=40))
+
+    report = purge_events.apply_async().get(timeout=60)
+
+    assert report["deleted"] == {"events": 2}
+    assert report["cascaded"] == {"events.WebhookMessage": 2, "events.WebhookAttempt": 2}
+    assert report["complete"] is True
+    assert not Event.objects.exists()

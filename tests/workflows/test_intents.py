@@ -40,8 +40,8 @@ def test_applying_twice_changes_nothing_the_second_time(api, order_workflow):
     assert WorkflowInstance.objects.get(subject_id="K-2").version == 2
 
 
-def test_outcomes_are_counted_per_workflow(api, order_workflow):
-    counter = metrics.TRANSITIONS.labels(workflow="order", outcome="guard_failed")
+def test_an_apply_time_refusal_is_counted_by_outcome(api, order_workflow):
+    counter = metrics.TRANSITIONS.labels(stage="apply", outcome="guard_failed")
     before = counter._value.get()
     start_order(api, "K-3", total=0)
     intent = intent_create(instance=WorkflowInstance.objects.get(subject_id="K-3"), transition="submit", actor=ACTOR)

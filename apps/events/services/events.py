@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps.core.errors import Unprocessable
 from apps.core.publish import publish_on_commit
-from apps.core.retention import RetentionPolicy, purge_policy
+from apps.core.retention import PurgeReport, RetentionPolicy, purge
 from apps.events import types
 from apps.events.models import Event, EventSource, EventStatus, MessageStatus, Rule, WebhookEndpoint
 from apps.observability import metrics
@@ -215,9 +215,15 @@ def events_retention_policy() -> RetentionPolicy:
     )
 
 
-def events_purge(*, max_seconds: float = 240.0) -> int:
-    """Deletes expired events in short batches; bounded in time, so reruns resume."""
-    from apps.tenancy.models import Tenant
+def events_purge_report(*, max_seconds: float = 240.0) -> PurgeReport:
+    """Deletes expired events in short batches; bounded in time, so reruns resume.
 
-    purged, _ = purge_policy(events_retention_policy(), tenants=Tenant.objects.all(), max_seconds=max_seconds)
-    return purged
+    The report says what went per table: events, and the rule executions, webhook messages and
+    attempts deleted with them (as `signalbox.maintenance.purge` reports the notification tables).
+    """
+    return purge([events_retention_policy()], max_seconds=max_seconds)
+
+
+def events_purge(*, max_seconds: float = 240.0) -> int:
+    """The events deleted by `events_purge_report`, for callers that only need the count."""
+    return events_purge_report(max_seconds=max_seconds).deleted.get("events", 0)

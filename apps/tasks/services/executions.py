@@ -27,6 +27,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError, Conflict, Unprocessable
+from apps.core.retention import tenant_retention_days
 from apps.observability import metrics
 from apps.observability.audit import audit_record
 from apps.tasks.conf import tasks_settings
@@ -49,10 +50,23 @@ def _bump(now: datetime | None = None, **fields: Any) -> dict[str, Any]:
     return {**fields, "version": F("version") + 1, "updated_at": now or timezone.now()}
 
 
-def _delete_at(status: str, finished_at: datetime, ttl_days: int | None = None) -> datetime:
+def _delete_at(status: str, finished_at: datetime, ttl_days: int | None = None, *, tenant: Any) -> datetime:
+    """When a finished execution expires. The tenant's `retention_days["task_dead"]` (dead letters)
+    or `["task_results"]` (every other final status) wins, read and validated like every retention
+    setting; else the task type's `result_ttl_days`, else `DEAD_TTL_DAYS` / `RESULT_TTL_DAYS`."""
     cfg = tasks_settings()
-    days = cfg.dead_ttl_days if status == Status.DEAD else (ttl_days or cfg.result_ttl_days)
+    if status == Status.DEAD:
+        days = tenant_retention_days(tenant, "task_dead") or cfg.dead_ttl_days
+    else:
+        days = tenant_retention_days(tenant, "task_results") or ttl_days or cfg.result_ttl_days
     return finished_at + timedelta(days=days)
+
+
+def _tenant_of(execution_id: Any) -> Any:
+    """The execution's tenant (None for a platform execution), for an update that has only the id."""
+    from apps.tenancy.models import Tenant
+
+    return Tenant.objects.filter(pk__in=TaskExecution.objects.filter(pk=execution_id).values("tenant_id")).first()
 
 
 def _count_finished(name: str, status: str) -> None:
@@ -361,7 +375,7 @@ def execution_succeed(
         progress_message=message,
         finished_at=now,
         lease_expires_at=None,
-        delete_at=_delete_at(Status.SUCCEEDED, now, ttl_days),
+        delete_at=_delete_at(Status.SUCCEEDED, now, ttl_days, tenant=execution.tenant),
         error_code="",
         error_message="",
         error_exception="",
@@ -399,7 +413,7 @@ def execution_end(
             status=status,
             finished_at=now,
             lease_expires_at=None,
-            delete_at=_delete_at(status, now, ttl_days),
+            delete_at=_delete_at(status, now, ttl_days, tenant=execution.tenant),
             **_error_fields(code, message, exc),
         )
     )
@@ -520,7 +534,7 @@ def execution_cancel(
             )
     for _ in range(3):  # the status may move under us (queued -> running); decide again on the new one
         now = timezone.now()
-        current = TaskExecution.objects.get(pk=execution.pk)
+        current = TaskExecution.objects.select_related("tenant").get(pk=execution.pk)
         if current.status in FINISHED:
             raise Conflict(f"The task already finished ({current.status}).", code="task_finished")
         with transaction.atomic():
@@ -533,7 +547,7 @@ def execution_cancel(
                         cancel_requested_at=Coalesce(F("cancel_requested_at"), now),
                         finished_at=now,
                         lease_expires_at=None,
-                        delete_at=_delete_at(Status.CANCELLED, now),
+                        delete_at=_delete_at(Status.CANCELLED, now, tenant=current.tenant),
                         **_error_fields("cancelled", "Cancelled by request.", None),
                     )
                 )
@@ -679,7 +693,7 @@ def execution_mark_succeeded(*, execution_id: Any, result: Any = None) -> bool:
             status=Status.SUCCEEDED,
             result=to_json(result),
             finished_at=now,
-            delete_at=_delete_at(Status.SUCCEEDED, now),
+            delete_at=_delete_at(Status.SUCCEEDED, now, tenant=_tenant_of(execution_id)),
             **_error_fields("", "", None),
         )
     )
@@ -706,7 +720,13 @@ def execution_mark_failed(
         )
     status = Status.DEAD if dead else Status.FAILED
     updated = _intent(execution_id, *ACTIVE).update(
-        **_bump(now, status=status, finished_at=now, delete_at=_delete_at(status, now), **error)
+        **_bump(
+            now,
+            status=status,
+            finished_at=now,
+            delete_at=_delete_at(status, now, tenant=_tenant_of(execution_id)),
+            **error,
+        )
     )
     _count_intent(execution_id, status, updated)
     return bool(updated)
@@ -720,7 +740,7 @@ def execution_mark_cancelled(*, execution_id: Any) -> bool:
             status=Status.CANCELLED,
             cancel_requested_at=Coalesce(F("cancel_requested_at"), now),
             finished_at=now,
-            delete_at=_delete_at(Status.CANCELLED, now),
+            delete_at=_delete_at(Status.CANCELLED, now, tenant=_tenant_of(execution_id)),
             **_error_fields("cancelled", "Cancelled by request.", None),
         )
     )
@@ -760,7 +780,7 @@ def execution_record_refused(
         status=Status.FAILED,
     )
     TaskExecution.objects.filter(pk=execution.pk).update(
-        finished_at=now, delete_at=_delete_at(Status.FAILED, now), **_error_fields(code, message, None)
+        finished_at=now, delete_at=_delete_at(Status.FAILED, now, tenant=tenant), **_error_fields(code, message, None)
     )
     _count_finished(execution.name, Status.FAILED)
     execution.refresh_from_db()

@@ -49,16 +49,20 @@ def intent_create(
 ) -> TransitionIntent:
     """Validates what does not depend on the state, then records a pending intent and its TaskExecution."""
     spec = instance.definition.parsed
-    found = guards.find_transition(spec, transition)
     payload = {} if payload is None else payload
-    guards.check_payload(found, payload)
-    guards.check_scopes(found, actor)
-    if expected_state and expected_state not in spec.state_names:
-        raise Unprocessable(
-            f"{expected_state!r} is not a state of {spec.key!r}.",
-            code="unknown_state",
-            fields={"expected_state": ["Unknown state."]},
-        )
+    try:
+        found = guards.find_transition(spec, transition)
+        guards.check_payload(found, payload)
+        guards.check_scopes(found, actor)
+        if expected_state and expected_state not in spec.state_names:
+            raise Unprocessable(
+                f"{expected_state!r} is not a state of {spec.key!r}.",
+                code="unknown_state",
+                fields={"expected_state": ["Unknown state."]},
+            )
+    except ApplicationError as exc:
+        metrics.TRANSITIONS.labels(stage="request", outcome=exc.code).inc()
+        raise
     with transaction.atomic():
         intent = TransitionIntent.objects.create(
             tenant=instance.tenant,
@@ -145,6 +149,7 @@ def _apply(intent: TransitionIntent) -> tuple[TransitionLog, WorkflowInstance]:
         tenant_id=instance.tenant_id,
         instance=instance,
         intent=intent,
+        intent_ref=intent.pk,
         transition=transition.name,
         from_state=from_state,
         to_state=transition.target,
@@ -202,11 +207,11 @@ def intent_apply(*, intent_id: Any) -> TransitionIntent:
         except ApplicationError as exc:
             _finish(intent, IntentStatus.REFUSED, error=exc)
             tracking.execution_fail(intent.task_execution_id, code=exc.code, message=exc.message)
-            metrics.TRANSITIONS.labels(workflow=intent.instance.workflow_key, outcome=exc.code).inc()
+            metrics.TRANSITIONS.labels(stage="apply", outcome=exc.code).inc()
             return intent
         _finish(intent, IntentStatus.APPLIED)
         tracking.execution_succeed(intent.task_execution_id, result=log_result(entry, instance))
-        metrics.TRANSITIONS.labels(workflow=instance.workflow_key, outcome="applied").inc()
+        metrics.TRANSITIONS.labels(stage="apply", outcome="applied").inc()
     return intent
 
 
