@@ -7,912 +7,455 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
-        ("tenancy", "0001_initial"),
+        ('tenancy', '0001_initial'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="SinkRecord",
+            name='SinkRecord',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("delivery_id", models.CharField(db_index=True, max_length=64)),
-                ("tenant_id", models.CharField(max_length=64)),
-                ("channel", models.CharField(max_length=16)),
-                ("to", models.JSONField(null=True)),
-                ("message", models.JSONField()),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('delivery_id', models.CharField(db_index=True, max_length=64)),
+                ('tenant_id', models.CharField(max_length=64)),
+                ('channel', models.CharField(max_length=16)),
+                ('to', models.JSONField(null=True)),
+                ('message', models.JSONField()),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                "ordering": ("id",),
+                'ordering': ('id',),
             },
         ),
         migrations.CreateModel(
-            name="Category",
+            name='Category',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("key", models.SlugField(max_length=64)),
-                ("name", models.CharField(blank=True, max_length=200)),
-                ("description", models.TextField(blank=True)),
-                ("critical", models.BooleanField(default=False)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "tenant",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenancy.tenant"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('key', models.SlugField(max_length=64)),
+                ('name', models.CharField(blank=True, max_length=200)),
+                ('description', models.TextField(blank=True)),
+                ('critical', models.BooleanField(default=False)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
             ],
             options={
-                "verbose_name_plural": "categories",
-                "ordering": ("key",),
+                'verbose_name_plural': 'categories',
+                'ordering': ('key',),
             },
         ),
         migrations.CreateModel(
-            name="Delivery",
+            name='Delivery',
             fields=[
-                (
-                    "id",
-                    models.UUIDField(
-                        default=apps.notifications.models.uuid7, editable=False, primary_key=True, serialize=False
-                    ),
-                ),
-                (
-                    "channel",
-                    models.CharField(
-                        choices=[
-                            ("email", "email"),
-                            ("sms", "sms"),
-                            ("push", "push"),
-                            ("in_app", "in_app"),
-                            ("chat", "chat"),
-                            ("webhook", "webhook"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("pending", "Pending"),
-                            ("queued", "Queued"),
-                            ("sending", "Sending"),
-                            ("sent", "Sent"),
-                            ("delivered", "Delivered"),
-                            ("read", "Read"),
-                            ("failed", "Failed"),
-                            ("dead", "Dead"),
-                            ("suppressed", "Suppressed"),
-                            ("cancelled", "Cancelled"),
-                            ("deferred", "Deferred"),
-                            ("digest", "Digest"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "suppression_reason",
-                    models.CharField(
-                        blank=True,
-                        choices=[
-                            ("unsubscribed", "Unsubscribed"),
-                            ("opted_out", "Opted Out"),
-                            ("no_address", "No Address"),
-                            ("duplicate", "Duplicate"),
-                            ("no_content", "No Content"),
-                        ],
-                        max_length=32,
-                    ),
-                ),
-                ("attempts", models.PositiveSmallIntegerField(default=0)),
-                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
-                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
-                ("provider", models.CharField(blank=True, max_length=64)),
-                ("provider_message_id", models.CharField(blank=True, max_length=255)),
-                (
-                    "rendered",
-                    models.JSONField(blank=True, help_text="What was sent: address, locale and content.", null=True),
-                ),
-                ("dedup_key", models.CharField(blank=True, max_length=255, null=True)),
-                ("error_code", models.CharField(blank=True, max_length=64)),
-                ("last_error", models.TextField(blank=True)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("queued_at", models.DateTimeField(blank=True, null=True)),
-                ("sent_at", models.DateTimeField(blank=True, null=True)),
-                ("delivered_at", models.DateTimeField(blank=True, null=True)),
-                ("failed_at", models.DateTimeField(blank=True, null=True)),
-                ("seen_at", models.DateTimeField(blank=True, null=True)),
-                ("read_at", models.DateTimeField(blank=True, null=True)),
-                ("archived_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "tenant",
-                    models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="tenancy.tenant",
-                    ),
-                ),
+                ('id', models.UUIDField(default=apps.notifications.models.uuid7, editable=False, primary_key=True, serialize=False)),
+                ('channel', models.CharField(choices=[('email', 'email'), ('sms', 'sms'), ('push', 'push'), ('in_app', 'in_app'), ('chat', 'chat'), ('webhook', 'webhook')], max_length=16)),
+                ('status', models.CharField(choices=[('pending', 'Pending'), ('queued', 'Queued'), ('sending', 'Sending'), ('sent', 'Sent'), ('delivered', 'Delivered'), ('read', 'Read'), ('failed', 'Failed'), ('dead', 'Dead'), ('suppressed', 'Suppressed'), ('cancelled', 'Cancelled'), ('deferred', 'Deferred'), ('digest', 'Digest')], max_length=16)),
+                ('suppression_reason', models.CharField(blank=True, choices=[('unsubscribed', 'Unsubscribed'), ('opted_out', 'Opted Out'), ('no_address', 'No Address'), ('duplicate', 'Duplicate'), ('no_content', 'No Content')], max_length=32)),
+                ('attempts', models.PositiveSmallIntegerField(default=0)),
+                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
+                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
+                ('provider', models.CharField(blank=True, max_length=64)),
+                ('provider_message_id', models.CharField(blank=True, max_length=255)),
+                ('rendered', models.JSONField(blank=True, help_text='What was sent: address, locale and content.', null=True)),
+                ('dedup_key', models.CharField(blank=True, max_length=255, null=True)),
+                ('error_code', models.CharField(blank=True, max_length=64)),
+                ('last_error', models.TextField(blank=True)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('queued_at', models.DateTimeField(blank=True, null=True)),
+                ('sent_at', models.DateTimeField(blank=True, null=True)),
+                ('delivered_at', models.DateTimeField(blank=True, null=True)),
+                ('failed_at', models.DateTimeField(blank=True, null=True)),
+                ('seen_at', models.DateTimeField(blank=True, null=True)),
+                ('read_at', models.DateTimeField(blank=True, null=True)),
+                ('archived_at', models.DateTimeField(blank=True, null=True)),
+                ('tenant', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
             ],
             options={
-                "verbose_name_plural": "deliveries",
-                "ordering": ("-id",),
+                'verbose_name_plural': 'deliveries',
+                'ordering': ('-id',),
             },
         ),
         migrations.CreateModel(
-            name="DeliveryAttempt",
+            name='DeliveryAttempt',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("number", models.PositiveSmallIntegerField()),
-                ("provider", models.CharField(blank=True, max_length=64)),
-                (
-                    "outcome",
-                    models.CharField(
-                        choices=[
-                            ("accepted", "Accepted"),
-                            ("transient", "Transient"),
-                            ("permanent", "Permanent"),
-                            ("lost", "Lost"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                ("status_code", models.IntegerField(blank=True, null=True)),
-                ("error_code", models.CharField(blank=True, max_length=64)),
-                ("error", models.TextField(blank=True)),
-                ("provider_message_id", models.CharField(blank=True, max_length=255)),
-                ("latency_ms", models.PositiveIntegerField(blank=True, null=True)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "delivery",
-                    models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="attempts_log",
-                        to="notifications.delivery",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('number', models.PositiveSmallIntegerField()),
+                ('provider', models.CharField(blank=True, max_length=64)),
+                ('outcome', models.CharField(choices=[('accepted', 'Accepted'), ('transient', 'Transient'), ('permanent', 'Permanent'), ('lost', 'Lost')], max_length=16)),
+                ('status_code', models.IntegerField(blank=True, null=True)),
+                ('error_code', models.CharField(blank=True, max_length=64)),
+                ('error', models.TextField(blank=True)),
+                ('provider_message_id', models.CharField(blank=True, max_length=255)),
+                ('latency_ms', models.PositiveIntegerField(blank=True, null=True)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('delivery', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='attempts_log', to='notifications.delivery')),
             ],
             options={
-                "ordering": ("id",),
+                'ordering': ('id',),
             },
         ),
         migrations.CreateModel(
-            name="Notification",
+            name='Notification',
             fields=[
-                (
-                    "id",
-                    models.UUIDField(
-                        default=apps.notifications.models.uuid7, editable=False, primary_key=True, serialize=False
-                    ),
-                ),
-                (
-                    "content",
-                    models.JSONField(blank=True, help_text="Inline content {channel: {field: source}}.", null=True),
-                ),
-                ("payload", models.JSONField(blank=True, default=dict)),
-                (
-                    "recipient_ids",
-                    models.JSONField(blank=True, help_text="Explicit audience (Recipient pks).", null=True),
-                ),
-                ("channels", models.JSONField(default=list)),
-                (
-                    "priority",
-                    models.CharField(
-                        choices=[("high", "High"), ("normal", "Normal"), ("bulk", "Bulk")],
-                        default="normal",
-                        max_length=8,
-                    ),
-                ),
-                ("scheduled_at", models.DateTimeField(blank=True, null=True)),
-                ("dedup_key", models.CharField(blank=True, max_length=255)),
-                ("dedup_window_seconds", models.PositiveIntegerField(default=0)),
-                ("idempotency_key", models.CharField(blank=True, max_length=255)),
-                ("metadata", models.JSONField(blank=True, default=dict)),
-                (
-                    "digest",
-                    models.JSONField(
-                        blank=True,
-                        help_text='The digest rule in force: {"key": resolved key, "window_minutes": n}.',
-                        null=True,
-                    ),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("scheduled", "Scheduled"),
-                            ("accepted", "Accepted"),
-                            ("fanning_out", "Fanning Out"),
-                            ("dispatched", "Dispatched"),
-                            ("completed", "Completed"),
-                            ("cancelled", "Cancelled"),
-                            ("failed", "Failed"),
-                        ],
-                        default="accepted",
-                        max_length=16,
-                    ),
-                ),
-                ("error", models.TextField(blank=True)),
-                ("recipient_count", models.PositiveIntegerField(blank=True, null=True)),
-                ("chunks_total", models.PositiveIntegerField(default=0)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "enqueued_at",
-                    models.DateTimeField(blank=True, help_text="Last time the fan-out task was published.", null=True),
-                ),
-                ("fanout_started_at", models.DateTimeField(blank=True, null=True)),
-                ("dispatched_at", models.DateTimeField(blank=True, null=True)),
-                ("completed_at", models.DateTimeField(blank=True, null=True)),
-                ("cancelled_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "category",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="notifications.category"
-                    ),
-                ),
-                (
-                    "tenant",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenancy.tenant"
-                    ),
-                ),
+                ('id', models.UUIDField(default=apps.notifications.models.uuid7, editable=False, primary_key=True, serialize=False)),
+                ('content', models.JSONField(blank=True, help_text='Inline content {channel: {field: source}}.', null=True)),
+                ('payload', models.JSONField(blank=True, default=dict)),
+                ('recipient_ids', models.JSONField(blank=True, help_text='Explicit audience (Recipient pks).', null=True)),
+                ('channels', models.JSONField(default=list)),
+                ('priority', models.CharField(choices=[('high', 'High'), ('normal', 'Normal'), ('bulk', 'Bulk')], default='normal', max_length=8)),
+                ('scheduled_at', models.DateTimeField(blank=True, null=True)),
+                ('dedup_key', models.CharField(blank=True, max_length=255)),
+                ('dedup_window_seconds', models.PositiveIntegerField(default=0)),
+                ('idempotency_key', models.CharField(blank=True, max_length=255)),
+                ('metadata', models.JSONField(blank=True, default=dict)),
+                ('digest', models.JSONField(blank=True, help_text='The digest rule in force: {"key": resolved key, "window_minutes": n}.', null=True)),
+                ('status', models.CharField(choices=[('scheduled', 'Scheduled'), ('accepted', 'Accepted'), ('fanning_out', 'Fanning Out'), ('dispatched', 'Dispatched'), ('completed', 'Completed'), ('cancelled', 'Cancelled'), ('failed', 'Failed')], default='accepted', max_length=16)),
+                ('error', models.TextField(blank=True)),
+                ('recipient_count', models.PositiveIntegerField(blank=True, null=True)),
+                ('chunks_total', models.PositiveIntegerField(default=0)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('enqueued_at', models.DateTimeField(blank=True, help_text='Last time the fan-out task was published.', null=True)),
+                ('fanout_started_at', models.DateTimeField(blank=True, null=True)),
+                ('dispatched_at', models.DateTimeField(blank=True, null=True)),
+                ('completed_at', models.DateTimeField(blank=True, null=True)),
+                ('cancelled_at', models.DateTimeField(blank=True, null=True)),
+                ('category', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='notifications.category')),
+                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
             ],
             options={
-                "ordering": ("-created_at",),
+                'ordering': ('-created_at',),
             },
         ),
         migrations.CreateModel(
-            name="FanoutChunk",
+            name='FanoutChunk',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("index", models.PositiveIntegerField()),
-                ("start", models.PositiveIntegerField(blank=True, null=True)),
-                ("end", models.PositiveIntegerField(blank=True, null=True)),
-                ("id_from", models.BigIntegerField(blank=True, null=True)),
-                ("id_to", models.BigIntegerField(blank=True, null=True)),
-                ("delivery_count", models.PositiveIntegerField(default=0)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("published_at", models.DateTimeField(blank=True, null=True)),
-                ("done_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "notification",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="chunks",
-                        to="notifications.notification",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('index', models.PositiveIntegerField()),
+                ('start', models.PositiveIntegerField(blank=True, null=True)),
+                ('end', models.PositiveIntegerField(blank=True, null=True)),
+                ('id_from', models.BigIntegerField(blank=True, null=True)),
+                ('id_to', models.BigIntegerField(blank=True, null=True)),
+                ('delivery_count', models.PositiveIntegerField(default=0)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('published_at', models.DateTimeField(blank=True, null=True)),
+                ('done_at', models.DateTimeField(blank=True, null=True)),
+                ('notification', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='notifications.notification')),
             ],
             options={
-                "ordering": ("id",),
+                'ordering': ('id',),
             },
         ),
         migrations.AddField(
-            model_name="delivery",
-            name="notification",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="deliveries",
-                to="notifications.notification",
-            ),
+            model_name='delivery',
+            name='notification',
+            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='notifications.notification'),
         ),
         migrations.CreateModel(
-            name="Recipient",
+            name='Recipient',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("external_id", models.CharField(max_length=255)),
-                ("name", models.CharField(blank=True, max_length=200)),
-                ("email", models.EmailField(blank=True, max_length=254)),
-                ("phone", models.CharField(blank=True, help_text="E.164, e.g. +14155550100.", max_length=20)),
-                (
-                    "locale",
-                    models.CharField(blank=True, help_text="BCP 47, e.g. fr-CA; empty: the default.", max_length=35),
-                ),
-                ("timezone", models.CharField(blank=True, help_text="IANA name; empty: UTC.", max_length=64)),
-                (
-                    "chat_address",
-                    models.CharField(blank=True, help_text="Chat channel, user id or webhook URL.", max_length=500),
-                ),
-                ("webhook_url", models.URLField(blank=True, max_length=1000)),
-                (
-                    "data",
-                    models.JSONField(blank=True, default=dict, help_text="Custom attributes, available to templates."),
-                ),
-                ("unsubscribed_at", models.DateTimeField(blank=True, help_text="Global unsubscribe.", null=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "tenant",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenancy.tenant"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('external_id', models.CharField(max_length=255)),
+                ('name', models.CharField(blank=True, max_length=200)),
+                ('email', models.EmailField(blank=True, max_length=254)),
+                ('phone', models.CharField(blank=True, help_text='E.164, e.g. +14155550100.', max_length=20)),
+                ('locale', models.CharField(blank=True, help_text='BCP 47, e.g. fr-CA; empty: the default.', max_length=35)),
+                ('timezone', models.CharField(blank=True, help_text='IANA name; empty: UTC.', max_length=64)),
+                ('chat_address', models.CharField(blank=True, help_text='Chat channel, user id or webhook URL.', max_length=500)),
+                ('webhook_url', models.URLField(blank=True, max_length=1000)),
+                ('data', models.JSONField(blank=True, default=dict, help_text='Custom attributes, available to templates.')),
+                ('unsubscribed_at', models.DateTimeField(blank=True, help_text='Global unsubscribe.', null=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
             ],
             options={
-                "ordering": ("external_id",),
+                'ordering': ('external_id',),
             },
         ),
         migrations.CreateModel(
-            name="Preference",
+            name='Preference',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("channels", models.JSONField(blank=True, default=dict)),
-                (
-                    "digest",
-                    models.CharField(
-                        blank=True,
-                        choices=[
-                            ("immediate", "Immediate"),
-                            ("hourly", "Hourly"),
-                            ("daily", "Daily"),
-                            ("weekly", "Weekly"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                ("quiet_hours_start", models.TimeField(blank=True, null=True)),
-                ("quiet_hours_end", models.TimeField(blank=True, null=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "category",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="notifications.category",
-                    ),
-                ),
-                (
-                    "tenant",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenancy.tenant"
-                    ),
-                ),
-                (
-                    "recipient",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="preferences",
-                        to="notifications.recipient",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('channels', models.JSONField(blank=True, default=dict)),
+                ('digest', models.CharField(blank=True, choices=[('immediate', 'Immediate'), ('hourly', 'Hourly'), ('daily', 'Daily'), ('weekly', 'Weekly')], max_length=16)),
+                ('quiet_hours_start', models.TimeField(blank=True, null=True)),
+                ('quiet_hours_end', models.TimeField(blank=True, null=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('category', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='notifications.category')),
+                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ('recipient', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='preferences', to='notifications.recipient')),
             ],
         ),
         migrations.CreateModel(
-            name="DigestWindow",
+            name='DigestWindow',
             fields=[
-                (
-                    "id",
-                    models.UUIDField(
-                        default=apps.notifications.models.uuid7, editable=False, primary_key=True, serialize=False
-                    ),
-                ),
-                (
-                    "channel",
-                    models.CharField(
-                        choices=[
-                            ("email", "email"),
-                            ("sms", "sms"),
-                            ("push", "push"),
-                            ("in_app", "in_app"),
-                            ("chat", "chat"),
-                            ("webhook", "webhook"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "frequency",
-                    models.CharField(
-                        choices=[
-                            ("immediate", "Immediate"),
-                            ("hourly", "Hourly"),
-                            ("daily", "Daily"),
-                            ("weekly", "Weekly"),
-                            ("rule", "rule"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                ("group_key", models.CharField(max_length=300)),
-                ("window_key", models.CharField(max_length=340)),
-                ("starts_at", models.DateTimeField()),
-                ("due_at", models.DateTimeField()),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[("open", "Open"), ("sent", "Sent"), ("empty", "Empty")], default="open", max_length=8
-                    ),
-                ),
-                ("item_count", models.PositiveIntegerField(default=0, help_text="Items sent in the digest.")),
-                ("published_at", models.DateTimeField(blank=True, help_text="Last handed to a flush task.", null=True)),
-                ("flushed_at", models.DateTimeField(blank=True, null=True)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "tenant",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenancy.tenant"
-                    ),
-                ),
-                (
-                    "notification",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="notifications.notification",
-                    ),
-                ),
-                (
-                    "recipient",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="notifications.recipient"
-                    ),
-                ),
+                ('id', models.UUIDField(default=apps.notifications.models.uuid7, editable=False, primary_key=True, serialize=False)),
+                ('channel', models.CharField(choices=[('email', 'email'), ('sms', 'sms'), ('push', 'push'), ('in_app', 'in_app'), ('chat', 'chat'), ('webhook', 'webhook')], max_length=16)),
+                ('frequency', models.CharField(choices=[('immediate', 'Immediate'), ('hourly', 'Hourly'), ('daily', 'Daily'), ('weekly', 'Weekly'), ('rule', 'rule')], max_length=16)),
+                ('group_key', models.CharField(max_length=300)),
+                ('window_key', models.CharField(max_length=340)),
+                ('starts_at', models.DateTimeField()),
+                ('due_at', models.DateTimeField()),
+                ('status', models.CharField(choices=[('open', 'Open'), ('sent', 'Sent'), ('empty', 'Empty')], default='open', max_length=8)),
+                ('item_count', models.PositiveIntegerField(default=0, help_text='Items sent in the digest.')),
+                ('published_at', models.DateTimeField(blank=True, help_text='Last handed to a flush task.', null=True)),
+                ('flushed_at', models.DateTimeField(blank=True, null=True)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ('notification', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='notifications.notification')),
+                ('recipient', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='notifications.recipient')),
             ],
             options={
-                "ordering": ("-created_at",),
+                'ordering': ('-created_at',),
             },
         ),
         migrations.CreateModel(
-            name="DigestItem",
+            name='DigestItem',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                (
-                    "channel",
-                    models.CharField(
-                        choices=[
-                            ("email", "email"),
-                            ("sms", "sms"),
-                            ("push", "push"),
-                            ("in_app", "in_app"),
-                            ("chat", "chat"),
-                            ("webhook", "webhook"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "frequency",
-                    models.CharField(
-                        choices=[
-                            ("immediate", "Immediate"),
-                            ("hourly", "Hourly"),
-                            ("daily", "Daily"),
-                            ("weekly", "Weekly"),
-                            ("rule", "rule"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("flushed_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "category",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="notifications.category"
-                    ),
-                ),
-                (
-                    "delivery",
-                    models.OneToOneField(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="digest_item",
-                        to="notifications.delivery",
-                    ),
-                ),
-                (
-                    "tenant",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenancy.tenant"
-                    ),
-                ),
-                (
-                    "window",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="items",
-                        to="notifications.digestwindow",
-                    ),
-                ),
-                (
-                    "recipient",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="notifications.recipient"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('channel', models.CharField(choices=[('email', 'email'), ('sms', 'sms'), ('push', 'push'), ('in_app', 'in_app'), ('chat', 'chat'), ('webhook', 'webhook')], max_length=16)),
+                ('frequency', models.CharField(choices=[('immediate', 'Immediate'), ('hourly', 'Hourly'), ('daily', 'Daily'), ('weekly', 'Weekly'), ('rule', 'rule')], max_length=16)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('flushed_at', models.DateTimeField(blank=True, null=True)),
+                ('category', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='notifications.category')),
+                ('delivery', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='digest_item', to='notifications.delivery')),
+                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ('window', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='items', to='notifications.digestwindow')),
+                ('recipient', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='notifications.recipient')),
             ],
         ),
         migrations.CreateModel(
-            name="Device",
+            name='Device',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                (
-                    "platform",
-                    models.CharField(choices=[("ios", "Ios"), ("android", "Android"), ("web", "Web")], max_length=16),
-                ),
-                ("token", models.CharField(max_length=512)),
-                ("active", models.BooleanField(default=True)),
-                ("deactivated_reason", models.CharField(blank=True, max_length=64)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "tenant",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenancy.tenant"
-                    ),
-                ),
-                (
-                    "recipient",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="devices",
-                        to="notifications.recipient",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('platform', models.CharField(choices=[('ios', 'Ios'), ('android', 'Android'), ('web', 'Web')], max_length=16)),
+                ('token', models.CharField(max_length=512)),
+                ('active', models.BooleanField(default=True)),
+                ('deactivated_reason', models.CharField(blank=True, max_length=64)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ('recipient', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='devices', to='notifications.recipient')),
             ],
             options={
-                "ordering": ("-created_at",),
+                'ordering': ('-created_at',),
             },
         ),
         migrations.AddField(
-            model_name="delivery",
-            name="recipient",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="deliveries",
-                to="notifications.recipient",
-            ),
+            model_name='delivery',
+            name='recipient',
+            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='notifications.recipient'),
         ),
         migrations.CreateModel(
-            name="Template",
+            name='Template',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("key", models.SlugField(max_length=100)),
-                ("name", models.CharField(blank=True, max_length=200)),
-                ("archived_at", models.DateTimeField(blank=True, null=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "category",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="templates",
-                        to="notifications.category",
-                    ),
-                ),
-                (
-                    "tenant",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenancy.tenant"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('key', models.SlugField(max_length=100)),
+                ('name', models.CharField(blank=True, max_length=200)),
+                ('archived_at', models.DateTimeField(blank=True, null=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('category', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='templates', to='notifications.category')),
+                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
             ],
             options={
-                "ordering": ("key",),
+                'ordering': ('key',),
             },
         ),
         migrations.AddField(
-            model_name="notification",
-            name="template",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="+",
-                to="notifications.template",
-            ),
+            model_name='notification',
+            name='template',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='notifications.template'),
         ),
         migrations.CreateModel(
-            name="TemplateVersion",
+            name='TemplateVersion',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("version", models.PositiveIntegerField()),
-                ("name", models.CharField(blank=True, max_length=200)),
-                ("description", models.TextField(blank=True)),
-                ("category_key", models.SlugField(help_text="The category when this version was made.", max_length=64)),
-                ("variables", models.JSONField(blank=True, default=list)),
-                ("default_channels", models.JSONField(blank=True, default=list)),
-                ("content", models.JSONField(default=dict)),
-                (
-                    "digest",
-                    models.JSONField(
-                        blank=True,
-                        help_text='Digest rule {"key": jinja source, "window_minutes": n}; null: none.',
-                        null=True,
-                    ),
-                ),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("created_by", models.CharField(blank=True, max_length=200)),
-                (
-                    "template",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="versions",
-                        to="notifications.template",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('version', models.PositiveIntegerField()),
+                ('name', models.CharField(blank=True, max_length=200)),
+                ('description', models.TextField(blank=True)),
+                ('category_key', models.SlugField(help_text='The category when this version was made.', max_length=64)),
+                ('variables', models.JSONField(blank=True, default=list)),
+                ('default_channels', models.JSONField(blank=True, default=list)),
+                ('content', models.JSONField(default=dict)),
+                ('digest', models.JSONField(blank=True, help_text='Digest rule {"key": jinja source, "window_minutes": n}; null: none.', null=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('created_by', models.CharField(blank=True, max_length=200)),
+                ('template', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='notifications.template')),
             ],
             options={
-                "ordering": ("-id",),
+                'ordering': ('-id',),
             },
         ),
         migrations.AddField(
-            model_name="template",
-            name="current_version",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.SET_NULL,
-                related_name="+",
-                to="notifications.templateversion",
-            ),
+            model_name='template',
+            name='current_version',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='notifications.templateversion'),
         ),
         migrations.AddField(
-            model_name="notification",
-            name="template_version",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="+",
-                to="notifications.templateversion",
-            ),
+            model_name='notification',
+            name='template_version',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='notifications.templateversion'),
         ),
         migrations.AddField(
-            model_name="delivery",
-            name="template_version",
-            field=models.ForeignKey(
-                blank=True,
-                db_index=False,
-                null=True,
-                on_delete=django.db.models.deletion.RESTRICT,
-                related_name="+",
-                to="notifications.templateversion",
-            ),
+            model_name='delivery',
+            name='template_version',
+            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.RESTRICT, related_name='+', to='notifications.templateversion'),
         ),
         migrations.CreateModel(
-            name="Topic",
+            name='Topic',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("key", models.SlugField(max_length=100)),
-                ("name", models.CharField(blank=True, max_length=200)),
-                ("description", models.TextField(blank=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                (
-                    "tenant",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenancy.tenant"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('key', models.SlugField(max_length=100)),
+                ('name', models.CharField(blank=True, max_length=200)),
+                ('description', models.TextField(blank=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
             ],
             options={
-                "ordering": ("key",),
+                'ordering': ('key',),
             },
         ),
         migrations.AddField(
-            model_name="notification",
-            name="topic",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.SET_NULL,
-                related_name="+",
-                to="notifications.topic",
-            ),
+            model_name='notification',
+            name='topic',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='notifications.topic'),
         ),
         migrations.CreateModel(
-            name="TopicMembership",
+            name='TopicMembership',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                (
-                    "recipient",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="topic_memberships",
-                        to="notifications.recipient",
-                    ),
-                ),
-                (
-                    "topic",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="memberships",
-                        to="notifications.topic",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('recipient', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='topic_memberships', to='notifications.recipient')),
+                ('topic', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='notifications.topic')),
             ],
         ),
         migrations.AddConstraint(
-            model_name="category",
-            constraint=models.UniqueConstraint(fields=("tenant", "key"), name="notif_category_unique_key"),
+            model_name='category',
+            constraint=models.UniqueConstraint(fields=('tenant', 'key'), name='notif_category_unique_key'),
         ),
         migrations.AddIndex(
-            model_name="deliveryattempt",
-            index=models.Index(fields=["delivery", "number"], name="notif_attempt_delivery"),
+            model_name='deliveryattempt',
+            index=models.Index(fields=['delivery', 'number'], name='notif_attempt_delivery'),
         ),
         migrations.AddIndex(
-            model_name="fanoutchunk",
-            index=models.Index(
-                condition=models.Q(("done_at", None)), fields=["published_at"], name="notif_chunk_pending"
-            ),
+            model_name='fanoutchunk',
+            index=models.Index(condition=models.Q(('done_at', None)), fields=['published_at'], name='notif_chunk_pending'),
         ),
         migrations.AddConstraint(
-            model_name="fanoutchunk",
-            constraint=models.UniqueConstraint(fields=("notification", "index"), name="notif_chunk_unique_index"),
+            model_name='fanoutchunk',
+            constraint=models.UniqueConstraint(fields=('notification', 'index'), name='notif_chunk_unique_index'),
         ),
         migrations.AddConstraint(
-            model_name="recipient",
-            constraint=models.UniqueConstraint(
-                fields=("tenant", "external_id"), name="notif_recipient_unique_external_id"
-            ),
+            model_name='recipient',
+            constraint=models.UniqueConstraint(fields=('tenant', 'external_id'), name='notif_recipient_unique_external_id'),
         ),
         migrations.AddConstraint(
-            model_name="preference",
-            constraint=models.UniqueConstraint(
-                fields=("tenant", "recipient", "category"), name="notif_preference_unique", nulls_distinct=False
-            ),
+            model_name='preference',
+            constraint=models.UniqueConstraint(fields=('tenant', 'recipient', 'category'), name='notif_preference_unique', nulls_distinct=False),
         ),
         migrations.AddConstraint(
-            model_name="preference",
-            constraint=models.CheckConstraint(
-                condition=models.Q(
-                    models.Q(("quiet_hours_end__isnull", True), ("quiet_hours_start__isnull", True)),
-                    models.Q(("quiet_hours_end__isnull", False), ("quiet_hours_start__isnull", False)),
-                    _connector="OR",
-                ),
-                name="notif_preference_quiet_hours_pair",
-            ),
+            model_name='preference',
+            constraint=models.CheckConstraint(condition=models.Q(models.Q(('quiet_hours_end__isnull', True), ('quiet_hours_start__isnull', True)), models.Q(('quiet_hours_end__isnull', False), ('quiet_hours_start__isnull', False)), _connector='OR'), name='notif_preference_quiet_hours_pair'),
         ),
         migrations.AddIndex(
-            model_name="digestwindow",
-            index=models.Index(
-                condition=models.Q(("status", "open")), fields=["due_at"], name="notif_digest_window_due"
-            ),
+            model_name='digestwindow',
+            index=models.Index(condition=models.Q(('status', 'open')), fields=['due_at'], name='notif_digest_window_due'),
         ),
         migrations.AddIndex(
-            model_name="digestwindow",
-            index=models.Index(fields=["tenant", "created_at"], name="notif_digest_window_time"),
+            model_name='digestwindow',
+            index=models.Index(fields=['tenant', 'created_at'], name='notif_digest_window_time'),
         ),
         migrations.AddConstraint(
-            model_name="digestwindow",
-            constraint=models.UniqueConstraint(
-                fields=("recipient", "channel", "window_key"), name="notif_digest_window_unique_key"
-            ),
+            model_name='digestwindow',
+            constraint=models.UniqueConstraint(fields=('recipient', 'channel', 'window_key'), name='notif_digest_window_unique_key'),
         ),
         migrations.AddConstraint(
-            model_name="digestwindow",
-            constraint=models.UniqueConstraint(
-                condition=models.Q(("status", "open")),
-                fields=("recipient", "channel", "group_key"),
-                name="notif_digest_window_one_open",
-            ),
+            model_name='digestwindow',
+            constraint=models.UniqueConstraint(condition=models.Q(('status', 'open')), fields=('recipient', 'channel', 'group_key'), name='notif_digest_window_one_open'),
         ),
         migrations.AddIndex(
-            model_name="digestitem",
-            index=models.Index(
-                condition=models.Q(("flushed_at", None)),
-                fields=["frequency", "recipient", "channel"],
-                name="notif_digest_waiting",
-            ),
+            model_name='digestitem',
+            index=models.Index(condition=models.Q(('flushed_at', None)), fields=['frequency', 'recipient', 'channel'], name='notif_digest_waiting'),
         ),
         migrations.AddIndex(
-            model_name="device",
-            index=models.Index(fields=["recipient", "active"], name="notif_device_recipient"),
+            model_name='device',
+            index=models.Index(fields=['recipient', 'active'], name='notif_device_recipient'),
         ),
         migrations.AddConstraint(
-            model_name="device",
-            constraint=models.UniqueConstraint(fields=("tenant", "token"), name="notif_device_unique_token"),
+            model_name='device',
+            constraint=models.UniqueConstraint(fields=('tenant', 'token'), name='notif_device_unique_token'),
         ),
         migrations.AddConstraint(
-            model_name="templateversion",
-            constraint=models.UniqueConstraint(fields=("template", "version"), name="notif_template_version_unique"),
+            model_name='templateversion',
+            constraint=models.UniqueConstraint(fields=('template', 'version'), name='notif_template_version_unique'),
         ),
         migrations.AddConstraint(
-            model_name="template",
-            constraint=models.UniqueConstraint(fields=("tenant", "key"), name="notif_template_unique_key"),
+            model_name='template',
+            constraint=models.UniqueConstraint(fields=('tenant', 'key'), name='notif_template_unique_key'),
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(fields=["notification", "channel", "status"], name="notif_delivery_counts"),
+            model_name='delivery',
+            index=models.Index(fields=['notification', 'channel', 'status'], name='notif_delivery_counts'),
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(fields=["tenant", "-created_at"], name="notif_delivery_list"),
+            model_name='delivery',
+            index=models.Index(fields=['tenant', '-created_at'], name='notif_delivery_list'),
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(fields=["recipient", "-id"], name="notif_delivery_recipient"),
+            model_name='delivery',
+            index=models.Index(fields=['recipient', '-id'], name='notif_delivery_recipient'),
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(
-                condition=models.Q(("status__in", ("pending", "deferred"))),
-                fields=["next_attempt_at"],
-                name="notif_delivery_due",
-            ),
+            model_name='delivery',
+            index=models.Index(condition=models.Q(('status__in', ('pending', 'deferred'))), fields=['next_attempt_at'], name='notif_delivery_due'),
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(
-                condition=models.Q(("status__in", ("pending", "queued", "sending", "deferred"))),
-                fields=["notification"],
-                name="notif_delivery_inflight",
-            ),
+            model_name='delivery',
+            index=models.Index(condition=models.Q(('status__in', ('pending', 'queued', 'sending', 'deferred'))), fields=['notification'], name='notif_delivery_inflight'),
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(
-                condition=models.Q(("status", "sending")), fields=["lease_expires_at"], name="notif_delivery_leased"
-            ),
+            model_name='delivery',
+            index=models.Index(condition=models.Q(('status', 'sending')), fields=['lease_expires_at'], name='notif_delivery_leased'),
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(
-                condition=models.Q(("status", "queued")), fields=["queued_at"], name="notif_delivery_queued"
-            ),
+            model_name='delivery',
+            index=models.Index(condition=models.Q(('status', 'queued')), fields=['queued_at'], name='notif_delivery_queued'),
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(
-                condition=models.Q(("dedup_key__isnull", False)),
-                fields=["tenant", "dedup_key", "recipient"],
-                name="notif_delivery_dedup",
-            ),
+            model_name='delivery',
+            index=models.Index(condition=models.Q(('dedup_key__isnull', False)), fields=['tenant', 'dedup_key', 'recipient'], name='notif_delivery_dedup'),
         ),
         migrations.AddConstraint(
-            model_name="delivery",
-            constraint=models.UniqueConstraint(
-                fields=("notification", "recipient", "channel"), name="notif_delivery_unique_per_channel"
-            ),
+            model_name='delivery',
+            constraint=models.UniqueConstraint(fields=('notification', 'recipient', 'channel'), name='notif_delivery_unique_per_channel'),
         ),
         migrations.AddConstraint(
-            model_name="topic",
-            constraint=models.UniqueConstraint(fields=("tenant", "key"), name="notif_topic_unique_key"),
+            model_name='topic',
+            constraint=models.UniqueConstraint(fields=('tenant', 'key'), name='notif_topic_unique_key'),
         ),
         migrations.AddIndex(
-            model_name="notification",
-            index=models.Index(fields=["tenant", "-created_at"], name="notif_notification_list"),
+            model_name='notification',
+            index=models.Index(fields=['tenant', '-created_at'], name='notif_notification_list'),
         ),
         migrations.AddIndex(
-            model_name="notification",
-            index=models.Index(
-                condition=models.Q(("status", "scheduled")), fields=["scheduled_at"], name="notif_notification_due"
-            ),
+            model_name='notification',
+            index=models.Index(condition=models.Q(('status', 'scheduled')), fields=['scheduled_at'], name='notif_notification_due'),
         ),
         migrations.AddIndex(
-            model_name="notification",
-            index=models.Index(
-                condition=models.Q(("status__in", ["accepted", "fanning_out", "dispatched"])),
-                fields=["status", "updated_at"],
-                name="notif_notification_open",
-            ),
+            model_name='notification',
+            index=models.Index(condition=models.Q(('status__in', ['accepted', 'fanning_out', 'dispatched'])), fields=['status', 'updated_at'], name='notif_notification_open'),
         ),
         migrations.AddConstraint(
-            model_name="notification",
-            constraint=models.UniqueConstraint(
-                condition=models.Q(("idempotency_key", ""), _negated=True),
-                fields=("tenant", "idempotency_key"),
-                name="notif_notification_idempotency",
-            ),
+            model_name='notification',
+            constraint=models.UniqueConstraint(condition=models.Q(('idempotency_key', ''), _negated=True), fields=('tenant', 'idempotency_key'), name='notif_notification_idempotency'),
         ),
         migrations.AddConstraint(
-            model_name="topicmembership",
-            constraint=models.UniqueConstraint(fields=("topic", "recipient"), name="notif_topic_member_unique"),
+            model_name='topicmembership',
+            constraint=models.UniqueConstraint(fields=('topic', 'recipient'), name='notif_topic_member_unique'),
         ),
     ]

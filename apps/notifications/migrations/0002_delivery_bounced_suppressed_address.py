@@ -4,47 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("notifications", "0001_initial"),
+        ('notifications', '0001_initial'),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name="delivery",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("pending", "Pending"),
-                    ("queued", "Queued"),
-                    ("sending", "Sending"),
-                    ("sent", "Sent"),
-                    ("delivered", "Delivered"),
-                    ("read", "Read"),
-                    ("bounced", "Bounced"),
-                    ("failed", "Failed"),
-                    ("dead", "Dead"),
-                    ("suppressed", "Suppressed"),
-                    ("cancelled", "Cancelled"),
-                    ("deferred", "Deferred"),
-                    ("digest", "Digest"),
-                ],
-                max_length=16,
-            ),
+            model_name='delivery',
+            name='status',
+            field=models.CharField(choices=[('pending', 'Pending'), ('queued', 'Queued'), ('sending', 'Sending'), ('sent', 'Sent'), ('delivered', 'Delivered'), ('read', 'Read'), ('bounced', 'Bounced'), ('failed', 'Failed'), ('dead', 'Dead'), ('suppressed', 'Suppressed'), ('cancelled', 'Cancelled'), ('deferred', 'Deferred'), ('digest', 'Digest')], max_length=16),
         ),
         migrations.AlterField(
-            model_name="delivery",
-            name="suppression_reason",
-            field=models.CharField(
-                blank=True,
-                choices=[
-                    ("unsubscribed", "Unsubscribed"),
-                    ("opted_out", "Opted Out"),
-                    ("no_address", "No Address"),
-                    ("duplicate", "Duplicate"),
-                    ("no_content", "No Content"),
-                    ("suppressed_address", "Suppressed Address"),
-                ],
-                max_length=32,
-            ),
+            model_name='delivery',
+            name='suppression_reason',
+            field=models.CharField(blank=True, choices=[('unsubscribed', 'Unsubscribed'), ('opted_out', 'Opted Out'), ('no_address', 'No Address'), ('duplicate', 'Duplicate'), ('no_content', 'No Content'), ('suppressed_address', 'Suppressed Address')], max_length=32),
         ),
     ]
