@@ -152,15 +152,21 @@ def adapter_flag(adapter: Any, flag: str, default: bool) -> bool:
 DEFAULT_DESTINATION_CHANNELS = frozenset({Channel.CHAT.value})
 
 
+def has_default_destination(channel: str, chain: Sequence[Any]) -> bool:
+    """Whether an adapter of this (already resolved) chain has a default destination on the channel."""
+    return channel in DEFAULT_DESTINATION_CHANNELS and any(
+        adapter_flag(adapter, "has_default_destination", False) for adapter in chain
+    )
+
+
 def serves_without_address(channel: str, tenant: Any = None) -> bool:
     """Whether the tenant's chain for the channel can send to a recipient with no address there.
 
-    True when an adapter of the chain has a default destination. Resolves the chain, so callers
-    ask once per chunk or batch, tenant and channel, never per recipient.
+    Resolves the chain (only for channels that can have a default), so callers ask once per
+    chunk, tenant and channel, never per recipient; a caller holding the chain asks
+    `has_default_destination`.
     """
-    if channel not in DEFAULT_DESTINATION_CHANNELS:
-        return False
-    return any(adapter_flag(adapter, "has_default_destination", False) for adapter in chain_for(channel, tenant))
+    return channel in DEFAULT_DESTINATION_CHANNELS and has_default_destination(channel, chain_for(channel, tenant))
 
 
 def address_for(channel: str, recipient: Any, device_tokens: Sequence[str] = ()) -> Any:

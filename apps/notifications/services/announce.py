@@ -16,7 +16,7 @@ from typing import Any
 
 from django.db.models import Count
 
-from apps.events.services import Listeners, caused_depth, event_emit, listeners_of
+from apps.events.services import Listeners, caused_depth, event_emit, is_observed, listeners_of
 from apps.notifications.models import Delivery, Notification
 
 Status = Delivery.Status
@@ -82,7 +82,7 @@ def deliveries_announce(outcomes: Iterable[tuple[Any, Any, str]], audience: Audi
 def engagement_announce(*, tenant_id: Any, delivery_id: Any, kind: str, url: str = "") -> bool:
     """Emits `delivery.opened` (a first open) or `delivery.clicked` (a first click on a link)."""
     event_type = {"open": "delivery.opened", "click": "delivery.clicked"}[kind]
-    if not Audience().observes(tenant_id, event_type):
+    if not is_observed(tenant_id, event_type):
         return False
     row = Delivery.objects.filter(pk=delivery_id, tenant_id=tenant_id).values(*_DELIVERY_FIELDS).first()
     if row is None:

@@ -51,7 +51,7 @@ from apps.notifications.models import (
     uuid7,
 )
 from apps.notifications.rendering import RenderError
-from apps.notifications.services.announce import deliveries_announce, notification_announce_sent
+from apps.notifications.services.announce import Audience, deliveries_announce, notification_announce_sent
 from apps.notifications.services.bulk import deliveries_insert
 from apps.notifications.services.content import NotificationRenderer, message_metadata
 from apps.notifications.services.digest import digest_enqueue
@@ -253,7 +253,9 @@ def _default_destinations(notification: Notification, channels: Sequence[str], r
     }
 
 
-def _expand(notification: Notification, chunk: FanoutChunk, now: datetime, result: ChunkResult) -> None:
+def _expand(
+    notification: Notification, chunk: FanoutChunk, now: datetime, result: ChunkResult, audience: Audience
+) -> None:
     recipients = _chunk_recipients(notification, chunk)
     result.recipients = len(recipients)
     if not recipients:
@@ -359,7 +361,9 @@ def _expand(notification: Notification, chunk: FanoutChunk, now: datetime, resul
     # looked up beforehand (that lookup grew with the notification), and the unique constraint
     # (ON CONFLICT DO NOTHING ... RETURNING) says which rows went in.
     inserted = deliveries_insert(rows)
-    deliveries_announce((row["tenant_id"], row["id"], row["status"]) for row in rows if row["id"] in inserted)
+    deliveries_announce(
+        ((row["tenant_id"], row["id"], row["status"]) for row in rows if row["id"] in inserted), audience
+    )
     digest_enqueue(
         deliveries=[row for row in digests if row["id"] in inserted],
         category_id=category.pk,
@@ -422,6 +426,7 @@ def fanout_chunk_run(*, chunk_id: int, now: datetime | None = None) -> ChunkResu
     now = now or timezone.now()
     result = ChunkResult(chunk_id=chunk_id)
     send_batch_size = conf.get().SEND_BATCH_SIZE
+    audience = Audience()  # who listens to delivery events, asked once for the chunk
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # A chunk's rows and its done mark commit together, and a chunk not marked done is run
@@ -446,7 +451,7 @@ def fanout_chunk_run(*, chunk_id: int, now: datetime | None = None) -> ChunkResu
         else:
             try:
                 with transaction.atomic():
-                    _expand(notification, chunk, now, result)
+                    _expand(notification, chunk, now, result, audience)
                     # Serializes with notification_cancel: either the cancel sees these rows
                     # (it runs after this commit), or this chunk sees the cancel and undoes itself.
                     notification_lock(notification.pk)
@@ -465,7 +470,9 @@ def fanout_chunk_run(*, chunk_id: int, now: datetime | None = None) -> ChunkResu
                 for start in range(0, len(ids), send_batch_size):
                     publish_on_commit(send_batch, ids[start : start + send_batch_size], queue=queue)
     if not result.cancelled:
-        notification_complete_if_settled(notification_id=notification.pk, tenant_id=notification.tenant_id)
+        notification_complete_if_settled(
+            notification_id=notification.pk, tenant_id=notification.tenant_id, audience=audience
+        )
     return result
 
 

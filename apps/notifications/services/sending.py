@@ -416,19 +416,21 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
     work: dict[int, tuple[Provider, list[_Work]]] = {}
     chains: dict[tuple[Any, str], list[Provider]] = {}
     breakers: dict[tuple[Any, str], dict[str, float]] = {}
-    served_without_address: dict[tuple[Any, str], bool] = {}
+
+    def chain_of(notification: Notification, channel: str) -> list[Provider]:
+        """The tenant's chain for the channel, resolved once per batch."""
+        key = (notification.tenant_id, channel)
+        if key not in chains:
+            chains[key] = registry.chain_for(channel, notification.tenant)
+        return chains[key]
+
     for delivery in claimed:
         notification = notifications[delivery.notification_id]
         recipient = recipients[delivery.recipient_id]
         to = registry.address_for(delivery.channel, recipient, tokens.get(recipient.id, ()))
         # No address: the chain's default destination, if any, serves it; the adapter applies it,
-        # so `to` stays empty (a default webhook URL is a secret). Asked once per tenant and channel.
-        no_address_key = (notification.tenant_id, delivery.channel)
-        if not to and no_address_key not in served_without_address:
-            served_without_address[no_address_key] = registry.serves_without_address(
-                delivery.channel, notification.tenant
-            )
-        if not to and not served_without_address[no_address_key]:
+        # so `to` stays empty (a default webhook URL is a secret).
+        if not to and not registry.has_default_destination(delivery.channel, chain_of(notification, delivery.channel)):
             rows.append({"id": delivery.id, "status": Status.SUPPRESSED, "suppression_reason": "no_address"})
             tally.suppressed[(delivery.channel, "no_address")] += 1
             continue
@@ -451,13 +453,13 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
             )
             continue
         chain_key = (notification.tenant_id, delivery.channel)
-        if chain_key not in chains:
-            chains[chain_key] = registry.chain_for(delivery.channel, notification.tenant)
+        chain = chain_of(notification, delivery.channel)
+        if chain_key not in breakers:
             breakers[chain_key] = circuit.open_until(
                 scope=notification.tenant_id,
-                providers=[p.name for p in chains[chain_key] if p.name not in registry.BUILTIN_ADAPTERS],
+                providers=[p.name for p in chain if p.name not in registry.BUILTIN_ADAPTERS],
             )
-        adapter = circuit.choose(chains[chain_key], delivery.attempts, is_open=breakers[chain_key])
+        adapter = circuit.choose(chain, delivery.attempts, is_open=breakers[chain_key])
         if adapter is None:  # every provider of the chain is failing: wait for the first to recover
             until = min(breakers[chain_key].values())
             held.append(
