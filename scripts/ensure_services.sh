@@ -31,8 +31,17 @@ fi
 PSQL="psql -h 127.0.0.1 -U ${PGUSER:-postgres} -d postgres -v ON_ERROR_STOP=1 -qtA"
 $PSQL -c "select 1" >/dev/null || { echo "ERROR: cannot log in to PostgreSQL as ${PGUSER:-postgres} (trust auth expected on 127.0.0.1)." >&2; exit 1; }
 [ "$($PSQL -c "select 1 from pg_database where datname='signalbox'")" = "1" ] || $PSQL -c "create database signalbox" >/dev/null
-# Test databases left behind by an interrupted run.
-for db in $($PSQL -c "select datname from pg_database where datname like 'test_sbx_%'"); do
-  $PSQL -c "drop database if exists \"$db\"" >/dev/null 2>&1 || true
+# Test databases left behind by an interrupted run, and only those: every pytest run registers its
+# run id and process in $RUNS (tests/conftest.py), so a database whose run is still alive (another
+# `make test`, or a single test file being run by hand) is left alone.
+RUNS="${TMPDIR:-/tmp}/signalbox-test-runs"
+for db in $($PSQL -c "select datname from pg_database where datname like 'test\_sbx\_%'"); do
+  run="${db#test_sbx_}"
+  run="${run%_gw*}"
+  pid="$(cat "$RUNS/$run.pid" 2>/dev/null || true)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    continue
+  fi
+  $PSQL -c "drop database if exists \"$db\"" >/dev/null 2>&1 && rm -f "$RUNS/$run.pid" || true
 done
 echo "PostgreSQL and Redis are up on 127.0.0.1."

@@ -7,6 +7,7 @@ transactional database, so the worker sees committed rows.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import socket
@@ -38,6 +39,21 @@ def pytest_configure(config: pytest.Config) -> None:
         pytest.exit("The test suite runs on PostgreSQL; set DATABASE_URL to a postgres:// URL.", returncode=3)
     _require(db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432), "PostgreSQL")
     _require("127.0.0.1", 6379, "Redis")
+    _register_run()
+
+
+def _register_run() -> None:
+    """Records this run's id and process, so `make test` drops only test databases of dead runs.
+
+    The controller registers (xdist workers are its children); the file goes when the run ends.
+    """
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        return
+    runs = Path(os.environ.get("TMPDIR", "/tmp")) / "signalbox-test-runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    marker = runs / f"{os.environ['SIGNALBOX_TEST_RUN']}.pid"
+    marker.write_text(str(os.getpid()))
+    atexit.register(lambda: marker.unlink(missing_ok=True))
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, message: str = "") -> Any:
