@@ -258,6 +258,12 @@ class RecipientAdminForm(forms.ModelForm):  # type: ignore[type-arg]
     def clean_locale(self) -> str:
         return validators.validate_locale(self.cleaned_data.get("locale"))
 
+    def clean_chat_address(self) -> str:
+        return validators.refuse_internal_chat_hook(self.cleaned_data.get("chat_address") or "")
+
+    def clean_webhook_url(self) -> str:
+        return validators.validate_outbound_url(self.cleaned_data.get("webhook_url"))
+
 
 class PreferenceAdminForm(forms.ModelForm):  # type: ignore[type-arg]
     """Channels map a known channel to true/false, as through the API."""

@@ -16,6 +16,7 @@ import phonenumbers
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator, URLValidator
 
+from apps.core.net import UnresolvableHost, UnsafeUrl, resolve_public_address
 from apps.notifications.rendering import LOCALE_PATTERN
 
 EXTERNAL_ID_PATTERN = re.compile(r"^[^/\s?#]{1,255}$")
@@ -68,7 +69,7 @@ def validate_locale(value: Any) -> str:
 def validate_email(value: Any) -> str:
     if value in (None, ""):
         return ""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > 254:  # 254: the column (and RFC 5321's path limit)
         raise ValidationError("Enter a valid email address.", code="invalid_email")
     _email(value)
     return value
@@ -81,6 +82,30 @@ def validate_url(value: Any) -> str:
         raise ValidationError("Enter an http(s) URL.", code="invalid_url")
     _url(value)
     return value
+
+
+def refuse_internal_url(value: str) -> str:
+    """Refuses a URL Signalbox will post to whose host is internal (the egress guard,
+    apps/core/net.py), as the send would. A name that does not resolve now passes: the guard
+    checks it again at every send."""
+    try:
+        resolve_public_address(value)
+    except UnsafeUrl as exc:
+        raise ValidationError(exc.message, code=exc.code) from exc
+    except UnresolvableHost:
+        pass
+    return value
+
+
+def validate_outbound_url(value: Any) -> str:
+    """An http(s) URL Signalbox will post to (a recipient's webhook URL): not an internal one."""
+    value = validate_url(value)
+    return refuse_internal_url(value) if value else value
+
+
+def refuse_internal_chat_hook(value: str) -> str:
+    """A chat address that is a URL is an incoming webhook, posted to as it is: not an internal one."""
+    return refuse_internal_url(value) if value.startswith(("https://", "http://")) else value
 
 
 def validate_object(value: Any) -> dict[str, Any]:

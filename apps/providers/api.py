@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.idempotency import idempotent_create
 from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
 from apps.notifications.services.suppressions import normalize, suppression_delete
@@ -74,6 +75,7 @@ class ProviderConfigViewSet(
         request=ProviderConfigCreateSerializer,
         responses={201: ProviderConfigSerializer, **ERROR_RESPONSES},
     )
+    @idempotent_create("providers.configs.create")
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = ProviderConfigCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)

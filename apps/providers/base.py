@@ -10,8 +10,17 @@ Conventions every adapter in `apps/providers/adapters/` follows:
 - `from_config(config)` builds it from one flat dict (options and secrets together), the
   same dict whether it came from a tenant's `ProviderConfig` row or from the environment;
 - optionally `send_batch(messages)` when the provider takes many messages in one request
-  (SendGrid's personalizations): the pipeline records a batch only once that call returns, so
-  an adapter that would still make one call per message must not have it;
+  (SendGrid's personalizations), with `plan_requests(messages)`: the messages' indexes grouped
+  by the provider request that will carry them. The pipeline hands `send_batch` one planned
+  group at a time and records its outcomes before the next request, so a worker killed at any
+  instant leaves at most one request's messages unrecorded. An adapter with `send_batch` but no
+  plan is called one message at a time (the built-in inbox and sinks excepted);
+- `reconciles = True` when the provider reports on each message afterwards, naming the delivery
+  (SendGrid's Event Webhook, Twilio's status callbacks): a send whose answer was lost then waits
+  for that report before it is retried;
+- a result with `ambiguous=True` says the request may have reached the provider although no
+  answer came back (a timeout or a dropped connection after the request was written); one that
+  failed before anything was sent (refused, connect timeout, DNS) is not ambiguous;
 - optionally `session()`, a context manager inside which `send()` calls share what is costly to
   set up (SMTP: one connection). The pipeline sends a batch one message at a time inside it
   (`provider_session`), recording each answer before the next send;
@@ -21,6 +30,7 @@ Conventions every adapter in `apps/providers/adapters/` follows:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -88,6 +98,8 @@ class SendResult:
     status_code: int | None = None
     # Per-token outcomes for multicast (push): token -> code, for tokens to deactivate.
     invalid_tokens: tuple[str, ...] = ()
+    # Transient, yet the provider may have the message: the request was sent, the answer lost.
+    ambiguous: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -128,6 +140,10 @@ class BatchProvider(Provider, Protocol):
     """
 
     def send_batch(self, messages: list[Message]) -> list[SendResult]: ...
+
+    def plan_requests(self, messages: Sequence[Message]) -> list[list[int]]:
+        """Indexes of `messages` per provider request, each group one `send_batch` call."""
+        ...
 
 
 def provider_session(adapter: object) -> AbstractContextManager[object]:

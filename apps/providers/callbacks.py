@@ -10,13 +10,17 @@ header followed by the raw body. A request is accepted only when:
 2. its timestamp is within `SIGNALBOX_CALLBACK_MAX_AGE_SECONDS` of now (a captured request
    cannot be replayed later).
 
-Forged or stale: 403, nothing changes. Otherwise each event that matters is applied once: its
+Forged or stale: 403, nothing changes. The signature is checked on the raw body before it is
+parsed where it can be (the environment's key); the body is parsed under the API's input limits
+(`apps/core/parsers.py`: depth, NUL, surrogates, size), and a signed body that breaks them answers
+400 with their code. Otherwise each event that matters is applied once: its
 `sg_event_id` is inserted into `ProviderEvent` (unique) in the same transaction, so SendGrid's
 retries and duplicates find it and change nothing. Events name their delivery by the
 `idempotency_key` custom arg the SendGrid adapter sets on every personalization.
 
 | event | delivery | suppression list |
 |---|---|---|
+| `processed`, `deferred` | → `sent` when earlier (SendGrid has it: settles an `unknown` send whose answer was lost) | |
 | `delivered` | → `delivered` | |
 | `bounce` (type `bounce`) | → `bounced` | `hard_bounce` |
 | `bounce` (type `blocked`) | → `failed` (`blocked`) | |
@@ -24,14 +28,13 @@ retries and duplicates find it and change nothing. Events name their delivery by
 | `spamreport` | unchanged | `spam_report` |
 | `unsubscribe`, `group_unsubscribe` | unchanged | `unsubscribed` |
 
-Other events (`processed`, `deferred`, `open`, `click`) are acknowledged and ignored: opens and
-clicks are counted by Signalbox's own tracking links.
+Other events (`open`, `click`) are acknowledged and ignored: opens and clicks are counted by
+Signalbox's own tracking links.
 """
 
 from __future__ import annotations
 
 import binascii
-import json
 import logging
 import time
 import uuid
@@ -48,8 +51,11 @@ from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+from rest_framework.exceptions import ParseError
 from sendgrid.helpers.eventwebhook import EventWebhook
 
+from apps.core import parsers
+from apps.core.errors import ApplicationError
 from apps.observability import metrics
 from apps.providers.models import ProviderConfig, ProviderEvent, Suppression
 
@@ -66,6 +72,10 @@ _DROPPED_REASONS = {
     "unsubscribed address": Suppression.Reason.UNSUBSCRIBED,
 }
 ACTIONABLE = frozenset({"delivered", "bounce", "dropped", "spamreport", "unsubscribe", "group_unsubscribe"})
+# SendGrid has the message: these settle a send whose answer was lost (`unknown`) as `sent`. The
+# report moves a delivery forward only, so they need no dedup row; they count as applied when
+# they moved one, else as ignored.
+ACCEPTED = frozenset({"processed", "deferred"})
 
 
 class Refused(Exception):
@@ -106,8 +116,26 @@ def _tenant_keys(tenant_ids: set[str]) -> dict[str, list[str]]:
     return keys
 
 
+def _parsed(payload: str) -> list[dict[str, Any]]:
+    """The events of a body, parsed under the API's input limits (`apps/core/parsers.py`)."""
+    try:
+        events = parsers.loads(payload)
+    except ApplicationError as refused:  # too deep, NUL or surrogate, NaN
+        raise Refused(400, refused.code, refused.message) from None
+    except ParseError:
+        events = None
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise Refused(400, "invalid_payload", "Expected a JSON array of events.")
+    return events
+
+
 def verified_events(*, body: bytes, signature: str, timestamp: str, now: float | None = None) -> list[dict[str, Any]]:
-    """The events of an authentic, fresh request, each trusted for its tenant; raises Refused."""
+    """The events of an authentic, fresh request, each trusted for its tenant; raises Refused.
+
+    The environment's key is tried on the raw body before anything parses it. Only a tenant's key
+    needs the body parsed first (the events name their tenants), and then under the bounded parser,
+    so an anonymous body can cost no more than a bounded parse; anything it fails on is a forgery.
+    """
     if not signature or not timestamp:
         raise Refused(403, "signature_missing", "The signature headers are missing.")
     try:
@@ -116,23 +144,24 @@ def verified_events(*, body: bytes, signature: str, timestamp: str, now: float |
         raise Refused(403, "signature_invalid", "The timestamp is not a number.") from None
     if age > _max_age():
         raise Refused(403, "signature_stale", "The request is too old (or from the future); it may be a replay.")
+    forged = Refused(403, "signature_invalid", "The signature does not verify.")
     try:
         payload = body.decode("utf-8")
-        events = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
-        events = None
-    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-        # Checked after the signature would be nicer, but an unsigned garbage body is refused either way.
-        raise Refused(400, "invalid_payload", "Expected a JSON array of events.")
+    except UnicodeDecodeError:
+        raise forged from None
     environment_key = str(getattr(settings, "SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY", "") or "")
     if environment_key and _verifies(environment_key, payload, signature, timestamp):
-        return events
+        return _parsed(payload)
+    try:
+        events = _parsed(payload)
+    except Refused:
+        raise forged from None
     named = {str(e.get("tenant_id")) for e in events if e.get("tenant_id")}
     for tenant_id, keys in _tenant_keys(named).items():
         if any(_verifies(key, payload, signature, timestamp) for key in keys):
             # A tenant's key vouches for that tenant's events only.
             return [e for e in events if str(e.get("tenant_id")) == tenant_id]
-    raise Refused(403, "signature_invalid", "The signature does not verify.")
+    raise forged
 
 
 def _event_time(event: Mapping[str, Any]) -> datetime:
@@ -228,6 +257,23 @@ def _apply(event: Mapping[str, Any]) -> bool:
     return True
 
 
+def _settle_accepted(event: Mapping[str, Any]) -> bool:
+    """Moves the delivery an ACCEPTED event names to `sent`, if it was earlier; True if it did."""
+    from apps.notifications.services.callbacks import delivery_report
+
+    delivery_id = str(event.get("idempotency_key") or "")
+    if not delivery_id:
+        return False
+    return delivery_report(
+        delivery_id=delivery_id,
+        status="sent",
+        provider=PROVIDER,
+        provider_message_id=str(event.get("sg_message_id") or ""),
+        at=_event_time(event),
+        tenant_id=event.get("tenant_id") or None,
+    )
+
+
 def sendgrid_events_record(*, body: bytes, signature: str, timestamp: str) -> Outcome:
     """Verifies and applies one Event Webhook request (see the module docstring)."""
     events = verified_events(body=body, signature=signature, timestamp=timestamp)
@@ -246,6 +292,10 @@ def sendgrid_events_record(*, body: bytes, signature: str, timestamp: str) -> Ou
                 outcome.applied += 1
             else:
                 outcome.ignored += 1
+        for event in events:
+            if event.get("event") in ACCEPTED and _settle_accepted(event):
+                outcome.applied += 1
+                outcome.ignored -= 1
     for label, count in (("applied", outcome.applied), ("duplicate", outcome.duplicates), ("ignored", outcome.ignored)):
         if count:
             metrics.PROVIDER_CALLBACKS.labels(provider=PROVIDER, outcome=label).inc(count)

@@ -139,12 +139,22 @@ def reset(*, scope: Any, provider: str) -> None:
         conn.delete(*_keys(scope, provider))
 
 
-def choose(chain: Sequence[Provider], attempt: int, *, is_open: Mapping[str, float]) -> Provider | None:
+def choose(
+    chain: Sequence[Provider], attempt: int, *, is_open: Mapping[str, float], prefer: str = ""
+) -> Provider | None:
     """The provider for this attempt: the chain's turn for it (attempt 1 the first, each retry
     the next, wrapping), or the next one in chain order whose breaker is closed; None when every
-    provider of the chain is open."""
+    provider of the chain is open.
+
+    `prefer` names the provider an earlier request may still have reached (its answer was lost, or
+    its worker died mid-request): while its breaker is closed the retry goes there again, where
+    the same idempotency key and its callbacks can absorb a copy, instead of failing over."""
     if not chain:
         return None
+    if prefer and prefer not in is_open:
+        for candidate in chain:
+            if candidate.name == prefer:
+                return candidate
     start = (max(attempt, 1) - 1) % len(chain)
     for offset in range(len(chain)):
         candidate = chain[(start + offset) % len(chain)]

@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from apps.core.net import RedirectRefused, UnresolvableHost, UnsafeUrl
 from apps.providers.base import SendResult
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
@@ -70,7 +71,18 @@ def from_status(
 
 
 def from_network_error(provider: str, exc: BaseException) -> SendResult | None:
-    """A transient result for timeouts and connection failures; None for anything else."""
+    """A transient result for timeouts and connection failures; None for anything else.
+
+    The egress guard's refusals (apps/core/net.py) count here too, whichever SDK they rose through:
+    an internal address or a redirect is permanent (the config or address must change), a name
+    that does not resolve transient. Their messages name the host and address, never an answer.
+    """
+    if isinstance(exc, RedirectRefused):
+        return SendResult.permanent(provider, exc.message, code=exc.code, status_code=exc.status)
+    if isinstance(exc, UnsafeUrl):
+        return SendResult.permanent(provider, exc.message, code=exc.code)
+    if isinstance(exc, UnresolvableHost):
+        return SendResult.transient(provider, exc.message, code=exc.code)
     if isinstance(exc, (requests.Timeout, socket.timeout, TimeoutError)):
         return SendResult.transient(provider, f"Timed out: {exc}", code="timeout")
     if isinstance(exc, (requests.ConnectionError, ConnectionError)):
@@ -81,6 +93,18 @@ def from_network_error(provider: str, exc: BaseException) -> SendResult | None:
         if isinstance(reason, (socket.timeout, TimeoutError)):
             return SendResult.transient(provider, f"Timed out: {reason}", code="timeout")
         return SendResult.transient(provider, f"Connection failed: {exc}", code="connection_error")
+    return None
+
+
+def from_message_error(provider: str, exc: BaseException) -> SendResult | None:
+    """A permanent result when the message itself cannot be built or encoded; None for anything else.
+
+    Django's mail refuses a header with a line break (`BadHeaderError`, a ValueError: a CRLF in a
+    subject would otherwise inject headers), and an address or header that cannot be encoded
+    raises a ValueError too: the same message fails the same way on every retry.
+    """
+    if isinstance(exc, ValueError):  # BadHeaderError, UnicodeError
+        return SendResult.permanent(provider, truncate(f"Invalid message: {exc}"), code="invalid_message")
     return None
 
 

@@ -20,6 +20,7 @@ from html import unescape
 
 from django.utils.html import strip_tags
 
+from apps.portal.links import with_preferences_link
 from apps.providers import tracking
 from apps.providers.base import Message
 
@@ -100,9 +101,18 @@ def compose(message: Message, *, placeholders: bool = False) -> Email:
         recipient_headers["List-Unsubscribe"] = f"<{url}>"
         recipient_headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     own = {k: v for k, v in message.headers.items() if k.lower() not in {h.lower() for h in recipient_headers}}
+    text = message.text or (text_from_html(message.html) if message.html else "")
+    # The footer link to the recipient's preference page (apps/portal/links.py), after tracking.
+    text, html = with_preferences_link(
+        tenant_id=message.tenant_id,
+        recipient_id=message.recipient_id,
+        text=text,
+        html=html,
+        substitutions=substitutions if placeholders else None,
+    )
     return Email(
         subject=message.subject,
-        text=message.text or (text_from_html(message.html) if message.html else ""),
+        text=text,
         html=html,
         reply_to=message.reply_to,
         headers=own,

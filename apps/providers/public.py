@@ -13,12 +13,15 @@ verify 403; neither changes anything.
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.utils.html import escape
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.core.errors import ApplicationError, error_body
+from apps.core.parsers import check_query_dict
+from apps.portal.links import preferences_link_html
 from apps.providers import services, tracking
 
 # A 1x1 transparent GIF.
@@ -69,16 +72,17 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     except tracking.BadToken as exc:
         raise Http404("Unknown link.") from exc
     what = f"“{target.category}” emails" if target.category else "all messages"
+    manage = preferences_link_html(tenant_id=target.tenant_id, recipient_id=target.recipient_id)
     if request.method == "GET":
         # A GET changes nothing: link scanners and previews follow links.
         button = '<form method="post"><button type="submit">Unsubscribe</button></form>'
-        return _page("Unsubscribe", f"Stop receiving {what}?", button)
+        return _page("Unsubscribe", f"Stop receiving {what}?", button + manage)
     done = services.recipient_unsubscribe(
         tenant_id=target.tenant_id, recipient_id=target.recipient_id, category=target.category
     )
     if not done:
         return _page("Nothing to unsubscribe", "This subscription no longer exists.", status=404)
-    return _page("Unsubscribed", f"You will no longer receive {what}.")
+    return _page("Unsubscribed", f"You will no longer receive {what}.", manage)
 
 
 @csrf_exempt
@@ -87,6 +91,13 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
     """Twilio's message status callback; the signature covers the URL we gave it, so it is rebuilt
     from PUBLIC_URL (what Twilio called), not from the Host header a proxy passes on."""
     url = f"{settings.PUBLIC_URL}{request.get_full_path()}"
+    try:
+        # The form is read by the signature check and the lookup of the account's tokens: NUL or a
+        # surrogate refused first (the request-limits middleware already refused them in the query).
+        check_query_dict(request.POST)
+    except ApplicationError as refused:
+        body = error_body(refused.code, refused.message, refused.fields)
+        return JsonResponse(body, status=refused.status_code)
     valid = services.twilio_status_record(
         url=url,
         params=request.POST.dict(),

@@ -48,8 +48,9 @@ def names_for(channel: str) -> list[str]:
     return [name for name, cls in ADAPTERS.items() if cls.channel == channel]
 
 
-def build(name: str, config: Mapping[str, Any]) -> Adapter:
-    return ADAPTERS[name].from_config(config)
+def build(name: str, config: Mapping[str, Any], *, trusted: bool = False) -> Adapter:
+    """`trusted` only for the environment's config: its connections skip the egress guard."""
+    return ADAPTERS[name].from_config(config, trusted=trusted)
 
 
 def environment_names(channel: str) -> list[str]:
@@ -75,7 +76,7 @@ def environment_chain(channel: str) -> list[Provider]:
         if missing:
             log.error("environment provider is incomplete", extra={"provider": name, "missing": missing})
             continue
-        chain.append(build(name, config))
+        chain.append(build(name, config, trusted=True))
     return chain
 
 

@@ -64,19 +64,23 @@ def recent_error_rate(*, tenant: Any, provider: str) -> tuple[int, float | None]
     return len(outcomes), round(failed / len(outcomes), 3)
 
 
-def probe(name: str, config: dict[str, Any]) -> Health | None:
-    """The provider's live check, cached briefly per config (the key never contains a secret in clear)."""
+def probe(name: str, config: dict[str, Any], *, trusted: bool = False) -> Health | None:
+    """The provider's live check, cached briefly per config (the key never contains a secret in clear).
+
+    `trusted` for the environment's config only: a tenant's probe connects through the egress guard."""
     fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    key = f"providers:health:{name}:{fingerprint}"
+    key = f"providers:health:{name}:{'env' if trusted else 'tenant'}:{fingerprint}"
     cached = cache.get(key)
     if cached is not None:
         return Health(*cached) if cached else None
-    health = registry.build(name, config).check()
+    health = registry.build(name, config, trusted=trusted).check()
     cache.set(key, (health.ok, health.detail) if health else (), settings.SIGNALBOX_PROVIDER_HEALTH_TTL)
     return health
 
 
-def _assess(status: ProviderStatus, *, tenant: Any, config: dict[str, Any] | None, live: bool) -> ProviderStatus:
+def _assess(
+    status: ProviderStatus, *, tenant: Any, config: dict[str, Any] | None, live: bool, trusted: bool = False
+) -> ProviderStatus:
     cls = registry.ADAPTERS[status.provider]
     if config is None:
         status.detail = "The secrets cannot be decrypted with the configured keys."
@@ -87,7 +91,7 @@ def _assess(status: ProviderStatus, *, tenant: Any, config: dict[str, Any] | Non
         status.detail = f"Missing: {', '.join(status.missing)}."
         return status
     status.recent_attempts, status.recent_error_rate = recent_error_rate(tenant=tenant, provider=status.provider)
-    health = probe(status.provider, config) if live else None
+    health = probe(status.provider, config, trusted=trusted) if live else None
     status.healthy = (health is None or health.ok) and (
         status.recent_error_rate is None or status.recent_error_rate <= MAX_ERROR_RATE
     )
@@ -128,7 +132,8 @@ def provider_statuses(*, tenant: Any, live: bool = True) -> list[ProviderStatus]
         uses_own = position > 0
         for name in registry.environment_names(channel):
             status = ProviderStatus(channel=channel, provider=name, name=name, source="environment")
-            _assess(status, tenant=tenant, config=registry.environment_config(name), live=live and not uses_own)
+            config = registry.environment_config(name)
+            _assess(status, tenant=tenant, config=config, live=live and not uses_own, trusted=True)
             if not uses_own and status.configured:
                 status.position, position = position, position + 1
             statuses.append(status)

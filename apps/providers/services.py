@@ -211,7 +211,7 @@ def _resolve(*, tenant: Any, ref: str) -> tuple[str, Adapter]:
         config = registry.environment_config(ref)
         if registry.ADAPTERS[ref].missing(config):
             raise ApplicationError(f"{ref} is not configured in the environment.", code="provider_not_configured")
-        return ref, registry.build(ref, config)
+        return ref, registry.build(ref, config, trusted=True)
     raise NotFound("No such provider config or provider.", code="not_found")
 
 
@@ -340,7 +340,16 @@ def recipient_unsubscribe(*, tenant_id: str, recipient_id: str, category: str = 
 # --- Provider status callbacks ------------------------------------------------------------------
 
 # Twilio's final message statuses, and the delivery status each one moves a `sent` delivery to.
-TWILIO_FINAL_STATUSES = {"delivered": "delivered", "undelivered": "failed", "failed": "failed"}
+# `sent` and earlier: Twilio has the message (settles an `unknown` send whose answer was lost).
+TWILIO_FINAL_STATUSES = {
+    "accepted": "sent",
+    "queued": "sent",
+    "sending": "sent",
+    "sent": "sent",
+    "delivered": "delivered",
+    "undelivered": "failed",
+    "failed": "failed",
+}
 
 
 def _twilio_auth_tokens(*, tenant_id: Any, account_sid: str) -> list[str]:
@@ -384,9 +393,9 @@ def twilio_status_record(
     if delivery.provider_message_id and delivery.provider_message_id != message_sid:
         return True  # about a message of an earlier attempt, not the one this delivery settled on
     now = now or timezone.now()
-    if status == "delivered":
+    if status in ("sent", "delivered"):
         delivery_report(
-            delivery_id=delivery.pk, status="delivered", provider="twilio", provider_message_id=message_sid, at=now
+            delivery_id=delivery.pk, status=status, provider="twilio", provider_message_id=message_sid, at=now
         )
         return True
     code = str(params.get("ErrorCode") or params.get("MessageStatus"))

@@ -14,13 +14,14 @@ from apps.notifications import conf
 from apps.notifications.models import Device, Recipient, Topic, TopicMembership
 from apps.notifications.validators import (
     messages,
+    refuse_internal_chat_hook,
     validate_email,
     validate_external_id,
     validate_locale,
     validate_object,
+    validate_outbound_url,
     validate_phone,
     validate_timezone,
-    validate_url,
 )
 
 
@@ -37,7 +38,7 @@ def _validate_chat(value: Any) -> str:
         return ""
     if not isinstance(value, str) or len(value) > 500:
         raise ValidationError("At most 500 characters.")
-    return value
+    return refuse_internal_chat_hook(value)
 
 
 def _validate_flag(value: Any) -> bool:
@@ -55,7 +56,7 @@ RECIPIENT_FIELDS: dict[str, Callable[[Any], Any]] = {
     "locale": validate_locale,
     "timezone": validate_timezone,
     "chat_address": _validate_chat,
-    "webhook_url": validate_url,
+    "webhook_url": validate_outbound_url,
     "data": validate_object,
     "unsubscribed": _validate_flag,
 }

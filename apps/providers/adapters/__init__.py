@@ -6,12 +6,21 @@ Each adapter's `env_config()` maps the environment settings (project/settings.py
 "Providers") onto that same dict, so a tenant's row and the environment build the same way.
 
 A tenant's config may name where the provider is reached (SendGrid `host`, Twilio and Slack
-`api_base_url`, FCM `endpoint` and the key's `token_uri`, SMTP `host`/`port`), and the test send
-and health probes connect there and show the answer. `url_problems` and `host_problems` hold
-such values to the webhook channel's SSRF guard (`apps.core.net.resolve_public_address`): no
-private, loopback, link-local or reserved address, and https only, unless
-`SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE`. Adapters call them from `validate_config`, which only checks
-tenant configs; the environment's settings come from operators and are trusted.
+`api_base_url`, Slack, Teams and Discord `webhook_url`, FCM `endpoint` and the key's `token_uri`,
+SMTP `host`/`port`), and the test send and health probes connect there and show the answer. Two
+checks hold such values to the egress guard (`apps.core.net`):
+
+- when the config is saved, `url_problems` and `host_problems` (called from `validate_config`):
+  the name must resolve, to no private, loopback, link-local or reserved address, and URLs must
+  be https, unless `SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE`;
+- at every connection, because a name can resolve elsewhere by then (DNS rebinding): an adapter
+  built from a tenant's config (`trusted` false, the default) connects through the guard's
+  transports, which resolve once, refuse internal addresses, connect to the checked address and
+  follow no redirect. The classification of a refusal is `apps.providers.classify.from_network_error`.
+
+Only the environment's adapters (`from_config(…, trusted=True)`, built by the registry from the
+operator's settings) use the SDKs' own transports: an operator may point them at a relay on
+localhost or behind a proxy.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from apps.core.net import UnresolvableHost, UnsafeUrl, allow_private_default, resolve_public_address
+from apps.core.net import UnresolvableHost, UnsafeUrl, allow_private_default, check_host, resolve_public_address
 from apps.providers.base import Channel, Health, Message, SendResult
 
 
@@ -48,10 +57,9 @@ def host_problems(host: Any, port: Any) -> list[str]:
     host = str(host)
     if not host or any(c in host for c in "/?#@[] \t\r\n"):
         return ["A host name or an IP address, without scheme, port or path."]
-    shown = f"[{host}]" if ":" in host else host  # an IPv6 address
     port = port if isinstance(port, int) and not isinstance(port, bool) else 0
     try:
-        resolve_public_address(f"http://{shown}:{port}/" if port else f"http://{shown}/")
+        check_host(host, port or 25)
     except (UnsafeUrl, UnresolvableHost) as exc:
         return [exc.message]
     return []
@@ -66,15 +74,19 @@ class Adapter:
     option_fields: tuple[str, ...] = ()
     # A config without one of these cannot send.
     required_fields: tuple[str, ...] = ()
+    # Built from the operator's environment: connections skip the egress guard (see the module doc).
+    trusted: bool = False
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
         return (*cls.option_fields, *cls.secret_fields)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Self:
+    def from_config(cls, config: Mapping[str, Any], *, trusted: bool = False) -> Self:
         known = set(cls.fields())
-        return cls(**{k: v for k, v in config.items() if k in known and v not in (None, "")})
+        adapter = cls(**{k: v for k, v in config.items() if k in known and v not in (None, "")})
+        adapter.trusted = trusted
+        return adapter
 
     @classmethod
     def env_config(cls) -> dict[str, Any]:

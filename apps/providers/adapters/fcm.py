@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+import google.auth.transport.requests
 import requests
 from django.conf import settings
 from google.auth import exceptions as google_errors
@@ -29,6 +30,7 @@ from pyfcm import FCMNotification
 from pyfcm.errors import InvalidDataError
 from requests.adapters import HTTPAdapter
 
+from apps.core.net import GuardedAdapter, UnresolvableHost, UnsafeUrl, guarded_session
 from apps.providers.adapters import Adapter, default_timeout, url_problems
 from apps.providers.base import Channel, Health, Message, SendResult
 from apps.providers.classify import from_network_error, is_transient_status, parse_retry_after, truncate
@@ -42,11 +44,30 @@ MAX_CLIENTS = 32
 
 
 class SignalboxFCM(FCMNotification):
-    """pyfcm with a configurable endpoint and no retries or sleeps of its own."""
+    """pyfcm with a configurable endpoint and no retries or sleeps of its own.
 
-    def __init__(self, *, endpoint: str, **kwargs: Any) -> None:
-        super().__init__(adapter=HTTPAdapter(max_retries=0), **kwargs)
+    `guarded` (a tenant's config): the pushes and the access-token fetch from the key's
+    `token_uri` go through the egress guard (apps/core/net.py) — checked and pinned address,
+    no proxy, a redirect refused rather than followed.
+    """
+
+    def __init__(self, *, endpoint: str, guarded: bool = True, **kwargs: Any) -> None:
+        adapter = GuardedAdapter() if guarded else HTTPAdapter(max_retries=0)
+        super().__init__(adapter=adapter, **kwargs)
         self.FCM_END_POINT_BASE = endpoint.rstrip("/")
+        self.guarded = guarded
+
+    def _get_access_token(self) -> str:
+        if not self.guarded:
+            return str(super()._get_access_token())
+        if self.credentials is None:
+            self._initialize_credentials()
+        try:  # as pyfcm does, but google-auth's request goes through the guard
+            with guarded_session() as session:
+                self.credentials.refresh(google.auth.transport.requests.Request(session=session))
+            return str(self.credentials.token)
+        except Exception as exc:
+            raise InvalidDataError(exc) from exc
 
     def send_request(self, payload: Any = None, timeout: Any = None) -> requests.Response:
         response = self.requests_session.post(self.fcm_end_point, data=payload, timeout=timeout)
@@ -56,13 +77,15 @@ class SignalboxFCM(FCMNotification):
         return response
 
 
-_clients: OrderedDict[tuple[str, str, str], SignalboxFCM] = OrderedDict()
+_clients: OrderedDict[tuple[str, str, str, bool], SignalboxFCM] = OrderedDict()
 _clients_lock = threading.Lock()
 
 
-def client_for(*, info: Mapping[str, Any] | None, path: str, project_id: str, endpoint: str) -> SignalboxFCM:
+def client_for(
+    *, info: Mapping[str, Any] | None, path: str, project_id: str, endpoint: str, guarded: bool = True
+) -> SignalboxFCM:
     fingerprint = hashlib.sha256(json.dumps(info, sort_keys=True).encode() if info else path.encode()).hexdigest()
-    key = (fingerprint, project_id, endpoint)
+    key = (fingerprint, project_id, endpoint, guarded)
     with _clients_lock:
         client = _clients.get(key)
         if client is not None:
@@ -70,9 +93,13 @@ def client_for(*, info: Mapping[str, Any] | None, path: str, project_id: str, en
             return client
         if info:
             credentials = service_account.Credentials.from_service_account_info(dict(info), scopes=SCOPES)
-            client = SignalboxFCM(endpoint=endpoint, credentials=credentials, project_id=project_id or None)
+            client = SignalboxFCM(
+                endpoint=endpoint, guarded=guarded, credentials=credentials, project_id=project_id or None
+            )
         else:
-            client = SignalboxFCM(endpoint=endpoint, service_account_file=path, project_id=project_id or None)
+            client = SignalboxFCM(
+                endpoint=endpoint, guarded=guarded, service_account_file=path, project_id=project_id or None
+            )
         _clients[key] = client
         while len(_clients) > MAX_CLIENTS:
             _clients.popitem(last=False)
@@ -94,6 +121,8 @@ def sandbox_service_account(url: str) -> str:
 def from_auth_error(exc: BaseException) -> SendResult:
     """pyfcm wraps token-endpoint failures in InvalidDataError; the cause says which kind."""
     cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    if isinstance(cause, (UnsafeUrl, UnresolvableHost)):  # the guard refused the token_uri
+        return from_network_error(NAME, cause) or SendResult.permanent(NAME, cause.message, code=cause.code)
     detail = truncate(f"Access token: {cause}")
     if isinstance(cause, google_errors.TransportError) or getattr(cause, "retryable", False):
         return SendResult.transient(NAME, detail, code="token_unavailable")
@@ -231,7 +260,9 @@ class FcmProvider(Adapter):
         return errors
 
     def _client(self) -> SignalboxFCM:
-        return client_for(info=self.info, path=self.path, project_id=self.project_id, endpoint=self.endpoint)
+        return client_for(
+            info=self.info, path=self.path, project_id=self.project_id, endpoint=self.endpoint, guarded=not self.trusted
+        )
 
     def _send_one(self, client: SignalboxFCM, token: str, message: Message) -> tuple[SendResult, bool]:
         title = message.title or message.subject

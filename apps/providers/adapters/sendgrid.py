@@ -5,16 +5,24 @@ a content into one request (SendGrid's limit), each with its own recipient, deli
 (`custom_args.idempotency_key`, echoed back by SendGrid's Event Webhook), headers and, when
 tracking, its own pixel and link URLs as substitutions. A 400 that blames single
 personalizations (an invalid address) fails those and sends the rest once more.
+
+`plan_requests` says which messages share a request, so the pipeline records each request's
+outcomes before the next (messages with their own content are one request each). A timeout or a
+dropped connection after the request was written is `ambiguous`: SendGrid may have accepted it,
+and its Event Webhook will say so (`reconciles`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from email.utils import parseaddr
 from typing import Any
+from urllib.error import URLError
 
+import python_http_client
 from django.conf import settings
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
@@ -33,6 +41,7 @@ from sendgrid.helpers.mail import (
     TrackingSettings,
 )
 
+from apps.core.net import UnresolvableHost, UnsafeUrl, guarded_opener
 from apps.providers.adapters import Adapter, default_timeout, url_problems
 from apps.providers.base import Channel, Message, SendResult
 from apps.providers.classify import from_network_error, from_status, truncate
@@ -75,6 +84,25 @@ def blamed_personalizations(exc: HTTPError) -> set[int] | None:
     return indexes or None
 
 
+class GuardedHttpClient(python_http_client.Client):  # type: ignore[misc]
+    """The SDK's HTTP client with every request through the egress guard's urllib opener
+    (apps/core/net.py): the checked address, no proxy, no redirect followed."""
+
+    def _build_client(self, name: str | None = None) -> GuardedHttpClient:
+        url_path = [*self._url_path, name] if name else self._url_path
+        return GuardedHttpClient(
+            host=self.host,
+            version=self._version,
+            request_headers=self.request_headers,
+            url_path=url_path,
+            append_slash=self.append_slash,
+            timeout=self.timeout,
+        )
+
+    def _make_request(self, opener: Any, request: Any, timeout: float | None = None) -> Any:
+        return super()._make_request(guarded_opener(), request, timeout=timeout)
+
+
 class SendGridProvider(Adapter):
     name = NAME
     channel = Channel.EMAIL
@@ -82,6 +110,8 @@ class SendGridProvider(Adapter):
     # `event_webhook_public_key`: the tenant's Event Webhook verification key (apps/providers/callbacks.py).
     option_fields = ("host", "from_email", "timeout", "event_webhook_public_key")
     required_fields = ("api_key", "from_email")
+    # The Event Webhook reports every message by its delivery id (apps/providers/callbacks.py).
+    reconciles = True
 
     def __init__(
         self,
@@ -119,6 +149,8 @@ class SendGridProvider(Adapter):
 
     def _client(self) -> SendGridAPIClient:
         client = SendGridAPIClient(api_key=self.api_key, host=self.host)
+        if not self.trusted:  # a tenant's host: through the egress guard
+            client.client = GuardedHttpClient(host=self.host, request_headers=client._default_headers, version=3)
         client.client.timeout = self.timeout
         return client
 
@@ -162,6 +194,12 @@ class SendGridProvider(Adapter):
             network = from_network_error(NAME, exc)
             if network is None:
                 raise
+            # urllib wraps what fails while connecting and writing the request in URLError; a
+            # timeout or a dropped connection while waiting for the answer comes unwrapped, and
+            # then SendGrid may have accepted the message. The egress guard refuses before
+            # anything is written, or after an answer (a redirect): never ambiguous.
+            if not isinstance(exc, (URLError, UnsafeUrl, UnresolvableHost)):
+                network = dataclasses.replace(network, ambiguous=True)
             return network, None
         message_id = response.headers.get("X-Message-Id", "") if response.headers else ""
         return SendResult.ok(NAME, message_id, status_code=response.status_code), None
@@ -187,6 +225,28 @@ class SendGridProvider(Adapter):
     def send(self, message: Message) -> SendResult:
         return self.send_batch([message])[0]
 
+    @staticmethod
+    def _content_key(message: Message, email: Email) -> tuple[object, ...]:
+        """Messages with equal keys can share one request (one content, personalizations apart)."""
+        return (*email.content_key, message.category, message.track_opens, message.track_clicks)
+
+    def plan_requests(self, messages: Sequence[Message]) -> list[list[int]]:
+        """Indexes of `messages` per Mail Send request, as `send_batch` would make them: one per
+        content and 1000 recipients; a message with an unusable address (no request) alone."""
+        plan: list[list[int]] = []
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for position, message in enumerate(messages):
+            if address_problem(message.to):
+                plan.append([position])
+                continue
+            groups.setdefault(self._content_key(message, compose(message, placeholders=True)), []).append(position)
+        for positions in groups.values():
+            plan.extend(
+                positions[start : start + MAX_PERSONALIZATIONS]
+                for start in range(0, len(positions), MAX_PERSONALIZATIONS)
+            )
+        return plan
+
     def send_batch(self, messages: list[Message]) -> list[SendResult]:
         """One request per content and 1000 recipients; results in the order of `messages`."""
         groups: dict[tuple[object, ...], list[tuple[int, Message, Email]]] = {}
@@ -197,8 +257,7 @@ class SendGridProvider(Adapter):
                 results[position] = SendResult.permanent(NAME, problem, code="invalid_address")
                 continue
             email = compose(message, placeholders=True)
-            key = (*email.content_key, message.category, message.track_opens, message.track_clicks)
-            groups.setdefault(key, []).append((position, message, email))
+            groups.setdefault(self._content_key(message, email), []).append((position, message, email))
         for items in groups.values():
             if len(items) == 1:
                 # Alone, the body can carry its own URLs rather than placeholders.

@@ -11,6 +11,9 @@ slack_sdk's `WebhookClient`: a recipient or tenant supplies the URL, and the cli
 the host again itself and follow a 302 as a GET, putting whatever answered into `last_error`.
 `safe_post` resolves once, refuses internal addresses (unless `SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE`),
 connects to the checked address and follows no redirect (a 3xx is permanent, `redirect`).
+`chat.postMessage` on a tenant's `api_base_url` goes through the same guard (`GuardedWebClient`,
+the guard's urllib opener); an internal address or a redirect is permanent, a name that does not
+resolve transient (`apps.providers.classify.from_network_error`).
 Slack's answers keep their meaning: the error word (`no_service`, `invalid_token`, …) is the
 code, and 429/5xx are transient with `Retry-After`.
 """
@@ -21,12 +24,13 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.request import Request
 
 from django.conf import settings
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from apps.core.net import UnresolvableHost, UnsafeUrl, safe_post
+from apps.core.net import guarded_opener, safe_post
 from apps.providers.adapters import Adapter, default_timeout, url_problems
 from apps.providers.base import Channel, Message, SendResult
 from apps.providers.classify import from_network_error, from_status, is_transient_status, parse_retry_after, truncate
@@ -46,6 +50,19 @@ def is_url(value: Any) -> bool:
 
 def metadata(message: Message) -> dict[str, Any]:
     return {"event_type": "signalbox_notification", "event_payload": {"idempotency_key": message.idempotency_key}}
+
+
+class GuardedWebClient(WebClient):
+    """slack_sdk's WebClient with its requests through the egress guard's urllib opener
+    (apps/core/net.py) instead of `urlopen`, which would resolve the name again, use the
+    environment's proxy and follow redirects."""
+
+    def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
+        response = guarded_opener(context=self.ssl).open(req, timeout=self.timeout)
+        with response:
+            charset = response.headers.get_content_charset() or "utf-8"
+            body = response.read().decode(charset)
+        return {"status": response.status, "headers": response.headers, "body": body}
 
 
 class SlackProvider(Adapter):
@@ -91,6 +108,8 @@ class SlackProvider(Adapter):
         errors: dict[str, list[str]] = {}
         if config.get("webhook_url") and not is_url(config["webhook_url"]):
             errors["webhook_url"] = ["An https://hooks.slack.com/services/… URL."]
+        elif config.get("webhook_url") and (problems := url_problems(config["webhook_url"])):
+            errors["webhook_url"] = problems
         if config.get("bot_token") and not str(config["bot_token"]).startswith("xox"):
             errors["bot_token"] = ["A bot token starts with xoxb-."]
         if config.get("api_base_url") and (problems := url_problems(config["api_base_url"])):
@@ -109,8 +128,6 @@ class SlackProvider(Adapter):
             if not self.bot_token:
                 return SendResult.permanent(NAME, "chat.postMessage needs a bot token.", code="not_configured")
             return self._post_message(target, message, text, blocks)
-        except (UnsafeUrl, UnresolvableHost) as exc:
-            return SendResult.permanent(NAME, exc.message, code=exc.code)
         except SlackClientError as exc:
             return SendResult.transient(NAME, truncate(exc), code="client_error")
         except Exception as exc:
@@ -136,7 +153,7 @@ class SlackProvider(Adapter):
         return from_status(NAME, status, code=code, detail=truncate(word), headers=response.headers)
 
     def _post_message(self, channel: str, message: Message, text: str, blocks: Any) -> SendResult:
-        client = WebClient(
+        client = (WebClient if self.trusted else GuardedWebClient)(
             token=self.bot_token,
             base_url=self.api_base_url,
             timeout=int(max(1, self.timeout)),

@@ -12,6 +12,10 @@ every `send()` of this thread reuses one connection, opened by the first of them
 connection is refused or lost, the session's remaining sends fail at once as transient
 (`disconnected`) rather than each waiting for its own timeout. `send()` outside a session opens
 and closes a connection of its own.
+
+A tenant's relay is reached through the egress guard (`GuardedEmailBackend`): the host is
+resolved once when the connection opens, an internal address is refused (permanent,
+`unsafe_url`) and the socket connects to the checked address.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend
 
+from apps.core.net import GuardedSMTP, GuardedSMTP_SSL
 from apps.providers.adapters import Adapter, default_timeout, host_problems
 from apps.providers.base import Channel, Health, Message, SendResult
-from apps.providers.classify import from_network_error, truncate
+from apps.providers.classify import from_message_error, from_network_error, truncate
 from apps.providers.email import address_problem, compose
 
 NAME = "smtp"
@@ -70,7 +75,19 @@ def from_smtp_error(exc: BaseException) -> SendResult:
     network = from_network_error(NAME, exc)
     if network is not None:
         return network
+    invalid = from_message_error(NAME, exc)
+    if invalid is not None:
+        return invalid
     return SendResult.transient(NAME, truncate(f"{type(exc).__name__}: {exc}"), code="smtp_error")
+
+
+class GuardedEmailBackend(EmailBackend):
+    """Django's SMTP backend whose connection goes to the address the egress guard checked
+    (apps/core/net.py); STARTTLS and implicit TLS still verify the configured host name."""
+
+    @property
+    def connection_class(self) -> type[smtplib.SMTP]:
+        return GuardedSMTP_SSL if self.use_ssl else GuardedSMTP
 
 
 class SmtpProvider(Adapter):
@@ -128,7 +145,8 @@ class SmtpProvider(Adapter):
         return errors
 
     def _backend(self) -> EmailBackend:
-        return EmailBackend(
+        backend_class = EmailBackend if self.trusted else GuardedEmailBackend
+        return backend_class(
             host=self.host,
             port=self.port,
             username=self.username,

@@ -5,22 +5,30 @@ Signalbox's own `PUBLIC_URL/callbacks/twilio/status?delivery=<id>` (the query is
 Twilio's signature, so the callback finds its delivery without a search), and passes the delivery id as
 `I-Twilio-Idempotency-Token` (the SDK has no parameter for it, hence the HTTP client below),
 so a retry of a send whose answer was lost does not text the person twice.
+
+A read timeout or a connection dropped after the request was written is `ambiguous` (Twilio may
+have queued the message; its status callback will say so: `reconciles`); a refused connection
+or a connect timeout is not.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
+import requests
 from django.conf import settings
 from twilio.base import values
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
+from urllib3.exceptions import ProtocolError
 
+from apps.core.net import guarded_session
 from apps.providers.adapters import Adapter, default_timeout, url_problems
 from apps.providers.base import Channel, Message, SendResult
 from apps.providers.classify import from_network_error, from_status, is_transient_status, parse_retry_after, truncate
@@ -42,8 +50,10 @@ def status_callback_url(delivery_id: str) -> str:
 class IdempotentHttpClient(TwilioHttpClient):
     """Adds the idempotency token to every request and keeps the last answer's headers."""
 
-    def __init__(self, token: str, *, timeout: float) -> None:
+    def __init__(self, token: str, *, timeout: float, guarded: bool = True) -> None:
         super().__init__(timeout=timeout, logger=SDK_LOG)
+        if guarded:  # a tenant's base URL: through the egress guard (apps/core/net.py)
+            self.session = guarded_session()
         self.token = token
         self.last_headers: Mapping[str, Any] = {}
 
@@ -53,6 +63,20 @@ class IdempotentHttpClient(TwilioHttpClient):
         )
         self.last_headers = response.headers or {}
         return response
+
+
+def sent_then_lost(exc: BaseException) -> bool:
+    """Whether the request was written before the failure, so Twilio may have the message."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ReadTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        # "Connection aborted." (urllib3's ProtocolError) is an answer lost after sending; a
+        # refused or unresolvable host arrives as MaxRetryError before anything was sent.
+        reason = exc.args[0] if exc.args else None
+        return isinstance(reason, ProtocolError)
+    return False
 
 
 def from_rest_error(exc: TwilioRestException, headers: Mapping[str, Any]) -> SendResult:
@@ -74,6 +98,8 @@ class TwilioProvider(Adapter):
     secret_fields = ("auth_token",)
     option_fields = ("account_sid", "from_number", "messaging_service_sid", "api_base_url", "timeout")
     required_fields = ("account_sid", "auth_token", "from_number|messaging_service_sid")
+    # Status callbacks name the delivery (`?delivery=<id>`, apps/providers/services.py).
+    reconciles = True
 
     def __init__(
         self,
@@ -120,7 +146,7 @@ class TwilioProvider(Adapter):
         return client
 
     def send(self, message: Message) -> SendResult:
-        http_client = IdempotentHttpClient(message.idempotency_key, timeout=self.timeout)
+        http_client = IdempotentHttpClient(message.idempotency_key, timeout=self.timeout, guarded=not self.trusted)
         try:
             created = self._client(http_client).messages.create(
                 to=str(message.to),
@@ -137,5 +163,5 @@ class TwilioProvider(Adapter):
             network = from_network_error(NAME, exc)
             if network is None:
                 raise
-            return network
+            return dataclasses.replace(network, ambiguous=True) if sent_then_lost(exc) else network
         return SendResult.ok(NAME, str(created.sid), detail=str(created.status or ""))

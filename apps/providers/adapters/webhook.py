@@ -2,7 +2,8 @@
 
 All three post through `apps.core.net.safe_post`: the host is resolved once and must be
 public (unless `SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE`), the connection is pinned to that
-address, and redirects are not followed.
+address, and redirects are not followed (a 3xx is permanent, `redirect`, and its body is not
+shown). A Teams or Discord config's `webhook_url` is checked when saved as well (`url_problems`).
 
 The webhook channel posts the rendered JSON (`Message.data`) signed per Standard Webhooks
 (`webhook-id` = the delivery id, `webhook-timestamp`, `webhook-signature`) with the
@@ -21,7 +22,7 @@ from django.conf import settings
 
 from apps.core.net import UnresolvableHost, UnsafeUrl, safe_post
 from apps.events.signing import InvalidSecret, secret_check, signed_headers
-from apps.providers.adapters import Adapter, default_timeout
+from apps.providers.adapters import Adapter, default_timeout, url_problems
 from apps.providers.base import Channel, Message, SendResult
 from apps.providers.classify import from_network_error, from_status, truncate
 
@@ -120,6 +121,8 @@ class _ChatHook(Adapter):
     def validate_config(cls, config: Mapping[str, Any]) -> dict[str, list[str]]:
         if config.get("webhook_url") and not is_url(config["webhook_url"]):
             return {"webhook_url": ["An https:// incoming webhook URL."]}
+        if config.get("webhook_url") and (problems := url_problems(config["webhook_url"])):
+            return {"webhook_url": problems}
         return {}
 
     def payload(self, message: Message) -> dict[str, Any]:
