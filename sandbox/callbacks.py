@@ -4,13 +4,25 @@ Both are signed exactly as the providers sign them, so a receiver's real verific
 (`EventWebhook.verify_signature`, Twilio's `RequestValidator`) can be tested against them.
 Events can name a recorded message (`sandbox_message_id`), and the sandbox fills in what
 the provider would have sent about it: address, provider ids and custom args.
+
+They are played on request (`POST /_sandbox/callbacks/sendgrid|twilio`) or, once configured
+(`POST /_sandbox/auto-callbacks`), automatically for every message the provider accepts, after
+`delay_ms`: SendGrid events (default `processed`, `delivered`) to the configured Event Webhook
+URL, each carrying the message's custom args (the delivery id among them); Twilio status
+callbacks (default `sent`, `delivered`) to each message's own `StatusCallback` (or `url`). A
+message accepted by a request that then hangs (a `timeout` fault without status) is reported
+all the same, as the real providers would: that is how a client whose answer was lost learns
+what happened.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,7 +30,9 @@ import aiohttp
 from twilio.request_validator import RequestValidator
 
 from sandbox.keys import sign_event_webhook
-from sandbox.state import Store
+from sandbox.state import Message, Store
+
+log = logging.getLogger(__name__)
 
 SENDGRID_SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -138,3 +152,56 @@ async def play_twilio(store: Store, *, body: dict[str, Any], account_sid: str, a
     }
     result = await post(url, urlencode(params).encode("ascii"), headers)
     return {**result, "url": url, "params": params, "headers": headers}
+
+
+# --- Automatic callbacks --------------------------------------------------------------------------
+
+AUTO_DEFAULTS = {"sendgrid": ("processed", "delivered"), "twilio": ("sent", "delivered")}
+_running: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
+
+
+def auto_callback_from_json(body: Any) -> dict[str, Any]:
+    """Validate `POST /_sandbox/auto-callbacks`: provider, url, events (or statuses), delay_ms."""
+    if not isinstance(body, dict) or body.get("provider") not in AUTO_DEFAULTS:
+        raise CallbackError(f"provider must be one of {', '.join(AUTO_DEFAULTS)}.")
+    provider = body["provider"]
+    url = body.get("url")
+    if provider == "sendgrid" and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        raise CallbackError("url (the Event Webhook URL) is required for sendgrid.")
+    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        raise CallbackError("url must be an http(s) URL.")
+    kinds = body.get("events", body.get("statuses", list(AUTO_DEFAULTS[provider])))
+    if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) and k for k in kinds):
+        raise CallbackError("events (statuses for twilio) must be a non-empty list of names.")
+    delay_ms = body.get("delay_ms") or 0
+    if not isinstance(delay_ms, int) or delay_ms < 0:
+        raise CallbackError("delay_ms must be a non-negative integer.")
+    return {"provider": provider, "url": url, "events": kinds, "delay_ms": delay_ms}
+
+
+async def _play_auto(store: Store, rule: dict[str, Any], messages: Sequence[Message], config: Any) -> None:
+    await asyncio.sleep(rule["delay_ms"] / 1000)
+    if rule["provider"] == "sendgrid":
+        events = [{"event": kind, "sandbox_message_id": m.id} for m in messages for kind in rule["events"]]
+        result = await play_sendgrid(store, url=rule["url"], events=events, seed=config.event_key_seed)
+        log.info("auto callback sendgrid: %s", result.get("status") or result.get("error"))
+        return
+    for message in messages:
+        for status in rule["events"]:
+            body = {"message_sid": message.provider_message_id, "status": status}
+            if rule["url"]:
+                body["url"] = rule["url"]
+            result = await play_twilio(
+                store, body=body, account_sid=config.twilio_account_sid, auth_token=config.twilio_auth_token
+            )
+            log.info("auto callback twilio %s: %s", status, result.get("status") or result.get("error"))
+
+
+def report_accepted(store: Store, provider: str, messages: Sequence[Message], config: Any) -> None:
+    """Schedules the automatic callbacks for messages the provider just accepted, if configured."""
+    rule = store.auto_callbacks.get(provider)
+    if rule is None or not messages:
+        return
+    task = asyncio.get_running_loop().create_task(_play_auto(store, rule, list(messages), config))
+    _running.add(task)
+    task.add_done_callback(_running.discard)

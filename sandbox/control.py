@@ -199,6 +199,26 @@ async def twilio_callback(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+async def set_auto_callback(request: web.Request) -> web.Response:
+    """Report every message a provider accepts from now on (sandbox/callbacks.py, "automatic")."""
+    sandbox = get_sandbox(request)
+    try:
+        rule = callbacks.auto_callback_from_json(await json_body(request))
+    except callbacks.CallbackError as exc:
+        return api_error(str(exc), "invalid_callback")
+    sandbox.store.auto_callbacks[rule["provider"]] = rule
+    return web.json_response(rule, status=201)
+
+
+async def list_auto_callbacks(request: web.Request) -> web.Response:
+    return web.json_response({"auto_callbacks": list(get_sandbox(request).store.auto_callbacks.values())})
+
+
+async def clear_auto_callbacks(request: web.Request) -> web.Response:
+    get_sandbox(request).store.auto_callbacks.clear()
+    return web.json_response({"ok": True})
+
+
 def add_routes(app: web.Application) -> None:
     router = app.router
     router.add_get(f"{PREFIX}/health", health)
@@ -219,3 +239,6 @@ def add_routes(app: web.Application) -> None:
     router.add_get(f"{PREFIX}/fcm/service-account", own_service_account)
     router.add_post(f"{PREFIX}/callbacks/sendgrid", sendgrid_callback)
     router.add_post(f"{PREFIX}/callbacks/twilio", twilio_callback)
+    router.add_get(f"{PREFIX}/auto-callbacks", list_auto_callbacks)
+    router.add_post(f"{PREFIX}/auto-callbacks", set_auto_callback)
+    router.add_delete(f"{PREFIX}/auto-callbacks", clear_auto_callbacks)

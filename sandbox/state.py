@@ -4,7 +4,7 @@ Everything lives in memory on the one event loop, so no locking is needed. With 
 directory, each message is also appended to `messages.jsonl` (and SMTP's raw bytes to
 `eml/`), and reloaded at start so the outbox survives a restart.
 
-`reset()` forgets messages, attempts, faults and webhook secrets, but keeps credentials
+`reset()` forgets messages, attempts, faults, webhook secrets and automatic callbacks, but keeps credentials
 (service-account keys and issued OAuth tokens): they mirror account configuration at the
 provider, and clients cache tokens across tests.
 """
@@ -86,6 +86,8 @@ class Store:
         self.attempts: list[Attempt] = []
         self.faults: list[Fault] = []
         self.webhook_secrets: dict[str, str] = {}
+        # provider -> how to report its accepted messages by itself (sandbox/callbacks.py, "auto").
+        self.auto_callbacks: dict[str, dict[str, Any]] = {}
         # client_email -> PEM public key, for verifying OAuth JWT assertions.
         self.service_account_keys: dict[str, bytes] = {}
         # access token -> client_email
@@ -195,6 +197,7 @@ class Store:
         self.attempts.clear()
         self.faults.clear()
         self.webhook_secrets.clear()
+        self.auto_callbacks.clear()
         self._seq = itertools.count(1)
         if self.data_dir is not None:
             (self.data_dir / "messages.jsonl").write_text("", encoding="utf-8")

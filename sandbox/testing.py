@@ -180,6 +180,25 @@ class SandboxClient:
         }
         return dict(self._call("POST", "callbacks/twilio", {k: v for k, v in body.items() if v is not None}))
 
+    def auto_callbacks(
+        self,
+        provider: str,
+        url: str | None = None,
+        *,
+        events: list[str] | None = None,
+        delay_ms: int = 0,
+    ) -> dict[str, Any]:
+        """From now on the provider reports every message it accepts: SendGrid `events` (default
+        processed, delivered) to the Event Webhook `url`; Twilio statuses (`events`, default sent,
+        delivered) to each message's StatusCallback, or to `url`; each `delay_ms` after accepting."""
+        body: dict[str, Any] = {"provider": provider, "url": url, "delay_ms": delay_ms}
+        if events is not None:
+            body["events"] = events
+        return dict(self._call("POST", "auto-callbacks", body))
+
+    def clear_auto_callbacks(self) -> None:
+        self._call("DELETE", "auto-callbacks")
+
 
 class _Running:
     http_port: int

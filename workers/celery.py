@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
+
+from workers import broker
+
+
+@worker_init.connect
+def _survive_broker_restarts(**_: Any) -> None:
+    # A broker restart must never end a worker (workers/broker.py). Patched when a worker starts,
+    # not at import, so the API process does not import the Redis transport it never consumes from.
+    broker.install()
+
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 

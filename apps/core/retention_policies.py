@@ -7,7 +7,7 @@ Here (run by `signalbox.maintenance.purge`), children before parents:
 
 - `deliveries`: deliveries except in-app, with their attempts and digest items;
 - `inbox_read`, `inbox_unread`: in-app deliveries (the inbox), read or never read;
-  for all three, never pending, queued, sending, deferred or digest, nor inside the
+  for all three, never pending, queued, sending, deferred, digest or unknown, nor inside the
   notification's dedup window (a later duplicate must still find them);
 - `digest_windows`: closed digest windows (never an open one);
 - `notifications`: notifications with no delivery left (never scheduled, accepted, fanning out or
@@ -17,7 +17,8 @@ Here (run by `signalbox.maintenance.purge`), children before parents:
 - `idempotency_keys`: `Idempotency-Key` records past their `delete_at` (a whole-table pass).
 
 Elsewhere, with their own jobs: `events` (apps/events, `signalbox.maintenance.purge_events`:
-events with their rule executions and messages, never unprocessed or with a message in flight),
+events with their rule executions and messages: processed, dead, or pending with no attempt ahead;
+never with a message in flight),
 `transition_intents` (apps/workflows, `signalbox.maintenance.purge_transition_intents`), `audit`
 (apps/observability, `signalbox.maintenance.purge_audit`), and task executions (apps/tasks,
 `signalbox.tasks.purge_expired`).
@@ -40,7 +41,7 @@ from django.db.models.lookups import GreaterThan
 
 from apps.core.retention import RetentionPolicy
 
-DELIVERY_IN_FLIGHT = ("pending", "queued", "sending", "deferred", "digest")
+DELIVERY_IN_FLIGHT = ("pending", "queued", "sending", "deferred", "digest", "unknown")
 NOTIFICATION_OPEN = ("scheduled", "accepted", "fanning_out", "dispatched")
 WEBHOOK_IN_FLIGHT = ("pending", "sending")
 

@@ -6,11 +6,35 @@ Every knob has a default here, so the app runs with nothing configured; a bad va
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+# The most characters each rendered field may have, by `channel.field` (a JSON field counts all its
+# rendered strings). A render that passes its limit stops there and fails (docs/notifications.md,
+# "Template budgets"). SMS: Twilio's 1,600-character body; chat: Slack's 40,000-character text.
+DEFAULT_OUTPUT_LIMITS: Mapping[str, int] = MappingProxyType(
+    {
+        "email.subject": 1_000,
+        "email.text": 1_000_000,
+        "email.html": 1_000_000,
+        "sms.text": 1_600,
+        "push.title": 1_000,
+        "push.body": 4_000,
+        "push.data": 4_000,
+        "in_app.title": 1_000,
+        "in_app.body": 10_000,
+        "in_app.action_url": 2_048,
+        "in_app.data": 16_000,
+        "chat.text": 40_000,
+        "webhook.body": 1_000_000,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -22,9 +46,12 @@ class NotificationSettings:
     # A send task hands the rest of its batch to a new task after this many seconds, so a slow
     # provider never runs into the task time limit with rows claimed.
     SEND_TIME_BUDGET_SECONDS: int = 120
-    # A claim outlives the longest possible task (CELERY_TASK_TIME_LIMIT), so an expired lease
-    # means the worker is gone, never that it is still sending.
+    # A claim's lease. A live sender renews it between provider requests (a third of it before it
+    # runs out), so an expired lease means the worker is gone, never that it is still sending.
     SEND_LEASE_SECONDS: int = 420
+    # How long a delivery whose answer was lost (`unknown`) waits for the provider's callback
+    # before it is retried with the same provider (docs/reliability.md, "Ambiguous outcomes").
+    RECONCILE_WINDOW_SECONDS: float = 600.0
     MAX_ATTEMPTS: int = 6
     RETRY_BASE_SECONDS: float = 15.0
     RETRY_CAP_SECONDS: float = 3600.0
@@ -41,16 +68,51 @@ class NotificationSettings:
     SWEEP_INTENT_AFTER_SECONDS: int = 60
     SWEEP_CHUNK_AFTER_SECONDS: int = 300
     SWEEP_QUEUED_AFTER_SECONDS: int = 900
+    # The sweeper's pace: rows per transaction, and batches of each kind until none is full or
+    # this budget is spent (so a backlog of a million lost sends is taken back in minutes).
+    SWEEP_BATCH_SIZE: int = 1000
+    SWEEP_TIME_BUDGET_SECONDS: float = 20.0
+    # Runs of one fan-out chunk (each failure, or its worker killed or past the time limit) before
+    # it is `dead`: its notification ends `failed` with the reason instead of retrying forever.
+    FANOUT_CHUNK_MAX_ATTEMPTS: int = 3
+    # Template budgets: a template is a tenant's program, so every render is bounded. Per field:
+    # loop iterations, the size of any string or sequence it makes (characters or items), and the
+    # characters it produces in all (thrown-away values included); per render of one channel
+    # (and per preview or save check), the wall-clock time; per field, TEMPLATE_OUTPUT_LIMITS.
+    TEMPLATE_MAX_LOOP_ITERATIONS: int = 10_000
+    TEMPLATE_MAX_VALUE_CHARS: int = 1_000_000
+    TEMPLATE_MAX_WORK_CHARS: int = 5_000_000
+    TEMPLATE_RENDER_SECONDS: float = 2.0
+    # Overrides merged over DEFAULT_OUTPUT_LIMITS, e.g. {"sms.text": 480}.
+    TEMPLATE_OUTPUT_LIMITS: Mapping[str, int] = field(default_factory=lambda: DEFAULT_OUTPUT_LIMITS)
+
+
+# (the settings object, a deep copy of it, what it parsed to): rendering asks for every recipient.
+_parsed: tuple[Any, Any, NotificationSettings] | None = None
 
 
 def get() -> NotificationSettings:
-    raw: dict[str, Any] = dict(getattr(settings, "SIGNALBOX_NOTIFICATIONS", {}) or {})
+    global _parsed
+    current = getattr(settings, "SIGNALBOX_NOTIFICATIONS", {}) or {}
+    cached = _parsed
+    if cached is not None and cached[0] is current and cached[1] == current:  # unchanged, even in place
+        return cached[2]
+    parsed = _parse(current)
+    _parsed = (current, copy.deepcopy(current), parsed)
+    return parsed
+
+
+def _parse(current: Any) -> NotificationSettings:
+    raw: dict[str, Any] = dict(current)
     known = {f.name: f for f in fields(NotificationSettings)}
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ImproperlyConfigured(f"SIGNALBOX_NOTIFICATIONS has unknown keys: {', '.join(unknown)}.")
     values: dict[str, Any] = {}
     for name, value in raw.items():
+        if name == "TEMPLATE_OUTPUT_LIMITS":
+            values[name] = _output_limits(value)
+            continue
         kind = int if known[name].type in ("int", int) else float
         try:
             values[name] = kind(value)
@@ -59,3 +121,20 @@ def get() -> NotificationSettings:
         if values[name] <= 0:
             raise ImproperlyConfigured(f"SIGNALBOX_NOTIFICATIONS[{name!r}] must be positive.")
     return NotificationSettings(**values)
+
+
+def _output_limits(value: Any) -> Mapping[str, int]:
+    if not isinstance(value, Mapping):
+        raise ImproperlyConfigured("SIGNALBOX_NOTIFICATIONS['TEMPLATE_OUTPUT_LIMITS'] must be a mapping.")
+    unknown = sorted(set(value) - set(DEFAULT_OUTPUT_LIMITS))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"TEMPLATE_OUTPUT_LIMITS has unknown keys: {', '.join(map(str, unknown))}; "
+            f"use `channel.field` among {', '.join(DEFAULT_OUTPUT_LIMITS)}."
+        )
+    merged = dict(DEFAULT_OUTPUT_LIMITS)
+    for key, limit in value.items():
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+            raise ImproperlyConfigured(f"TEMPLATE_OUTPUT_LIMITS[{key!r}] must be a positive whole number.")
+        merged[key] = limit
+    return MappingProxyType(merged)

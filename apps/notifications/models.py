@@ -12,6 +12,7 @@ import os
 import threading
 import time
 import uuid
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -138,6 +139,13 @@ class Recipient(TenantOwned):  # type: ignore[django-manager-missing]  # django-
         db_default="",  # bulk COPY and raw inserts that name no such column still work
         editable=False,
         help_text="This recipient's own webhook signing secret, Fernet-encrypted; empty: the provider's.",
+    )
+    # Inbox tokens carry the generation they were minted in; revoking them all is one increment.
+    inbox_token_generation = models.PositiveIntegerField(
+        default=0,
+        db_default=0,  # bulk COPY and raw inserts that name no such column still work
+        editable=False,
+        help_text="Inbox tokens minted before the last revocation (a lower generation) are refused.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -338,6 +346,11 @@ class FanoutChunk(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
     done_at = models.DateTimeField(null=True, blank=True)
+    # Runs started (counted before the work, so a run killed by the time limit counts too); past
+    # FANOUT_CHUNK_MAX_ATTEMPTS the chunk is dead, with the last failure, and is not run again.
+    attempts = models.PositiveSmallIntegerField(default=0, db_default=0)
+    last_error = models.TextField(blank=True, default="", db_default="")
+    dead_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("id",)
@@ -348,9 +361,20 @@ class FanoutChunk(models.Model):
         return f"{self.notification_id}#{self.index}"
 
 
+class NextChangeSeq(models.Func):
+    """`nextval('notif_delivery_change_seq')` on PostgreSQL; on SQLite (`make run`) a trigger fills it."""
+
+    output_field = models.BigIntegerField()
+
+    def as_sql(self, compiler: Any, connection: Any, *args: Any, **extra: Any) -> Any:
+        if connection.vendor == "postgresql":
+            return "nextval('notif_delivery_change_seq')", []
+        return "NULL", []  # SQLite allows no subquery in a default; migration 0007's trigger fills it
+
+
 # Module-level because Meta cannot see names of the class body it sits in.
-IN_FLIGHT_STATUSES = ("pending", "queued", "sending", "deferred")
-DUE_STATUSES = ("pending", "deferred")
+IN_FLIGHT_STATUSES = ("pending", "queued", "sending", "deferred", "unknown")
+DUE_STATUSES = ("pending", "deferred", "unknown")
 
 
 class Delivery(TenantOwned):
@@ -360,6 +384,10 @@ class Delivery(TenantOwned):
         PENDING = "pending"  # waits for the dispatcher (next_attempt_at): retries, recovered rows
         QUEUED = "queued"  # a send task carrying its id is on the broker
         SENDING = "sending"  # claimed by a worker until lease_expires_at
+        # A request's answer was lost (timeout after sending, a worker killed mid-request): the
+        # provider may have it. Waits for its callback until next_attempt_at, then is retried with
+        # the same provider (docs/reliability.md, "Ambiguous outcomes").
+        UNKNOWN = "unknown"
         SENT = "sent"  # a provider accepted it
         DELIVERED = "delivered"  # confirmed at the destination (in-app: visible in the inbox)
         READ = "read"
@@ -401,7 +429,13 @@ class Delivery(TenantOwned):
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The claim's token: a sender writes only rows still carrying its own (services/sending.py).
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
     provider = models.CharField(max_length=64, blank=True)
+    # Set before each provider request, cleared when a definite answer is recorded: while set, that
+    # provider may hold the message (an answer lost, a worker killed mid-request), so the retry goes
+    # to it again (its idempotency key can absorb the copy) instead of failing over.
+    in_flight_provider = models.CharField(max_length=64, blank=True, default="", db_default="")
     provider_message_id = models.CharField(max_length=255, blank=True)
     rendered = models.JSONField(null=True, blank=True, help_text="What was sent: address, locale and content.")
     dedup_key = models.CharField(max_length=255, null=True, blank=True)
@@ -416,6 +450,9 @@ class Delivery(TenantOwned):
     seen_at = models.DateTimeField(null=True, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
     archived_at = models.DateTimeField(null=True, blank=True)
+    # The live streams' cursor (docs/realtime.md): a PostgreSQL sequence value taken on insert (the
+    # column default, so bulk COPY pays nothing extra) and again on each inbox state change.
+    change_seq = models.BigIntegerField(null=True, blank=True, editable=False, db_default=NextChangeSeq())
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -429,6 +466,10 @@ class Delivery(TenantOwned):
             models.Index(fields=["notification", "channel", "status"], name="notif_delivery_counts"),
             models.Index(fields=["tenant", "-created_at"], name="notif_delivery_list"),
             models.Index(fields=["recipient", "-id"], name="notif_delivery_recipient"),
+            # A live inbox stream's resume: this recipient's in-app changes after a cursor.
+            models.Index(
+                fields=["recipient", "change_seq"], name="notif_delivery_inbox_seq", condition=Q(channel="in_app")
+            ),
             # The dispatcher: due retries and quiet-hour deferrals.
             models.Index(fields=["next_attempt_at"], name="notif_delivery_due", condition=Q(status__in=DUE_STATUSES)),
             # "Is anything of this notification still in flight?" in one index probe.

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sandbox.callbacks import report_accepted
 from sandbox.context import get_sandbox, header_idempotency_key, lookup_key, request_headers, retry_headers
 from sandbox.faults import Fault
 from sandbox.state import Message
@@ -284,10 +285,13 @@ async def mail_send(request: web.Request) -> web.Response:
         return error_response(400, errors)
 
     message_id = secrets.token_urlsafe(16)[:22]
-    for message in expand(body, request_key, message_id):
+    accepted = expand(body, request_key, message_id)
+    for message in accepted:
         message.extra["request_headers"] = request_headers(request)
         store.record(message)
     store.attempt(PROVIDER, 202, recipients, idempotency_key=request_key, fault=fault)
+    # Reported even when the answer then hangs (a fault), as SendGrid would: it has the message.
+    report_accepted(store, PROVIDER, accepted, sandbox.config)
     if fault is not None:
         await fault.wait()
     return web.Response(status=202, headers={"X-Message-Id": message_id})

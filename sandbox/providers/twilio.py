@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import BasicAuth, web
 
+from sandbox.callbacks import report_accepted
 from sandbox.context import get_sandbox, request_headers, retry_headers
 from sandbox.faults import Fault
 from sandbox.state import Message
@@ -178,7 +179,7 @@ async def create_message(request: web.Request) -> web.Response:
 
     sid = "SM" + secrets.token_hex(16)
     resource = message_resource(account_sid=account_sid, sid=sid, form=form, media=media)
-    store.record(
+    recorded = store.record(
         Message(
             provider=PROVIDER,
             recipient=to,
@@ -196,6 +197,8 @@ async def create_message(request: web.Request) -> web.Response:
         )
     )
     store.attempt(PROVIDER, 201, [to], idempotency_key=key, fault=fault)
+    # Reported even when the answer then hangs (a fault), as Twilio would: it has the message.
+    report_accepted(store, PROVIDER, [recorded], sandbox.config)
     if fault is not None:
         await fault.wait()
     return web.json_response(resource, status=201)

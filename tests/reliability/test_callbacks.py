@@ -163,7 +163,7 @@ def test_forged_stale_and_malformed_event_posts_are_refused_and_change_nothing(
         (403, "signature_stale"),
         (403, "signature_missing"),
         (403, "signature_invalid"),
-        (400, "invalid_payload"),
+        (403, "signature_invalid"),  # unparseable and unsigned: the signature is checked first
     ]
     ada.refresh_from_db()
     assert ada.status == "sent" and not Suppression.objects.exists() and not ProviderEvent.objects.exists()

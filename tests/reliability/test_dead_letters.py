@@ -119,7 +119,7 @@ def test_bulk_replay_takes_ids_or_a_filter(sandboxed: Any, api: Any, sandbox_cli
     sandbox_client.clear_faults()
     one = str(Delivery.objects.filter(notification=first).first().pk)  # type: ignore[union-attr]
 
-    assert api.post("/api/v1/deliveries/replay/", {}, format="json").status_code == 400
+    assert api.post("/api/v1/deliveries/replay/", {}, format="json").status_code == 422  # neither ids nor filter
     by_id = api.post("/api/v1/deliveries/replay/", {"ids": [one]}, format="json")
     by_filter = api.post(
         "/api/v1/deliveries/replay/",

@@ -171,8 +171,9 @@ def deliveries_insert(rows: Sequence[Mapping[str, Any]]) -> set[Any]:
     return inserted
 
 
-def deliveries_record(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """Writes send outcomes of claimed rows in one UPDATE; rows no longer `sending` are left alone.
+def deliveries_record(rows: Sequence[Mapping[str, Any]], *, claim_token: Any = None) -> list[Any]:
+    """Writes send outcomes of claimed rows in one UPDATE; rows no longer `sending` are left alone,
+    and with a `claim_token` rows another claim holds too (the claim ends on the rows written).
 
     Each row: `id` plus any RESULT_COLUMNS. Call inside a transaction. Returns the ids written.
     """
@@ -193,9 +194,11 @@ def deliveries_record(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         written = []
         for r in prepared:
             values = {k: v for k, v in r.items() if k != "id" and not (k in KEEP_IF_NULL and v is None)}
-            if Delivery.objects.filter(pk=r["id"], status=Delivery.Status.SENDING).update(
-                lease_expires_at=None, **values
-            ):
+            mine = Delivery.objects.filter(pk=r["id"], status=Delivery.Status.SENDING)
+            if claim_token is not None:
+                mine = mine.filter(claim_token=claim_token)
+                values["claim_token"] = None
+            if mine.update(lease_expires_at=None, **values):
                 written.append(r["id"])
         return written
     _ensure_stage("notif_result_stage")
@@ -208,10 +211,13 @@ def deliveries_record(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         f"{name} = COALESCE(s.{name}, d.{name})" if name in KEEP_IF_NULL else f"{name} = s.{name}"
         for name, _ in RESULT_COLUMNS
     )
+    guard = " AND d.claim_token = %s" if claim_token is not None else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {Delivery._meta.db_table} AS d SET {sets}, lease_expires_at = NULL "  # noqa: S608
-            "FROM notif_result_stage AS s WHERE d.id = s.id AND d.status = 'sending' RETURNING d.id"
+            f"UPDATE {Delivery._meta.db_table} AS d SET {sets}, lease_expires_at = NULL"  # noqa: S608
+            f"{', claim_token = NULL' if guard else ''} "
+            f"FROM notif_result_stage AS s WHERE d.id = s.id AND d.status = 'sending'{guard} RETURNING d.id",
+            [claim_token] if guard else None,
         )
         written = [row[0] for row in cursor.fetchall()]
         cursor.execute("DELETE FROM notif_result_stage")

@@ -7,8 +7,11 @@ whose `WHERE status IN (…)` names only the statuses that are earlier in `STATU
 late or repeated report finds nothing to change, and two racing reports cannot both win.
 
 A provider's report may also settle a delivery our side had not: one still `sending` (the
-callback outran the worker's record), `pending` or `queued` (the answer was lost and a retry
-waits: the report proves the provider has it, so the retry is cancelled), or `dead`.
+callback outran the worker's record), `unknown` (the answer was lost and the delivery waits for
+this very report before any retry), `pending` or `queued` (a retry waits: the report proves the
+provider has it, so the retry is cancelled), or `dead`. A `sent` report (SendGrid's `processed`,
+Twilio's `sent`) says only that the provider accepted the message; it settles such a delivery
+as `sent` and leaves later reports to move it on.
 A report that moves a delivery emits its platform event (`delivery.delivered`, …) with it, and
 counts in `signalbox_deliveries_total` under its new status.
 """
@@ -35,6 +38,7 @@ STATUS_ORDER: dict[str, int] = {
     Status.PENDING: 0,
     Status.QUEUED: 0,
     Status.SENDING: 0,
+    Status.UNKNOWN: 0,  # the answer was lost; the provider's report settles it
     Status.DEAD: 0,  # we gave up, yet the provider had it after all
     Status.SENT: 1,
     Status.DELIVERED: 2,
@@ -42,7 +46,7 @@ STATUS_ORDER: dict[str, int] = {
     Status.FAILED: 2,
     Status.READ: 3,
 }
-REPORTABLE = (Status.DELIVERED, Status.BOUNCED, Status.FAILED)
+REPORTABLE = (Status.SENT, Status.DELIVERED, Status.BOUNCED, Status.FAILED)
 
 
 def earlier_than(status: str) -> list[str]:
@@ -65,8 +69,16 @@ def delivery_report(
     if status not in REPORTABLE:
         raise ValueError(f"providers report {', '.join(REPORTABLE)}, not {status!r}")
     at = at or timezone.now()
-    values: dict[str, Any] = {"status": status, "next_attempt_at": None, "lease_expires_at": None}
-    if status == Status.DELIVERED:
+    # A report settles what our side was unsure of: no request is in flight any more.
+    values: dict[str, Any] = {
+        "status": status,
+        "next_attempt_at": None,
+        "lease_expires_at": None,
+        "in_flight_provider": "",
+    }
+    if status == Status.SENT:
+        values.update(error_code="", last_error="")
+    elif status == Status.DELIVERED:
         values.update(delivered_at=at, error_code="", last_error="")
     else:
         values.update(failed_at=at, error_code=(error_code or status)[:64], last_error=detail[:2000])

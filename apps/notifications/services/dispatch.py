@@ -14,13 +14,15 @@ completes dispatched notifications with nothing left in flight.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from apps.core.publish import publish_on_commit
@@ -144,7 +146,7 @@ def _sweep_chunks(now: datetime, after: timedelta, limit: int) -> int:
     with transaction.atomic():
         stale = list(
             FanoutChunk.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(done_at__isnull=True, published_at__lt=now - after)
+            .filter(done_at__isnull=True, dead_at__isnull=True, published_at__lt=now - after)
             .values_list("pk", "notification__priority")[:limit]
         )
         if stale:
@@ -169,53 +171,69 @@ def _sweep_queued(now: datetime, after: timedelta, limit: int) -> int:
 
 
 def _sweep_leases(now: datetime, limit: int) -> int:
-    """Claims past their lease: the worker died mid-send, so whether the provider got the
-    message is unknown. Record a `lost` attempt and retry (providers get the delivery id as
-    idempotency key, which absorbs a duplicate where they support it) — unless that was the
-    last attempt: a message that kills its worker every time ends `dead`, it never loops."""
-    from apps.notifications.services.sending import retry_policy_for
+    """Claims past their lease: the worker died mid-send (a live sender renews its lease between
+    requests). Each gets a `lost` attempt naming the provider its request may have reached, and:
 
+    - the last attempt: `dead` (a message that kills its worker every time never loops);
+    - a row marked in flight to a provider (`in_flight_provider`: the worker died during that
+      request, so the provider may have the message): `unknown` for a provider whose callbacks can
+      settle it (`RECONCILE_WINDOW_SECONDS` to report), else `pending` — either way the retry
+      stays with that provider, whose idempotency key can absorb a copy;
+    - a row with no request in flight: `pending`, due now (nothing was sent).
+
+    Rows are locked (FOR UPDATE SKIP LOCKED) and the claim token cleared: a sender still alive
+    can neither renew, send nor record them afterwards (services/sending.py)."""
+    from apps.notifications.services.sending import reconciles, retry_policy_for
+
+    settings = conf.get()
     with transaction.atomic():
         rows = list(
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(status=Status.SENDING, lease_expires_at__lt=now)
-            .values_list("pk", "attempts", "provider", "channel", "notification__tenant__settings", "tenant_id")[:limit]
+            .values_list(
+                "pk", "attempts", "in_flight_provider", "channel", "notification__tenant__settings", "tenant_id"
+            )[:limit]
         )
         if not rows:
             return 0
-        dead = [
-            (pk, channel, tenant_id)
-            for pk, attempts, _, channel, tenant_settings, tenant_id in rows
-            if attempts >= retry_policy_for(tenant_settings, channel).max_attempts
-        ]
-        dead_ids = {pk for pk, _, _ in dead}
-        lost = "The worker holding the claim stopped before recording a result."
-        Delivery.objects.filter(pk__in=[pk for pk, *_ in rows if pk not in dead_ids], status=Status.SENDING).update(
-            status=Status.PENDING,
-            next_attempt_at=now,
-            lease_expires_at=None,
-            error_code="lease_expired",
-            last_error=lost,
+        dead, unknown, pending = [], [], []
+        for pk, attempts, in_flight, channel, tenant_settings, tenant_id in rows:
+            if attempts >= retry_policy_for(tenant_settings, channel).max_attempts:
+                dead.append((pk, channel, tenant_id))
+            elif in_flight and reconciles(in_flight):
+                unknown.append(pk)
+            else:
+                pending.append(pk)
+        lost = "The worker holding the claim stopped before recording a result"
+        taken = {"lease_expires_at": None, "claim_token": None, "error_code": "lease_expired"}
+        sending = Delivery.objects.filter(status=Status.SENDING)
+        sending.filter(pk__in=pending).update(
+            status=Status.PENDING, next_attempt_at=now, last_error=f"{lost}.", **taken
         )
-        Delivery.objects.filter(pk__in=dead_ids, status=Status.SENDING).update(
+        sending.filter(pk__in=unknown).update(
+            status=Status.UNKNOWN,
+            next_attempt_at=now + timedelta(seconds=settings.RECONCILE_WINDOW_SECONDS),
+            last_error=f"{lost}, during a request to its provider: the provider may have the message.",
+            **taken,
+        )
+        sending.filter(pk__in=[pk for pk, _, _ in dead]).update(
             status=Status.DEAD,
             next_attempt_at=None,
-            lease_expires_at=None,
             failed_at=now,
-            error_code="lease_expired",
-            last_error=f"{lost} That was its last attempt.",
+            last_error=f"{lost}. That was its last attempt.",
+            **taken,
         )
         DeliveryAttempt.objects.bulk_create(
             [
                 DeliveryAttempt(
                     delivery_id=pk,
                     number=attempts,
-                    provider=provider,
+                    provider=in_flight,
                     outcome=DeliveryAttempt.Outcome.LOST,
                     error_code="lease_expired",
                     created_at=now,
                 )
-                for pk, attempts, provider, *_ in rows
+                for pk, attempts, in_flight, *_ in rows
             ]
         )
         deliveries_announce((tenant_id, pk, Status.DEAD) for pk, _, tenant_id in dead)
@@ -230,27 +248,47 @@ def _sweep_completion(now: datetime, limit: int) -> int:
     dispatched = Notification.objects.filter(status=Notification.Status.DISPATCHED)
     for pk, tenant_id in dispatched.values_list("pk", "tenant_id")[:limit]:
         done += notification_complete_if_settled(notification_id=pk, tenant_id=tenant_id, now=now, audience=audience)
-    # Fan-out that finished every chunk but lost the race to say so.
+    # Fan-out that settled every chunk (done or dead) but lost the race to say so.
+    from apps.notifications.services.fanout import notification_fanout_settle
+
+    open_chunks = FanoutChunk.objects.filter(notification=OuterRef("pk"), done_at__isnull=True, dead_at__isnull=True)
     for pk, tenant_id in (
         Notification.objects.filter(status=Notification.Status.FANNING_OUT)
-        .exclude(chunks__done_at__isnull=True)
+        .exclude(Exists(open_chunks))
         .values_list("pk", "tenant_id")[:limit]
     ):
-        Notification.objects.filter(pk=pk, status=Notification.Status.FANNING_OUT).update(
-            status=Notification.Status.DISPATCHED, dispatched_at=now, updated_at=now
-        )
+        notification_fanout_settle(notification_id=pk, now=now)
         done += notification_complete_if_settled(notification_id=pk, tenant_id=tenant_id, now=now, audience=audience)
     return done
 
 
-def sweep(*, now: datetime | None = None, limit: int = 1000) -> SweepResult:
+def _in_batches(take: Callable[[int], int], limit: int, deadline: float) -> int:
+    """Calls `take(limit)` (one transaction each) until a batch comes back short or the time
+    budget is spent: the sweeper's pace follows the backlog instead of a fixed rows per run."""
+    total = 0
+    while True:
+        taken = take(limit)
+        total += taken
+        if taken < limit or time.monotonic() >= deadline:
+            return total
+
+
+def sweep(*, now: datetime | None = None, limit: int | None = None, budget: float | None = None) -> SweepResult:
+    """One sweeper run: each kind is taken back `limit` rows (SWEEP_BATCH_SIZE) per transaction,
+    batch after batch until none is left or SWEEP_TIME_BUDGET_SECONDS is spent (the next run,
+    30 s later, goes on from there)."""
     now = now or timezone.now()
     settings = conf.get()
+    limit = limit or settings.SWEEP_BATCH_SIZE
+    deadline = time.monotonic() + (budget if budget is not None else settings.SWEEP_TIME_BUDGET_SECONDS)
+    intent_after = timedelta(seconds=settings.SWEEP_INTENT_AFTER_SECONDS)
+    chunk_after = timedelta(seconds=settings.SWEEP_CHUNK_AFTER_SECONDS)
+    queued_after = timedelta(seconds=settings.SWEEP_QUEUED_AFTER_SECONDS)
     result = SweepResult(
-        intents=_sweep_intents(now, timedelta(seconds=settings.SWEEP_INTENT_AFTER_SECONDS), limit),
-        chunks=_sweep_chunks(now, timedelta(seconds=settings.SWEEP_CHUNK_AFTER_SECONDS), limit),
-        queued=_sweep_queued(now, timedelta(seconds=settings.SWEEP_QUEUED_AFTER_SECONDS), limit),
-        leases=_sweep_leases(now, limit),
+        intents=_in_batches(lambda n: _sweep_intents(now, intent_after, n), limit, deadline),
+        chunks=_in_batches(lambda n: _sweep_chunks(now, chunk_after, n), limit, deadline),
+        queued=_in_batches(lambda n: _sweep_queued(now, queued_after, n), limit, deadline),
+        leases=_in_batches(lambda n: _sweep_leases(now, n), limit, deadline),
     )
     result.completed = _sweep_completion(now, limit)
     for kind in ("intents", "chunks", "queued", "leases"):

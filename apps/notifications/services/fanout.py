@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from apps.core.publish import publish_on_commit
@@ -55,6 +55,7 @@ from apps.notifications.services.announce import Audience, deliveries_announce, 
 from apps.notifications.services.bulk import deliveries_insert
 from apps.notifications.services.content import NotificationRenderer, message_metadata
 from apps.notifications.services.digest import digest_enqueue
+from apps.notifications.services.inbox import inbox_publish
 from apps.notifications.services.notifications import (
     notification_complete_if_settled,
     notification_lock,
@@ -361,6 +362,7 @@ def _expand(
     # looked up beforehand (that lookup grew with the notification), and the unique constraint
     # (ON CONFLICT DO NOTHING ... RETURNING) says which rows went in.
     inserted = deliveries_insert(rows)
+    inbox_publish((r["id"], r["recipient_id"]) for r in rows if r["id"] in inserted and r["channel"] in inline)
     deliveries_announce(
         ((row["tenant_id"], row["id"], row["status"]) for row in rows if row["id"] in inserted), audience
     )
@@ -422,8 +424,104 @@ def _send_inline(
 
 
 def fanout_chunk_run(*, chunk_id: int, now: datetime | None = None) -> ChunkResult | None:
-    """Expands one chunk into deliveries (see the module docstring); None if it is done or busy."""
+    """Expands one chunk into deliveries (see the module docstring); None if it is done, dead or busy.
+
+    Each run is counted before its work (`_attempt_start`), so a chunk that fails every time, or
+    whose worker is killed every time (a template past the time limit), ends `dead` after
+    FANOUT_CHUNK_MAX_ATTEMPTS runs instead of holding a worker process forever; its notification
+    then ends `failed` with the reason once its other chunks are settled.
+    """
     now = now or timezone.now()
+    attempt = _attempt_start(chunk_id)
+    if attempt is None:
+        return None
+    max_attempts = conf.get().FANOUT_CHUNK_MAX_ATTEMPTS
+    if attempt > max_attempts:  # the previous runs never finished (killed, or past the time limit)
+        _chunk_dead(chunk_id, now, error="", attempts=max_attempts)
+        return None
+    try:
+        return _chunk_run(chunk_id, now)
+    except Exception as exc:  # recorded; then retried by the sweeper, or dead
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        if attempt >= max_attempts:
+            log.exception("fan-out chunk dead", extra={"chunk_id": chunk_id, "attempts": attempt})
+            _chunk_dead(chunk_id, now, error=error, attempts=attempt)
+            return None
+        FanoutChunk.objects.filter(pk=chunk_id).update(last_error=error)
+        raise
+
+
+def _attempt_start(chunk_id: int) -> int | None:
+    """Counts a run of the chunk in one statement of its own (committed before the work), so a run
+    whose worker dies still counts. None when the chunk is done, dead, or being run right now."""
+    table = FanoutChunk._meta.db_table
+    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET attempts = attempts + 1 WHERE id = (SELECT id FROM {table} "  # noqa: S608
+            f"WHERE id = %s AND done_at IS NULL AND dead_at IS NULL{lock}) RETURNING attempts",
+            [chunk_id],
+        )
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+def _chunk_dead(chunk_id: int, now: datetime, *, error: str, attempts: int) -> None:
+    """Marks the chunk dead with its reason and, if it was the last one open, ends its notification."""
+    with transaction.atomic():
+        chunk = (
+            FanoutChunk.objects.select_for_update(of=("self",))
+            .filter(pk=chunk_id, done_at__isnull=True, dead_at__isnull=True)
+            .select_related("notification")
+            .order_by()
+            .first()
+        )
+        if chunk is None:
+            return
+        reason = error or chunk.last_error or "its worker stopped before it finished (killed, or past the time limit)"
+        FanoutChunk.objects.filter(pk=chunk_id).update(dead_at=now, last_error=f"{reason} (after {attempts} attempts)")
+        notification_lock(chunk.notification_id)
+        _mark_dispatched_if_last(chunk.notification, now)
+    metrics.DEAD_LETTERS.labels(kind="fanout_chunk", channel="").inc()
+    log.error("fan-out chunk dead", extra={"chunk_id": chunk_id, "attempts": attempts, "error": reason})
+
+
+def notification_fanout_settle(*, notification_id: Any, now: datetime | None = None) -> None:
+    """For the sweeper: a notification whose chunks are all done or dead, but that no chunk moved on."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        notification_lock(notification_id)
+        notification = Notification.objects.filter(pk=notification_id).first()
+        if notification is not None:
+            _mark_dispatched_if_last(notification, now)
+
+
+def fanout_chunks_replay(*, notification: Notification, now: datetime | None = None) -> int:
+    """Gives a `failed` notification's dead chunks a fresh run budget and publishes them again (the
+    template fixed, a bad recipient removed); the notification is `fanning_out` again. Returns how
+    many chunks were replayed (0 when none is dead)."""
+    from apps.notifications.tasks import fan_out_chunk
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        notification_lock(notification.pk)
+        ids = list(
+            FanoutChunk.objects.select_for_update()
+            .filter(notification_id=notification.pk, dead_at__isnull=False)
+            .values_list("pk", flat=True)
+        )
+        if not ids:
+            return 0
+        FanoutChunk.objects.filter(pk__in=ids).update(dead_at=None, attempts=0, last_error="", published_at=now)
+        Notification.objects.filter(pk=notification.pk, status=Notification.Status.FAILED).update(
+            status=Notification.Status.FANNING_OUT, error="", updated_at=now
+        )
+        for chunk_id in ids:
+            publish_on_commit(fan_out_chunk, chunk_id, queue=queue_for(notification.priority))
+    return len(ids)
+
+
+def _chunk_run(chunk_id: int, now: datetime) -> ChunkResult | None:
     result = ChunkResult(chunk_id=chunk_id)
     send_batch_size = conf.get().SEND_BATCH_SIZE
     audience = Audience()  # who listens to delivery events, asked once for the chunk
@@ -478,9 +576,27 @@ def fanout_chunk_run(*, chunk_id: int, now: datetime | None = None) -> ChunkResu
 
 def _mark_dispatched_if_last(notification: Notification, now: datetime) -> None:
     """Runs under the notification lock, so of two chunks finishing together the later one sees
-    the other done."""
-    if FanoutChunk.objects.filter(notification_id=notification.pk, done_at__isnull=True).exists():
+    the other done. With every chunk settled: `dispatched`, or `failed` when a chunk is dead (its
+    recipients got no delivery; those of the other chunks are still sent), `error` saying why."""
+    chunks = FanoutChunk.objects.filter(notification_id=notification.pk)
+    settled = chunks.aggregate(
+        open=Count("pk", filter=Q(done_at__isnull=True, dead_at__isnull=True)),
+        dead=Count("pk", filter=Q(dead_at__isnull=False)),
+    )
+    if settled["open"]:
         return
+    if not settled["dead"]:
+        Notification.objects.filter(pk=notification.pk, status=Notification.Status.FANNING_OUT).update(
+            status=Notification.Status.DISPATCHED, dispatched_at=now, updated_at=now
+        )
+        return
+    dead = list(chunks.filter(dead_at__isnull=False).order_by("index").values_list("index", "last_error")[:1])
+    index, error = dead[0]
     Notification.objects.filter(pk=notification.pk, status=Notification.Status.FANNING_OUT).update(
-        status=Notification.Status.DISPATCHED, dispatched_at=now, updated_at=now
+        status=Notification.Status.FAILED,
+        error=(
+            f"{settled['dead']} of {notification.chunks_total or chunks.count()} fan-out chunks are dead: their "
+            f"recipients got no delivery (replay them once fixed). Chunk {index}: {error[:1000]}"
+        ),
+        updated_at=now,
     )

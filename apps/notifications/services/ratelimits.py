@@ -345,9 +345,13 @@ def deliveries_hold(held: Sequence[Held]) -> int:
     return updated
 
 
-def held_until_circuit(*, delivery_id: Any, channel: str, until_epoch: float) -> Held:
-    """A delivery whose every provider has an open circuit: back when the first one closes."""
+def held_until_circuit(*, delivery_id: Any, channel: str, until_epoch: float, provider: str = "") -> Held:
+    """A delivery whose every provider has an open circuit, or whose retry must go to `provider`
+    (an earlier request may have reached it) while that one's is open: back when it closes."""
     until = datetime.fromtimestamp(until_epoch + random.random() * SPREAD_SECONDS / 10, tz=UTC)
-    return Held(
-        delivery_id, channel, max(until, timezone.now()), "circuit_open", "Every provider of the channel is failing."
+    why = (
+        f"Waiting for {provider}, which may hold the earlier request; its circuit is open."
+        if provider
+        else "Every provider of the channel is failing."
     )
+    return Held(delivery_id, channel, max(until, timezone.now()), "circuit_open", why)

@@ -1,29 +1,41 @@
-"""Sending deliveries: claim, render, call the channel adapter, record the outcome.
+"""Sending deliveries: claim, load, render, send, record — one named step each.
 
 A send task carries a batch of delivery ids. For each batch:
 
-1. **claim** — one conditional UPDATE moves the rows from `queued` to `sending` with a lease
-   (`delivery_claim`); a row another worker claimed, or one that was cancelled, is skipped, so
-   no two workers ever send the same delivery;
-2. render and build each `Message` (the address is resolved here, at send time);
-3. call the adapter chosen for the attempt (the chain's turn for it, skipping providers whose
-   circuit breaker is open: `apps/providers/circuit.py`) — a batch call when the adapter has
-   `send_batch`, otherwise one message per call — after the send limits
-   (`ratelimits.py`) let it through; a delivery over a limit, an address put on the
-   suppression list since fan-out, or a chain whose every provider is failing is held or
-   suppressed instead (see docs/reliability.md);
-4. **record** outcomes as soon as they come back (each batch call, or each single message), in
-   one UPDATE (guarded by `status = 'sending'`) plus the DeliveryAttempt rows:
-   accepted -> `sent` (or `delivered`), transient -> `pending` with `next_attempt_at`
-   (exponential backoff with full jitter, per tenant and channel, never sooner than the
-   provider's retry_after; the dispatcher re-queues it), or `dead` after the last attempt;
-   permanent -> `failed`, no retry (and the address on the suppression list when the error
-   condemns it). A lost database connection is survived: the record is written again on a new
-   one, never twice. The same transaction emits the outcomes' platform events (`announce.py`).
+1. **claim** (`deliveries_claim`) — one conditional UPDATE moves the rows from `queued` to
+   `sending` with a lease and a claim token; a row another worker claimed, or one that was
+   cancelled, is skipped, so no two workers ever send the same delivery;
+2. **load** the recipients, notifications, device tokens and suppression-list entries at once;
+3. **render** and build each `Message` (the address is resolved here, at send time) and choose
+   its provider: the chain's turn for the attempt, skipping providers whose circuit breaker is
+   open (`apps/providers/circuit.py`), but the provider an earlier request may still have
+   reached when there is one (`in_flight_provider`). Anything that goes wrong for one recipient
+   (a template error, a MemoryError) fails that delivery alone, with the reason;
+4. **send**, one provider request at a time: an adapter's `plan_requests` says which messages
+   share a request (SendGrid: one content, up to 1000 personalizations), anything else is sent
+   one message per request. Before each request the rows are marked in flight to that provider
+   (`in_flight_provider`) by an UPDATE that also renews their lease and returns the rows this
+   claim still holds: only those are sent. The time budget is checked between requests; what is
+   left when it is used up goes back to the queue. Send limits (`ratelimits.py`), an address put
+   on the suppression list since fan-out, or a chain whose every provider is failing hold or
+   suppress a delivery instead (see docs/reliability.md);
+5. **record** each request's outcomes as soon as it answers, in one short transaction guarded by
+   the claim token (a sender whose rows the sweeper took back records nothing): accepted ->
+   `sent` (or `delivered`); transient -> `pending` with `next_attempt_at` (exponential backoff
+   with full jitter, per tenant and channel, never sooner than the provider's retry_after; the
+   dispatcher re-queues it), or `dead` after the last attempt; ambiguous (a timeout after the
+   request was written) -> `unknown` for a provider whose callbacks can settle it, retried with
+   the same provider after `RECONCILE_WINDOW_SECONDS` if none does; permanent -> `failed`, no
+   retry (and the address on the suppression list when the error condemns it). A lost database
+   connection is survived: the record is written again on a new one, never twice. The same
+   transaction emits the outcomes' platform events (`announce.py`).
 
-An adapter with a `session()` (SMTP: one connection) keeps it open around the batch's single
-sends (`provider_session`). Each provider call is one log line ("provider answered") with the
-notification and delivery ids.
+So a worker killed at any instant leaves at most one request's messages unrecorded, and those
+rows say so (`in_flight_provider`): the sweeper turns them into `unknown`, not blind retries.
+
+An adapter with a `session()` (SMTP: one connection) keeps it open around the batch's
+requests (`provider_session`). Each provider call is one log line ("provider answered") with
+the notification and delivery ids.
 
 Retries are rows in PostgreSQL, never long Celery countdowns. A worker that dies mid-send
 leaves rows in `sending`; the sweeper takes them back when the lease runs out.
@@ -34,6 +46,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,10 +110,28 @@ def backoff_seconds(
     return delay
 
 
+def reconciles(provider: str) -> bool:
+    """Whether this provider's callbacks report each message by its delivery id, so a send whose
+    answer was lost can wait for them instead of being retried blind."""
+    from apps.providers.registry import ADAPTERS
+
+    adapter = ADAPTERS.get(provider)
+    return bool(getattr(adapter, "reconciles", False))
+
+
 def outcome_fields(
-    *, adapter: Any, result: SendResult, attempt: int, policy: RetryPolicy, now: datetime
+    *,
+    adapter: Any,
+    result: SendResult,
+    attempt: int,
+    policy: RetryPolicy,
+    now: datetime,
+    reconcile_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """The delivery columns a send result leads to (the same rule for fan-out's inline sends)."""
+    """The delivery columns a send result leads to (the same rule for fan-out's inline sends).
+
+    With `reconcile_seconds` (the adapter's callbacks can settle it), an ambiguous result waits
+    that long as `unknown` for the provider's report, on the last attempt too."""
     if result.accepted:
         delivered = registry.adapter_flag(adapter, "confirms_delivery", False)
         return {
@@ -113,6 +144,8 @@ def outcome_fields(
             "last_error": "",
         }
     error = {"error_code": (result.code or result.outcome.value)[:64], "last_error": result.detail[:2000]}
+    if result.outcome is Outcome.TRANSIENT and result.ambiguous and reconcile_seconds is not None:
+        return {"status": Status.UNKNOWN, "next_attempt_at": now + timedelta(seconds=reconcile_seconds), **error}
     if result.outcome is Outcome.TRANSIENT and attempt < policy.max_attempts:
         delay = backoff_seconds(attempt=attempt, policy=policy, retry_after=result.retry_after)
         return {"status": Status.PENDING, "next_attempt_at": now + timedelta(seconds=delay), **error}
@@ -121,7 +154,7 @@ def outcome_fields(
     return {"status": Status.FAILED, "next_attempt_at": None, "failed_at": now, **error}
 
 
-# --- Claim ---------------------------------------------------------------------------------------
+# --- Claim and lease -----------------------------------------------------------------------------
 
 
 class Claimed(NamedTuple):
@@ -131,30 +164,42 @@ class Claimed(NamedTuple):
     recipient_id: int
     channel: str
     attempts: int
+    # The provider an earlier request of this delivery may have reached (its answer was lost).
+    in_flight_provider: str = ""
 
 
 _CLAIM_SQL = (
-    "UPDATE {table} SET status = 'sending', lease_expires_at = %s, attempts = attempts + 1 "
+    "UPDATE {table} SET status = 'sending', lease_expires_at = %s, attempts = attempts + 1, claim_token = %s "
     "WHERE id = ANY(%s::uuid[]) AND status = 'queued' "
-    "RETURNING id, tenant_id, notification_id, recipient_id, channel, attempts"
+    "RETURNING id, tenant_id, notification_id, recipient_id, channel, attempts, in_flight_provider"
 )
+_CLAIMED_FIELDS = ("id", "tenant_id", "notification_id", "recipient_id", "channel", "attempts", "in_flight_provider")
 
 
-def deliveries_claim(*, delivery_ids: Sequence[Any], now: datetime | None = None) -> list[Claimed]:
-    """Moves `queued` rows to `sending` with a lease and one more attempt, in one conditional
-    UPDATE; returns the rows won.
+def _lease_until(now: datetime) -> datetime:
+    return now + timedelta(seconds=conf.get().SEND_LEASE_SECONDS)
+
+
+def deliveries_claim(
+    *, delivery_ids: Sequence[Any], now: datetime | None = None, token: uuid.UUID | None = None
+) -> list[Claimed]:
+    """Moves `queued` rows to `sending` with a lease, the claim's token and one more attempt, in
+    one conditional UPDATE; returns the rows won.
 
     The `status = 'queued'` condition is re-checked on each row after any concurrent claimer's
-    lock is released, so of two workers given the same id exactly one gets it.
+    lock is released, so of two workers given the same id exactly one gets it. Every later write
+    of the sender is guarded by the token, so once the sweeper has taken a row back (and another
+    worker perhaps claimed it again) the first sender can no longer touch it.
     """
     if not delivery_ids:
         return []
-    now = now or timezone.now()
-    lease_until = now + timedelta(seconds=conf.get().SEND_LEASE_SECONDS)
+    token = token or uuid.uuid4()
+    lease_until = _lease_until(now or timezone.now())
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
-                _CLAIM_SQL.format(table=Delivery._meta.db_table), [lease_until, [str(pk) for pk in delivery_ids]]
+                _CLAIM_SQL.format(table=Delivery._meta.db_table),
+                [lease_until, token, [str(pk) for pk in delivery_ids]],
             )
             return [Claimed(*row) for row in cursor.fetchall()]
     with transaction.atomic():
@@ -164,14 +209,9 @@ def deliveries_claim(*, delivery_ids: Sequence[Any], now: datetime | None = None
             .values_list("pk", flat=True)
         )
         Delivery.objects.filter(pk__in=won, status=Status.QUEUED).update(
-            status=Status.SENDING, lease_expires_at=lease_until, attempts=F("attempts") + 1
+            status=Status.SENDING, lease_expires_at=lease_until, attempts=F("attempts") + 1, claim_token=token
         )
-        return [
-            Claimed(*row)
-            for row in Delivery.objects.filter(pk__in=won).values_list(
-                "id", "tenant_id", "notification_id", "recipient_id", "channel", "attempts"
-            )
-        ]
+        return [Claimed(*row) for row in Delivery.objects.filter(pk__in=won).values_list(*_CLAIMED_FIELDS)]
 
 
 def delivery_claim(*, delivery_ids: Sequence[Any], now: datetime | None = None) -> list[Any]:
@@ -179,11 +219,65 @@ def delivery_claim(*, delivery_ids: Sequence[Any], now: datetime | None = None) 
     return [row.id for row in deliveries_claim(delivery_ids=delivery_ids, now=now)]
 
 
-def _release(ids: Sequence[Any], now: datetime) -> int:
+def deliveries_keep_lease(
+    *, token: uuid.UUID, delivery_ids: Iterable[Any], provider: str = "", now: datetime | None = None
+) -> set[str]:
+    """Renews the lease of the rows this claim still holds and returns their ids; with a
+    `provider`, also marks them in flight to it, which a request to it must be preceded by.
+
+    A row the sweeper took back is no longer `sending` with this token: it is not returned, and
+    the sender must not send it. The sweeper locks the rows it takes back, so of the two exactly
+    one wins each row."""
+    ids = [str(pk) for pk in delivery_ids]
+    if not ids:
+        return set()
+    values: dict[str, Any] = {"lease_expires_at": _lease_until(now or timezone.now())}
+    if provider:
+        values.update(in_flight_provider=provider, provider=provider)
+    if connection.vendor == "postgresql":
+        sets = ", ".join(f"{name} = %s" for name in values)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Delivery._meta.db_table} SET {sets} "  # noqa: S608 (names are ours)
+                "WHERE id = ANY(%s::uuid[]) AND status = 'sending' AND claim_token = %s RETURNING id",
+                [*values.values(), ids, token],
+            )
+            return {str(row[0]) for row in cursor.fetchall()}
+    with transaction.atomic():
+        held = Delivery.objects.select_for_update().filter(pk__in=ids, status=Status.SENDING, claim_token=token)
+        kept = {str(pk) for pk in held.values_list("pk", flat=True)}
+        Delivery.objects.filter(pk__in=kept).update(**values)
+    return kept
+
+
+def _release(ids: Sequence[Any], now: datetime, token: uuid.UUID) -> int:
     """Gives claimed but unsent rows back to the queue (the attempt did not happen)."""
-    return Delivery.objects.filter(pk__in=ids, status=Status.SENDING).update(
-        status=Status.QUEUED, lease_expires_at=None, attempts=F("attempts") - 1, queued_at=now
+    return Delivery.objects.filter(pk__in=ids, status=Status.SENDING, claim_token=token).update(
+        status=Status.QUEUED, lease_expires_at=None, attempts=F("attempts") - 1, queued_at=now, claim_token=None
     )
+
+
+def _end_claim(token: uuid.UUID, ids: Iterable[str], settled: Iterable[str]) -> set[str]:
+    """Inside the record's transaction: ends this claim on `ids` and returns those it still held
+    (locked until the commit); `settled` got a definite answer, so no request is in flight for
+    them any more. Rows another worker holds now, or the sweeper took back, are not returned."""
+    ids, settled = list(ids), list(settled)
+    if not ids:
+        return set()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Delivery._meta.db_table} SET claim_token = NULL, "  # noqa: S608 (names are ours)
+                "in_flight_provider = CASE WHEN id = ANY(%s::uuid[]) THEN '' ELSE in_flight_provider END "
+                "WHERE id = ANY(%s::uuid[]) AND claim_token = %s RETURNING id",
+                [settled, ids, token],
+            )
+            return {str(row[0]) for row in cursor.fetchall()}
+    mine = Delivery.objects.select_for_update().filter(pk__in=ids, claim_token=token)
+    owned = {str(pk) for pk in mine.values_list("pk", flat=True)}
+    Delivery.objects.filter(pk__in=owned & set(settled)).update(in_flight_provider="")
+    Delivery.objects.filter(pk__in=owned).update(claim_token=None)
+    return owned
 
 
 # --- Sending -------------------------------------------------------------------------------------
@@ -218,11 +312,14 @@ class _Work:
 
 
 def _call_adapter(adapter: Provider, messages: Sequence[Message]) -> tuple[list[SendResult], float]:
-    """Results in order and the milliseconds per message; an adapter that raises is a transient failure."""
+    """One provider request: results in order and the milliseconds per message; an adapter that
+    raises is a transient failure."""
     started = time.perf_counter()
     try:
         batch = getattr(adapter, "send_batch", None)
-        results = list(batch(messages)) if callable(batch) else [adapter.send(m) for m in messages]
+        results = (
+            list(batch(messages)) if callable(batch) and len(messages) > 1 else [adapter.send(m) for m in messages]
+        )
         if len(results) != len(messages):
             raise RuntimeError(f"{adapter.name} returned {len(results)} results for {len(messages)} messages")
     except Exception as exc:
@@ -231,6 +328,24 @@ def _call_adapter(adapter: Provider, messages: Sequence[Message]) -> tuple[list[
         results = [SendResult.transient(adapter.name, detail, code="adapter_error") for _ in messages]
     elapsed_ms = (time.perf_counter() - started) * 1000
     return results, elapsed_ms / max(len(messages), 1)
+
+
+def _request_groups(adapter: Provider, items: list[_Work]) -> list[list[_Work]]:
+    """The batch split into provider requests, each recorded before the next is made, so a worker
+    killed mid-batch leaves at most one request unrecorded. An adapter's `plan_requests` says
+    which messages share one (SendGrid: one content, up to 1000 personalizations); the built-in
+    inbox and sinks make no remote request, so their batch is one call; anything else is sent one
+    message per request (SMTP: one per SMTP transaction, sharing a connection through its
+    `session()`, apps/providers/base.py)."""
+    plan = getattr(adapter, "plan_requests", None)
+    if callable(plan) and items:
+        groups = [list(group) for group in plan([item.message for item in items])]
+        if sorted(i for group in groups for i in group) == list(range(len(items))) and all(groups):
+            return [[items[i] for i in group] for group in groups]
+        log.error("an adapter's request plan does not cover its batch once", extra={"provider": adapter.name})
+    elif adapter.name in registry.BUILTIN_ADAPTERS and callable(getattr(adapter, "send_batch", None)) and items:
+        return [items]
+    return [[item] for item in items]
 
 
 def _device_tokens(claimed: Iterable[Claimed]) -> dict[int, list[str]]:
@@ -257,7 +372,7 @@ class _Tally:
 
     def add(self, *, channel: str, provider: str, result: SendResult, status: str, latency: float) -> None:
         self.attempts[(channel, provider, result.outcome.value)] += 1
-        if status == Status.PENDING:
+        if status in (Status.PENDING, Status.UNKNOWN):
             self.retries[channel] += 1
             return
         self.finals[(channel, provider, status)] += 1
@@ -283,16 +398,6 @@ class _Tally:
                 histogram.observe(value)
 
 
-def _groups(adapter: Provider, items: list[_Work]) -> list[list[_Work]]:
-    """One call for an adapter whose `send_batch` is one provider request (SendGrid, the sinks);
-    otherwise one message per call, each recorded as soon as it is answered, so a worker killed
-    mid-batch leaves at most one send unrecorded. SMTP is the latter: one message per SMTP
-    transaction, sharing a connection through the adapter's `session()` (apps/providers/base.py)."""
-    if callable(getattr(adapter, "send_batch", None)):
-        return [items]
-    return [[item] for item in items]
-
-
 def _log_answer(adapter: Provider, group: Sequence[_Work], results: Sequence[SendResult], latency_ms: float) -> None:
     """One line per provider call, with the ids that follow a notification from its request (the
     request id and tenant are in the context) to the provider's answer; no addresses or content."""
@@ -307,6 +412,7 @@ def _log_answer(adapter: Provider, group: Sequence[_Work], results: Sequence[Sen
             "messages": len(group),
             "outcomes": dict(Counter(r.outcome.value for r in results)),
             "codes": sorted({r.code for r in results if r.code}) or None,
+            "ambiguous": sum(1 for r in results if r.ambiguous) or None,
             "latency_ms": round(latency_ms, 1),
         },
     )
@@ -331,89 +437,156 @@ def _listed(
     return listed
 
 
+@dataclass
+class _Batch:
+    """One send task's claimed rows and what it loaded for them, shared by the steps."""
+
+    token: uuid.UUID
+    claimed: list[Claimed]
+    started: float
+    budget: float
+    lease_seconds: float
+    renewed: float
+    # Claimed rows neither recorded nor released yet, and still held by this claim.
+    open_ids: set[str]
+    summary: SendSummary
+    tally: _Tally = field(default_factory=_Tally)
+    audience: Audience = field(default_factory=Audience)  # who listens to delivery events, asked once per tenant
+    recipients: dict[int, Any] = field(default_factory=dict)
+    notifications: dict[Any, Notification] = field(default_factory=dict)
+    device_tokens: dict[int, list[str]] = field(default_factory=dict)
+    listed: set[Any] = field(default_factory=set)
+    policies: dict[tuple[Any, str], RetryPolicy] = field(default_factory=dict)
+    tenant_of: dict[Any, Any] = field(default_factory=dict)  # delivery id -> tenant id
+
+    def policy(self, notification: Notification, channel: str) -> RetryPolicy:
+        key = (notification.pk, channel)
+        if key not in self.policies:
+            self.policies[key] = retry_policy_for(notification.tenant.settings, channel)
+        return self.policies[key]
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() - self.started > self.budget
+
+
+@dataclass
+class _Plan:
+    """What rendering decided: rows settled without a request, holds, and the requests to make."""
+
+    settled: list[dict[str, Any]] = field(default_factory=list)
+    held: list[ratelimits.Held] = field(default_factory=list)
+    # Keyed by adapter instance: two tenants' adapters may share a name but not credentials.
+    work: dict[int, tuple[Provider, list[_Work]]] = field(default_factory=dict)
+
+
 def _flush(
+    batch: _Batch,
     *,
-    rows: list[dict[str, Any]],
-    attempts: list[dict[str, Any]],
+    rows: Sequence[dict[str, Any]] = (),
+    attempts: Sequence[dict[str, Any]] = (),
     held: Sequence[ratelimits.Held] = (),
     listed: Sequence[dict[str, Any]] = (),
-    tenant_of: Mapping[Any, Any],
-    audience: Audience,
-    now: datetime,
-) -> None:
+    remote: bool = False,
+    settled: Iterable[str] = (),
+) -> set[str]:
     """Writes outcomes of claimed rows in one transaction, with their platform events
-    (`announce.py`; `tenant_of` maps delivery ids to tenant ids). When the connection is lost it
-    writes, on a new one, only what is still `sending` (the lost transaction may have committed),
-    so nothing is recorded twice and nothing the provider answered is forgotten."""
-    if not (rows or attempts or held or listed):
-        return
-    to_record, to_insert, to_hold = list(rows), list(attempts), list(held)
+    (`announce.py`), for the rows this claim still holds; returns their ids. `remote`: the
+    outcomes of a request to a provider, of which `settled` got a definite answer.
 
-    def write() -> None:
+    The claim ends in the same transaction, so when the connection is lost and the write runs
+    again on a new one, a commit that succeeded just before finds nothing left to write: nothing
+    is recorded twice, and nothing the provider answered is forgotten."""
+    ids = {str(r["id"]) for r in rows} | {str(a["delivery_id"]) for a in attempts} | {str(h.id) for h in held}
+    if not ids:
+        return set()
+    settled = list(settled)
+    tenant_of = batch.tenant_of
+
+    def write() -> set[str]:
         with transaction.atomic():
-            written = {str(pk) for pk in deliveries_record(to_record)}
+            if remote or held:
+                # Ends the claim first (locking the rows): a remote request's settled rows are no
+                # longer in flight, and rows a provider's callback settled before this record are
+                # still ours to log the attempt of; holds are written by status alone.
+                owned = _end_claim(batch.token, ids, settled)
+                written = {str(pk) for pk in deliveries_record([r for r in rows if str(r["id"]) in owned])}
+            else:
+                written = {str(pk) for pk in deliveries_record(rows, claim_token=batch.token)}
+                owned = written
             deliveries_announce(
-                ((tenant_of[r["id"]], r["id"], r["status"]) for r in to_record if str(r["id"]) in written), audience
+                ((tenant_of[r["id"]], r["id"], r["status"]) for r in rows if str(r["id"]) in written), batch.audience
             )
-            attempts_insert(to_insert, now=now)
-            ratelimits.deliveries_hold(to_hold)
-            suppressions.suppressions_add(listed)
+            attempts_insert([a for a in attempts if str(a["delivery_id"]) in owned], now=timezone.now())
+            ratelimits.deliveries_hold([h for h in held if str(h.id) in owned])
+            suppressions.suppressions_add([entry for entry in listed if str(entry["delivery_id"]) in owned])
+            return owned
 
-    def still_sending() -> None:
-        nonlocal to_record, to_insert, to_hold
+    def forget_staging() -> None:
         staged = getattr(bulk, "_staged", None)
         if isinstance(staged, set):
             staged.clear()  # temporary staging tables died with the connection
-        ids = {r["id"] for r in rows} | {a["delivery_id"] for a in attempts} | {h.id for h in held}
-        sending = Delivery.objects.filter(pk__in=ids, status=Status.SENDING).values_list("pk", flat=True)
-        open_ids = {str(pk) for pk in sending}
-        to_record = [r for r in rows if str(r["id"]) in open_ids]
-        to_insert = [a for a in attempts if str(a["delivery_id"]) in open_ids]
-        to_hold = [h for h in held if str(h.id) in open_ids]
 
-    reconnecting(write, before_retry=lambda: reconnecting(still_sending))
+    owned = reconnecting(write, before_retry=forget_staging)
+    batch.open_ids -= ids
+    if ids - owned:
+        log.warning("rows taken back from this sender were not recorded", extra={"deliveries": len(ids - owned)})
+    return owned
 
 
-def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) -> SendSummary:
-    """Sends a batch of deliveries (see the module docstring). Safe to run twice for the same ids."""
-    started = time.monotonic()
-    budget = conf.get().SEND_TIME_BUDGET_SECONDS
-    summary = SendSummary()
-    claimed = reconnecting(lambda: deliveries_claim(delivery_ids=delivery_ids))
-    summary.claimed = len(claimed)
-    if not claimed:
-        return summary
-    tenant_of = {d.id: d.tenant_id for d in claimed}
-    audience = Audience()  # who listens to delivery events, asked once per tenant for the batch
+# --- The steps: claim → load → render → send → record ----------------------------------------------
 
-    def load() -> tuple[dict[int, Any], dict[Any, Notification], dict[int, list[str]], set[Any]]:
-        recipients = {
+
+def _claim(delivery_ids: Sequence[Any]) -> _Batch:
+    token = uuid.uuid4()
+    claimed = reconnecting(lambda: deliveries_claim(delivery_ids=delivery_ids, token=token))
+    settings = conf.get()
+    return _Batch(
+        token=token,
+        claimed=claimed,
+        started=time.monotonic(),
+        budget=settings.SEND_TIME_BUDGET_SECONDS,
+        lease_seconds=settings.SEND_LEASE_SECONDS,
+        renewed=time.monotonic(),
+        open_ids={str(d.id) for d in claimed},
+        summary=SendSummary(claimed=len(claimed)),
+        tenant_of={d.id: d.tenant_id for d in claimed},
+    )
+
+
+def _load(batch: _Batch) -> None:
+    claimed = batch.claimed
+
+    def load() -> None:
+        batch.recipients = {
             r.id: r
             for r in Recipient.objects.filter(id__any=list({d.recipient_id for d in claimed})).values_list(
                 *RECIPIENT_FIELDS, named=True
             )
         }
-        notifications = {
+        batch.notifications = {
             n.pk: n
             for n in Notification.objects.filter(pk__in={d.notification_id for d in claimed}).select_related(
                 "tenant", "category", "template", "template_version"
             )
         }
-        return recipients, notifications, _device_tokens(claimed), _listed(claimed, notifications, recipients)
+        batch.device_tokens = _device_tokens(claimed)
+        batch.listed = _listed(claimed, batch.notifications, batch.recipients)
 
-    recipients, notifications, tokens, listed = reconnecting(load)
+    reconnecting(load)
+
+
+def _render(batch: _Batch) -> _Plan:
+    """Renders and builds each claimed delivery's message and chooses its provider, or settles it
+    without a request (no address, a listed address, content that cannot be rendered, no
+    confirmation of an uncertain last attempt) or holds it (every provider failing)."""
+    plan = _Plan()
+    now = timezone.now()
+    notifications, recipients = batch.notifications, batch.recipients
     renderers = {
         pk: NotificationRenderer(n, default_locale=str((n.tenant.settings or {}).get("default_locale", "")))
         for pk, n in notifications.items()
     }
-    policies: dict[tuple[Any, str], RetryPolicy] = {}
     emails = {pk: email_options(n) for pk, n in notifications.items()}
-    limits = {pk: ratelimits.limits_for(n.tenant.settings) for pk, n in notifications.items()}
-    now = timezone.now()
-    tally = _Tally()
-    rows: list[dict[str, Any]] = []
-    held: list[ratelimits.Held] = []
-    work: dict[int, tuple[Provider, list[_Work]]] = {}
     chains: dict[tuple[Any, str], list[Provider]] = {}
     breakers: dict[tuple[Any, str], dict[str, float]] = {}
 
@@ -424,33 +597,66 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
             chains[key] = registry.chain_for(channel, notification.tenant)
         return chains[key]
 
-    for delivery in claimed:
+    def suppress(delivery: Claimed, reason: str) -> None:
+        plan.settled.append({"id": delivery.id, "status": Status.SUPPRESSED, "suppression_reason": reason})
+        batch.tally.suppressed[(delivery.channel, reason)] += 1
+
+    def fail(delivery: Claimed, status: str, code: str, reason: str) -> None:
+        plan.settled.append(
+            {"id": delivery.id, "status": status, "failed_at": now, "error_code": code, "last_error": reason[:2000]}
+        )
+        if status == Status.DEAD:
+            batch.tally.dead[delivery.channel] += 1
+
+    for delivery in batch.claimed:
         notification = notifications[delivery.notification_id]
         recipient = recipients[delivery.recipient_id]
-        to = registry.address_for(delivery.channel, recipient, tokens.get(recipient.id, ()))
+        to = registry.address_for(delivery.channel, recipient, batch.device_tokens.get(recipient.id, ()))
         # No address: the chain's default destination, if any, serves it; the adapter applies it,
         # so `to` stays empty (a default webhook URL is a secret).
         if not to and not registry.has_default_destination(delivery.channel, chain_of(notification, delivery.channel)):
-            rows.append({"id": delivery.id, "status": Status.SUPPRESSED, "suppression_reason": "no_address"})
-            tally.suppressed[(delivery.channel, "no_address")] += 1
+            suppress(delivery, Delivery.SuppressionReason.NO_ADDRESS)
             continue
-        if delivery.id in listed:
-            listed_reason = Delivery.SuppressionReason.SUPPRESSED_ADDRESS
-            rows.append({"id": delivery.id, "status": Status.SUPPRESSED, "suppression_reason": listed_reason})
-            tally.suppressed[(delivery.channel, listed_reason)] += 1
+        if delivery.id in batch.listed:
+            suppress(delivery, Delivery.SuppressionReason.SUPPRESSED_ADDRESS)
             continue
+        if delivery.attempts > batch.policy(notification, delivery.channel).max_attempts:
+            # Only an `unknown` last attempt comes back past the budget: no report confirmed it.
+            fail(
+                delivery,
+                Status.DEAD,
+                "unconfirmed",
+                f"The last attempt's answer was lost and {delivery.in_flight_provider or 'the provider'} "
+                "did not report the message within the reconciliation window.",
+            )
+            continue
+        # One recipient's content must never fail its batch-mates: whatever rendering or building
+        # raises (a template error, a MemoryError from a runaway expression) fails this one alone.
         try:
             rendered = {"to": to, **renderers[notification.pk].render(delivery.channel, recipient)}
-        except RenderError as exc:
-            rows.append(
-                {
-                    "id": delivery.id,
-                    "status": Status.FAILED,
-                    "failed_at": now,
-                    "error_code": "render_error",
-                    "last_error": str(exc),
-                }
+            message = registry.message_build(
+                delivery_id=str(delivery.id),
+                tenant_id=str(delivery.tenant_id),
+                channel=delivery.channel,
+                to=to,
+                rendered=rendered,
+                metadata=message_metadata(notification, delivery_id=str(delivery.id), attempt=delivery.attempts),
+                recipient_id=delivery.recipient_id,
+                email=emails[notification.pk],
+                signing_secret=(
+                    recipient_webhook_secret(recipient.webhook_secret_encrypted)
+                    if delivery.channel == Channel.WEBHOOK
+                    else ""
+                ),
             )
+        except RenderError as exc:
+            fail(delivery, Status.FAILED, "render_error", str(exc))
+            continue
+        except Exception as exc:  # MemoryError included: it is an Exception
+            log.warning(
+                "rendering a delivery failed", extra={"delivery_id": str(delivery.id), "error": type(exc).__name__}
+            )
+            fail(delivery, Status.FAILED, "render_error", f"{type(exc).__name__} while rendering: {exc}")
             continue
         chain_key = (notification.tenant_id, delivery.channel)
         chain = chain_of(notification, delivery.channel)
@@ -459,147 +665,217 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
                 scope=notification.tenant_id,
                 providers=[p.name for p in chain if p.name not in registry.BUILTIN_ADAPTERS],
             )
-        adapter = circuit.choose(chain, delivery.attempts, is_open=breakers[chain_key])
-        if adapter is None:  # every provider of the chain is failing: wait for the first to recover
-            until = min(breakers[chain_key].values())
-            held.append(
-                ratelimits.held_until_circuit(delivery_id=delivery.id, channel=delivery.channel, until_epoch=until)
+        is_open = breakers[chain_key]
+        prefer = delivery.in_flight_provider
+        if prefer in is_open and any(p.name == prefer for p in chain):
+            # An earlier request to it may have gone out: a copy through another provider could not
+            # be absorbed, so the retry waits for this provider's breaker instead of failing over.
+            adapter, until, waits_for = None, is_open[prefer], prefer
+        else:
+            adapter = circuit.choose(chain, delivery.attempts, is_open=is_open, prefer=prefer)
+            until, waits_for = (min(is_open.values()) if adapter is None else 0.0), ""
+        if adapter is None:  # the provider it must wait for, or every provider, is failing
+            plan.held.append(
+                ratelimits.held_until_circuit(
+                    delivery_id=delivery.id, channel=delivery.channel, until_epoch=until, provider=waits_for
+                )
             )
             continue
-        message = registry.message_build(
-            delivery_id=str(delivery.id),
-            tenant_id=str(delivery.tenant_id),
-            channel=delivery.channel,
-            to=to,
-            rendered=rendered,
-            metadata=message_metadata(notification, delivery_id=str(delivery.id), attempt=delivery.attempts),
-            recipient_id=delivery.recipient_id,
-            email=emails[notification.pk],
-            signing_secret=(
-                recipient_webhook_secret(recipient.webhook_secret_encrypted)
-                if delivery.channel == Channel.WEBHOOK
-                else ""
-            ),
-        )
-        # Keyed by instance: two tenants' adapters may share a name but not credentials.
-        work.setdefault(id(adapter), (adapter, []))[1].append(_Work(delivery, message, rendered))
+        plan.work.setdefault(id(adapter), (adapter, []))[1].append(_Work(delivery, message, rendered))
+    return plan
 
-    for adapter, items in work.values():
-        candidates = [
+
+def _admit(batch: _Batch, adapter: Provider, items: list[_Work]) -> list[_Work]:
+    """The items the send limits let through now; the others are held (and recorded so at once)."""
+    notifications = batch.notifications
+    limits: dict[Any, Any] = {}
+    candidates = []
+    for item in items:
+        notification = notifications[item.delivery.notification_id]
+        if notification.pk not in limits:
+            limits[notification.pk] = ratelimits.limits_for(notification.tenant.settings)
+        candidates.append(
             ratelimits.Candidate(
                 id=item.delivery.id,
                 tenant_id=item.delivery.tenant_id,
                 recipient_id=item.delivery.recipient_id,
                 channel=item.delivery.channel,
-                critical=notifications[item.delivery.notification_id].category.critical,
-                limits=limits[item.delivery.notification_id],
+                critical=notification.category.critical,
+                limits=limits[notification.pk],
             )
-            for item in items
-        ]
-        admitted, holds = ratelimits.admit(provider=adapter.name, candidates=candidates)
-        held.extend(holds)
-        if holds:
-            allowed = {c.id for c in admitted}
-            items = [item for item in items if item.delivery.id in allowed]
-        records_attempts = registry.adapter_flag(adapter, "records_attempts", True)
-        health: Counter[tuple[Any, str]] = Counter()
-        groups = _groups(adapter, items)
-        with provider_session(adapter):  # e.g. one SMTP connection for the batch's single sends
-            for position, group in enumerate(groups):
-                if time.monotonic() - started > budget:
-                    summary.released.extend(str(item.delivery.id) for later in groups[position:] for item in later)
-                    break
-                results, latency_ms = _call_adapter(adapter, [item.message for item in group])
-                sent_at = timezone.now()
-                _log_answer(adapter, group, results, latency_ms)
-                done: list[dict[str, Any]] = []
-                tried: list[dict[str, Any]] = []
-                listed_now: list[dict[str, Any]] = []
-                for item, result in zip(group, results, strict=True):
-                    delivery = item.delivery
-                    notification = notifications[delivery.notification_id]
-                    policy_key = (notification.pk, delivery.channel)
-                    if policy_key not in policies:
-                        policies[policy_key] = retry_policy_for(notification.tenant.settings, delivery.channel)
-                    fields = outcome_fields(
-                        adapter=adapter,
-                        result=result,
-                        attempt=delivery.attempts,
-                        policy=policies[policy_key],
-                        now=sent_at,
-                    )
-                    done.append({"id": delivery.id, "provider": adapter.name, "rendered": item.rendered, **fields})
-                    if result.invalid_tokens:
-                        devices_deactivate_tokens(
-                            tenant_id=delivery.tenant_id, tokens=result.invalid_tokens, reason="invalid_token"
-                        )
-                    reason = suppressions.suppression_reason_for(delivery.channel, result)
-                    if reason:
-                        listed_now.append(
-                            {
-                                "tenant_id": delivery.tenant_id,
-                                "channel": delivery.channel,
-                                "address": item.message.to,
-                                "reason": reason,
-                                "source": f"{adapter.name}:{result.code}",
-                                "detail": result.detail,
-                                "delivery_id": delivery.id,
-                            }
-                        )
-                    if result.accepted:
-                        health[(delivery.tenant_id, "ok")] += 1
-                    elif result.outcome is Outcome.TRANSIENT:
-                        health[(delivery.tenant_id, "failed")] += 1
-                    if records_attempts:
-                        tried.append(
-                            {
-                                "delivery_id": delivery.id,
-                                "number": delivery.attempts,
-                                "provider": adapter.name,
-                                "outcome": result.outcome.value,
-                                "status_code": result.status_code,
-                                "error_code": result.code[:64],
-                                "error": result.detail[:2000],
-                                "provider_message_id": result.message_id[:255],
-                                "latency_ms": round(latency_ms),
-                                "created_at": sent_at,
-                            }
-                        )
-                    accepted_from = notification.scheduled_at or notification.created_at
-                    tally.add(
-                        channel=delivery.channel,
-                        provider=adapter.name,
-                        result=result,
-                        status=fields["status"],
-                        latency=max((sent_at - accepted_from).total_seconds(), 0),
-                    )
-                _flush(rows=done, attempts=tried, listed=listed_now, tenant_of=tenant_of, audience=audience, now=now)
-                summary.statuses.update(str(row["status"]) for row in done)
-        # The built-in adapters (inbox, sinks) are not remote services: no breaker.
-        for tenant_id in {t for t, _ in health} if adapter.name not in registry.BUILTIN_ADAPTERS else ():
-            circuit.record(
-                scope=tenant_id,
-                provider=adapter.name,
-                failures=health[(tenant_id, "failed")],
-                successes=health[(tenant_id, "ok")],
-            )
+        )
+    admitted, holds = ratelimits.admit(provider=adapter.name, candidates=candidates)
+    if not holds:
+        return items
+    _flush(batch, held=holds)
+    batch.summary.statuses.update(str(Status.PENDING) for _ in holds)
+    allowed = {c.id for c in admitted}
+    return [item for item in items if item.delivery.id in allowed]
 
-    _flush(rows=rows, attempts=[], held=held, tenant_of=tenant_of, audience=audience, now=now)
-    tally.flush()
-    summary.statuses.update(str(row["status"]) for row in rows)
-    summary.statuses.update(str(Status.PENDING) for _ in held)
-    if summary.released:
-        _release(summary.released, timezone.now())
+
+def _begin_request(batch: _Batch, adapter: Provider, group: list[_Work]) -> list[_Work]:
+    """The group's items this claim still holds, marked in flight to the adapter's provider (and
+    their lease renewed) before its request; every open row's lease is renewed when a third of
+    it has passed, so a live sender never loses its rows to the sweeper."""
+    if time.monotonic() - batch.renewed >= batch.lease_seconds / 3:
+        kept = reconnecting(lambda: deliveries_keep_lease(token=batch.token, delivery_ids=batch.open_ids))
+        batch.renewed = time.monotonic()
+        if batch.open_ids - kept:
+            log.warning("rows were taken back from this sender", extra={"deliveries": len(batch.open_ids - kept)})
+        batch.open_ids &= kept
+    ids = [str(item.delivery.id) for item in group if str(item.delivery.id) in batch.open_ids]
+    if adapter.name in registry.BUILTIN_ADAPTERS:  # no remote request: nothing can be in flight
+        marked = set(ids)
+    else:
+        marked = reconnecting(lambda: deliveries_keep_lease(token=batch.token, delivery_ids=ids, provider=adapter.name))
+    batch.open_ids -= set(ids) - marked
+    return [item for item in group if str(item.delivery.id) in marked]
+
+
+def _record(
+    batch: _Batch,
+    adapter: Provider,
+    group: list[_Work],
+    results: Sequence[SendResult],
+    latency_ms: float,
+    health: Counter[tuple[Any, str]],
+) -> None:
+    """Records one request's outcomes (see the module docstring), in one transaction."""
+    sent_at = timezone.now()
+    window = conf.get().RECONCILE_WINDOW_SECONDS if registry.adapter_flag(adapter, "reconciles", False) else None
+    records_attempts = registry.adapter_flag(adapter, "records_attempts", True)
+    done: list[dict[str, Any]] = []
+    tried: list[dict[str, Any]] = []
+    listed: list[dict[str, Any]] = []
+    for item, result in zip(group, results, strict=True):
+        delivery = item.delivery
+        notification = batch.notifications[delivery.notification_id]
+        fields = outcome_fields(
+            adapter=adapter,
+            result=result,
+            attempt=delivery.attempts,
+            policy=batch.policy(notification, delivery.channel),
+            now=sent_at,
+            reconcile_seconds=window,
+        )
+        done.append({"id": delivery.id, "provider": adapter.name, "rendered": item.rendered, **fields})
+        if result.invalid_tokens:
+            devices_deactivate_tokens(
+                tenant_id=delivery.tenant_id, tokens=result.invalid_tokens, reason="invalid_token"
+            )
+        reason = suppressions.suppression_reason_for(delivery.channel, result)
+        if reason:
+            listed.append(
+                {
+                    "tenant_id": delivery.tenant_id,
+                    "channel": delivery.channel,
+                    "address": item.message.to,
+                    "reason": reason,
+                    "source": f"{adapter.name}:{result.code}",
+                    "detail": result.detail,
+                    "delivery_id": delivery.id,
+                }
+            )
+        if records_attempts:
+            tried.append(
+                {
+                    "delivery_id": delivery.id,
+                    "number": delivery.attempts,
+                    "provider": adapter.name,
+                    "outcome": result.outcome.value,
+                    "status_code": result.status_code,
+                    "error_code": result.code[:64],
+                    "error": result.detail[:2000],
+                    "provider_message_id": result.message_id[:255],
+                    "latency_ms": round(latency_ms),
+                    "created_at": sent_at,
+                }
+            )
+    settled = [str(item.delivery.id) for item, result in zip(group, results, strict=True) if not result.ambiguous]
+    remote = adapter.name not in registry.BUILTIN_ADAPTERS
+    owned = _flush(batch, rows=done, attempts=tried, listed=listed, remote=remote, settled=settled)
+    for item, result, row in zip(group, results, done, strict=True):
+        delivery = item.delivery
+        if str(delivery.id) not in owned:
+            continue
+        if result.accepted:
+            health[(delivery.tenant_id, "ok")] += 1
+        elif result.outcome is Outcome.TRANSIENT:
+            health[(delivery.tenant_id, "failed")] += 1
+        notification = batch.notifications[delivery.notification_id]
+        accepted_from = notification.scheduled_at or notification.created_at
+        batch.tally.add(
+            channel=delivery.channel,
+            provider=adapter.name,
+            result=result,
+            status=row["status"],
+            latency=max((sent_at - accepted_from).total_seconds(), 0),
+        )
+        batch.summary.statuses[str(row["status"])] += 1
+
+
+def _send(batch: _Batch, adapter: Provider, items: list[_Work]) -> None:
+    """Sends one adapter's share of the batch, one provider request at a time, each recorded
+    before the next; stops when the time budget is used up (the rest is released)."""
+    if batch.out_of_time():
+        batch.summary.released.extend(str(item.delivery.id) for item in items)
+        return
+    groups = _request_groups(adapter, _admit(batch, adapter, items))
+    health: Counter[tuple[Any, str]] = Counter()
+    with provider_session(adapter):  # e.g. one SMTP connection for the batch's single sends
+        for position, group in enumerate(groups):
+            if batch.out_of_time():
+                batch.summary.released.extend(str(item.delivery.id) for later in groups[position:] for item in later)
+                break
+            group = _begin_request(batch, adapter, group)
+            if not group:
+                continue
+            results, latency_ms = _call_adapter(adapter, [item.message for item in group])
+            _log_answer(adapter, group, results, latency_ms)
+            _record(batch, adapter, group, results, latency_ms, health)
+    # The built-in adapters (inbox, sinks) are not remote services: no breaker.
+    for tenant_id in {t for t, _ in health} if adapter.name not in registry.BUILTIN_ADAPTERS else ():
+        circuit.record(
+            scope=tenant_id,
+            provider=adapter.name,
+            failures=health[(tenant_id, "failed")],
+            successes=health[(tenant_id, "ok")],
+        )
+
+
+def _finish(batch: _Batch, queue: str | None) -> None:
+    """Releases what the time budget left unsent (republished at once), counts, and completes
+    the notifications that have settled."""
+    batch.tally.flush()
+    released = [pk for pk in batch.summary.released if pk in batch.open_ids]
+    if released:
+        _release(released, timezone.now(), batch.token)
         from apps.notifications.tasks import send_batch
 
-        publish_on_commit(send_batch, summary.released, queue=queue)
+        publish_on_commit(send_batch, released, queue=queue)
+    batch.summary.released = released
     from apps.notifications.services.notifications import notification_complete_if_settled
 
-    for notification_id, notification in notifications.items():
+    for notification_id, notification in batch.notifications.items():
         notification_complete_if_settled(
-            notification_id=notification_id, tenant_id=notification.tenant_id, audience=audience
+            notification_id=notification_id, tenant_id=notification.tenant_id, audience=batch.audience
         )
-    return summary
+
+
+def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) -> SendSummary:
+    """Sends a batch of deliveries (see the module docstring). Safe to run twice for the same ids."""
+    batch = _claim(delivery_ids)
+    if not batch.claimed:
+        return batch.summary
+    _load(batch)
+    plan = _render(batch)
+    _flush(batch, rows=plan.settled, held=plan.held)
+    batch.summary.statuses.update(str(row["status"]) for row in plan.settled)
+    batch.summary.statuses.update(str(Status.PENDING) for _ in plan.held)
+    for adapter, items in plan.work.values():
+        _send(batch, adapter, items)
+    _finish(batch, queue)
+    return batch.summary
 
 
 # --- Replay ----------------------------------------------------------------------------------------
