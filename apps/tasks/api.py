@@ -20,7 +20,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.errors import NotFound
-from apps.core.idempotency import idempotent
+from apps.core.filters import IsoDateTimeFilter
+from apps.core.idempotency import accepts_idempotency_key, idempotent, idempotent_create
 from apps.core.pagination import CreatedCursorPagination
 from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
@@ -69,8 +70,8 @@ class TaskExecutionFilter(django_filters.FilterSet):
     status = django_filters.CharFilter(method="filter_status", help_text="One status, or several: failed,dead.")
     name = django_filters.CharFilter()
     kind = django_filters.ChoiceFilter(choices=Kind.choices)
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     schedule = django_filters.UUIDFilter(field_name="schedule_id")
     retry_of = django_filters.UUIDFilter(field_name="retry_of_id")
 
@@ -127,6 +128,7 @@ class TaskExecutionViewSet(
         summary="Start a task",
         description="Validates the input, records the execution and queues it. Poll the `Location`.",
     )
+    @accepts_idempotency_key("tasks.start")
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = TaskStartSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -175,6 +177,7 @@ class TaskExecutionViewSet(
         summary="Cancel a task",
     )
     @action(detail=True, methods=["post"])
+    @idempotent_create("tasks.cancel")
     def cancel(self, request: Request, **kwargs: Any) -> Response:
         body = TaskCancelSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -196,6 +199,7 @@ class TaskExecutionViewSet(
         description="Starts a new execution (linked by `retry_of`) with the same input; poll its `Location`.",
     )
     @action(detail=True, methods=["post"])
+    @accepts_idempotency_key("tasks.retry")
     def retry(self, request: Request, **kwargs: Any) -> Response:
         execution = self.get_object()
 
@@ -246,6 +250,7 @@ class ScheduleViewSet(
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     @extend_schema(request=ScheduleCreateSerializer, responses={201: ScheduleSerializer, **ERROR_RESPONSES})
+    @idempotent_create("schedules.create")
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = ScheduleCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from apps.tasks.conf import tasks_settings
 from apps.tasks.models import Status, TaskExecution
+from apps.tasks.services.executions import execution_live_changed
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class TaskContext:
         )
         if updated != 1:
             raise Superseded
+        execution_live_changed(execution_id=self.execution_id)
         self._written = state
         self._last_write = time.monotonic()
         self._last_percent = self._percent()

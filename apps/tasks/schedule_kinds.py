@@ -77,7 +77,10 @@ def _validate_task_target(tenant: Any, target: Any) -> dict[str, Any]:
         task_type = require_task_type(target["task"])
         data = task_type.validate_input(target.get("input"), tenant=tenant)
     except ApplicationError as exc:
-        raise ApplicationError(exc.message, code=exc.code, fields={"target": exc.fields}) from exc
+        # Same status: an unknown task is 422 (a rule about the tenant's tasks), a malformed input 400.
+        raise ApplicationError(
+            exc.message, code=exc.code, status_code=exc.status_code, fields={"target": exc.fields}
+        ) from exc
     return {"task": task_type.name, "input": data}
 
 

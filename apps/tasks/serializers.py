@@ -8,7 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
-from apps.tasks.models import WAITING, Schedule, TaskExecution
+from apps.tasks.models import WAITING, Schedule, ScheduleKind, TaskExecution
 from apps.tasks.selectors import retried_as_id
 from apps.tasks.services.schedules import schedule_next_run
 
@@ -89,7 +89,7 @@ class TaskExecutionSerializer(serializers.ModelSerializer[TaskExecution]):
         return obj.cancel_requested_at is not None
 
     @extend_schema_field(OpenApiTypes.DATETIME)
-    def get_next_attempt_at(self, obj: TaskExecution) -> Any:
+    def get_next_attempt_at(self, obj: TaskExecution) -> str | None:
         return obj.run_after.isoformat() if obj.status in WAITING else None
 
     @extend_schema_field(OpenApiTypes.UUID)
@@ -156,11 +156,32 @@ class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
         return following.isoformat() if following else None
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {
+            "task": {"type": "string", "description": "A task type's name (GET /api/v1/task-types/)."},
+            "input": {"type": "object", "nullable": True, "description": "The task's input (null: none)."},
+        },
+        "required": ["task"],
+        "additionalProperties": False,
+    }
+)
+class ScheduleTargetField(serializers.JSONField):
+    """What a "task" schedule runs; `apps.tasks.schedule_kinds` checks it (and the input, by task type)."""
+
+
+@extend_schema_field({"type": "string", "enum": ScheduleKind.values})
+class ScheduleKindField(serializers.CharField):
+    """A schedule kind; `apps.tasks.schedule_kinds` refuses another (`unknown_schedule_kind`). A kind
+    registered there is also a `ScheduleKind` choice, so the enum lists it."""
+
+
 class ScheduleCreateSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="")
-    kind = serializers.CharField(default="task", help_text='What to run; "task" for now.')
-    target = serializers.JSONField(help_text='For kind "task": {"task": "<name>", "input": {...}}.')
+    kind = ScheduleKindField(default="task", help_text='What to run; "task" for now.')
+    target = ScheduleTargetField(help_text='For kind "task": {"task": "<name>", "input": {...}}.')
     cron = serializers.CharField(required=False, allow_blank=True, default="", help_text='e.g. "0 3 * * 1-5".')
     interval_seconds = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
     timezone = serializers.CharField(default="UTC", help_text="IANA timezone the cron expression is read in.")
@@ -170,7 +191,7 @@ class ScheduleCreateSerializer(serializers.Serializer[Any]):
 class ScheduleUpdateSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=200, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
-    target = serializers.JSONField(required=False)
+    target = ScheduleTargetField(required=False)
     cron = serializers.CharField(required=False, allow_blank=True)
     interval_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     timezone = serializers.CharField(required=False)

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db.models import Count
 
+from apps.core.live import live_listening, live_publish_on_commit
 from apps.events.services import Listeners, caused_depth, event_emit, is_observed, listeners_of
 from apps.notifications.models import Delivery, Notification
 
@@ -61,6 +62,8 @@ class Audience:
 def deliveries_announce(outcomes: Iterable[tuple[Any, Any, str]], audience: Audience | None = None) -> int:
     """Emits the event of each `(tenant_id, delivery_id, status)` that has one and a listener;
     returns how many were emitted. Call inside the transaction that recorded the statuses."""
+    outcomes = list(outcomes)
+    deliveries_live(outcomes)
     audience = audience or Audience()
     wanted: dict[str, str] = {}
     for tenant_id, delivery_id, status in outcomes:
@@ -77,6 +80,20 @@ def deliveries_announce(outcomes: Iterable[tuple[Any, Any, str]], audience: Audi
         _emit(event_type, row)
         emitted += 1
     return emitted
+
+
+def deliveries_live(outcomes: list[tuple[Any, Any, str]]) -> None:
+    """Puts each status change on its tenant's live activity stream after commit (docs/realtime.md),
+    only for tenants with a dashboard open: one Redis lookup, no query."""
+    listening = live_listening({f"tenant.{tenant_id}" for tenant_id, _, _ in outcomes})
+    if listening:
+        live_publish_on_commit(
+            [
+                (f"tenant.{t}", {"type": "delivery.status", "data": {"delivery_id": str(d), "status": str(s)}})
+                for t, d, s in outcomes
+                if f"tenant.{t}" in listening
+            ]
+        )
 
 
 def engagement_announce(*, tenant_id: Any, delivery_id: Any, kind: str, url: str = "") -> bool:

@@ -5,24 +5,34 @@ flag (it can be cleared by "mark unread"); the status records that it was read a
 
 A browser or app never holds the tenant's API key: the tenant's back end mints a short-lived
 recipient token (`inbox_token_mint`) signed with SECRET_KEY, which only opens that recipient's
-inbox.
+inbox. A token names the API key that minted it and the recipient's token generation: it stops
+working as soon as that key is revoked or expires, or the tenant revokes the recipient's tokens
+(`inbox_tokens_revoke`, one increment of the generation), not when it would have expired.
+
+Live streams (docs/realtime.md): every new item and every state change takes a fresh
+`change_seq` in its own transaction and is published after commit to `inbox.<recipient pk>`
+(only when someone listens); `inbox_changes_since` replays what a reconnecting stream missed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.core import signing
+from django.db import transaction
 from django.db.models import Case, F, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError
+from apps.core.live import live_listening, live_publish_on_commit
 from apps.notifications import conf
-from apps.notifications.models import Delivery, Recipient
+from apps.notifications.models import Delivery, NextChangeSeq, Recipient
 from apps.observability import metrics
+from apps.observability.audit import audit_record
 from apps.providers.base import Channel
 
 TOKEN_SALT = "signalbox.notifications.inbox-token"  # noqa: S105 (a signing namespace, not a secret)
@@ -32,8 +42,18 @@ class InvalidToken(Exception):
     pass
 
 
-def inbox_token_mint(*, recipient: Recipient, ttl_seconds: int | None = None) -> tuple[str, datetime]:
-    """A signed token for this recipient's inbox; returns (token, expires_at)."""
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a valid token says; authentication checks the key and the generation against the database."""
+
+    tenant_id: str
+    recipient_pk: int
+    key_prefix: str
+    generation: int
+
+
+def inbox_token_mint(*, recipient: Recipient, key_prefix: str, ttl_seconds: int | None = None) -> tuple[str, datetime]:
+    """A signed token for this recipient's inbox, minted by the API key `key_prefix`; (token, expires_at)."""
     settings = conf.get()
     ttl = int(ttl_seconds or settings.INBOX_TOKEN_TTL_SECONDS)
     if not 60 <= ttl <= settings.INBOX_TOKEN_MAX_TTL_SECONDS:
@@ -43,23 +63,43 @@ def inbox_token_mint(*, recipient: Recipient, ttl_seconds: int | None = None) ->
             fields={"ttl_seconds": [f"Between 60 and {settings.INBOX_TOKEN_MAX_TTL_SECONDS} seconds."]},
         )
     expires_at = timezone.now() + timedelta(seconds=ttl)
+    generation = Recipient.objects.filter(pk=recipient.pk).values_list("inbox_token_generation", flat=True).get()
     token = signing.dumps(
-        {"t": str(recipient.tenant_id), "r": recipient.pk, "x": int(expires_at.timestamp())}, salt=TOKEN_SALT
+        {
+            "t": str(recipient.tenant_id),
+            "r": recipient.pk,
+            "x": int(expires_at.timestamp()),
+            "k": key_prefix,
+            "g": generation,
+        },
+        salt=TOKEN_SALT,
     )
     return token, expires_at
 
 
-def inbox_token_read(token: str) -> tuple[str, int]:
-    """(tenant id, recipient pk) of a valid, unexpired token; raises InvalidToken."""
+def inbox_token_read(token: str) -> TokenClaims:
+    """The claims of a validly signed, unexpired token; raises InvalidToken.
+
+    Tokens minted before tokens named their key (no `k`) are refused: they could not be revoked.
+    """
     try:
         data = signing.loads(token, salt=TOKEN_SALT)
     except signing.BadSignature as exc:
         raise InvalidToken("The recipient token is invalid.") from exc
-    if not isinstance(data, dict) or not {"t", "r", "x"} <= set(data):
+    if not isinstance(data, dict) or not {"t", "r", "x", "k", "g"} <= set(data):
         raise InvalidToken("The recipient token is invalid.")
     if int(data["x"]) < timezone.now().timestamp():
         raise InvalidToken("The recipient token has expired.")
-    return str(data["t"]), int(data["r"])
+    return TokenClaims(str(data["t"]), int(data["r"]), str(data["k"]), int(data["g"]))
+
+
+def inbox_tokens_revoke(*, recipient: Recipient, request: Any = None) -> None:
+    """Ends every inbox token of this recipient minted so far, at once (tokens minted later work)."""
+    with transaction.atomic():
+        Recipient.objects.filter(pk=recipient.pk).update(inbox_token_generation=F("inbox_token_generation") + 1)
+        audit_record(
+            action="recipient.inbox_tokens_revoked", tenant=recipient.tenant, request=request, target=recipient
+        )
 
 
 def inbox_queryset(*, recipient: Recipient) -> QuerySet[Delivery]:
@@ -76,18 +116,27 @@ def _targets(recipient: Recipient, ids: Sequence[Any] | None) -> QuerySet[Delive
     return qs if ids is None else qs.filter(pk__in=ids)
 
 
+def _change(recipient: Recipient, targets: QuerySet[Delivery], **fields: Any) -> int:
+    """One inbox state change: new `change_seq` per row, published to live streams after commit."""
+    with transaction.atomic():
+        ids = list(targets.values_list("pk", flat=True))
+        if not ids:
+            return 0
+        updated = targets.filter(pk__in=ids).update(**fields, change_seq=next_change_seq())
+        inbox_publish((pk, recipient.pk) for pk in ids)
+    return updated
+
+
 def inbox_mark_read(*, recipient: Recipient, ids: Sequence[Any] | None = None) -> int:
     """Marks items (or all, with ids=None) read; the first read moves `delivered` to `read`."""
     now = timezone.now()
     first_reads = _targets(recipient, ids).filter(status=Delivery.Status.DELIVERED).count()
-    updated = (
-        _targets(recipient, ids)
-        .filter(read_at__isnull=True)
-        .update(
-            read_at=now,
-            seen_at=Coalesce(F("seen_at"), now),
-            status=Case(When(status=Delivery.Status.DELIVERED, then=Value(Delivery.Status.READ)), default=F("status")),
-        )
+    updated = _change(
+        recipient,
+        _targets(recipient, ids).filter(read_at__isnull=True),
+        read_at=now,
+        seen_at=Coalesce(F("seen_at"), now),
+        status=Case(When(status=Delivery.Status.DELIVERED, then=Value(Delivery.Status.READ)), default=F("status")),
     )
     if first_reads:
         metrics.DELIVERIES.labels(channel=Channel.IN_APP, provider="in_app", status="read").inc(first_reads)
@@ -95,19 +144,19 @@ def inbox_mark_read(*, recipient: Recipient, ids: Sequence[Any] | None = None) -
 
 
 def inbox_mark_unread(*, recipient: Recipient, ids: Sequence[Any]) -> int:
-    return _targets(recipient, ids).filter(read_at__isnull=False).update(read_at=None)
+    return _change(recipient, _targets(recipient, ids).filter(read_at__isnull=False), read_at=None)
 
 
 def inbox_mark_seen(*, recipient: Recipient, ids: Sequence[Any] | None = None) -> int:
-    return _targets(recipient, ids).filter(seen_at__isnull=True).update(seen_at=timezone.now())
+    return _change(recipient, _targets(recipient, ids).filter(seen_at__isnull=True), seen_at=timezone.now())
 
 
 def inbox_archive(*, recipient: Recipient, ids: Sequence[Any]) -> int:
-    return _targets(recipient, ids).filter(archived_at__isnull=True).update(archived_at=timezone.now())
+    return _change(recipient, _targets(recipient, ids).filter(archived_at__isnull=True), archived_at=timezone.now())
 
 
 def inbox_unarchive(*, recipient: Recipient, ids: Sequence[Any]) -> int:
-    return _targets(recipient, ids).filter(archived_at__isnull=False).update(archived_at=None)
+    return _change(recipient, _targets(recipient, ids).filter(archived_at__isnull=False), archived_at=None)
 
 
 def inbox_counts(*, recipient: Recipient) -> dict[str, int]:
@@ -116,3 +165,70 @@ def inbox_counts(*, recipient: Recipient) -> dict[str, int]:
         "unread": live.filter(read_at__isnull=True).count(),
         "unseen": live.filter(seen_at__isnull=True).count(),
     }
+
+
+# --- Live streams --------------------------------------------------------------------------------
+
+
+def next_change_seq() -> Any:
+    """The next cursor value, for an UPDATE (SQLite, for `make run`: one past the largest)."""
+    from django.db import connection
+    from django.db.models.expressions import RawSQL
+
+    if connection.vendor == "postgresql":
+        return NextChangeSeq()
+    return RawSQL("(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM notifications_delivery)", [])
+
+
+def inbox_group(recipient_pk: Any) -> str:
+    return f"inbox.{recipient_pk}"
+
+
+def inbox_messages(deliveries: Iterable[Delivery]) -> list[dict[str, Any]]:
+    """`{"type": "inbox.item", "id": change_seq, "data": <the REST inbox item>}`, one per row."""
+    from apps.notifications.serializers import InboxItemSerializer  # the REST shape, exactly
+
+    rows = list(deliveries)
+    serializer: Any = InboxItemSerializer(rows, many=True)  # its `data` field shadows .data for mypy
+    items = list(serializer.data)
+    return [{"type": "inbox.item", "id": row.change_seq, "data": item} for row, item in zip(rows, items, strict=True)]
+
+
+def inbox_publish(items: Iterable[tuple[Any, Any]]) -> int:
+    """Publishes `(delivery id, recipient pk)` inbox rows to their recipients' live streams after
+    commit; only rows of recipients someone listens to are read. Call inside the writing transaction."""
+    by_recipient: dict[str, list[Any]] = {}
+    for delivery_id, recipient_pk in items:
+        by_recipient.setdefault(inbox_group(recipient_pk), []).append(delivery_id)
+    listening = live_listening(by_recipient)
+    if not listening:
+        return 0
+    ids = [pk for group in listening for pk in by_recipient[group]]
+    rows = Delivery.objects.filter(pk__in=ids, channel=Channel.IN_APP, status__in=Delivery.INBOX_VISIBLE).order_by(
+        "change_seq"
+    )
+    recipients = [row.recipient_id for row in rows]
+    messages = inbox_messages(rows)
+    live_publish_on_commit(
+        [(inbox_group(r), m) for r, m in zip(recipients, messages, strict=True) if m["id"] is not None]
+    )
+    return len(messages)
+
+
+def inbox_changes_since(*, recipient_pk: Any, cursor: int, limit: int) -> list[dict[str, Any]]:
+    """The inbox messages after `cursor`, oldest first (at most `limit`): what a resuming stream missed."""
+    rows = Delivery.objects.filter(
+        recipient_id=recipient_pk, channel=Channel.IN_APP, change_seq__gt=cursor, status__in=Delivery.INBOX_VISIBLE
+    ).order_by("change_seq")[:limit]
+    return inbox_messages(rows)
+
+
+def inbox_cursor_now(*, recipient_pk: Any) -> int:
+    """The newest cursor of this recipient's inbox (0 when empty): where a fresh stream starts."""
+    latest = (
+        Delivery.objects.filter(recipient_id=recipient_pk, channel=Channel.IN_APP, change_seq__isnull=False)
+        .order_by("-change_seq")
+        .values_list("change_seq", flat=True)
+        .first()
+    )
+    return int(latest or 0)

@@ -27,6 +27,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError, Conflict, Unprocessable
+from apps.core.live import live_listening, live_publish_on_commit
 from apps.core.retention import tenant_retention_days
 from apps.observability import metrics
 from apps.observability.audit import audit_record
@@ -78,9 +79,18 @@ def _count_finished(name: str, status: str) -> None:
 ANNOUNCED = (Status.SUCCEEDED, Status.FAILED, Status.DEAD)
 
 
+def execution_live_changed(*, execution_id: Any) -> None:
+    """Wakes the live streams following this execution (docs/realtime.md) once the change commits;
+    they read the row themselves, ordered by its `version`. Free when nobody follows it."""
+    group = f"task.{execution_id}"
+    if live_listening([group]):
+        live_publish_on_commit([(group, {"type": "task.changed"})])
+
+
 def _announce(execution: TaskExecution, status: str) -> None:
     """Puts `task.succeeded`, `task.failed` or `task.dead` on the event bus (free until a rule or a
     webhook endpoint listens), so tenants can act on their jobs' outcomes like on any event."""
+    execution_live_changed(execution_id=execution.id)
     if status not in ANNOUNCED:
         return
     from apps.events.services.events import event_emit, is_observed  # events start tasks: import late
@@ -188,7 +198,7 @@ def _create(
 def require_task_type(name: str) -> TaskType:
     task_type = get_task_type(name)
     if task_type is None:
-        raise ApplicationError(
+        raise Unprocessable(
             f"No task named {name!r}; see GET /api/v1/task-types/.",
             code="unknown_task",
             fields={"name": [f"Unknown task {name!r}."]},
@@ -336,6 +346,7 @@ def execution_claim(*, execution_id: str, dispatch: str, worker: str, celery_tas
         return Claim(reason=status)
     if updated != 1:
         return Claim(reason="raced")
+    execution_live_changed(execution_id=execution_id)
     return Claim(execution=TaskExecution.objects.select_related("tenant").get(pk=execution_id))
 
 

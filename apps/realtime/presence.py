@@ -1,0 +1,105 @@
+"""Who listens, and how many connections each recipient and tenant holds, in Redis with expiry.
+
+Each open stream refreshes its entries every heartbeat; a crashed process's entries expire after
+two heartbeats, so counts heal by themselves. `listen` lets publishers skip groups nobody follows
+(it may over-answer for a moment after a disconnect, which only costs an unneeded publish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from apps.core.redis_client import key
+
+
+def _cfg() -> dict[str, Any]:
+    return dict(settings.SIGNALBOX_REALTIME)
+
+
+def _ttl() -> float:
+    return 2 * float(_cfg()["HEARTBEAT_SECONDS"]) + 1
+
+
+LISTEN = "rt:listen"
+
+
+@functools.cache
+def sync_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def listening(groups: list[str]) -> set[str]:
+    """The groups with a live listener (one ZMSCORE)."""
+    scores = sync_client(_cfg()["REDIS_URL"]).zmscore(key(LISTEN), groups)
+    now = time.time()
+    return {g for g, score in zip(groups, scores, strict=True) if score is not None and float(score) > now}
+
+
+_clients: dict[Any, aioredis.Redis] = {}
+
+
+def _async_client() -> aioredis.Redis:
+    """One pooled client per event loop, shared by every stream of the process."""
+    loop = asyncio.get_running_loop()
+    if loop not in _clients:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            _cfg()["REDIS_URL"], max_connections=128, timeout=10, socket_timeout=2, socket_connect_timeout=1
+        )
+        _clients[loop] = aioredis.Redis(connection_pool=pool)
+    return _clients[loop]
+
+
+class Presence:
+    """One connection's entries: its groups, and its slot under the recipient's and tenant's limits."""
+
+    def __init__(self, conn_id: str, groups: list[str], limits: list[tuple[str, int]]) -> None:
+        self.conn_id = conn_id
+        self.groups = groups
+        self.limits = limits  # (counter name, max)
+        self.client = _async_client()
+        self.left = False
+
+    async def enter(self) -> bool:
+        """Takes a slot under every limit; False (and nothing held) when one is full."""
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        for name, _ in self.limits:
+            pipe.zremrangebyscore(key("rt:conn", name), "-inf", now)
+            pipe.zadd(key("rt:conn", name), {self.conn_id: now + _ttl()})
+            pipe.zcard(key("rt:conn", name))
+        results = await pipe.execute()
+        counts = results[2::3]
+        if any(count > limit for count, (_, limit) in zip(counts, self.limits, strict=True)):
+            await self.leave()
+            return False
+        await self.refresh()
+        return True
+
+    async def refresh(self) -> None:
+        """Renews every entry; raises when Redis is unreachable (the stream then closes 1013)."""
+        expires = time.time() + _ttl()
+        pipe = self.client.pipeline(transaction=False)
+        for name, _ in self.limits:
+            pipe.zadd(key("rt:conn", name), {self.conn_id: expires})
+            pipe.expire(key("rt:conn", name), int(_ttl()) + 1)
+        pipe.zadd(key(LISTEN), {g: expires for g in self.groups}, gt=True)
+        await pipe.execute()
+
+    async def leave(self) -> None:
+        if self.left:
+            return
+        self.left = True
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for name, _ in self.limits:
+                pipe.zrem(key("rt:conn", name), self.conn_id)
+            await pipe.execute()
+        except (redis.RedisError, OSError):
+            pass  # expires by itself

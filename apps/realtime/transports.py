@@ -1,0 +1,184 @@
+"""The same streams over WebSocket and Server-Sent Events, as plain ASGI apps under Channels' routing.
+
+Both authenticate like REST: `Authorization: Recipient <token>` or `?token=` for the inbox,
+`Authorization: Bearer <key>` or `?key=` (browsers cannot set headers) for the others. The
+cursor is `Last-Event-ID` (SSE; EventSource resends it by itself) or `?cursor=` (both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+
+from apps.realtime import auth, session
+from apps.realtime.auth import Principal, Refused
+from apps.realtime.db import database_sync_to_async
+from apps.realtime.streams import ActivityStream, InboxStream, NotificationStream, Stream, TaskStream
+
+DRAINING = asyncio.Event()  # set at lifespan shutdown: every stream closes 1012 "reconnect"
+
+
+@dataclass
+class Request:
+    headers: dict[str, str]
+    query: dict[str, str]
+    kwargs: dict[str, Any]
+
+    @classmethod
+    def of(cls, scope: dict[str, Any]) -> Request:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        return cls(headers, query, dict(scope.get("url_route", {}).get("kwargs", {})))
+
+    def credential(self, keyword: str, param: str) -> str:
+        parts = self.headers.get("authorization", "").split()
+        if len(parts) == 2 and parts[0].lower() == keyword.lower():
+            return parts[1]
+        return self.query.get(param, "")
+
+    def cursor(self) -> int | None:
+        raw = self.headers.get("last-event-id") or self.query.get("cursor") or ""
+        return int(raw) if raw.isdigit() else None
+
+
+Opened = tuple[Stream, Principal, Callable[[], Principal], list[tuple[str, int]]]
+
+
+def _open(kind: str, request: Request) -> Opened:
+    """Authenticates and builds the stream (sync: it reads the database)."""
+    cfg = settings.SIGNALBOX_REALTIME
+    tenant_header = request.headers.get("x-tenant-id", "")
+    if kind == "inbox":
+        token = request.credential("Recipient", "token")
+        if not token:
+            raise Refused(401, "not_authenticated", "Send 'Authorization: Recipient <token>' or ?token=.")
+
+        def check() -> Principal:
+            return auth.recipient_principal(token)
+
+        principal = check()
+        stream: Stream = InboxStream(principal)
+    else:
+        key = request.credential("Bearer", "key")
+        if not key:
+            raise Refused(401, "not_authenticated", "Send 'Authorization: Bearer <api key>' or ?key=.")
+        scope = auth.TASKS if kind == "task" else auth.READ
+
+        def check() -> Principal:
+            return auth.key_principal(key, scope, tenant_header)
+
+        principal = check()
+        if kind == "task":
+            stream = TaskStream(principal, str(request.kwargs["id"]))
+        elif kind == "notification":
+            stream = NotificationStream(principal, str(request.kwargs["id"]))
+        else:
+            stream = ActivityStream(principal)
+    if not stream.exists():  # another tenant's task answers 404, as over REST
+        raise Refused(404, "not_found", "Not found.")
+    if not auth.origin_allowed(request.headers.get("origin", ""), principal):
+        raise Refused(403, "origin_not_allowed", "This origin may not open streams.")
+    limits = [(f"t.{principal.tenant_id}", int(cfg["MAX_PER_TENANT"]))]
+    if principal.recipient_pk is not None:
+        limits.append((f"r.{principal.recipient_pk}", int(cfg["MAX_PER_RECIPIENT"])))
+    return stream, principal, check, limits
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
+def websocket(kind: str) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        request = Request.of(scope)
+
+        async def close(code: int, reason: str) -> None:
+            await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+        try:
+            stream, principal, check, limits = await database_sync_to_async(_open)(kind, request)
+        except Refused as exc:
+            await close(exc.close_code, exc.message)
+            return
+
+        async def out(message: dict[str, Any]) -> None:
+            await send({"type": "websocket.send", "text": _json(message)})
+
+        runner = asyncio.create_task(
+            session.run(
+                stream=stream, principal=principal, recheck=check, limits=limits,
+                cursor=request.cursor(), send=out, draining=DRAINING,
+            )
+        )  # fmt: skip
+        gone = asyncio.create_task(_until_disconnect(receive, "websocket.disconnect"))
+        done, _ = await asyncio.wait({runner, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            gone.cancel()
+            ended = runner.result()
+            await close(ended.code, ended.reason)
+        else:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+    return app
+
+
+async def _until_disconnect(receive: Any, kind: str) -> None:
+    while (await receive())["type"] != kind:
+        pass
+
+
+def sse(kind: str) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        request = Request.of(scope)
+        try:
+            stream, principal, check, limits = await database_sync_to_async(_open)(kind, request)
+        except Refused as exc:
+            body = _json({"code": exc.code, "message": exc.message, "fields": {}}).encode()
+            await send({"type": "http.response.start", "status": exc.status,
+                        "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send({
+            "type": "http.response.start", "status": 200,
+            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no")],
+        })  # fmt: skip
+
+        async def out(message: dict[str, Any]) -> None:
+            if message.get("type") == "heartbeat":
+                chunk = ": heartbeat\n\n"
+            else:
+                head = f"id: {message['id']}\n" if message.get("id") is not None else ""
+                chunk = f"{head}event: {message['type']}\ndata: {_json(message)}\n\n"
+            await send({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
+
+        runner = asyncio.create_task(
+            session.run(
+                stream=stream, principal=principal, recheck=check, limits=limits,
+                cursor=request.cursor(), send=out, draining=DRAINING,
+            )
+        )  # fmt: skip
+        gone = asyncio.create_task(_until_disconnect(receive, "http.disconnect"))
+        done, _ = await asyncio.wait({runner, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            gone.cancel()
+            ended = runner.result()
+            event = "end" if ended.code in (session.NORMAL, session.UNAUTHORIZED, 4003, 4004) else "reconnect"
+            last = f"event: {event}\ndata: {_json({'code': ended.code, 'reason': ended.reason})}\n\n"
+            await send({"type": "http.response.body", "body": last.encode(), "more_body": False})
+        else:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+    return app
