@@ -8,18 +8,22 @@ all, every channel is on, delivery is immediate and there are no quiet hours.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 
-from apps.core.errors import ApplicationError
+from apps.core.errors import ApplicationError, Unprocessable
 from apps.notifications.models import Category, Digest, Preference, Recipient
 from apps.providers.base import Channel
+
+# A recipient's layer may not turn a channel off for a critical category (fan-out ignores it anyway;
+# refusing says so instead of storing a choice that does nothing).
+CRITICAL_LOCKED = "critical_category_locked"
 
 # Channels that interrupt someone (a sound, a buzz): quiet hours and digests apply to these.
 # The in-app inbox and machine webhooks are never deferred.
@@ -176,6 +180,12 @@ def preference_layer_errors(data: Mapping[str, Any]) -> dict[str, Any]:
     return errors
 
 
+def _turns_off_critical(recipient: Recipient | None, category: Category | None, layer: Mapping[str, Any]) -> bool:
+    if recipient is None or category is None or not category.critical:
+        return False
+    return any(on is False for on in (layer.get("channels") or {}).values())
+
+
 @transaction.atomic
 def preferences_replace(
     *, tenant: Any, recipient: Recipient | None, layers: list[Mapping[str, Any]]
@@ -183,17 +193,20 @@ def preferences_replace(
     """Replaces every preference row of a recipient (or the tenant defaults when `recipient` is None).
 
     Each layer: `{"category": key or None, "channels": {...}, "digest": ..., "quiet_hours_start",
-    "quiet_hours_end"}` with times already parsed. Unknown categories are refused.
+    "quiet_hours_end"}` with times already parsed. A malformed layer is 400; a well-formed one naming a
+    category the tenant does not have is 422 (the schema cannot know the tenant's categories).
     """
     keys = {layer.get("category") for layer in layers} - {None}
     categories = {c.key: c for c in Category.objects.filter(tenant=tenant, key__in=keys)}
     errors: dict[str, Any] = {}
+    unknown: dict[str, Any] = {}
+    locked: dict[str, Any] = {}
     seen: set[str | None] = set()
     for index, layer in enumerate(layers):
         layer_errors = preference_layer_errors(layer)
         key = layer.get("category")
         if key is not None and key not in categories:
-            layer_errors["category"] = [f"Unknown category {key!r}."]
+            unknown[str(index)] = {"category": [f"Unknown category {key!r}."]}
         if key in seen:
             layer_errors["category"] = ["Listed twice."]
         seen.add(key)
@@ -201,9 +214,23 @@ def preferences_replace(
             layer_errors["quiet_hours"] = ["Give both start and end, or neither."]
         if layer_errors:
             errors[str(index)] = layer_errors
+        elif str(index) in unknown:
+            continue
+        elif _turns_off_critical(recipient, categories.get(key) if key else None, layer):
+            locked[str(index)] = {"channels": [f"{key!r} is critical: its channels cannot be turned off."]}
     if errors:
         raise ApplicationError(
             "The preferences are invalid; see fields.", code="validation_error", fields={"preferences": errors}
+        )
+    if unknown:
+        raise Unprocessable(
+            "The preferences name unknown categories; see fields.",
+            code="validation_error",
+            fields={"preferences": unknown},
+        )
+    if locked:
+        raise ApplicationError(
+            "Critical categories cannot be turned off.", code=CRITICAL_LOCKED, fields={"preferences": locked}
         )
     Preference.objects.filter(tenant=tenant, recipient=recipient).delete()
     return Preference.objects.bulk_create(
@@ -233,3 +260,58 @@ def preferences_effective(*, tenant: Any, recipient: Recipient) -> dict[str, Any
             effective = {**effective, "critical": True}
         result[category.key] = effective
     return result
+
+
+# --- The recipient's own view (API with a recipient token, the hosted page, the component) ---------
+
+
+def preference_centre(*, tenant: Any, recipient: Recipient) -> dict[str, Any]:
+    """What a recipient sees and edits: their layers, the tenant's categories, the merged result and
+    their global unsubscribe, timezone and locale (the shape of `GET …/preferences/`)."""
+    rows = (
+        Preference.objects.filter(tenant=tenant, recipient=recipient)
+        .select_related("category")
+        .order_by(F("category__key").asc(nulls_first=True))
+    )
+    return {
+        "preferences": [layer_out(row) for row in rows],
+        "unsubscribed": recipient.unsubscribed_at is not None,
+        "timezone": recipient.timezone,
+        "locale": recipient.locale,
+        "categories": [
+            {"key": c.key, "name": c.name or c.key, "description": c.description, "critical": c.critical}
+            for c in Category.objects.filter(tenant=tenant).order_by("key")
+        ],
+        "channels": [c.value for c in Channel],
+        "effective": preferences_effective(tenant=tenant, recipient=recipient),
+    }
+
+
+def layer_out(row: Preference) -> dict[str, Any]:
+    return {
+        "category": row.category.key if row.category_id and row.category else None,
+        "channels": row.channels,
+        "digest": row.digest,
+        "quiet_hours": (
+            {"start": row.quiet_hours_start.isoformat("minutes"), "end": row.quiet_hours_end.isoformat("minutes")}
+            if row.quiet_hours_start is not None and row.quiet_hours_end is not None
+            else None
+        ),
+    }
+
+
+@transaction.atomic
+def preference_centre_save(
+    *,
+    tenant: Any,
+    recipient: Recipient,
+    layers: Sequence[Mapping[str, Any]],
+    profile: Mapping[str, Any] | None = None,
+) -> Recipient:
+    """Replaces the recipient's layers and, in the same transaction, the profile fields a recipient may
+    change about themselves (`unsubscribed`, `timezone`, `locale`); nothing changes if either is invalid."""
+    from apps.notifications.services.recipients import recipient_update
+
+    preferences_replace(tenant=tenant, recipient=recipient, layers=list(layers))
+    own = {k: v for k, v in (profile or {}).items() if k in {"unsubscribed", "timezone", "locale"}}
+    return recipient_update(recipient=recipient, data=own) if own else recipient

@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+
+
+class PortalConfig(AppConfig):
+    """The recipient's side: the hosted preference page, the demo page and the web components' files."""
+
+    name = "apps.portal"
+    label = "portal"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from corsheaders.signals import check_request_enabled
+
+        from apps.portal.cors import origin_allowed
+
+        check_request_enabled.connect(origin_allowed, dispatch_uid="signalbox.portal.cors")

@@ -1,0 +1,1 @@
+../../apps/portal/static/signalbox/preferences-1.0.0.js
