@@ -44,4 +44,23 @@ for db in $($PSQL -c "select datname from pg_database where datname like 'test\_
   fi
   $PSQL -c "drop database if exists \"$db\"" >/dev/null 2>&1 && rm -f "$RUNS/$run.pid" || true
 done
-echo "PostgreSQL and Redis are up on 127.0.0.1."
+# promtool unit-tests the alert rules (tests/manifests/test_alert_rules.py). It ships in Debian's
+# `prometheus` package; installed here when missing (as root, as CI runs), else a loud failure.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "promtool is missing; installing Debian's prometheus package for it..."
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >/tmp/signalbox-promtool-install.log 2>&1 || true
+  fi
+  command -v promtool >/dev/null 2>&1 || { echo "ERROR: 'make test' needs promtool (apt-get install prometheus; see /tmp/signalbox-promtool-install.log)." >&2; exit 1; }
+fi
+# --- Headless Chromium for the browser tests (tests/browser) ---------------------------------------
+# Debian's chromium + chromium-driver, driven by Selenium; nothing downloads a browser at install
+# time. Installed here when missing (as root, as CI runs), else a loud failure: the tests never skip.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "Chromium or chromedriver is missing; installing Debian's chromium and chromium-driver..."
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; } >/tmp/signalbox-chromium-install.log 2>&1 || true
+  fi
+  { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || { echo "ERROR: 'make test' needs headless Chromium (apt-get install chromium chromium-driver; see /tmp/signalbox-chromium-install.log)." >&2; exit 1; }
+fi
+echo "PostgreSQL and Redis are up on 127.0.0.1; promtool is $(command -v promtool)."

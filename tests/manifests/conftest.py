@@ -50,6 +50,8 @@ def compose() -> dict[str, Any]:
 def k8s_documents() -> list[tuple[str, dict[str, Any]]]:
     documents = []
     for path in sorted(K8S.rglob("*.yaml")):
+        if path.name == "kustomization.yaml":  # kustomize's own files (tests/manifests/render.py renders them)
+            continue
         for document in yaml.safe_load_all(path.read_text()):
             if document:
                 documents.append((str(path.relative_to(K8S)), document))

@@ -84,6 +84,12 @@ def check_gunicorn(command: Command) -> None:
     assert hasattr(importlib.import_module(module), attribute or "application"), f"{command.where}: {app}"
 
 
+def check_uvicorn(command: Command) -> None:
+    app = next(word for word in command.argv[1:] if not word.startswith("-") and ":" in word)
+    module, _, attribute = app.partition(":")
+    assert hasattr(importlib.import_module(module), attribute), f"{command.where}: {app}"
+
+
 def resolves(path: str) -> bool:
     try:
         resolve(path)
@@ -101,6 +107,8 @@ def test_every_command_runs_something_that_exists(command):
         check_celery(command)
     elif executable == "gunicorn":
         check_gunicorn(command)
+    elif executable == "uvicorn":
+        check_uvicorn(command)
     else:
         assert executable in INFRASTRUCTURE, f"{command.where}: unknown executable {executable!r}"
 
@@ -205,7 +213,7 @@ def test_every_container_has_requests_and_limits_and_runs_as_non_root():
         if spec is None:
             continue
         assert spec["securityContext"]["runAsNonRoot"] is True, path
-        for container in spec["containers"]:
+        for container in spec["containers"] + spec.get("initContainers", []):
             resources = container["resources"]
             assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"]), (
                 f"{path}/{container['name']}"
@@ -266,19 +274,30 @@ def test_pods_reference_config_secrets_and_volumes_that_are_defined():
                 assert volume["persistentVolumeClaim"]["claimName"] in claims, path
 
 
-def test_kustomization_lists_every_manifest():
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    listed = set(kustomization["resources"])
-    on_disk = {str(p.relative_to(K8S)) for p in K8S.rglob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
-    assert listed == on_disk
+def kustomize_files(directory: Path) -> set[Path]:
+    """The files a kustomization (and its components) reads."""
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    files: set[Path] = set()
+    for entry in kustomization.get("resources", []):
+        path = directory / entry
+        files |= kustomize_files(path) if path.is_dir() else {path}
+    for component in kustomization.get("components", []):
+        files |= kustomize_files(directory / component)
     for generator in kustomization.get("configMapGenerator", []):
-        for file in generator["files"]:
-            assert (K8S / file).is_file()
+        files |= {directory / file for file in generator["files"]}
+    return files
+
+
+def test_kustomization_lists_every_manifest():
+    files = kustomize_files(K8S)
+    assert all(path.is_file() for path in files), sorted(str(p) for p in files if not p.is_file())
+    on_disk = {p for p in K8S.rglob("*") if p.is_file() and p.name != "kustomization.yaml"}
+    assert {p.relative_to(K8S) for p in on_disk - files} == {Path("secret.example.yaml")}
 
 
 def test_compose_mirrors_the_process_layout():
     services = compose()["services"]
-    assert {"postgres", "redis", "migrate", "web", "beat", "flower", "metrics", "sandbox"} <= set(services)
+    assert {"postgres", "pgbouncer", "redis", "migrate", "web", "beat", "flower", "metrics"} <= set(services)
     assert {f"worker-{group}" for group in WORKER_GROUPS} <= set(services)
     for group in WORKER_GROUPS:
         worker = services[f"worker-{group}"]
