@@ -15,6 +15,7 @@ import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from project import production as _production
 from project.logging import logging_config
 
 # Lets the code write `admin.ModelAdmin[Model]`, `QuerySet[Model]` for mypy at run time too.
@@ -27,7 +28,8 @@ env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
 _INSECURE_DEV_KEY = "insecure-dev-key-only-for-the-embedded-default-do-not-deploy"
-SECRET_KEY = env.str("SECRET_KEY", default=_INSECURE_DEV_KEY if DEBUG else "")
+# Empty counts as unset (docker compose passes `SECRET_KEY: ${SECRET_KEY:-}` through as "").
+SECRET_KEY = env.str("SECRET_KEY", default="") or (_INSECURE_DEV_KEY if DEBUG else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (it signs tokens and encrypts secrets).")
 if not DEBUG and SECRET_KEY == _INSECURE_DEV_KEY:
@@ -48,6 +50,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc as local static files (no CDN: works air-gapped)
     "django_celery_beat",
     "django_celery_results",
     "django_prometheus",
@@ -60,11 +63,15 @@ INSTALLED_APPS = [
     "apps.tasks",
     "apps.workflows",
     "apps.events",
+    "channels",  # the realtime process (apps/realtime, docs/realtime.md)
+    "apps.realtime",
+    "apps.portal",
 ]
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "apps.core.middleware.RequestIdMiddleware",
+    "apps.core.middleware.RequestLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -100,9 +107,18 @@ TEMPLATES = [
 # Browser front ends on these origins may call the in-app inbox (`Authorization: Recipient …`):
 # CORS for /api/v1/inbox/ only, no cookies. Every other endpoint is for back ends and stays closed.
 CORS_ALLOWED_ORIGINS = env.list("SIGNALBOX_INBOX_ALLOWED_ORIGINS", default=[])
-CORS_URLS_REGEX = r"^/api/v1/inbox/"
+# The recipient's own preferences too (`<signalbox-preferences>`); each tenant may add origins of its
+# own in `settings["inbox"]["allowed_origins"]` (apps/portal/cors.py, docs/inbox.md).
+CORS_URLS_REGEX = r"^/api/v1/(inbox/|recipients/[^/]+/preferences/$)"
 CORS_ALLOW_CREDENTIALS = False
 CORS_EXPOSE_HEADERS = ["X-Request-ID"]
+# The hosted preference page's signed link (in every email footer) works this long (docs/inbox.md).
+SIGNALBOX_PREFERENCES_LINK_MAX_AGE_DAYS = env.float("SIGNALBOX_PREFERENCES_LINK_MAX_AGE_DAYS", default=60.0)
+# /inbox/demo/ (the components for `make run`'s demo recipient): on with DEBUG, or with this.
+SIGNALBOX_INBOX_DEMO = env.bool("SIGNALBOX_INBOX_DEMO", default=False)
+SIGNALBOX_INBOX_DEMO_TENANT = env.str("SIGNALBOX_INBOX_DEMO_TENANT", default="demo")
+SIGNALBOX_INBOX_DEMO_RECIPIENT = env.str("SIGNALBOX_INBOX_DEMO_RECIPIENT", default="ada")
+SIGNALBOX_INBOX_DEMO_STREAM_URL = env.str("SIGNALBOX_INBOX_DEMO_STREAM_URL", default="")
 
 # --- Database -------------------------------------------------------------------------------
 # Connections are kept open between requests and between Celery tasks (see workers/celery.py):
@@ -128,13 +144,34 @@ else:
     _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("OPTIONS", {})
     _db["OPTIONS"].setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
+# DATABASE_POOLER=pgbouncer: DATABASE_URL points at PgBouncer in transaction mode (docs/operations.md,
+# "Connection budget"), where consecutive transactions may use different server connections: no
+# server-side cursors (they outlive a transaction) and no prepared statements (psycopg prepares a query
+# run 5 times). Migrations need a direct connection (manage.py migrate_and_schedule says so).
+DATABASE_POOLER = env.str("DATABASE_POOLER", default="")
+if DATABASE_POOLER not in ("", "pgbouncer"):
+    raise ImproperlyConfigured("DATABASE_POOLER must be empty or 'pgbouncer'.")
+if DATABASE_POOLER == "pgbouncer" and _db["ENGINE"] != "django.db.backends.sqlite3":
+    _db["DISABLE_SERVER_SIDE_CURSORS"] = True
+    _db["OPTIONS"]["prepare_threshold"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Django 6's default for forms.URLField (admin forms): a URL typed without a scheme is https.
 FORMS_URLFIELD_ASSUME_HTTPS = True
 
 # The cache (Django's): CACHE_URL, e.g. redis://redis:6379/1 (Django's RedisCache), so the API's per-key
-# request rate limit holds across processes and hosts; without it each process counts on its own.
+# request rate limit holds across processes and hosts; without it each process counts on its own, so
+# with DEBUG off a per-process cache is refused at start (project/production.py).
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+# Proxies (CIDRs, comma-separated) whose X-Forwarded-For is believed: the client is the right-most
+# address not in this list. Empty (the default): X-Forwarded-For is ignored and the client is the
+# connecting address. Rate limits key on it (apps/tenancy/throttling.py; docs/security.md).
+SIGNALBOX_TRUSTED_PROXIES = env.list("SIGNALBOX_TRUSTED_PROXIES", default=[])
+try:
+    import ipaddress as _ipaddress
+
+    [_ipaddress.ip_network(_cidr.strip(), strict=False) for _cidr in SIGNALBOX_TRUSTED_PROXIES]
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"SIGNALBOX_TRUSTED_PROXIES must be CIDRs, comma-separated: {_exc}") from _exc
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -183,15 +220,24 @@ REST_FRAMEWORK = {
     "DEFAULT_VERSIONING_CLASS": "rest_framework.versioning.URLPathVersioning",
     "DEFAULT_VERSION": "v1",
     "ALLOWED_VERSIONS": ["v1"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["apps.core.filters.FilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.DefaultPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "apps.core.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.core.schema.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["apps.tenancy.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env.str("API_RATE_LIMIT", default="6000/min")},
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # Refuse hostile input (depth, NUL, surrogates, NaN) with 400 before a view sees it: apps/core/parsers.py.
+    # The API speaks JSON only, both ways, so the schema documents exactly that: another request body type
+    # answers 415, an Accept the API cannot meet answers 406, both in the JSON error shape.
+    "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
 }
+# Input limits (docs/architecture.md, "Errors"). A larger body answers 413 `too_large`; 8 MiB holds a
+# bulk upsert of 10,000 recipients (~3 MB with typical fields) with room to spare.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=8 * 1024 * 1024)
+API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=64)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Signalbox API",
@@ -202,6 +248,10 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ and /api/redoc/ load their JavaScript from our static files, never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]",
     "COMPONENT_SPLIT_REQUEST": True,
     # Stable names for choice sets that several serializers share, or that share a field name.
@@ -212,6 +262,7 @@ SPECTACULAR_SETTINGS = {
         "ChannelEnum": "apps.notifications.models.CHANNEL_CHOICES",
         "EventStatusEnum": "apps.events.models.EventStatus",
         "WebhookMessageStatusEnum": "apps.events.models.MessageStatus",
+        "KindEnum": "apps.tasks.models.Kind",  # a task execution's; a schedule's `kind` is an enum too
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -238,7 +289,9 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Off: a send running through a broker blip finishes and records what the provider accepted; a
+# redelivered copy finds its rows already claimed (docs/architecture.md, the settings table).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -293,6 +346,9 @@ SIGNALBOX_EVENT_RETENTION_DAYS = env.int("SIGNALBOX_EVENT_RETENTION_DAYS", defau
 # An event that this many rule actions led to (a rule's notification whose delivery event fires a
 # rule, …) runs no rules: the guard against a rule feeding itself (docs/webhooks.md, "Loops").
 SIGNALBOX_RULE_MAX_DEPTH = env.int("SIGNALBOX_RULE_MAX_DEPTH", default=3)
+# Seconds before each retry of an event whose processing failed (not an action: the processing
+# itself); once spent, the event is dead (replayable). [] means one attempt only.
+SIGNALBOX_EVENT_RETRY_SCHEDULE = env.list("SIGNALBOX_EVENT_RETRY_SCHEDULE", cast=int, default=[10, 60, 300, 900])
 # After a secret rotation, messages carry signatures of both secrets for this long by default.
 SIGNALBOX_WEBHOOK_SECRET_OVERLAP_HOURS = env.float("SIGNALBOX_WEBHOOK_SECRET_OVERLAP_HOURS", default=24.0)
 # Fernet key(s) encrypting webhook secrets at rest, comma-separated: the first encrypts, all decrypt
@@ -302,6 +358,8 @@ if SIGNALBOX_WEBHOOK_TIMEOUT_SECONDS <= 0 or SIGNALBOX_WEBHOOK_TIMEOUT_SECONDS >
     raise ImproperlyConfigured("SIGNALBOX_WEBHOOK_TIMEOUT_SECONDS must be in (0, 60].")
 if not SIGNALBOX_WEBHOOK_RETRY_SCHEDULE or any(s < 0 for s in SIGNALBOX_WEBHOOK_RETRY_SCHEDULE):
     raise ImproperlyConfigured("SIGNALBOX_WEBHOOK_RETRY_SCHEDULE must be a non-empty list of seconds >= 0.")
+if len(SIGNALBOX_EVENT_RETRY_SCHEDULE) > 20 or any(s < 0 for s in SIGNALBOX_EVENT_RETRY_SCHEDULE):
+    raise ImproperlyConfigured("SIGNALBOX_EVENT_RETRY_SCHEDULE must be at most 20 delays, in seconds >= 0.")
 if SIGNALBOX_ENCRYPTION_KEY:
     from cryptography.fernet import Fernet as _Fernet
 
@@ -351,13 +409,15 @@ SIGNALBOX_CHANNEL_CHAIN_RESOLVER = env.str(
 # Adapters available to tenants by name without being in a default chain.
 SIGNALBOX_EXTRA_PROVIDERS: list[str] = env.list("SIGNALBOX_EXTRA_PROVIDERS", default=[])
 # Pipeline knobs; every key and its default: apps/notifications/conf.py.
-SIGNALBOX_NOTIFICATIONS: dict[str, float] = {
+SIGNALBOX_NOTIFICATIONS: dict[str, object] = {
     "FANOUT_CHUNK_SIZE": env.int("NOTIFICATIONS_FANOUT_CHUNK_SIZE", default=2000),
     "SEND_BATCH_SIZE": env.int("NOTIFICATIONS_SEND_BATCH_SIZE", default=500),
     "MAX_ATTEMPTS": env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=6),
     "RETRY_BASE_SECONDS": env.float("NOTIFICATIONS_RETRY_BASE_SECONDS", default=15.0),
-    # A claim must outlive the longest task, so an expired lease always means a dead worker.
-    "SEND_LEASE_SECONDS": CELERY_TASK_TIME_LIMIT + 60,
+    # A claim's lease (renewed while its sender lives), so an expired lease always means a dead worker.
+    "SEND_LEASE_SECONDS": env.int("NOTIFICATIONS_SEND_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT + 60),
+    # How long an ambiguous send (answer lost) waits for the provider's callback before a retry.
+    "RECONCILE_WINDOW_SECONDS": env.float("SIGNALBOX_RECONCILE_WINDOW_SECONDS", default=600.0),
 }
 
 # --- Providers --------------------------------------------------------------------------------
@@ -434,7 +494,7 @@ SLACK_DEFAULT_CHANNEL = env.str("SLACK_DEFAULT_CHANNEL", default="#notifications
 # The webhook channel signs with this Standard Webhooks secret (whsec_…) unless the recipient has its own.
 SIGNALBOX_WEBHOOK_SIGNING_SECRET = env.str(
     "SIGNALBOX_WEBHOOK_SIGNING_SECRET",
-    default="whsec_c2lnbmFsYm94LWRldmVsb3BtZW50LW9ubHktd2ViaG9vay1rZXk=" if _sandboxed() else "",
+    default=_production.DEV_WEBHOOK_SIGNING_SECRET if _sandboxed() else "",
 )
 # The environment's chain per channel, in order; by default every provider whose credentials are set.
 SIGNALBOX_PROVIDER_CHAINS: dict[str, list[str]] = {
@@ -527,9 +587,26 @@ for _name, _variable in (
     ("SWEEP_INTENT_AFTER_SECONDS", "NOTIFICATIONS_SWEEP_INTENT_AFTER_SECONDS"),
     ("SWEEP_CHUNK_AFTER_SECONDS", "NOTIFICATIONS_SWEEP_CHUNK_AFTER_SECONDS"),
     ("SWEEP_QUEUED_AFTER_SECONDS", "NOTIFICATIONS_SWEEP_QUEUED_AFTER_SECONDS"),
+    ("SWEEP_BATCH_SIZE", "NOTIFICATIONS_SWEEP_BATCH_SIZE"),
+    ("SWEEP_TIME_BUDGET_SECONDS", "NOTIFICATIONS_SWEEP_TIME_BUDGET_SECONDS"),
+    ("FANOUT_CHUNK_MAX_ATTEMPTS", "NOTIFICATIONS_FANOUT_CHUNK_MAX_ATTEMPTS"),
 ):
     if os.environ.get(_variable):
         SIGNALBOX_NOTIFICATIONS[_name] = env.float(_variable)
+# Template budgets (docs/notifications.md, "Template budgets"; defaults in apps/notifications/conf.py):
+# every render of a tenant's template is bounded in loop iterations, value size, characters
+# produced, time and output per field. NOTIFICATIONS_TEMPLATE_OUTPUT_LIMITS is JSON merged over the
+# per-field defaults, e.g. {"sms.text": 480}.
+for _name, _variable in (
+    ("TEMPLATE_MAX_LOOP_ITERATIONS", "NOTIFICATIONS_TEMPLATE_MAX_LOOP_ITERATIONS"),
+    ("TEMPLATE_MAX_VALUE_CHARS", "NOTIFICATIONS_TEMPLATE_MAX_VALUE_CHARS"),
+    ("TEMPLATE_MAX_WORK_CHARS", "NOTIFICATIONS_TEMPLATE_MAX_WORK_CHARS"),
+    ("TEMPLATE_RENDER_SECONDS", "NOTIFICATIONS_TEMPLATE_RENDER_SECONDS"),
+):
+    if os.environ.get(_variable):
+        SIGNALBOX_NOTIFICATIONS[_name] = env.float(_variable)
+if os.environ.get("NOTIFICATIONS_TEMPLATE_OUTPUT_LIMITS"):
+    SIGNALBOX_NOTIFICATIONS["TEMPLATE_OUTPUT_LIMITS"] = env.json("NOTIFICATIONS_TEMPLATE_OUTPUT_LIMITS")
 if SIGNALBOX_CALLBACK_MAX_AGE_SECONDS < 1 or SIGNALBOX_PROVIDER_EVENT_RETENTION_DAYS < 1:
     raise ImproperlyConfigured("SIGNALBOX_CALLBACK_MAX_AGE_SECONDS and …_EVENT_RETENTION_DAYS must be positive.")
 if not isinstance(SIGNALBOX_RATE_LIMITS, dict):
@@ -581,3 +658,56 @@ if str(SIGNALBOX_DIGESTS["WEEKLY_DAY"]).lower() not in (
     "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
 ):  # fmt: skip
     raise ImproperlyConfigured("SIGNALBOX_DIGEST_WEEKLY_DAY must be a weekday name, e.g. monday.")
+
+# --- Realtime: Django Channels (apps/realtime, docs/realtime.md) --------------------------------
+# The `realtime` process (uvicorn project.asgi) serves only the live streams; the REST API stays
+# on WSGI. Its channel layer is Redis: SIGNALBOX_REALTIME_REDIS_URL, else SIGNALBOX_REDIS_URL,
+# else the broker's when it is Redis. With none, nothing is published and streams are refused.
+ASGI_APPLICATION = "project.asgi.application"
+_realtime_redis = (
+    env.str("SIGNALBOX_REALTIME_REDIS_URL", default="")
+    or SIGNALBOX_REDIS_URL
+    or (CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "")
+)
+CHANNEL_LAYERS: dict[str, object] = (
+    {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis's
+                # 5 s BZPOPMIN: every idle receive timed out. The read timeout must exceed it.
+                "hosts": [{"address": _realtime_redis, "socket_timeout": 15, "socket_connect_timeout": 2}],
+                "prefix": f"{CELERY_BROKER_TRANSPORT_OPTIONS.get('global_keyprefix', '')}sbx:rt",
+                # group_send drops a message for a channel holding this many unread: each stream
+                # reads its channel eagerly into its own bounded queue, so only a stalled process hits it.
+                "capacity": 5000,
+                "expiry": 60,
+            },
+        }
+    }
+    if _realtime_redis
+    else {}
+)
+SIGNALBOX_REALTIME = {
+    "REDIS_URL": _realtime_redis,
+    # Messages one connection may hold unsent before it is closed (4008) and told to resume.
+    "QUEUE_LIMIT": env.int("SIGNALBOX_REALTIME_QUEUE_LIMIT", default=1000),
+    "MAX_PER_RECIPIENT": env.int("SIGNALBOX_REALTIME_MAX_PER_RECIPIENT", default=10),
+    "MAX_PER_TENANT": env.int("SIGNALBOX_REALTIME_MAX_PER_TENANT", default=20000),
+    # How often an open stream re-checks its token or key (expiry ends it at once, on time).
+    "AUTH_RECHECK_SECONDS": env.float("SIGNALBOX_REALTIME_AUTH_RECHECK_SECONDS", default=30.0),
+    # Task and notification streams re-read their row this often besides each wake-up.
+    "STATE_REFRESH_SECONDS": env.float("SIGNALBOX_REALTIME_STATE_REFRESH_SECONDS", default=2.0),
+    "HEARTBEAT_SECONDS": env.float("SIGNALBOX_REALTIME_HEARTBEAT_SECONDS", default=15.0),
+    # A resume replays at most this many missed changes; past it the client is told to reload (4009).
+    "REPLAY_LIMIT": env.int("SIGNALBOX_REALTIME_REPLAY_LIMIT", default=1000),
+}
+
+# --- Production guard (project/production.py, docs/security.md) --------------------------------
+# Last, once every setting is known: with DEBUG off, committed development secrets, the provider
+# sandbox, webhooks to private addresses, an unset broker or a per-process cache stop the process.
+SIGNALBOX_ALLOW_INSECURE_SETTINGS = env.bool(_production.OVERRIDE, default=False)
+if not DEBUG and not SIGNALBOX_ALLOW_INSECURE_SETTINGS:
+    _insecure = _production.insecure_settings(globals(), os.environ)
+    if _insecure:
+        raise ImproperlyConfigured(_production.refusal(_insecure))

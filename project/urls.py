@@ -2,8 +2,8 @@
 public links inside messages (tracking, unsubscribe)."""
 
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from apps.core import views as core_views
 
@@ -23,7 +23,13 @@ urlpatterns = [
     path("", include("django_prometheus.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # Swagger UI and ReDoc from local static files (drf-spectacular-sidecar): they work offline.
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("api/<str:version>/", include(api_v1)),
+    # Last under /api/: what no view claims answers a JSON 404 (the error shape), never Django's HTML page.
+    # Only paths ending in "/", so APPEND_SLASH still redirects `/api/v1/notifications` to its view.
+    re_path(r"^api/.*/$", core_views.api_not_found),
     path("", include("apps.providers.public_urls")),
+    path("", include("apps.portal.urls")),
 ]

@@ -24,6 +24,8 @@ os.environ.setdefault("SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE", "1")
 # No provider defaults to the development sandbox on 127.0.0.1:8025: external channels use the sink
 # unless a test configures a provider (tests/providers points them at a sandbox of its own).
 os.environ.setdefault("SIGNALBOX_SANDBOX_URL", "")
+# A lost answer waits this long for the provider's callback before its retry (600 s in production).
+os.environ.setdefault("SIGNALBOX_RECONCILE_WINDOW_SECONDS", "1")
 
 from project.settings import *  # noqa: E402,F403
 from project.settings import DATA_DIR, DATABASES  # noqa: E402

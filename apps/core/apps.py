@@ -8,7 +8,11 @@ class CoreConfig(AppConfig):
     verbose_name = "Signalbox core"
 
     def ready(self) -> None:
+        from apps.core import jsontypes
         from workers.beat import setup_schedules_after_migrate
+
+        # Request bodies are read with JSON's types: no `1` for `true`, no `42` for `"42"`.
+        jsontypes.install()
 
         # A fresh deploy (or test database) has every periodic job once `migrate` is done.
         post_migrate.connect(setup_schedules_after_migrate, sender=self, dispatch_uid="signalbox.setup_schedules")

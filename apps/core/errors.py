@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -76,7 +77,28 @@ def _flatten(detail: Any) -> Any:
     return str(detail)
 
 
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    return isinstance(exc, IntegrityError) and getattr(exc.__cause__, "sqlstate", None) == UNIQUE_VIOLATION
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if is_unique_violation(exc):
+        # A create that lost a race its service did not foresee: the other request made it first.
+        exc = Conflict("An object with these values exists already.", code="exists")
+    if isinstance(exc, RequestDataTooBig):
+        # Django's own limit (DATA_UPLOAD_MAX_MEMORY_SIZE) met while DRF read the body: 413, as the
+        # request-limits middleware answers when the length is announced.
+        exc = ApplicationError(
+            f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+            code="too_large",
+            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            fields={"limit_bytes": settings.DATA_UPLOAD_MAX_MEMORY_SIZE},
+        )
+    elif isinstance(exc, TooManyFieldsSent):
+        exc = ApplicationError("The form has too many fields.", code="too_many_fields")
     if isinstance(exc, ApplicationError):
         set_rollback()
         return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code, headers=exc.headers)

@@ -19,6 +19,9 @@ class IdempotencyRecord(TenantOwned):
     request_hash = models.CharField(max_length=64)
     response_status = models.PositiveSmallIntegerField()
     response_body = models.JSONField()
+    response_sealed = models.BooleanField(
+        default=False, help_text="The body holds a secret shown once, so it is stored encrypted (a string)."
+    )
     resource_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     delete_at = models.DateTimeField(db_index=True)

@@ -12,7 +12,7 @@ from django.http import HttpRequest
 
 from apps.core.errors import ApplicationError
 from apps.events.models import Event, Rule, RuleExecution, Watcher, WebhookAttempt, WebhookEndpoint, WebhookMessage
-from apps.events.services import rules, webhooks
+from apps.events.services import events, rules, webhooks
 
 
 def _form_errors(exc: ApplicationError) -> forms.ValidationError:
@@ -41,10 +41,22 @@ class RuleExecutionInline(admin.TabularInline[RuleExecution, Any]):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ("type", "subject_type", "subject_id", "source", "status", "tenant", "created_at")
+    list_display = ("type", "subject_type", "subject_id", "source", "status", "attempts", "tenant", "created_at")
     list_filter = ("status", "source", "tenant")
     search_fields = ("type", "subject_id")
     inlines = [RuleExecutionInline]
+    actions = ["replay"]
+
+    @admin.action(description="Replay (process the dead events again)")
+    def replay(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
+        done = 0
+        for event in queryset.select_related("tenant"):
+            try:
+                events.event_replay(event=event, request=request)
+                done += 1
+            except ApplicationError as exc:
+                messages.error(request, f"{event.pk}: {exc.message}")
+        messages.success(request, f"{done} event(s) queued again.")
 
 
 class RuleForm(forms.ModelForm[Rule]):

@@ -1,7 +1,9 @@
 """Events, rules and webhooks API (`events:write` for writes, `read` for reads).
 
-GET/POST          /api/v1/events/                       record an event (202; Idempotency-Key) / list
+GET/POST          /api/v1/events/[?status=dead]         record an event (202; Idempotency-Key) / list
 GET               /api/v1/events/<id>/                  with its rule executions and webhook messages
+POST              /api/v1/events/<id>/replay/           process a dead event again
+POST              /api/v1/events/replay/                bulk replay of dead events
 GET/POST          /api/v1/rules/                        rules
 GET/PATCH/DELETE  /api/v1/rules/<id>/
 GET               /api/v1/rules/<id>/executions/        the observer log of one rule
@@ -19,6 +21,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, cast
 
+import django_filters
 from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -26,13 +29,14 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.core.idempotency import idempotent
+from apps.core.idempotency import accepts_idempotency_key, idempotent, idempotent_create
 from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
 from apps.events.models import Event, Rule, RuleExecution, Watcher, WebhookEndpoint, WebhookMessage
 from apps.events.serializers import (
     BulkReplayResultSerializer,
     BulkReplaySerializer,
+    EventBulkReplaySerializer,
     EventCreateSerializer,
     EventDetailSerializer,
     EventSerializer,
@@ -50,7 +54,7 @@ from apps.events.serializers import (
     WebhookMessageSerializer,
 )
 from apps.events.services import rules, watchers, webhooks
-from apps.events.services.events import event_record
+from apps.events.services.events import event_record, event_replay, events_replay
 from apps.tenancy.models import Scope
 from apps.workflows.actors import actor_from_request
 
@@ -61,7 +65,10 @@ def _actor(request: Request) -> dict[str, Any]:
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Events, newest first", responses={200: EventSerializer(many=True), **ERROR_RESPONSES}),
+    list=extend_schema(
+        summary="Events, newest first (status=dead: the dead letters)",
+        responses={200: EventSerializer(many=True), **ERROR_RESPONSES},
+    ),
     retrieve=extend_schema(
         summary="One event, with what it caused", responses={200: EventDetailSerializer, **ERROR_RESPONSES}
     ),
@@ -91,6 +98,7 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
         request=EventCreateSerializer,
         responses={202: EventSerializer, **ERROR_RESPONSES},
     )
+    @accepts_idempotency_key("events.event")
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = EventCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -108,6 +116,40 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
 
         return idempotent(request, scope="events.event", create=create)
 
+    @extend_schema(
+        summary="Process a dead event again (its retry schedule restarted)",
+        description="409 `not_replayable` unless the event is dead (e.g. already replayed).",
+        request=None,
+        responses={202: EventSerializer, **ERROR_RESPONSES},
+    )
+    @action(detail=True, methods=["post"])
+    @idempotent_create("events.event.replay")
+    def replay(self, request: Request, **kwargs: Any) -> Response:
+        event = event_replay(event=self.get_object(), request=request)
+        return Response(EventSerializer(event).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        operation_id="events_replay_bulk",
+        summary="Replay dead events in bulk (by id, type pattern or since a time; at most 1000)",
+        request=EventBulkReplaySerializer,
+        responses={202: BulkReplayResultSerializer, **ERROR_RESPONSES},
+    )
+    @action(detail=False, methods=["post"], url_path="replay")
+    @idempotent_create("events.event.replay_bulk")
+    def replay_bulk(self, request: Request, **kwargs: Any) -> Response:
+        body = EventBulkReplaySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        replayed = events_replay(  # scoped to the tenant: another tenant's ids match nothing
+            tenant=request_tenant(request),
+            ids=body.validated_data.get("ids"),
+            type=body.validated_data.get("type"),
+            since=body.validated_data.get("since"),
+            request=request,
+        )
+        return Response(
+            {"replayed": len(replayed), "ids": [str(pk) for pk in replayed]}, status=status.HTTP_202_ACCEPTED
+        )
+
 
 @extend_schema_view(
     list=extend_schema(summary="Rules", responses={200: RuleSerializer(many=True), **ERROR_RESPONSES}),
@@ -122,6 +164,7 @@ class RuleViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModel
     @extend_schema(
         summary="Create a rule", request=RuleWriteSerializer, responses={201: RuleSerializer, **ERROR_RESPONSES}
     )
+    @idempotent_create("events.rule")
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = RuleWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -176,6 +219,7 @@ class WatcherViewSet(
         request=WatcherCreateSerializer,
         responses={201: WatcherSerializer, **ERROR_RESPONSES},
     )
+    @idempotent_create("events.watcher")
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = WatcherCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -214,6 +258,7 @@ class WebhookEndpointViewSet(
         request=WebhookEndpointCreateSerializer,
         responses={201: WebhookEndpointWithSecretSerializer, **ERROR_RESPONSES},
     )
+    @idempotent_create("events.webhook_endpoint", sealed=True)
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = WebhookEndpointCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -258,6 +303,17 @@ class WebhookEndpointViewSet(
         return Response({**WebhookEndpointSerializer(endpoint).data, "secret": secret})
 
 
+class WebhookMessageFilter(django_filters.FilterSet):
+    # By id, not by object: an id of no endpoint or event (or another tenant's) matches nothing, an empty
+    # list, where django-filter's model choice would answer 400 and tell a foreign id from a missing one.
+    endpoint_id = django_filters.UUIDFilter(field_name="endpoint_id")
+    event_id = django_filters.UUIDFilter(field_name="event_id")
+
+    class Meta:
+        model = WebhookMessage
+        fields = ["status", "endpoint_id", "event_type", "event_id"]
+
+
 @extend_schema_view(
     list=extend_schema(
         summary="Webhook messages (status=failed: the dead ones)",
@@ -273,7 +329,7 @@ class WebhookMessageViewSet(
     queryset = WebhookMessage.objects.order_by("-created_at")
     serializer_class = WebhookMessageSerializer
     write_scope = Scope.EVENTS_WRITE
-    filterset_fields = ["status", "endpoint_id", "event_type", "event_id"]
+    filterset_class = WebhookMessageFilter
 
     def get_serializer_class(self) -> Any:
         return WebhookMessageDetailSerializer if self.action == "retrieve" else WebhookMessageSerializer
@@ -284,6 +340,7 @@ class WebhookMessageViewSet(
         responses={202: WebhookMessageSerializer, **ERROR_RESPONSES},
     )
     @action(detail=True, methods=["post"])
+    @idempotent_create("events.webhook_message.replay")
     def replay(self, request: Request, **kwargs: Any) -> Response:
         message = webhooks.message_replay(message=self.get_object(), request=request)
         return Response(WebhookMessageSerializer(message).data, status=status.HTTP_202_ACCEPTED)
@@ -295,6 +352,7 @@ class WebhookMessageViewSet(
         responses={202: BulkReplayResultSerializer, **ERROR_RESPONSES},
     )
     @action(detail=False, methods=["post"], url_path="replay")
+    @idempotent_create("events.webhook_message.replay_bulk")
     def replay_bulk(self, request: Request, **kwargs: Any) -> Response:
         body = BulkReplaySerializer(data=request.data)
         body.is_valid(raise_exception=True)

@@ -17,8 +17,9 @@ from apps.core.tenancy import TenantOwned
 
 
 class EventStatus(models.TextChoices):
-    PENDING = "pending", "Waiting for the events queue"
+    PENDING = "pending", "Waiting for the events queue (or its next attempt, next_attempt_at)"
     PROCESSED = "processed", "Rules run and webhooks fanned out"
+    DEAD = "dead", "Processing failed SIGNALBOX_EVENT_RETRY_SCHEDULE + 1 times (last_error); replayable"
 
 
 class EventSource(models.TextChoices):
@@ -38,8 +39,17 @@ class Event(TenantOwned):  # type: ignore[django-manager-missing]
         default=0, help_text="How many rule actions led to this event (0: not caused by a rule)."
     )
     status = models.CharField(max_length=16, choices=EventStatus.choices, default=EventStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Processing attempts started so far.")
+    last_error = models.TextField(blank=True, help_text="Why the last attempt failed; cleared when one succeeds.")
+    next_attempt_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Pending: when the next attempt is due (empty: now). While an attempt runs, when it is "
+        "presumed lost.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    dead_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at",)

@@ -60,10 +60,14 @@ class EventSerializer(serializers.ModelSerializer[Event]):
             "source",
             "depth",
             "status",
+            "attempts",
+            "last_error",
+            "next_attempt_at",
             "created_at",
             "processed_at",
+            "dead_at",
         ]
-        read_only_fields = ["depth"]
+        read_only_fields = ["depth", "attempts", "last_error", "next_attempt_at", "dead_at"]
 
     @extend_schema_field(SubjectSerializer)
     def get_subject(self, obj: Event) -> dict[str, str]:
@@ -208,6 +212,12 @@ class BulkReplaySerializer(serializers.Serializer[Any]):
     endpoint_id = serializers.UUIDField(required=False)
     since = serializers.DateTimeField(required=False)
     ids = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=1000)
+
+
+class EventBulkReplaySerializer(serializers.Serializer[Any]):
+    ids = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=1000)
+    type = serializers.CharField(max_length=200, required=False, help_text="An event type, `order.*`, or `*`.")
+    since = serializers.DateTimeField(required=False, help_text="Only events recorded at or after this time.")
 
 
 class BulkReplayResultSerializer(serializers.Serializer[Any]):

@@ -11,13 +11,16 @@ from apps.events.services import events, webhooks
 
 @shared_task(name="signalbox.events.process", queue="events", ignore_result=True)
 def process_event(event_id: str) -> None:
-    """Runs the event's rules and fans it out to webhook endpoints (idempotent: claims the event row)."""
+    """Runs the event's rules and fans it out to webhook endpoints (idempotent: claims the event row).
+
+    A failure is recorded on the event and retried on its own schedule, never raised to Celery.
+    """
     events.event_process(event_id=event_id)
 
 
 @shared_task(name="signalbox.events.sweep", queue="events", ignore_result=True)
 def sweep_events() -> int:
-    """Beat: republishes events that were committed but never processed."""
+    """Beat: republishes pending events nobody took (a lost publish, a long retry, a lost worker)."""
     return events.events_sweep()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
+from django.db import IntegrityError, transaction
 from django.db.models import Count, F, ProtectedError, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -24,7 +25,8 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
 from apps.core.errors import ApplicationError, Conflict, NotFound
-from apps.core.idempotency import idempotent
+from apps.core.filters import IsoDateTimeFilter
+from apps.core.idempotency import accepts_idempotency_key, idempotent, idempotent_create
 from apps.core.schema import ERROR_RESPONSES, ErrorSerializer
 from apps.core.tenancy import TenantScopedMixin, request_tenant
 from apps.notifications import selectors, serializers
@@ -61,8 +63,8 @@ class NotificationFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Notification.Status.choices)
     template = django_filters.CharFilter(field_name="template__key", help_text="Template key.")
     priority = django_filters.ChoiceFilter(choices=Notification.Priority.choices)
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Notification
@@ -170,6 +172,7 @@ class NotificationViewSet(
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
         examples=NOTIFICATION_EXAMPLES,
     )
+    @accepts_idempotency_key("notifications.create")
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         tenant = request_tenant(request)
 
@@ -241,8 +244,8 @@ class DeliveryFilter(django_filters.FilterSet):
     )
     status = django_filters.MultipleChoiceFilter(choices=Delivery.Status.choices)
     error_code = django_filters.CharFilter(field_name="error_code", help_text="e.g. http_503, lease_expired.")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Delivery
@@ -289,6 +292,7 @@ class DeliveryViewSet(
         },
     )
     @action(detail=True, methods=["post"])
+    @idempotent_create("deliveries.replay")
     def replay(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         delivery = replay_services.delivery_replay(
             tenant=request_tenant(request), delivery_id=self.get_object().pk, actor=actor_of(request)
@@ -306,6 +310,7 @@ class DeliveryViewSet(
         responses={202: serializers.DeliveryReplayResultSerializer, **ERROR_RESPONSES},
     )
     @action(detail=False, methods=["post"], url_path="replay")
+    @idempotent_create("deliveries.replay_bulk")
     def replay_bulk(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = serializers.DeliveryReplaySerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -320,6 +325,21 @@ class DeliveryViewSet(
 
 
 # --- Recipients ----------------------------------------------------------------------------------
+
+
+class InboxAccess(BasePermission):
+    """A recipient token, or an API key with `read` (GET) / `notifications:write` (POST)."""
+
+    message = "Authenticate with a recipient token or an API key."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if isinstance(request.auth, RecipientToken):
+            return True
+        checker = HasTenant()
+        allowed = checker.has_permission(request, view)
+        if not allowed:
+            self.message, self.code = checker.message, getattr(checker, "code", None)  # type: ignore[assignment]
+        return allowed
 
 
 class RecipientFilter(django_filters.FilterSet):
@@ -446,6 +466,7 @@ class RecipientViewSet(TenantScopedMixin, viewsets.ModelViewSet[Recipient]):
     lookup_value_regex = EXTERNAL_ID_PATTERN
     write_scope = WRITE
 
+    @idempotent_create("recipients.create")
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         recipient = recipient_services.recipient_create(tenant=request_tenant(request), data=_recipient_body(request))
         return Response(serializers.RecipientSerializer(recipient).data, status=status.HTTP_201_CREATED)
@@ -521,54 +542,66 @@ class RecipientViewSet(TenantScopedMixin, viewsets.ModelViewSet[Recipient]):
             )
         ],
     )
-    @action(detail=True, methods=["get", "put"])
+    @action(
+        detail=True,
+        methods=["get", "put"],
+        authentication_classes=[RecipientTokenAuthentication, ApiKeyAuthentication],
+        permission_classes=[InboxAccess],
+    )
     def preferences(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         recipient = self.get_object()
+        holder = recipient_of(request)
+        if holder is not None and holder.pk != recipient.pk:
+            # Another recipient of the same tenant: as absent as another tenant's would be.
+            raise NotFound("No such recipient.")
         tenant = request_tenant(request)
         if request.method == "PUT":
             body = serializers.PreferencesSerializer(data=request.data)
             body.is_valid(raise_exception=True)
-            preference_services.preferences_replace(
+            recipient = preference_services.preference_centre_save(
                 tenant=tenant,
                 recipient=recipient,
                 layers=[serializers.layer_in(layer) for layer in body.validated_data["preferences"]],
+                profile=body.validated_data,
             )
-            if "unsubscribed" in body.validated_data:
-                recipient = recipient_services.recipient_update(
-                    recipient=recipient, data={"unsubscribed": body.validated_data["unsubscribed"]}
-                )
-        rows = (
-            Preference.objects.filter(tenant=tenant, recipient=recipient)
-            .select_related("category")
-            .order_by(LAYER_ORDER)
-        )
-        return Response(
-            {
-                "preferences": [serializers.layer_out(row) for row in rows],
-                "unsubscribed": recipient.unsubscribed_at is not None,
-                "effective": preference_services.preferences_effective(tenant=tenant, recipient=recipient),
-            }
-        )
+        return Response(preference_services.preference_centre(tenant=tenant, recipient=recipient))
 
     @extend_schema(
         summary="Mint a recipient token for the in-app inbox",
         description="Hand the token to this recipient's browser or app: it opens their inbox "
-        "(`Authorization: Recipient <token>`, or `?token=`) and nothing else. Signed, expiring.",
+        "(`Authorization: Recipient <token>`, or `?token=`) and nothing else. Signed, expiring. It stops "
+        "working at once when the API key that minted it is revoked or expires, or when the recipient's "
+        "tokens are revoked (`POST …/inbox-tokens/revoke/`).",
         request=serializers.InboxTokenRequestSerializer,
         responses={201: serializers.InboxTokenSerializer, **ERROR_RESPONSES},
     )
     @action(detail=True, methods=["post"], url_path="inbox-token")
+    @idempotent_create("recipients.inbox_token", sealed=True)
     def inbox_token(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         recipient = self.get_object()
         body = serializers.InboxTokenRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         token, expires_at = inbox_services.inbox_token_mint(
-            recipient=recipient, ttl_seconds=body.validated_data.get("ttl_seconds")
+            recipient=recipient,
+            key_prefix=str(getattr(request.auth, "prefix", "")),
+            ttl_seconds=body.validated_data.get("ttl_seconds"),
         )
         return Response(
             {"token": token, "expires_at": expires_at, "recipient": recipient.external_id},
             status=status.HTTP_201_CREATED,
         )
+
+    @extend_schema(
+        summary="Revoke every inbox token of a recipient",
+        description="Every token minted for this recipient so far stops working at once (a signed-out or "
+        "compromised browser); tokens minted afterwards work. Audited (`recipient.inbox_tokens_revoked`).",
+        request=None,
+        responses={204: None, **ERROR_RESPONSES},
+    )
+    @action(detail=True, methods=["post"], url_path="inbox-tokens/revoke")
+    def inbox_tokens_revoke(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        inbox_services.inbox_tokens_revoke(recipient=self.get_object(), request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         summary="Give the recipient a webhook signing secret of its own",
@@ -579,6 +612,7 @@ class RecipientViewSet(TenantScopedMixin, viewsets.ModelViewSet[Recipient]):
         responses={201: serializers.WebhookSecretSerializer, 204: None, **ERROR_RESPONSES},
     )
     @action(detail=True, methods=["post", "delete"], url_path="webhook-secret")
+    @idempotent_create("recipients.webhook_secret", sealed=True)
     def webhook_secret(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         recipient = self.get_object()
         if request.method == "DELETE":
@@ -604,6 +638,7 @@ class DeviceViewSet(
         return Device.objects.filter(tenant=request_tenant(self.request), recipient=self.recipient())
 
     @extend_schema(summary="Register a push token", responses={201: serializers.DeviceSerializer, **ERROR_RESPONSES})
+    @idempotent_create("recipients.devices.create")
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = serializers.DeviceSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -632,12 +667,19 @@ class TopicViewSet(TenantScopedMixin, viewsets.ModelViewSet[Topic]):
     serializer_class = serializers.TopicSerializer
     lookup_field = "key"
     write_scope = WRITE
+    create = idempotent_create("topics.create")(viewsets.ModelViewSet.create)
 
     def perform_create(self, serializer: Any) -> None:
         tenant = request_tenant(self.request)
         if Topic.objects.filter(tenant=tenant, key=serializer.validated_data["key"]).exists():
             raise Conflict("A topic with this key exists.", code="topic_exists", fields={"key": ["Already exists."]})
-        serializer.save(tenant=tenant)
+        try:
+            with transaction.atomic():
+                serializer.save(tenant=tenant)
+        except IntegrityError as exc:  # a concurrent create of the same key won between check and save
+            raise Conflict(
+                "A topic with this key exists.", code="topic_exists", fields={"key": ["Already exists."]}
+            ) from exc
 
     def perform_update(self, serializer: Any) -> None:
         if serializer.validated_data.get("key", serializer.instance.key) != serializer.instance.key:
@@ -692,6 +734,7 @@ class CategoryViewSet(TenantScopedMixin, viewsets.ModelViewSet[Category]):
     serializer_class = serializers.CategorySerializer
     lookup_field = "key"
     write_scope = WRITE
+    create = idempotent_create("categories.create")(viewsets.ModelViewSet.create)
 
     def perform_create(self, serializer: Any) -> None:
         tenant = request_tenant(self.request)
@@ -699,7 +742,13 @@ class CategoryViewSet(TenantScopedMixin, viewsets.ModelViewSet[Category]):
             raise Conflict(
                 "A category with this key exists.", code="category_exists", fields={"key": ["Already exists."]}
             )
-        category = serializer.save(tenant=tenant)
+        try:
+            with transaction.atomic():
+                category = serializer.save(tenant=tenant)
+        except IntegrityError as exc:  # a concurrent create of the same key won between check and save
+            raise Conflict(
+                "A category with this key exists.", code="category_exists", fields={"key": ["Already exists."]}
+            ) from exc
         audit_record(
             action="category.created",
             tenant=tenant,
@@ -858,6 +907,7 @@ class TemplateViewSet(TenantScopedMixin, viewsets.ModelViewSet[Template]):
         },
         examples=[TEMPLATE_EXAMPLE],
     )
+    @idempotent_create("templates.create")
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = serializers.TemplateWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -994,27 +1044,12 @@ class InboxPagination(CursorPagination):
         return paginated
 
 
-class InboxAccess(BasePermission):
-    """A recipient token, or an API key with `read` (GET) / `notifications:write` (POST)."""
-
-    message = "Authenticate with a recipient token or an API key."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        if isinstance(request.auth, RecipientToken):
-            return True
-        checker = HasTenant()
-        allowed = checker.has_permission(request, view)
-        if not allowed:
-            self.message, self.code = checker.message, getattr(checker, "code", None)  # type: ignore[assignment]
-        return allowed
-
-
 RECIPIENT_PARAM = OpenApiParameter(
     "recipient",
-    str,
+    {"type": "string", "minLength": 1},
     OpenApiParameter.QUERY,
-    required=False,
-    description="The recipient's external_id (required with an API key).",
+    required=True,
+    description="The recipient's external_id: required with an API key; a recipient token may name its own.",
 )
 
 

@@ -3,20 +3,25 @@
 The tenant's back end mints the token (`POST /api/v1/recipients/<external_id>/inbox-token/`); a
 front end sends it in the header, or as `?token=` where headers cannot be set (EventSource).
 The token opens one recipient's inbox and nothing else: every other endpoint still requires an
-API key, and inbox views refuse to act for a different recipient.
+API key, and inbox views refuse to act for a different recipient. Every request checks, in the one
+query that loads the recipient (no cache), that the key that minted the token is still usable and
+the recipient's tokens were not revoked since (docs/security.md, "Inbox tokens").
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
 from apps.core import context
 from apps.notifications.models import Recipient
-from apps.notifications.services.inbox import InvalidToken, inbox_token_read
+from apps.notifications.services.inbox import InvalidToken, TokenClaims, inbox_token_read
+from apps.tenancy.models import ApiKey
 
 
 class RecipientPrincipal:
@@ -59,18 +64,38 @@ class RecipientTokenAuthentication(BaseAuthentication):
         else:
             return None
         try:
-            tenant_id, recipient_pk = inbox_token_read(raw)
+            claims = inbox_token_read(raw)
         except InvalidToken as exc:
             raise exceptions.AuthenticationFailed(str(exc), code="invalid_recipient_token") from exc
-        recipient = Recipient.objects.select_related("tenant").filter(pk=recipient_pk, tenant_id=tenant_id).first()
+        recipient = _holder(claims)
         if recipient is None or not recipient.tenant.is_active:
             raise exceptions.AuthenticationFailed("The recipient token is invalid.", code="invalid_recipient_token")
+        if not recipient.minting_key_usable or recipient.inbox_token_generation != claims.generation:  # type: ignore[attr-defined]
+            raise exceptions.AuthenticationFailed(
+                "The recipient token has been revoked.", code="revoked_recipient_token"
+            )
         request.tenant = recipient.tenant  # type: ignore[attr-defined]
         context.replace({**context.current(), "tenant": str(recipient.tenant_id)})
         return RecipientPrincipal(recipient), RecipientToken(recipient)
 
     def authenticate_header(self, request: Request) -> str:
         return 'Recipient realm="signalbox-inbox"'
+
+
+def _holder(claims: TokenClaims) -> Recipient | None:
+    """The token's recipient, annotated with whether the key that minted it is still usable (one query)."""
+    minting_key = ApiKey.objects.filter(
+        Q(tenant_id=OuterRef("tenant_id")) | Q(is_platform=True),
+        Q(expiry_date__isnull=True) | Q(expiry_date__gt=timezone.now()),
+        prefix=claims.key_prefix,
+        revoked=False,
+    )
+    return (
+        Recipient.objects.select_related("tenant")
+        .annotate(minting_key_usable=Exists(minting_key))
+        .filter(pk=claims.recipient_pk, tenant_id=claims.tenant_id)
+        .first()
+    )
 
 
 def recipient_of(request: Request) -> Recipient | None:

@@ -1,23 +1,37 @@
 """Template content: its shape per channel, validation, locale fallback and sandboxed rendering.
 
 Content is `{locale: {channel: {field: source}}}` with a `default` locale. Sources are Jinja2,
-rendered in a `SandboxedEnvironment` with `StrictUndefined` (a missing variable is an error, never
-an empty string). Only `html` fields are autoescaped: text, SMS and push are plain text.
-Compiled templates are cached by source, so a fan-out of 100,000 compiles each field once.
+rendered in a sandbox (`template_sandbox.BudgetedEnvironment`) with `StrictUndefined` (a missing
+variable is an error, never an empty string). Only `html` fields are autoescaped: text, SMS and
+push are plain text. Compiled templates are cached by source, so a fan-out of 100,000 compiles
+each field once.
+
+Validation parses and compiles but never evaluates an expression (the sandbox refuses constant
+folding). Rendering runs under budgets (`conf.NotificationSettings.TEMPLATE_*`): a render over one
+raises `TemplateBudgetExceeded`, a `RenderError`, so every caller's permanent-failure path applies.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jinja2
 from jinja2 import StrictUndefined, meta
-from jinja2.sandbox import SandboxedEnvironment
 
+from apps.notifications import conf
+from apps.notifications.template_sandbox import (
+    Budget,
+    BudgetedEnvironment,
+    Limits,
+    RenderError,
+    TemplateBudgetExceeded,
+    render_bounded,
+)
 from apps.providers.base import Channel
 
 DEFAULT_LOCALE = "default"
@@ -47,12 +61,33 @@ CHANNEL_SPECS: dict[str, ChannelSpec] = {
 CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
 
 
-class RenderError(Exception):
-    """Content could not be rendered for this data (a missing variable, a sandbox violation)."""
+def limits(settings: conf.NotificationSettings | None = None) -> Limits:
+    """The budgets of one render, from SIGNALBOX_NOTIFICATIONS (read on each call: tests and
+    operators may change them)."""
+    settings = settings or conf.get()
+    return Limits(
+        max_value_chars=settings.TEMPLATE_MAX_VALUE_CHARS,
+        max_loop_iterations=settings.TEMPLATE_MAX_LOOP_ITERATIONS,
+        max_work_chars=settings.TEMPLATE_MAX_WORK_CHARS,
+        render_seconds=settings.TEMPLATE_RENDER_SECONDS,
+    )
 
 
-_text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-_html_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True, keep_trailing_newline=True)
+_last_limits: tuple[conf.NotificationSettings, Limits] | None = None
+
+
+def _limits_of(settings: conf.NotificationSettings) -> Limits:
+    """`limits(settings)`, made once per settings object (conf.get() returns the same one until
+    the settings change)."""
+    global _last_limits
+    last = _last_limits
+    if last is None or last[0] is not settings:
+        last = _last_limits = (settings, limits(settings))
+    return last[1]
+
+
+_text_env = BudgetedEnvironment(limits=limits, undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_html_env = BudgetedEnvironment(limits=limits, undefined=StrictUndefined, autoescape=True, keep_trailing_newline=True)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -62,7 +97,11 @@ def _compiled(source: str, html: bool) -> jinja2.Template:
 
 @functools.lru_cache(maxsize=4096)
 def _names_used(source: str) -> frozenset[str]:
-    """Top-level variables a source reads (raises TemplateSyntaxError when it does not parse)."""
+    """Top-level variables a source reads (raises TemplateSyntaxError when it does not parse).
+
+    `find_undeclared_variables` runs Jinja's code generator, which folds constant expressions;
+    the budgeted sandbox makes every operator and filter unfoldable, so nothing is evaluated here.
+    """
     return frozenset(meta.find_undeclared_variables(_text_env.parse(source)))
 
 
@@ -141,6 +180,8 @@ def channel_fields_errors(channel: str, fields: Any, allowed: set[str] | None) -
         elif not isinstance(value, str):
             errors.setdefault(name, []).append("Must be a string.")
             continue
+        if channel == Channel.EMAIL and name == "subject" and ("\r" in value or "\n" in value):
+            errors.setdefault(name, []).append("A subject is one line: no line breaks.")
         undeclared: set[str] = set()
         for source in _leaves(value):
             try:
@@ -235,22 +276,48 @@ def missing_variables(variables: list[dict[str, Any]], payload: Mapping[str, Any
 # --- Rendering ---------------------------------------------------------------------------------
 
 
-def _render_value(value: Any, context: Mapping[str, Any], html: bool) -> Any:
+def _render_value(value: Any, context: Mapping[str, Any], html: bool, budget: Budget, room: list[int]) -> Any:
+    """Renders a field (a source, or JSON whose string leaves are sources) into `room[0]` characters."""
     if isinstance(value, str):
-        return _compiled(value, html).render(context)
+        text = render_bounded(_compiled(value, html), context, budget=budget, limit=room[0])
+        room[0] -= len(text)
+        return text
     if isinstance(value, Mapping):
-        return {k: _render_value(v, context, html) for k, v in value.items()}
+        return {k: _render_value(v, context, html, budget, room) for k, v in value.items()}
     if isinstance(value, list):
-        return [_render_value(v, context, html) for v in value]
+        return [_render_value(v, context, html, budget, room) for v in value]
     return value
 
 
-def render_fields(channel: str, fields: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-    """Renders one channel's fields; raises RenderError with a readable reason."""
+def _render_field(
+    channel: str,
+    name: str,
+    value: Any,
+    context: Mapping[str, Any],
+    *,
+    settings: conf.NotificationSettings,
+    deadline: float,
+) -> Any:
+    label = f"{channel}.{name}"
+    budgets = _limits_of(settings)
+    budget = Budget(limits=budgets, label=label, deadline=deadline)
+    room = [settings.TEMPLATE_OUTPUT_LIMITS.get(label, budgets.max_value_chars)]
+    return _render_value(value, context, name in CHANNEL_SPECS[channel].html_fields, budget, room)
+
+
+def render_fields(
+    channel: str, fields: Mapping[str, Any], context: Mapping[str, Any], *, deadline: float | None = None
+) -> dict[str, Any]:
+    """Renders one channel's fields under the template budgets; raises RenderError with a readable
+    reason (TemplateBudgetExceeded when over a budget). `deadline` (monotonic) defaults to
+    TEMPLATE_RENDER_SECONDS from now."""
     spec = CHANNEL_SPECS[channel]
+    settings = conf.get()
+    if deadline is None:
+        deadline = time.monotonic() + settings.TEMPLATE_RENDER_SECONDS
     try:
         return {
-            name: _render_value(fields[name], context, name in spec.html_fields)
+            name: _render_field(channel, name, fields[name], context, settings=settings, deadline=deadline)
             for name in spec.fields
             if name in fields
         }
@@ -260,7 +327,9 @@ def render_fields(channel: str, fields: Mapping[str, Any], context: Mapping[str,
         raise RenderError(f"Refused by the template sandbox: {exc}") from exc
     except jinja2.TemplateError as exc:
         raise RenderError(str(exc)) from exc
-    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+    except RecursionError as exc:
+        raise RenderError("Too deeply nested (a macro or loop that calls itself without end?).") from exc
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError, RuntimeError) as exc:
         raise RenderError(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -289,13 +358,37 @@ def preview(
     content: Mapping[str, Any], variables: list[dict[str, Any]], data: Mapping[str, Any] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Every locale and channel rendered with sample data; a failure shows as `{"error": ...}`."""
+    return preview_with_budgets(content, variables, data)[0]
+
+
+def preview_with_budgets(
+    content: Mapping[str, Any], variables: list[dict[str, Any]], data: Mapping[str, Any] | None = None
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(preview, budget errors as `{locale: {channel: {field: [message]}}}`).
+
+    One TEMPLATE_RENDER_SECONDS deadline covers the whole preview, so many locales and channels
+    cannot multiply it; once it has passed, the rest are not rendered.
+    """
     context = sample_context(variables, data)
+    deadline = time.monotonic() + limits().render_seconds
     result: dict[str, dict[str, Any]] = {}
+    over: dict[str, Any] = {}
     for locale, channels in content.items():
         result[locale] = {}
         for channel, fields in channels.items():
             try:
-                result[locale][channel] = render_fields(channel, fields, context)
+                result[locale][channel] = render_fields(channel, fields, context, deadline=deadline)
+            except TemplateBudgetExceeded as exc:
+                name = exc.field.split(".", 1)[-1]
+                over.setdefault(locale, {}).setdefault(channel, {})[name] = [str(exc)]
+                result[locale][channel] = {"error": str(exc)}
             except RenderError as exc:
                 result[locale][channel] = {"error": str(exc)}
-    return result
+    return result, over
+
+
+def budget_errors(content: Mapping[str, Any], variables: list[dict[str, Any]]) -> dict[str, Any]:
+    """Budget violations of valid content rendered with each variable's example (or a placeholder),
+    as `{locale: {channel: {field: [message]}}}`: the check at save. Other render errors depend on
+    the data a notification brings, so they are not the save's business."""
+    return preview_with_budgets(content, variables)[1]

@@ -10,6 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.core.errors import Unprocessable
 from apps.notifications import rendering, selectors
 from apps.notifications.models import (
     CHANNEL_CHOICES,
@@ -24,6 +25,7 @@ from apps.notifications.models import (
     TemplateVersion,
     Topic,
 )
+from apps.notifications.services.digest import MAX_KEY_LENGTH, MAX_RULE_WINDOW_MINUTES
 from apps.notifications.validators import (
     messages,
     validate_external_id,
@@ -54,6 +56,28 @@ def notification_url(notification: Notification) -> str:
 
 
 # --- Notifications -----------------------------------------------------------------------------
+
+
+# The digest rule as `apps.notifications.services.digest.digest_rule_errors` checks it, for the schema.
+DIGEST_RULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "key": {"type": "string", "maxLength": MAX_KEY_LENGTH, "description": "Jinja over the variables."},
+        "window_minutes": {"type": "integer", "minimum": 1, "maximum": MAX_RULE_WINDOW_MINUTES},
+    },
+    "required": ["window_minutes"],
+    "additionalProperties": False,
+}
+
+
+@extend_schema_field(DIGEST_RULE_SCHEMA)
+class DigestRuleField(serializers.DictField):
+    """A digest rule: an object the service checks key by key (the schema says which keys)."""
+
+
+@extend_schema_field({**DIGEST_RULE_SCHEMA, "nullable": True})
+class NullableDigestRuleField(serializers.JSONField):
+    """A digest rule or null (none), checked by the service."""
 
 
 @extend_schema_field(
@@ -90,7 +114,7 @@ class NotificationCreateSerializer(serializers.Serializer[Any]):
     dedup_key = serializers.CharField(required=False, default="", max_length=255, allow_blank=True)
     dedup_window_seconds = serializers.IntegerField(required=False, min_value=1, max_value=30 * 86400)
     metadata = serializers.DictField(required=False, default=dict)
-    digest = serializers.DictField(
+    digest = DigestRuleField(
         required=False,
         help_text='Digest rule (default: the template\'s): {"key": "post-{{ post_id }}", "window_minutes": 10}. '
         "Deliveries with the same key collect for that long, then go as one digest (docs/scheduling.md).",
@@ -163,6 +187,8 @@ class CancelResultSerializer(serializers.Serializer[Any]):
 
 
 class RescheduleSerializer(serializers.Serializer[Any]):
+    whole_on_patch = True  # PATCH …/reschedule/ needs `scheduled_at` too (apps/core/schema.py)
+
     scheduled_at = serializers.DateTimeField(help_text="The new time (with a zone); a past time sends at once.")
 
 
@@ -255,12 +281,23 @@ class DeliveryDetailSerializer(DeliverySerializer):
 class RecipientSerializer(serializers.ModelSerializer[Recipient]):
     external_id = serializers.CharField(max_length=255, validators=[_django(validate_external_id)])
     phone = serializers.CharField(
-        required=False, allow_blank=True, help_text="E.164, e.g. +14155550100.", validators=[_django(validate_phone)]
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        help_text="E.164, e.g. +14155550100.",
+        validators=[_django(validate_phone)],
     )
-    locale = serializers.CharField(required=False, allow_blank=True, validators=[_django(validate_locale)])
-    timezone = serializers.CharField(required=False, allow_blank=True, validators=[_django(validate_timezone)])
+    locale = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, validators=[_django(validate_locale)]
+    )
+    timezone = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, validators=[_django(validate_timezone)]
+    )
     unsubscribed = serializers.BooleanField(
         required=False, help_text="Global unsubscribe from every non-critical notification."
+    )
+    data = serializers.DictField(  # type: ignore[assignment]  # a field named like Serializer.data
+        required=False, allow_null=True, help_text="Your own attributes, a JSON object (null: none)."
     )
 
     class Meta:
@@ -282,6 +319,8 @@ class RecipientSerializer(serializers.ModelSerializer[Recipient]):
             "updated_at",
         ]
         read_only_fields = ["unsubscribed_at", "has_webhook_secret", "created_at", "updated_at"]
+        # `recipient_clean` reads null as "none" for these (an empty text), as the schema now says.
+        extra_kwargs = {name: {"allow_null": True} for name in ("name", "email", "chat_address", "webhook_url")}
 
     has_webhook_secret = serializers.SerializerMethodField(
         help_text="Whether its webhooks are signed with a secret of its own (POST …/webhook-secret/)."
@@ -302,7 +341,7 @@ class WebhookSecretSerializer(serializers.Serializer[Any]):
 
 
 class RecipientBulkSerializer(serializers.Serializer[Any]):
-    recipients = serializers.ListField(child=serializers.DictField(), max_length=10000, allow_empty=False)
+    recipients = serializers.ListField(child=RecipientSerializer(), max_length=10000, allow_empty=False)
 
 
 class RecipientBulkResultSerializer(serializers.Serializer[Any]):
@@ -320,12 +359,16 @@ class DeviceSerializer(serializers.ModelSerializer[Device]):
 
 
 class TopicSerializer(serializers.ModelSerializer[Topic]):
-    subscribers = serializers.IntegerField(read_only=True, required=False)
+    subscribers = serializers.SerializerMethodField()
 
     class Meta:
         model = Topic
         fields = ["key", "name", "description", "created_at", "subscribers"]
         read_only_fields = ["created_at", "subscribers"]
+
+    def get_subscribers(self, topic: Topic) -> int:
+        # Lists annotate the count; a topic just created has none (and no annotation).
+        return int(getattr(topic, "subscribers", 0))
 
 
 class SubscribersSerializer(serializers.Serializer[Any]):
@@ -354,9 +397,20 @@ class QuietHoursSerializer(serializers.Serializer[Any]):
     end = serializers.TimeField(help_text="Local time; may be earlier than start (wraps midnight). Equal: none.")
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {channel: {"type": "boolean"} for channel in rendering.CHANNELS},
+        "additionalProperties": False,
+    }
+)
+class PreferenceChannelsField(serializers.DictField):
+    """{channel: on/off}: only the channels there are (`preference_layer_errors` refuses any other key)."""
+
+
 class PreferenceLayerSerializer(serializers.Serializer[Any]):
     category = serializers.SlugField(required=False, allow_null=True, default=None, help_text="Null: every category.")
-    channels = serializers.DictField(
+    channels = PreferenceChannelsField(
         child=serializers.BooleanField(), required=False, default=dict, help_text="{channel: on/off}; unlisted inherit."
     )
     digest = serializers.ChoiceField(choices=[("", "inherit"), *Digest.choices], required=False, default="")
@@ -366,9 +420,20 @@ class PreferenceLayerSerializer(serializers.Serializer[Any]):
 class PreferencesSerializer(serializers.Serializer[Any]):
     preferences = PreferenceLayerSerializer(many=True)
     unsubscribed = serializers.BooleanField(required=False, help_text="Global unsubscribe (recipients only).")
+    timezone = serializers.CharField(required=False, allow_blank=True, help_text="IANA zone; recipients only.")
+    locale = serializers.CharField(required=False, allow_blank=True, help_text="BCP 47 tag; recipients only.")
+
+
+class PreferenceCategorySerializer(serializers.Serializer[Any]):
+    key = serializers.SlugField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    critical = serializers.BooleanField(help_text="Shown locked on: its channels cannot be turned off.")
 
 
 class PreferencesReadSerializer(PreferencesSerializer):
+    categories = PreferenceCategorySerializer(many=True, read_only=True)
+    channels = serializers.ListField(child=serializers.CharField(), read_only=True)
     effective = serializers.DictField(
         read_only=True, help_text="Merged result per category key ('*': a category with no rows of its own)."
     )
@@ -468,7 +533,7 @@ class TemplateWriteSerializer(serializers.Serializer[Any]):
     content = serializers.DictField(
         required=False, help_text="{locale: {channel: {field: jinja source}}} with a `default` locale."
     )
-    digest = serializers.JSONField(
+    digest = NullableDigestRuleField(
         required=False,
         allow_null=True,
         help_text='Digest rule {"key": jinja source over declared variables, "window_minutes": n}; null: none.',
@@ -589,7 +654,12 @@ class DeliveryReplaySerializer(serializers.Serializer[Any]):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("ids" in attrs) == ("filter" in attrs):
-            raise serializers.ValidationError({"non_field_errors": ["Give `ids` or a `filter` (one of them)."]})
+            # Both fields are optional in the schema, which cannot say "exactly one": a rule, so 422.
+            raise Unprocessable(
+                "Give `ids` or a `filter` (one of them).",
+                code="validation_error",
+                fields={"non_field_errors": ["Give `ids` or a `filter` (one of them)."]},
+            )
         return attrs
 
 

@@ -6,6 +6,7 @@ on the maintenance queue (`signalbox.maintenance.purge_audit`).
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,15 @@ from django.db.models import Q
 from apps.core import context
 from apps.core.retention import RetentionPolicy, purge_policy_run
 from apps.observability.models import AuditEntry
+
+# An API key's primary key is `<prefix>.<its SHA-512 hash>` (djangorestframework-api-key), and a clear
+# key is `<prefix>.<secret>`: the audit log names a key by its prefix alone, which any `read` key sees.
+API_KEY_ID = re.compile(r"^(sbx_[A-Za-z0-9]{8})\..*$", re.DOTALL)
+
+
+def redact_key_id(value: str) -> str:
+    """`sbx_AbCd1234.sha512$$…` (or a clear key) -> `sbx_AbCd1234`; anything else unchanged."""
+    return API_KEY_ID.sub(r"\1", value)
 
 
 def actor_of(request: Any) -> tuple[str, str]:
@@ -50,10 +60,10 @@ def audit_record(
     return AuditEntry.objects.create(
         tenant=tenant,
         actor_type=actor_type,
-        actor_id=actor_id,
+        actor_id=redact_key_id(actor_id),
         action=action,
         target_type=target_type,
-        target_id=target_id,
+        target_id=redact_key_id(target_id),
         data=data or {},
         request_id=context.get("request_id") or "",
     )

@@ -194,7 +194,13 @@ WAITING_SOURCES: tuple[WaitingSource, ...] = (
         queue_field="queue",
         queue_by_value={"": "tasks"},
     ),
-    WaitingSource(model="events.Event", waiting=lambda now: Q(status="pending"), since="created_at", queue="events"),
+    # An event due for processing (first attempt or retry).
+    WaitingSource(
+        model="events.Event",
+        waiting=lambda now: Q(status="pending") & (Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True)),
+        since=Coalesce("next_attempt_at", "created_at"),
+        queue="events",
+    ),
     # An outbound webhook due for its next attempt.
     WaitingSource(
         model="events.WebhookMessage",

@@ -7,6 +7,7 @@ from typing import Any
 import django_filters
 from django.db.models import Q, QuerySet
 
+from apps.core.filters import IsoDateTimeFilter
 from apps.observability.models import AuditEntry
 
 
@@ -28,12 +29,8 @@ class AuditEntryFilter(django_filters.FilterSet):
     )
     target_type = django_filters.CharFilter(field_name="target_type")
     request_id = django_filters.CharFilter(field_name="request_id")
-    since = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="gte", help_text="ISO 8601, inclusive."
-    )
-    until = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="lt", help_text="ISO 8601, exclusive."
-    )
+    since = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", help_text="ISO 8601, inclusive.")
+    until = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt", help_text="ISO 8601, exclusive.")
 
     class Meta:
         model = AuditEntry

@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from apps.observability.audit import redact_key_id
 from apps.observability.models import AuditEntry
 
 
@@ -15,8 +16,9 @@ class AuditEntrySerializer(serializers.ModelSerializer[AuditEntry]):
         model = AuditEntry
         fields = ["id", "created_at", "action", "actor", "target", "data", "request_id"]
 
+    # Redacted here too, for any row written before audit_record redacted (migration 0003 rewrote those).
     def get_actor(self, entry: AuditEntry) -> dict[str, Any]:
-        return {"type": entry.actor_type, "id": entry.actor_id}
+        return {"type": entry.actor_type, "id": redact_key_id(entry.actor_id)}
 
     def get_target(self, entry: AuditEntry) -> dict[str, Any]:
-        return {"type": entry.target_type, "id": entry.target_id}
+        return {"type": entry.target_type, "id": redact_key_id(entry.target_id)}

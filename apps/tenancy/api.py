@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.idempotency import idempotent_create
 from apps.core.schema import ERROR_RESPONSES
 from apps.observability.audit import actor_of
 from apps.tenancy import services
@@ -50,6 +51,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return str(self.request.user)
 
     @extend_schema(request=ApiKeyCreateSerializer, responses={201: ApiKeyCreatedSerializer, **ERROR_RESPONSES})
+    @idempotent_create("api_keys.create", sealed=True)
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = ApiKeyCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -65,6 +67,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     @extend_schema(request=ApiKeyRotateSerializer, responses={201: ApiKeyCreatedSerializer, **ERROR_RESPONSES})
     @action(detail=True, methods=["post"])
+    @idempotent_create("api_keys.rotate", sealed=True)
     def rotate(self, request: Request, **kwargs: Any) -> Response:
         body = ApiKeyRotateSerializer(data=request.data)
         body.is_valid(raise_exception=True)

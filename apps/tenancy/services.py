@@ -9,7 +9,7 @@ from typing import Any, cast
 from django.db import transaction
 from django.utils import timezone
 
-from apps.core.errors import ApplicationError, Conflict
+from apps.core.errors import ApplicationError, Conflict, Unprocessable
 from apps.observability.audit import audit_record
 from apps.tenancy.models import ApiKey, Scope, Tenant
 
@@ -48,7 +48,7 @@ def api_key_create(
     if platform == (tenant is not None):
         raise ApplicationError("A key belongs to a tenant, or is a platform key; not both.", code="invalid_key")
     if expires_at is not None and expires_at <= timezone.now():
-        raise ApplicationError("Expiry must be in the future.", code="invalid_expiry", fields={"expires_at": ["past"]})
+        raise Unprocessable("Expiry must be in the future.", code="invalid_expiry", fields={"expires_at": ["past"]})
     key, clear = ApiKey.objects.create_key(
         tenant=tenant,
         name=name,

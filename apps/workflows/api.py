@@ -24,8 +24,8 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.core.errors import Unprocessable, error_body
-from apps.core.idempotency import idempotent
+from apps.core.errors import Conflict, Unprocessable, error_body
+from apps.core.idempotency import accepts_idempotency_key, idempotent, idempotent_create
 from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
 from apps.tenancy.models import Scope
@@ -96,6 +96,7 @@ class WorkflowDefinitionViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workf
         request=WorkflowDocumentSerializer,
         responses={201: WorkflowDefinitionSerializer, 200: WorkflowDefinitionSerializer, **ERROR_RESPONSES},
     )
+    @idempotent_create("workflows.create")
     def create(self, request: Request, **kwargs: Any) -> Response:
         definition, created = definition_save(tenant=request_tenant(request), document=request.data, request=request)
         return Response(
@@ -182,6 +183,7 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
         request=InstanceCreateSerializer,
         responses={201: WorkflowInstanceDetailSerializer, **ERROR_RESPONSES},
     )
+    @accepts_idempotency_key("workflows.instance")
     def create(self, request: Request, key: str, **kwargs: Any) -> Response:
         body = InstanceCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -211,15 +213,23 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
     @extend_schema(
         methods=["POST"],
         summary="Record a transition intent (202 + a task to poll; ?wait=true applies it now)",
-        description="Refused at once: unknown_transition, invalid_payload (422), transition_forbidden (403). "
+        description="Refused at once: unknown_transition, invalid_payload (422), transition_forbidden (403), "
+        "conflict (409: the instance is already past `if_version`). "
         "When applied: invalid_source_state, conflict (409), guard_failed, effect_failed (422). "
-        "With ?wait=true the answer is 200 with the applied intent, or the refusal's status and code.",
+        "Of intents accepted at one instance version (`if_version`, else the version at acceptance) "
+        "exactly one applies; the others end `conflict`. "
+        "With ?wait=true the answer is 200 with the applied intent and the instance, or the refusal's status "
+        "and code with the refused `intent` and the `instance` as it is now; a `conflict` refused at once "
+        "carries the `instance` too.",
         parameters=[OpenApiParameter("wait", bool, description="Apply synchronously (same code path).")],
         request=TransitionRequestSerializer,
         responses={
             202: OpenApiResponse(TransitionIntentSerializer, description="Recorded; poll `poll_url`."),
             200: OpenApiResponse(TransitionIntentSerializer, description="Applied (?wait=true)."),
-            409: OpenApiResponse(description="Refused: conflict or invalid_source_state (?wait=true)."),
+            409: OpenApiResponse(
+                description="Refused: conflict (at once for a stale if_version; or, with ?wait=true, when another "
+                "transition won) or invalid_source_state (?wait=true)."
+            ),
             422: OpenApiResponse(description="Refused: invalid payload, unknown transition, guard or effect failed."),
             **ERROR_RESPONSES,
         },
@@ -230,6 +240,7 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
         responses={200: TransitionIntentSerializer(many=True)},
     )
     @action(detail=True, methods=["get", "post"])
+    @accepts_idempotency_key("workflows.transition")
     def transitions(self, request: Request, **kwargs: Any) -> Response:
         instance = self._instance()
         if request.method == "GET":
@@ -248,7 +259,19 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
                 intent = intent_apply(intent_id=intent.pk)
             return _intent_response(intent, wait=wait), str(intent.pk)
 
-        return idempotent(request, scope=f"workflows.transition:{instance.pk}", create=create)
+        try:
+            return idempotent(request, scope=f"workflows.transition:{instance.pk}", create=create)
+        except Conflict as exc:
+            if exc.code != "conflict":
+                raise
+            # Refused at once (an `if_version` the instance has left): the same answer as a refusal
+            # at apply time, with the instance as it is now.
+            instance.refresh_from_db()
+            refusal = {
+                **error_body(exc.code, exc.message, exc.fields),
+                "instance": WorkflowInstanceSerializer(instance).data,
+            }
+            return Response(refusal, status=status.HTTP_409_CONFLICT)
 
     @extend_schema(
         summary="The instance's transition log, oldest first",
@@ -276,10 +299,13 @@ def _intent_response(intent: TransitionIntent, *, wait: bool) -> Response:
         return Response(
             data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["poll_url"], "Retry-After": retry_after}
         )
+    instance = WorkflowInstance.objects.select_related("definition").get(pk=intent.instance_id)
+    current = WorkflowInstanceSerializer(instance).data
     if intent.status == IntentStatus.APPLIED:
-        instance = WorkflowInstance.objects.select_related("definition").get(pk=intent.instance_id)
-        return Response({**data, "instance": WorkflowInstanceSerializer(instance).data}, status=status.HTTP_200_OK)
+        return Response({**data, "instance": current}, status=status.HTTP_200_OK)
+    # The instance as it is now: after a `conflict`, the state (and version) the intent lost to.
     body = {**error_body(intent.error_code, intent.error_message, intent.error_fields), "intent": data}
+    body["instance"] = current
     return Response(body, status=REFUSAL_STATUS.get(intent.error_code, status.HTTP_409_CONFLICT))
 
 

@@ -11,7 +11,7 @@ stable code:
 | transition_forbidden | 403 | the API key lacks a scope the guard requires |
 | invalid_source_state | 409 | the transition does not leave the instance's current state |
 | guard_failed | 422 | a CEL condition is false (or cannot be evaluated) |
-| conflict | 409 | the instance changed under the intent: `expected_state` differs, or a concurrent transition won |
+| conflict | 409 | the instance changed under the intent: `expected_state` differs, or it left the intent's version |
 """
 
 from __future__ import annotations

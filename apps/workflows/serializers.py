@@ -141,6 +141,14 @@ class TransitionRequestSerializer(serializers.Serializer[Any]):
         allow_blank=True,
         help_text="Apply only if the instance is still in this state; otherwise the intent ends `conflict`.",
     )
+    if_version = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        default=None,
+        allow_null=True,
+        help_text="Apply only to the instance at this version (from GET …/instances/<subject_id>/); refused "
+        "`conflict` at once if the instance is already past it. By default, the version when the intent is accepted.",
+    )
 
 
 class TransitionIntentSerializer(serializers.ModelSerializer[TransitionIntent]):
@@ -149,6 +157,11 @@ class TransitionIntentSerializer(serializers.ModelSerializer[TransitionIntent]):
     actor = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
     task_id = serializers.CharField(source="task_execution_id", read_only=True)
+    observed_version = serializers.IntegerField(
+        read_only=True,
+        help_text="The instance version this intent applies to (`if_version`, else the version when accepted); "
+        "if the instance has left it, the intent ends `conflict`.",
+    )
     poll_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -161,6 +174,7 @@ class TransitionIntentSerializer(serializers.ModelSerializer[TransitionIntent]):
             "transition",
             "payload",
             "expected_state",
+            "observed_version",
             "actor",
             "error",
             "task_id",

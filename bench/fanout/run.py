@@ -62,6 +62,7 @@ def configure(args: argparse.Namespace) -> None:
         {
             "DJANGO_SETTINGS_MODULE": "project.settings",
             "DEBUG": "0",
+            "SIGNALBOX_ALLOW_INSECURE_SETTINGS": "1",  # a measurement, not a deployment: no shared cache needed
             "SECRET_KEY": "bench-only-secret-key-do-not-deploy-4f1e0c2b9a7d",
             "SECURE_SSL_REDIRECT": "0",
             "ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",

@@ -172,6 +172,8 @@ def test_events_past_retention_are_purged_unless_still_in_flight(tenant):
         tenant=tenant, endpoint=endpoint, event=delivering, event_type="order.paid", body="{}"
     )
     Event.objects.filter(pk__in=[done.pk, unprocessed.pk, delivering.pk]).update(created_at=old)
+    # Still in flight: its next attempt is scheduled (a pending event with none ahead would go).
+    Event.objects.filter(pk=unprocessed.pk).update(next_attempt_at=timezone.now() + timedelta(minutes=5))
 
     assert events_purge() == 1
 

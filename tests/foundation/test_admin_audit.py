@@ -39,7 +39,7 @@ def test_a_key_added_in_admin_is_created_by_the_service_and_audited(admin_client
     key = ApiKey.objects.get(name="deploy")
     assert (key.tenant_id, key.scopes, key.created_by) == (tenant.pk, ["read"], f"staff:{admin_user}")
     assert any(str(m).startswith(f"The key is {key.prefix}.") for m in get_messages(response.wsgi_request))
-    entry = AuditEntry.objects.get(action="api_key.created", target_id=str(key.pk))
+    entry = AuditEntry.objects.get(action="api_key.created", target_id=key.prefix)
     assert (entry.tenant_id, entry.actor_type, entry.actor_id) == (tenant.pk, "staff", admin_user.get_username())
     assert entry.data["prefix"] == key.prefix and entry.data["scopes"] == ["read"]
 
@@ -73,7 +73,7 @@ def test_changing_a_key_in_admin_is_audited_with_old_and_new_values(admin_client
     assert response.status_code == 302
     key.refresh_from_db()
     assert (key.name, key.scopes) == ("ci", ["events:write", "read"])
-    entry = AuditEntry.objects.get(action="api_key.updated", target_id=str(key.pk))
+    entry = AuditEntry.objects.get(action="api_key.updated", target_id=key.prefix)
     assert (entry.tenant_id, entry.actor_type, entry.actor_id) == (tenant.pk, "staff", admin_user.get_username())
     assert entry.data == {
         "prefix": key.prefix,
@@ -92,5 +92,5 @@ def test_revoking_a_key_in_admin_is_audited_and_final(admin_client, tenant):
 
     key.refresh_from_db()
     assert key.revoked is True
-    actions = AuditEntry.objects.filter(target_id=str(key.pk)).values_list("action", flat=True)
+    actions = AuditEntry.objects.filter(target_id=key.prefix).values_list("action", flat=True)
     assert sorted(actions) == ["api_key.created", "api_key.revoked"]

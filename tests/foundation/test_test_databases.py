@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -18,7 +19,7 @@ def _databases(conn: psycopg.Connection) -> set[str]:
 
 
 @pytest.fixture
-def server() -> psycopg.Connection:
+def server() -> Iterator[psycopg.Connection]:
     conn = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True)
     yield conn
     conn.close()

@@ -99,6 +99,8 @@ def test_a_worker_with_a_placeholder_secret_refuses_to_start():
         "DEBUG": "0",
         "SECRET_KEY": "change-me-" + "x" * 50,
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/signalbox",
+        "CACHE_URL": "redis://127.0.0.1:6379/1",  # past project/production.py's guard, to the checks
+        "SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE": "0",
         "CELERY_BROKER_KEYPREFIX": "sbxtest:refused:",
     }
     result = subprocess.run(
@@ -116,6 +118,8 @@ def test_flower_refuses_to_start_unauthenticated_in_production():
         "DEBUG": "0",
         "SECRET_KEY": "a-production-grade-secret-" + "y" * 40,
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/signalbox",
+        "CACHE_URL": "redis://127.0.0.1:6379/1",
+        "SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE": "0",
     }
     result = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "workers.celery", "flower", "--conf=workers/flowerconfig.py"],

@@ -114,7 +114,9 @@ def test_every_channel_goes_through_its_provider_into_the_sandbox(
         assert by_provider[provider]["idempotency_key"] == str(deliveries[channel].pk), provider
         assert deliveries[channel].provider == provider
     assert by_provider["sendgrid"]["subject"] == "Order A-7 shipped"
-    assert by_provider["sendgrid"]["html"] == "<p>Order <b>A-7</b> is on its way.</p>"
+    # The content, then the footer link to the recipient's preference page (its own, substituted).
+    assert by_provider["sendgrid"]["html"].startswith("<p>Order <b>A-7</b> is on its way.</p>")
+    assert f'<a href="{settings.PUBLIC_URL}/preferences/' in by_provider["sendgrid"]["html"]
     unsubscribe = by_provider["sendgrid"]["headers"]["List-Unsubscribe"]
     assert unsubscribe.startswith(f"<{settings.PUBLIC_URL}/u/")
     assert by_provider["sendgrid"]["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

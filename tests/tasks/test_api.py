@@ -31,7 +31,7 @@ def test_invalid_input_is_a_400_with_fields_and_nothing_is_queued(api, django_ca
 
 def test_unknown_fields_types_and_names_are_refused(api):
     unknown = api.post("/api/v1/tasks/", {"name": "signalbox.nope", "input": {}}, format="json")
-    assert unknown.status_code == 400
+    assert unknown.status_code == 422  # well formed; no task has that name
     assert unknown.json()["code"] == "unknown_task"
     assert "name" in unknown.json()["fields"]
 

@@ -62,7 +62,8 @@ def test_bad_schedules_are_refused_with_a_reason(api):
     assert refused(timezone="Mars/Olympus")["code"] == "invalid_timezone"
     assert refused(cron="", interval_seconds=5)["code"] == "interval_too_short"
     assert refused(interval_seconds=3600)["fields"] == {"cron": ["Give either cron or interval_seconds."]}
-    assert refused(target={"task": "signalbox.nope"})["code"] == "unknown_task"
+    unknown = api.post("/api/v1/schedules/", {**NIGHTLY, "target": {"task": "signalbox.nope"}}, format="json")
+    assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_task"  # well formed, no such task
     bad_input = refused(target={"task": "signalbox.testing.count", "input": {"steps": -1}})
     assert bad_input["fields"] == {"target": {"input": {"steps": ["Ensure this value is greater than or equal to 1."]}}}
     assert refused(kind="carrier-pigeon")["code"] == "unknown_schedule_kind"

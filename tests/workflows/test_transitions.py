@@ -236,7 +236,9 @@ def test_the_compare_and_set_refuses_an_intent_whose_instance_changed_under_it(w
 
     intent = wait_for(lambda: TransitionIntent.objects.filter(pk=intent_id).exclude(status="pending").first())
     assert (intent.status, intent.error_code) == ("refused", "conflict")
-    assert intent.error_message == "Another transition was applied to the instance first."
+    assert intent.error_message == (
+        "The instance left version 1: another transition was applied first, and it is now in 'submitted' at version 2."
+    )
     assert not TransitionLog.objects.filter(instance=instance, transition="submit").exists()
 
 

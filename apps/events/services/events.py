@@ -4,27 +4,44 @@ Processing an event runs, in one transaction on the locked event row: every enab
 type pattern matches (each logged as a `RuleExecution`), then the fan-out to subscribed webhook
 endpoints (one `WebhookMessage` each). What those create is published after commit, and the
 event is marked processed in the same transaction, so a redelivered task finds nothing to do.
+
+A failing action is caught per action (the rule execution records it). What is not is a failure
+of the processing itself (the database refusing a write, a bug outside any action): that attempt
+rolls back whole, and the event is retried after `SIGNALBOX_EVENT_RETRY_SCHEDULE[n]` seconds, or
+ends `dead` with its `last_error` once the schedule is spent. Each attempt is counted in its own
+short transaction before it starts, so an attempt lost with its worker counts too: no event loops
+for ever. Dead events are listed (`?status=dead`) and replayed by id or in bulk, audited.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
-from apps.core.errors import Unprocessable
+from apps.core.errors import Conflict, Unprocessable
 from apps.core.publish import publish_on_commit
 from apps.core.retention import PurgeReport, RetentionPolicy, purge
 from apps.events import types
 from apps.events.models import Event, EventSource, EventStatus, MessageStatus, Rule, WebhookEndpoint
 from apps.observability import metrics
+from apps.observability.audit import audit_record
+
+log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 256 * 1024
+# Retries due within this ride on a Celery countdown (well inside the broker's visibility timeout);
+# later ones wait in PostgreSQL (`next_attempt_at`) for the sweeper.
+COUNTDOWN_MAX_SECONDS = 300
+MAX_BULK_REPLAY = 1000
+LAST_ERROR_MAX_CHARS = 2000
 
 
 def _json_safe(payload: Any) -> Any:
@@ -156,32 +173,117 @@ def caused_depth(source: Any) -> int:
     return 0
 
 
+def max_attempts() -> int:
+    """The first attempt plus one per delay of `SIGNALBOX_EVENT_RETRY_SCHEDULE`."""
+    return len(settings.SIGNALBOX_EVENT_RETRY_SCHEDULE) + 1
+
+
+def _attempt_lease() -> timedelta:
+    # An attempt still running after the hard time limit was killed with its worker.
+    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+
+
+def _publish_retry(event_id: Any, *, delay: float) -> None:
+    from apps.events.tasks import process_event
+
+    if delay <= COUNTDOWN_MAX_SECONDS:
+        options: dict[str, Any] = {"queue": "events"}
+        if delay > 0:
+            options["countdown"] = delay
+        publish_on_commit(process_event, str(event_id), **options)
+
+
+def _attempt_start(event_id: str) -> int | None:
+    """Counts an attempt in its own transaction before it runs; returns its number, or None when
+    the event is finished, taken, or not due yet.
+
+    The count is committed first so that an attempt lost with its worker still counts: a pending
+    event out of attempts is marked dead here instead of being tried again.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        event = (
+            Event.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(pk=event_id, status=EventStatus.PENDING)
+            .only("pk", "attempts", "next_attempt_at", "last_error")
+            .first()
+        )
+        if event is None or (event.next_attempt_at is not None and event.next_attempt_at > now):
+            return None
+        if event.attempts >= max_attempts():
+            error = f"Attempt {event.attempts} was lost: its worker stopped before it finished."
+            if event.last_error:
+                error = f"{error} Before that: {event.last_error}"[:LAST_ERROR_MAX_CHARS]
+            Event.objects.filter(pk=event.pk).update(
+                status=EventStatus.DEAD, dead_at=now, next_attempt_at=None, last_error=error
+            )
+            metrics.DEAD_LETTERS.labels(kind="event", channel="event").inc()
+            return None
+        attempt = event.attempts + 1
+        Event.objects.filter(pk=event.pk).update(attempts=attempt, next_attempt_at=now + _attempt_lease())
+    return attempt
+
+
+def _attempt_failed(event_id: str, *, attempt: int, error: BaseException) -> None:
+    """Records a failed attempt: the next one after the schedule's delay, or dead when none is left."""
+    now = timezone.now()
+    text = f"{type(error).__name__}: {error}"[:LAST_ERROR_MAX_CHARS]
+    schedule = settings.SIGNALBOX_EVENT_RETRY_SCHEDULE
+    with transaction.atomic():
+        still_ours = Event.objects.filter(pk=event_id, status=EventStatus.PENDING, attempts=attempt)
+        if attempt >= max_attempts():
+            if still_ours.update(status=EventStatus.DEAD, dead_at=now, next_attempt_at=None, last_error=text):
+                metrics.DEAD_LETTERS.labels(kind="event", channel="event").inc()
+            return
+        delay = float(schedule[attempt - 1])
+        if still_ours.update(next_attempt_at=now + timedelta(seconds=delay), last_error=text):
+            _publish_retry(event_id, delay=delay)
+
+
 def event_process(*, event_id: str) -> bool:
-    """Runs the rules and the webhook fan-out of one event; False if it was done (or is being done)."""
+    """Runs the rules and the webhook fan-out of one event; False if it was done, taken, not due, or failed.
+
+    A failure of the processing is recorded on the event (see the module docstring), not raised:
+    the event's own retry schedule, not Celery's redelivery, decides what happens next.
+    """
     from apps.events.services.rules import rules_run
     from apps.events.services.webhooks import messages_fan_out
 
-    with transaction.atomic():
-        event = (
-            # of=self: locking the joined tenant row too would make concurrent events of one tenant skip each other.
-            Event.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("tenant")
-            .filter(pk=event_id, status=EventStatus.PENDING)
-            .first()
-        )
-        if event is None:
-            return False
-        rules_run(event=event)
-        messages_fan_out(event=event)
-        Event.objects.filter(pk=event.pk).update(status=EventStatus.PROCESSED, processed_at=timezone.now())
+    attempt = _attempt_start(event_id)
+    if attempt is None:
+        return False
+    try:
+        with transaction.atomic():
+            event = (
+                # Waits rather than skips: the attempt is ours, and any other lock on the row (a duplicate
+                # message's `_attempt_start`, a purge batch) is short. of=self: not the joined tenant row.
+                Event.objects.select_for_update(of=("self",))
+                .select_related("tenant")
+                .filter(pk=event_id, status=EventStatus.PENDING, attempts=attempt)
+                .first()
+            )
+            if event is None:
+                return False
+            rules_run(event=event)
+            messages_fan_out(event=event)
+            Event.objects.filter(pk=event.pk).update(
+                status=EventStatus.PROCESSED, processed_at=timezone.now(), next_attempt_at=None, last_error=""
+            )
+    except Exception as exc:
+        log.exception("event processing failed", extra={"event": str(event_id), "attempt": attempt})
+        _attempt_failed(event_id, attempt=attempt, error=exc)
+        return False
     return True
 
 
 def events_sweep(*, older_than_seconds: int = 120, limit: int = 1000) -> int:
-    """Republishes events committed but never processed (a lost publish, a dead worker)."""
+    """Republishes pending events due for two minutes that nobody took: a lost publish, a retry
+    past the countdown range, or an attempt lost with its worker (once its lease has run out).
+    Processed and dead events are never republished."""
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    due = models.Q(next_attempt_at__isnull=True, created_at__lt=cutoff) | models.Q(next_attempt_at__lt=cutoff)
     ids = list(
-        Event.objects.filter(status=EventStatus.PENDING, created_at__lt=cutoff)
+        Event.objects.filter(due, status=EventStatus.PENDING)
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -194,24 +296,110 @@ def events_sweep(*, older_than_seconds: int = 120, limit: int = 1000) -> int:
     return len(ids)
 
 
+# --- replay -------------------------------------------------------------------------------------------
+
+_REPLAYED = {
+    "status": EventStatus.PENDING,
+    "attempts": 0,
+    "next_attempt_at": None,
+    "dead_at": None,
+}
+
+
+def event_replay(*, event: Event, request: Any = None) -> Event:
+    """Processes a dead event again, from a fresh schedule; its `last_error` stays until an attempt succeeds."""
+    if event.status != EventStatus.DEAD:
+        raise Conflict(f"Only dead events are replayed; this one is {event.status}.", code="not_replayable")
+    with transaction.atomic():
+        if Event.objects.filter(pk=event.pk, status=EventStatus.DEAD).update(**_REPLAYED) != 1:
+            raise Conflict("The event changed meanwhile (already replayed?); reload it.", code="not_replayable")
+        audit_record(
+            action="event.replayed",
+            tenant=event.tenant,
+            request=request,
+            target=event,
+            data={"type": event.type, "attempts": event.attempts, "last_error": event.last_error[:500]},
+        )
+        _publish(event)
+    event.refresh_from_db()
+    return event
+
+
+def events_replay(
+    *,
+    tenant: Any,
+    ids: list[uuid.UUID] | None = None,
+    type: str | None = None,
+    since: datetime | None = None,
+    limit: int = MAX_BULK_REPLAY,
+    request: Any = None,
+) -> list[Any]:
+    """Replays the tenant's dead events (by id, type pattern or since a time; at most MAX_BULK_REPLAY).
+
+    One audit entry lists what was replayed; none when nothing was.
+    """
+    query = models.Q(tenant=tenant, status=EventStatus.DEAD)
+    if ids is not None:
+        query &= models.Q(pk__in=ids)
+    if since is not None:
+        query &= models.Q(created_at__gte=since)
+    if type is not None and type != "*":
+        types.check_pattern(type, field="type")
+        query &= models.Q(type__startswith=type[:-1]) if type.endswith(".*") else models.Q(type=type)
+    with transaction.atomic():
+        chosen = list(
+            Event.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(query)
+            .order_by("created_at")
+            .values_list("pk", flat=True)[: min(limit, MAX_BULK_REPLAY)]
+        )
+        Event.objects.filter(pk__in=chosen, status=EventStatus.DEAD).update(**_REPLAYED)
+        if chosen:
+            audit_record(
+                action="event.bulk_replayed",
+                tenant=tenant,
+                request=request,
+                target_type=Event._meta.label_lower,
+                data={
+                    "count": len(chosen),
+                    "ids": [str(pk) for pk in chosen],
+                    "type": type,
+                    "since": since.isoformat() if since is not None else None,
+                },
+            )
+        from apps.events.tasks import process_event
+
+        for pk in chosen:
+            publish_on_commit(process_event, str(pk), queue="events")
+    return chosen
+
+
 def _event_model() -> type[Event]:
     return Event
 
 
 def _still_needed() -> models.Q:
-    # Unprocessed events, and events whose webhook messages are still being delivered.
-    in_flight = [MessageStatus.PENDING, MessageStatus.SENDING]
-    return models.Q(status=EventStatus.PENDING) | models.Q(webhook_messages__status__in=in_flight)
+    # Events whose webhook messages are still being delivered.
+    return models.Q(webhook_messages__status__in=[MessageStatus.PENDING, MessageStatus.SENDING])
+
+
+def _attempt_ahead(now: datetime) -> models.Q:
+    # A pending event with an attempt scheduled (or running): its retries are bounded, so only an
+    # event with none ahead (its publish lost and never swept, say) is old enough to give up on.
+    return models.Q(status=EventStatus.PENDING, next_attempt_at__gt=now)
 
 
 def events_retention_policy() -> RetentionPolicy:
     """Events (with their rule executions, webhook messages and attempts) go after
-    `tenant.settings["retention_days"]["events"]` days, else SIGNALBOX_EVENT_RETENTION_DAYS."""
+    `tenant.settings["retention_days"]["events"]` days, else SIGNALBOX_EVENT_RETENTION_DAYS:
+    processed, dead, and pending ones that old with no attempt ahead."""
     return RetentionPolicy(
         name="events",
         model=_event_model,
         default_days=settings.SIGNALBOX_EVENT_RETENTION_DAYS,
         keep=_still_needed,
+        keep_at=_attempt_ahead,
+        description="Processed and dead events, and pending ones with no attempt ahead, with what they caused.",
     )
 
 

@@ -16,6 +16,7 @@ from django.core.validators import validate_email
 
 from apps.notifications import rendering
 from apps.notifications.models import Notification
+from apps.providers.base import Channel
 
 
 def recipient_context(recipient: Any) -> dict[str, Any]:
@@ -62,10 +63,24 @@ class NotificationRenderer:
             self._per_recipient[key] = rendering.uses_recipient(channel, fields)
         if not self._per_recipient[key]:
             if key not in self._shared:
-                self._shared[key] = rendering.render_fields(channel, fields, self.notification.payload)
+                self._shared[key] = _one_line_subject(
+                    channel, rendering.render_fields(channel, fields, self.notification.payload)
+                )
             return {"locale": used, "content": self._shared[key]}
         context = {**self.notification.payload, rendering.RECIPIENT_VARIABLE: recipient_context(recipient)}
-        return {"locale": used, "content": rendering.render_fields(channel, fields, context)}
+        return {
+            "locale": used,
+            "content": _one_line_subject(channel, rendering.render_fields(channel, fields, context)),
+        }
+
+
+def _one_line_subject(channel: str, content: dict[str, Any]) -> dict[str, Any]:
+    """Refuses an email subject that rendered with a line break (a payload value carrying CRLF):
+    a permanent render error now, rather than a header injection refused on every retry."""
+    subject = content.get("subject") if channel == Channel.EMAIL else None
+    if isinstance(subject, str) and ("\r" in subject or "\n" in subject):
+        raise rendering.RenderError("The email subject contains a line break; a subject is one line.")
+    return content
 
 
 def message_metadata(notification: Notification, *, delivery_id: str, attempt: int) -> dict[str, Any]:

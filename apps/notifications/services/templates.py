@@ -1,7 +1,10 @@
 """Templates and categories. A template change never edits content in place: it adds a version.
 
 Validation happens before anything is written: content that does not parse, or that uses a
-variable not declared in `variables` (or `recipient`), is refused with per-field messages.
+variable not declared in `variables` (or `recipient`), is refused with per-field messages
+(`validation_error`); validation never evaluates the template. Valid content is then rendered
+once with each variable's example under the template budgets, and content that goes over one is
+refused (`template_budget_exceeded`); previews are refused the same way.
 """
 
 from __future__ import annotations
@@ -79,11 +82,28 @@ def template_definition_errors(definition: Mapping[str, Any]) -> tuple[dict[str,
     return normalized, errors
 
 
+BUDGET_EXCEEDED = "template_budget_exceeded"
+
+
+def _budget_refusal(errors: dict[str, Any]) -> ApplicationError:
+    return ApplicationError(
+        "The template goes over a rendering budget; see fields and docs/notifications.md (Template budgets).",
+        code=BUDGET_EXCEEDED,
+        fields={"content": errors},
+    )
+
+
 def _check(definition: Mapping[str, Any]) -> dict[str, Any]:
     normalized, errors = template_definition_errors(definition)
     if errors:
         raise ApplicationError("The template is invalid; see fields.", code="validation_error", fields=errors)
     return normalized
+
+
+def _check_budgets(normalized: Mapping[str, Any]) -> None:
+    over = rendering.budget_errors(normalized["content"], normalized["variables"])
+    if over:
+        raise _budget_refusal(over)
 
 
 def _add_version(*, template: Template, definition: dict[str, Any], actor: str) -> TemplateVersion:
@@ -117,6 +137,7 @@ def template_create(
         raise ApplicationError(
             "Invalid key.", code="validation_error", fields={"key": ["A slug such as order_shipped."]}
         )
+    _check_budgets(normalized)
     if Template.objects.filter(tenant=tenant, key=key).exists():
         raise Conflict("A template with this key exists.", code="template_exists", fields={"key": ["Already exists."]})
     category = category_get_or_create(tenant=tenant, key=normalized["category"])
@@ -159,8 +180,11 @@ def template_update(
     current = _current_definition(template)
     merged = {**current, **{k: v for k, v in changes.items() if k in VERSIONED_FIELDS}}
     normalized = _check(merged)
-    if template.current_version is not None and normalized == _check(current):
+    # The current version is compared as normalized, not checked again: one saved before a budget
+    # was tightened must stay fixable.
+    if template.current_version is not None and normalized == template_definition_errors(current)[0]:
         return template, False
+    _check_budgets(normalized)
     version = _add_version(template=template, definition=normalized, actor=actor)
     audit_record(
         action="template.updated",
@@ -191,10 +215,15 @@ def template_restore(*, template: Template, request: Any = None) -> Template:
 def template_preview(
     *, template: Template, data: Mapping[str, Any] | None = None, version: TemplateVersion | None = None
 ) -> dict[str, Any]:
+    """Every locale and channel rendered with sample data (see `rendering.preview`); refused with
+    `template_budget_exceeded` when any goes over a template budget."""
     version = version or template.current_version
     if version is None:
         return {}
-    return rendering.preview(version.content, version.variables, data)
+    rendered, over = rendering.preview_with_budgets(version.content, version.variables, data)
+    if over:
+        raise _budget_refusal(over)
+    return rendered
 
 
 def category_delete(*, category: Category) -> None:

@@ -1,15 +1,20 @@
 """Transition intents: recorded by the API, applied by the `transitions` queue (or inline, `?wait=true`).
 
 `intent_create` refuses at once what can never succeed (an unknown transition, a payload that
-breaks the schema, a caller without the guard's scopes) and records the rest as a pending
-`TransitionIntent` with a TaskExecution to poll. `intent_apply` is the one code path that
-applies it, in one transaction:
+breaks the schema, a caller without the guard's scopes, an `if_version` the instance is no longer
+at) and records the rest as a pending `TransitionIntent` with a TaskExecution to poll. The intent
+pins the instance version it applies to (`observed_version`): the caller's `if_version`, else the
+version at acceptance. `intent_apply` is the one code path that applies it, in one transaction:
 
 1. lock the intent row (a duplicate task waits, then finds it finished);
-2. read the instance; check `expected_state`, the source state, the guard's conditions;
-3. compare-and-set: `filter(pk=…, version=v, state=s).update(state=…, version=v+1)` — of two
-   intents racing on one instance exactly one updates a row, the other is refused `conflict`;
+2. read the instance; check `expected_state`, the pinned version, the source state, the guard's
+   conditions;
+3. compare-and-set: `filter(pk=…, version=observed, state=s).update(state=…, version=observed+1)`;
 4. write the log row, run the effects, emit `transition.applied` (published after commit).
+
+Of intents accepted at one version exactly one applies: the others end `conflict`, whether they
+read the instance after the winner committed (step 2) or lost the conditional UPDATE (step 3) —
+even when their transition would also leave the winner's target state.
 
 A refusal rolls back steps 3-4 (a savepoint) and records the code on the intent.
 """
@@ -44,10 +49,15 @@ def intent_create(
     transition: str,
     payload: Any = None,
     expected_state: str = "",
+    if_version: int | None = None,
     actor: dict[str, Any],
     publish: bool = True,
 ) -> TransitionIntent:
-    """Validates what does not depend on the state, then records a pending intent and its TaskExecution."""
+    """Validates what does not depend on the state, then records a pending intent and its TaskExecution.
+
+    The intent applies only to the instance at `if_version` (by default the version read now):
+    versions only grow, so a pin the instance has already left is refused at once.
+    """
     spec = instance.definition.parsed
     payload = {} if payload is None else payload
     try:
@@ -60,6 +70,8 @@ def intent_create(
                 code="unknown_state",
                 fields={"expected_state": ["Unknown state."]},
             )
+        if if_version is not None and if_version != instance.version:
+            raise version_conflict(instance=instance, observed_version=if_version)
     except ApplicationError as exc:
         metrics.TRANSITIONS.labels(stage="request", outcome=exc.code).inc()
         raise
@@ -70,7 +82,7 @@ def intent_create(
             transition=transition,
             payload=payload,
             expected_state=expected_state,
-            observed_version=instance.version,
+            observed_version=instance.version if if_version is None else if_version,
             actor=actor,
         )
         intent.task_execution_id = tracking.execution_create(
@@ -83,6 +95,7 @@ def intent_create(
                 "transition": transition,
                 "payload": payload,
                 "expected_state": expected_state or None,
+                "if_version": intent.observed_version,
             },
         )
         intent.save(update_fields=["task_execution_id"])
@@ -98,6 +111,29 @@ def _publish(intent: TransitionIntent) -> None:
     publish_on_commit(apply_transition, str(intent.pk), queue="transitions")
 
 
+def version_conflict(*, instance: WorkflowInstance, observed_version: int) -> Conflict:
+    """The refusal of an intent pinned to a version the instance has left: names what won and where it is now."""
+    fields = {"if_version": [f"The instance is at version {instance.version}, in state {instance.state!r}."]}
+    if observed_version > instance.version:  # only a client's if_version can be ahead
+        return Conflict(
+            f"The instance is at version {instance.version} (in {instance.state!r}), not {observed_version}.",
+            code="conflict",
+            fields=fields,
+        )
+    winner = (
+        TransitionLog.objects.filter(instance_id=instance.pk, instance_version=observed_version + 1)
+        .values_list("transition", flat=True)
+        .first()
+    )
+    won_by = f"{winner!r} was applied first" if winner else "another transition was applied first"
+    return Conflict(
+        f"The instance left version {observed_version}: {won_by}, and it is now in {instance.state!r} "
+        f"at version {instance.version}.",
+        code="conflict",
+        fields=fields,
+    )
+
+
 def _apply(intent: TransitionIntent) -> tuple[TransitionLog, WorkflowInstance]:
     instance = WorkflowInstance.objects.select_related("definition", "tenant").get(pk=intent.instance_id)
     spec = instance.definition.parsed
@@ -106,17 +142,12 @@ def _apply(intent: TransitionIntent) -> tuple[TransitionLog, WorkflowInstance]:
         raise Conflict(
             f"The instance is in {instance.state!r}, not the expected {intent.expected_state!r}.", code="conflict"
         )
+    # Checked before the source state: a transition that also leaves the winner's target state must
+    # still lose, or two intents accepted at one version would both apply.
+    if instance.version != intent.observed_version:
+        raise version_conflict(instance=instance, observed_version=intent.observed_version)
     guards.check_scopes(transition, intent.actor)
-    try:
-        guards.check_source(spec, transition, instance.state)
-    except Conflict as exc:
-        if instance.version != intent.observed_version:
-            raise Conflict(
-                f"The instance changed while the intent waited: it is now in {instance.state!r}, "
-                f"which {transition.name!r} does not leave.",
-                code="conflict",
-            ) from exc
-        raise
+    guards.check_source(spec, transition, instance.state)
     variables = guards.guard_variables(
         state=instance.state,
         data=instance.data,
@@ -133,11 +164,12 @@ def _apply(intent: TransitionIntent) -> tuple[TransitionLog, WorkflowInstance]:
             raise Unprocessable(f"set.{name} of {transition.name!r} failed: {exc.message}", code="set_failed") from exc
 
     now = timezone.now()
-    won = WorkflowInstance.objects.filter(pk=instance.pk, version=instance.version, state=instance.state).update(
+    won = WorkflowInstance.objects.filter(pk=instance.pk, version=intent.observed_version, state=instance.state).update(
         state=transition.target, data=data, version=F("version") + 1, updated_at=now
     )
-    if won != 1:
-        raise Conflict("Another transition was applied to the instance first.", code="conflict")
+    if won != 1:  # a concurrent transition committed between our read and our UPDATE
+        instance.refresh_from_db(fields=["state", "version"])
+        raise version_conflict(instance=instance, observed_version=intent.observed_version)
     from_state = instance.state
     instance.state, instance.data, instance.version, instance.updated_at = (
         transition.target,
