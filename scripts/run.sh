@@ -15,6 +15,10 @@ API_PORT="${API_PORT:-${PORT:-8000}}" FLOWER_PORT="${FLOWER_PORT:-5555}" SANDBOX
 REALTIME_PORT="${REALTIME_PORT:-8001}"
 export API_PORT FLOWER_PORT SANDBOX_PORT SMTP_PORT REALTIME_PORT
 export SIGNALBOX_PUBLIC_URL="${SIGNALBOX_PUBLIC_URL:-http://127.0.0.1:$API_PORT}"
+# The inbox demo (/inbox/demo/) follows the realtime stream, served from its own port: the API's
+# origin may open it (docs/inbox.md).
+export SIGNALBOX_INBOX_DEMO_STREAM_URL="${SIGNALBOX_INBOX_DEMO_STREAM_URL:-http://127.0.0.1:$REALTIME_PORT/api/v1/inbox/stream/}"
+export SIGNALBOX_INBOX_ALLOWED_ORIGINS="${SIGNALBOX_INBOX_ALLOWED_ORIGINS:-http://127.0.0.1:$API_PORT,http://localhost:$API_PORT}"
 
 REDIS_PID=""
 cleanup() { [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null || true; }

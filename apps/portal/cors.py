@@ -1,10 +1,6 @@
 """CORS for browser front ends, per tenant: an origin listed in any active tenant's
 `settings["inbox"]["allowed_origins"]` may call the recipient endpoints (besides the global
-SIGNALBOX_INBOX_ALLOWED_ORIGINS).
-
-A preflight carries no credentials, so it cannot say which tenant it is for: the union of tenants'
-origins answers it. That opens nothing: those endpoints still need a recipient token (or an API
-key), and a token opens only its own recipient's data. The union is cached for a minute.
+SIGNALBOX_INBOX_ALLOWED_ORIGINS); why the union of tenants answers: apps/tenancy/origins.py.
 """
 
 from __future__ import annotations
@@ -13,25 +9,8 @@ import re
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 
-from apps.portal.services import allowed_origins
-
-CACHE_KEY = "signalbox:portal:tenant-origins"
-CACHE_SECONDS = 60
-
-
-def tenant_origins() -> frozenset[str]:
-    cached = cache.get(CACHE_KEY)
-    if cached is not None:
-        return frozenset(cached)
-    from apps.tenancy.models import Tenant
-
-    origins: set[str] = set()
-    for tenant in Tenant.objects.filter(is_active=True, settings__has_key="inbox").only("settings", "name"):
-        origins.update(allowed_origins(tenant))
-    cache.set(CACHE_KEY, sorted(origins), CACHE_SECONDS)
-    return frozenset(origins)
+from apps.tenancy.origins import tenant_origins
 
 
 def origin_allowed(sender: Any, request: Any, **kwargs: Any) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 from apps.notifications.models import Digest
 from apps.providers.base import Channel
+from apps.tenancy.origins import tenant_allowed_origins
 
 COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(?::\d{1,5})?$")
@@ -53,9 +54,7 @@ def tenant_branding(tenant: Any) -> Branding:
 
 
 def allowed_origins(tenant: Any) -> list[str]:
-    config = (tenant.settings or {}).get("inbox") or {}
-    origins = config.get("allowed_origins") if isinstance(config, Mapping) else None
-    return [o.rstrip("/") for o in origins or [] if isinstance(o, str) and ORIGIN.match(o.rstrip("/"))]
+    return tenant_allowed_origins(tenant.settings)
 
 
 def frame_ancestors(tenant: Any) -> str:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
 from rest_framework import exceptions
 
@@ -18,6 +17,7 @@ from apps.notifications.authentication import _holder
 from apps.notifications.services.inbox import InvalidToken, inbox_token_read
 from apps.tenancy.authentication import ApiKeyAuthentication
 from apps.tenancy.models import Scope
+from apps.tenancy.origins import origin_allowed_for
 
 
 class Refused(Exception):
@@ -78,11 +78,8 @@ def key_principal(raw: str, scope: str, tenant_header: str = "") -> Principal:
 
 def origin_allowed(origin: str, principal: Principal) -> bool:
     """No Origin (a server, curl) passes; a browser's must be allowed for inbox CORS, globally
-    (SIGNALBOX_INBOX_ALLOWED_ORIGINS) or by the tenant (settings["allowed_origins"])."""
-    if not origin:
-        return True
-    allowed = set(settings.CORS_ALLOWED_ORIGINS) | set(principal.tenant_settings.get("allowed_origins") or [])
-    return origin in allowed
+    (SIGNALBOX_INBOX_ALLOWED_ORIGINS) or by the tenant (settings["inbox"]["allowed_origins"])."""
+    return not origin or origin_allowed_for(origin, principal.tenant_settings)
 
 
 READ = Scope.READ.value

@@ -21,6 +21,7 @@ from apps.realtime import auth, session
 from apps.realtime.auth import Principal, Refused
 from apps.realtime.db import database_sync_to_async
 from apps.realtime.streams import ActivityStream, InboxStream, NotificationStream, Stream, TaskStream
+from apps.tenancy.origins import any_tenant_allows
 
 DRAINING = asyncio.Event()  # set at lifespan shutdown: every stream closes 1012 "reconnect"
 
@@ -138,21 +139,54 @@ async def _until_disconnect(receive: Any, kind: str) -> None:
         pass
 
 
+PREFLIGHT_HEADERS = b"authorization, last-event-id, x-tenant-id"
+
+
+def _cors(origin: str) -> list[tuple[bytes, bytes]]:
+    """What lets a browser on another origin (the product's page; the stream is served by its own
+    process) read the answer: only for an origin already allowed, and never with cookies."""
+    if not origin:
+        return []
+    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
+
+
+async def _preflight(request: Request, send: Any) -> None:
+    """A browser's `fetch` with an `Authorization` header asks first, without credentials, so no
+    tenant is known yet: an origin some tenant allows is answered (apps/tenancy/origins.py); the
+    stream request itself is then checked against its own tenant's origins."""
+    origin = request.headers.get("origin", "")
+    allowed = bool(origin) and await database_sync_to_async(any_tenant_allows)(origin)
+    headers = _cors(origin) if allowed else []
+    if allowed:
+        headers += [
+            (b"access-control-allow-methods", b"GET"),
+            (b"access-control-allow-headers", PREFLIGHT_HEADERS),
+            (b"access-control-max-age", b"600"),
+        ]
+    await send({"type": "http.response.start", "status": 204 if allowed else 403, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
 def sse(kind: str) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         request = Request.of(scope)
+        if scope.get("method") == "OPTIONS":
+            await _preflight(request, send)
+            return
+        origin = request.headers.get("origin", "")
         try:
             stream, principal, check, limits = await database_sync_to_async(_open)(kind, request)
         except Refused as exc:
             body = _json({"code": exc.code, "message": exc.message, "fields": {}}).encode()
+            readable = _cors(origin) if exc.code != "origin_not_allowed" else []
             await send({"type": "http.response.start", "status": exc.status,
-                        "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+                        "headers": [(b"content-type", b"application/json"), *readable]})  # fmt: skip
             await send({"type": "http.response.body", "body": body})
             return
         await send({
             "type": "http.response.start", "status": 200,
             "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-                        (b"x-accel-buffering", b"no")],
+                        (b"x-accel-buffering", b"no"), *_cors(origin)],
         })  # fmt: skip
 
         async def out(message: dict[str, Any]) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+from tests.realtime.conftest import start_realtime  # noqa: F401 (the realtime process, for the live path)
+
 CHROMIUM = os.environ.get("SIGNALBOX_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("SIGNALBOX_CHROMEDRIVER", "/usr/bin/chromedriver")
 SHOTS = Path(settings.BASE_DIR) / "data" / "screenshots" / os.environ.get("SIGNALBOX_TEST_RUN", "local")

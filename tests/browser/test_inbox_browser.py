@@ -1,5 +1,6 @@
 """The recipient's side in a real browser: <signalbox-inbox>, <signalbox-preferences> and the hosted
-preference page, against the live API and a real worker (polling; see docs/inbox.md for the stream)."""
+preference page, against the live API and a real worker; the inbox both polling and following the
+realtime process's stream (served from its own origin, as in production)."""
 
 from __future__ import annotations
 
@@ -199,3 +200,31 @@ def test_preferences_component_saves_and_keeps_critical_locked(chrome, shot, liv
     effective = api.get("/api/v1/recipients/user-0/preferences/").json()["effective"]
     assert effective["orders"]["channels"]["sms"] is False
     assert effective["security"]["channels"]["sms"] is True
+
+
+def test_inbox_takes_new_items_from_the_realtime_stream(chrome, shot, live_server, acme, start_realtime, settings):
+    # Given the realtime process beside the API, the page's origin allowed by the tenant, and a
+    # component that would poll only once a minute: a new item within 2 s can only come by the stream
+    acme.settings = {**acme.settings, "inbox": {"allowed_origins": [live_server.url]}}
+    acme.save(update_fields=["settings"])
+    realtime = start_realtime()
+    settings.SIGNALBOX_INBOX_DEMO_STREAM_URL = f"http://127.0.0.1:{realtime.port}/api/v1/inbox/stream/"
+    api = client_for(acme)
+    _send(api, "S-1")
+    wait_for(lambda: _in_inbox(api, "S-1"), message="the first in-app item")
+    chrome.get(live_server.url + "/inbox/demo/?poll=60")
+    wait(chrome, 10).until(lambda d: _badge(d) == "1")
+    _inbox(chrome).find_element(By.CSS_SELECTOR, ".bell").click()
+    wait(chrome, 10).until(
+        lambda d: d.execute_script(
+            "return performance.getEntriesByType('resource').some(e => e.name.includes('/inbox/stream/'))"
+        )
+    )
+
+    # When a notification is sent
+    _send(api, "S-2")
+    wait_for(lambda: _in_inbox(api, "S-2"), message="the second in-app item")
+
+    # Then it appears, and the badge counts it, without a reload and long before the next poll
+    wait(chrome, 2).until(lambda d: _item(d, "S-2") is not None and _badge(d) == "2")
+    shot("streamed-item")

@@ -15,11 +15,11 @@ from django.test import Client
 
 from apps.notifications.models import Category, Preference, Recipient
 from apps.notifications.services.preferences import preference_centre
-from apps.portal import cors
 from apps.portal.links import PLACEHOLDER, preferences_link_read, preferences_url
 from apps.providers import tracking
 from apps.providers.base import Channel, Message
 from apps.providers.email import compose
+from apps.tenancy import origins
 
 pytestmark = pytest.mark.django_db
 
@@ -105,7 +105,7 @@ def test_framing_follows_the_tenants_allowed_origins(tenant, ada):
 def test_cors_answers_a_tenants_allowed_origin_for_the_recipient_endpoints(tenant):
     tenant.settings = {"inbox": {"allowed_origins": ["https://app.acme.test"]}}
     tenant.save()
-    cache.delete(cors.CACHE_KEY)
+    cache.delete(origins.CACHE_KEY)
     preflight: dict[str, Any] = {
         "HTTP_ACCESS_CONTROL_REQUEST_METHOD": "PUT",
         "HTTP_ACCESS_CONTROL_REQUEST_HEADERS": "authorization",
