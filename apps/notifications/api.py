@@ -793,7 +793,7 @@ class DefaultPreferencesView(APIView):
             .select_related("category")
             .order_by(LAYER_ORDER)
         )
-        return Response({"preferences": [serializers.layer_out(row) for row in rows]})
+        return Response({"preferences": [preference_services.layer_out(row) for row in rows]})
 
     @extend_schema(
         summary="Replace the tenant's default preferences",

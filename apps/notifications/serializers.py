@@ -439,19 +439,6 @@ class PreferencesReadSerializer(PreferencesSerializer):
     )
 
 
-def layer_out(row: Any) -> dict[str, Any]:
-    return {
-        "category": row.category.key if row.category_id else None,
-        "channels": row.channels,
-        "digest": row.digest,
-        "quiet_hours": (
-            {"start": row.quiet_hours_start.isoformat("minutes"), "end": row.quiet_hours_end.isoformat("minutes")}
-            if row.quiet_hours_start is not None and row.quiet_hours_end is not None
-            else None
-        ),
-    }
-
-
 def layer_in(data: dict[str, Any]) -> dict[str, Any]:
     quiet = data.get("quiet_hours") or {}
     return {

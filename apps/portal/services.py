@@ -20,7 +20,6 @@ from apps.providers.base import Channel
 from apps.tenancy.origins import tenant_allowed_origins
 
 COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
-ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(?::\d{1,5})?$")
 # What a person chooses on the page; webhooks are for machines and stay as the tenant set them.
 PAGE_CHANNELS = (Channel.EMAIL, Channel.SMS, Channel.PUSH, Channel.CHAT, Channel.IN_APP)
 CHANNEL_LABELS = {
@@ -53,13 +52,9 @@ def tenant_branding(tenant: Any) -> Branding:
     )
 
 
-def allowed_origins(tenant: Any) -> list[str]:
-    return tenant_allowed_origins(tenant.settings)
-
-
 def frame_ancestors(tenant: Any) -> str:
     """The CSP `frame-ancestors` source list: the tenant's allowed origins, or 'none'."""
-    return " ".join(allowed_origins(tenant)) or "'none'"
+    return " ".join(tenant_allowed_origins(tenant.settings)) or "'none'"
 
 
 def form_rows(centre: Mapping[str, Any]) -> list[dict[str, Any]]:

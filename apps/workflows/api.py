@@ -267,11 +267,7 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
             # Refused at once (an `if_version` the instance has left): the same answer as a refusal
             # at apply time, with the instance as it is now.
             instance.refresh_from_db()
-            refusal = {
-                **error_body(exc.code, exc.message, exc.fields),
-                "instance": WorkflowInstanceSerializer(instance).data,
-            }
-            return Response(refusal, status=status.HTTP_409_CONFLICT)
+            return Response(_refusal(exc.code, exc.message, exc.fields, instance), status=status.HTTP_409_CONFLICT)
 
     @extend_schema(
         summary="The instance's transition log, oldest first",
@@ -303,10 +299,14 @@ def _intent_response(intent: TransitionIntent, *, wait: bool) -> Response:
     current = WorkflowInstanceSerializer(instance).data
     if intent.status == IntentStatus.APPLIED:
         return Response({**data, "instance": current}, status=status.HTTP_200_OK)
-    # The instance as it is now: after a `conflict`, the state (and version) the intent lost to.
-    body = {**error_body(intent.error_code, intent.error_message, intent.error_fields), "intent": data}
-    body["instance"] = current
+    body = {**_refusal(intent.error_code, intent.error_message, intent.error_fields, instance), "intent": data}
     return Response(body, status=REFUSAL_STATUS.get(intent.error_code, status.HTTP_409_CONFLICT))
+
+
+def _refusal(code: str, message: str, fields: Any, instance: WorkflowInstance) -> dict[str, Any]:
+    """A refused transition's answer: the error, and the instance as it is now (after a `conflict`,
+    the state and version the intent lost to)."""
+    return {**error_body(code, message, fields), "instance": WorkflowInstanceSerializer(instance).data}
 
 
 class TransitionIntentViewSet(

@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.common import log
+
 ROOT = Path(__file__).resolve().parents[2]
 QUEUES = "notifications.high,notifications.default,notifications.bulk,maintenance"
 TEMPLATE_KEY = "bench_statement"
@@ -90,10 +92,6 @@ def ensure_database(args: argparse.Namespace) -> None:
     ) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [args.database]).fetchone() is None:
             conn.execute(f'CREATE DATABASE "{args.database}"')
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # --- Workers -----------------------------------------------------------------------------------

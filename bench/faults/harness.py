@@ -24,12 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER_QUEUES = "notifications.high,notifications.default,notifications.bulk,digests,tasks,maintenance"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_port(port: int, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

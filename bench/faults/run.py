@@ -40,7 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.faults.harness import ROOT, CeleryProcess, RedisServer, Web, backends_of, free_port, stop_all
+from bench.common import database_create, database_drop, free_port, log
+from bench.faults.harness import ROOT, CeleryProcess, RedisServer, Web, backends_of, stop_all
 
 HANG_SECONDS = 8  # a sandbox `timeout` fault hangs this long: past the adapters' 5 s client timeout
 CLIENT_TIMEOUT = 5
@@ -65,10 +66,6 @@ PLATFORM_ENV = {
     "SIGNALBOX_MIN_SCHEDULE_INTERVAL_SECONDS": "10",  # two-beats' recurring send ticks every 20 s
 }
 BEAT_EVERY_SECONDS = 5  # the dispatcher already runs every 5 s; the sweeper too, here (30 s by default)
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 @dataclass
@@ -130,27 +127,12 @@ class Bench:
         )
 
     def create_database(self) -> None:
-        import psycopg
-
         a = self.args
-        with psycopg.connect(
-            host=a.pg_host, port=a.pg_port, user=a.pg_user, dbname="postgres", autocommit=True
-        ) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{a.database}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{a.database}"')
+        database_create(a.database, host=a.pg_host, port=a.pg_port, user=a.pg_user)
 
     def drop_database(self) -> None:
-        import psycopg
-
         a = self.args
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
-        with psycopg.connect(
-            host=a.pg_host, port=a.pg_port, user=a.pg_user, dbname="postgres", autocommit=True
-        ) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{a.database}" WITH (FORCE)')
+        database_drop(a.database, host=a.pg_host, port=a.pg_port, user=a.pg_user)
 
     def start(self) -> None:
         import django

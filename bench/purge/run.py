@@ -35,16 +35,14 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.common import database_create, database_drop, log
+
 ROOT = Path(__file__).resolve().parents[2]
 WRITER_APP = "bench-purge-writer"
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def configure(args: argparse.Namespace) -> None:
@@ -68,24 +66,12 @@ def configure(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
 
 
-def _admin(args: argparse.Namespace) -> Any:
-    import psycopg
-
-    return psycopg.connect(host=args.pg_host, port=args.pg_port, user=args.pg_user, dbname="postgres", autocommit=True)
-
-
 def create_database(args: argparse.Namespace) -> None:
-    with _admin(args) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{args.database}"')
+    database_create(args.database, host=args.pg_host, port=args.pg_port, user=args.pg_user)
 
 
 def drop_database(args: argparse.Namespace) -> None:
-    from django.db import connections
-
-    connections.close_all()
-    with _admin(args) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+    database_drop(args.database, host=args.pg_host, port=args.pg_port, user=args.pg_user)
 
 
 # --- Loading -----------------------------------------------------------------------------------

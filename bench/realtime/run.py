@@ -31,16 +31,13 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.common import database_create, database_drop, log
+
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE = "signalbox_bench_realtime"
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def configure(args: argparse.Namespace) -> None:
@@ -63,21 +60,6 @@ def configure(args: argparse.Namespace) -> None:
         }
     )
     sys.path.insert(0, str(ROOT))
-
-
-def create_database() -> None:
-    import psycopg
-
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
-
-
-def drop_database() -> None:
-    import psycopg
-
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
 
 
 def rss_kib(pid: int) -> int:
@@ -225,7 +207,7 @@ def main() -> None:
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    create_database()
+    database_create(DATABASE)
     import django
 
     django.setup()
@@ -308,7 +290,7 @@ def main() -> None:
 
         connections.close_all()
         if not args.keep_db:
-            drop_database()
+            database_drop(DATABASE)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ os.environ["SIGNALBOX_TEST_TASKS"] = "1"  # the test task types, here and in the
 import apps.tasks.testing  # noqa: F401 (registers the test task types in this process)
 from tests.conftest import ROOT, worker_env
 from tests.notifications.conftest import make_recipients, make_template  # noqa: F401 (fixtures)
-from tests.reliability.test_worker_survival import free_port
+from tests.reliability.conftest import free_port
 
 FAST = {
     "SIGNALBOX_REALTIME_HEARTBEAT_SECONDS": "0.5",

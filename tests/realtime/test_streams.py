@@ -212,10 +212,10 @@ def test_a_stream_whose_redis_stops_closes_with_try_again_and_a_resume_loses_not
     from apps.notifications.services.fanout import fanout_chunk_run, notification_fan_out
     from apps.notifications.services.inbox import inbox_mark_read
     from apps.notifications.services.notifications import notification_create
-    from tests.reliability.test_worker_survival import Broker
+    from tests.reliability.conftest import RedisServer
 
     api = inbox_ready
-    redis_server = Broker(tmp_path, persistent=False)
+    redis_server = RedisServer(tmp_path)
     redis_server.start()
     layers: Any = settings.CHANNEL_LAYERS
     layer: dict[str, Any] = {"default": dict(layers["default"])}
@@ -246,7 +246,7 @@ def test_a_stream_whose_redis_stops_closes_with_try_again_and_a_resume_loses_not
                 [read] = _items(ws, 1)
                 assert read["data"]["id"] == str(first.pk) and read["data"]["read"] is True
 
-                redis_server.kill()
+                redis_server.stop()
                 with pytest.raises(ConnectionClosed) as closed:
                     receive_until(ws, lambda m: False, timeout=15)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
@@ -265,4 +265,4 @@ def test_a_stream_whose_redis_stops_closes_with_try_again_and_a_resume_loses_not
                 [live] = _items(ws, 1)
                 assert live["data"]["id"] == str(third.pk) and live["id"] > items[0]["id"]
     finally:
-        redis_server.kill()
+        redis_server.stop()

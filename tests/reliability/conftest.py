@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 from django.utils import timezone
 
@@ -303,10 +304,13 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """redis-server on 127.0.0.1:<free port>, no RDB, no AOF: a restart loses everything."""
+    """redis-server on 127.0.0.1:<free port>, no RDB. Without `persistent` a restart loses
+    everything; with it an append-only file fsynced on every write in `directory` keeps what was
+    queued across a `kill -9`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
         self.directory = directory
+        self.persistent = persistent
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -317,20 +321,22 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed"
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
              "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
+        while time.monotonic() < deadline:  # answering PING: its append-only file, if any, is loaded
+            with contextlib.suppress(OSError, redis.RedisError):
+                if redis.Redis.from_url(self.url, socket_timeout=0.5).ping():
+                    return
             time.sleep(0.05)
         raise AssertionError("redis-server did not start")
 
     def stop(self) -> None:
+        """`kill -9`: nothing is flushed beyond what the append-only file already holds."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)

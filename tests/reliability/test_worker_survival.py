@@ -9,10 +9,6 @@ each email reaching the provider sandbox once (counted by delivery id), nothing 
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -26,9 +22,9 @@ from apps.notifications.models import DeliveryAttempt, Notification
 from sandbox.testing import SandboxClient
 from tests.conftest import wait_for
 from tests.reliability.conftest import (
+    RedisServer,
     assert_delivered_once,
     broker_at,
-    free_port,
     node_of,
     people,
     ready,
@@ -46,49 +42,12 @@ SMALL = {
 }
 
 
-class Broker:
-    """A redis-server of this test's own; `persistent` keeps an append-only file fsynced on every
-    write in `directory`, so a restart after `kill -9` finds what was queued."""
-
-    def __init__(self, directory: Path, *, persistent: bool) -> None:
-        self.directory = directory
-        self.persistent = persistent
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed"
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
-             "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, redis.RedisError):
-                if redis.Redis.from_url(self.url, socket_timeout=0.5).ping():
-                    return
-            time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-
 @pytest.fixture
 def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
-    server = Broker(tmp_path, persistent=request.param)
+    server = RedisServer(tmp_path, persistent=request.param)
     server.start()
     yield server
-    server.kill()
+    server.stop()
 
 
 def alive(worker: Any) -> bool:
@@ -113,7 +72,7 @@ def test_a_channel_whose_broker_connection_was_collected_fails_with_a_connection
     from workers import broker
 
     broker.install()  # as every worker does when it starts (worker_init)
-    server = Broker(tmp_path, persistent=False)
+    server = RedisServer(tmp_path)
     server.start()
     try:
         connection = kombu.Connection(server.url)
@@ -123,7 +82,7 @@ def test_a_channel_whose_broker_connection_was_collected_fails_with_a_connection
         held: list[Any] = []
         connection.Consumer(queue, callbacks=[lambda body, message: held.append(message)]).consume()
         connection.drain_events(timeout=5)
-        server.kill()
+        server.stop()
         # collect() detaches the transport; a channel it could not close in time stays open
         connection._do_close_transport()
 
@@ -131,14 +90,14 @@ def test_a_channel_whose_broker_connection_was_collected_fails_with_a_connection
         with pytest.raises(connection.connection_errors):  # was: AttributeError, which ends the worker
             held[0].ack()
     finally:
-        server.kill()
+        server.stop()
 
 
 @pytest.mark.worker
 @pytest.mark.slow
 @pytest.mark.parametrize("broker", [False, True], ids=["without-persistence", "with-persistence"], indirect=True)
 def test_a_broker_killed_at_the_start_of_a_fan_out_never_ends_the_worker(
-    broker: Broker, sandboxed: Any, sandbox_client: SandboxClient, start_worker: Any
+    broker: RedisServer, sandboxed: Any, sandbox_client: SandboxClient, start_worker: Any
 ):
     with broker_at(broker.url):
         # Given a worker on a Redis of our own, fanning out a notification whose emails go slowly
@@ -149,7 +108,7 @@ def test_a_broker_killed_at_the_start_of_a_fan_out_never_ends_the_worker(
         wait_for(lambda: sandbox_client.messages("sendgrid"), timeout=30, message="the first emails in flight")
 
         # When Redis is killed (kill -9) in the middle of it, and started again a few seconds later
-        broker.kill()
+        broker.stop()
         time.sleep(4.0)
         broker.start()
         sandbox_client.clear_faults()

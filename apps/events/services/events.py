@@ -49,10 +49,14 @@ def _json_safe(payload: Any) -> Any:
     return json.loads(json.dumps(payload if payload is not None else {}, default=str))
 
 
-def _publish(event: Event) -> None:
+def _publish(event_id: Any, *, countdown: float = 0) -> None:
+    """Publishes the event's processing once the transaction commits (after `countdown` seconds)."""
     from apps.events.tasks import process_event
 
-    publish_on_commit(process_event, str(event.pk), queue="events")
+    options: dict[str, Any] = {"queue": "events"}
+    if countdown > 0:
+        options["countdown"] = countdown
+    publish_on_commit(process_event, str(event_id), **options)
 
 
 def event_record(
@@ -88,7 +92,7 @@ def event_record(
         source=EventSource.API,
     )
     metrics.INTENTS.labels(kind="event").inc()
-    _publish(event)
+    _publish(event.pk)
     return event
 
 
@@ -158,7 +162,7 @@ def event_emit(
         source=EventSource.SIGNALBOX,
         depth=depth,
     )
-    _publish(event)
+    _publish(event.pk)
     return event
 
 
@@ -184,13 +188,9 @@ def _attempt_lease() -> timedelta:
 
 
 def _publish_retry(event_id: Any, *, delay: float) -> None:
-    from apps.events.tasks import process_event
-
+    """A retry due soon rides a countdown; a later one waits for the sweeper (no long ETAs)."""
     if delay <= COUNTDOWN_MAX_SECONDS:
-        options: dict[str, Any] = {"queue": "events"}
-        if delay > 0:
-            options["countdown"] = delay
-        publish_on_commit(process_event, str(event_id), **options)
+        _publish(event_id, countdown=delay)
 
 
 def _attempt_start(event_id: str) -> int | None:
@@ -320,7 +320,7 @@ def event_replay(*, event: Event, request: Any = None) -> Event:
             target=event,
             data={"type": event.type, "attempts": event.attempts, "last_error": event.last_error[:500]},
         )
-        _publish(event)
+        _publish(event.pk)
     event.refresh_from_db()
     return event
 
@@ -367,10 +367,8 @@ def events_replay(
                     "since": since.isoformat() if since is not None else None,
                 },
             )
-        from apps.events.tasks import process_event
-
         for pk in chosen:
-            publish_on_commit(process_event, str(pk), queue="events")
+            _publish(pk)
     return chosen
 
 

@@ -115,8 +115,7 @@ def reconciles(provider: str) -> bool:
     answer was lost can wait for them instead of being retried blind."""
     from apps.providers.registry import ADAPTERS
 
-    adapter = ADAPTERS.get(provider)
-    return bool(getattr(adapter, "reconciles", False))
+    return registry.adapter_flag(ADAPTERS.get(provider), "reconciles", False)
 
 
 def outcome_fields(
