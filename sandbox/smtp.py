@@ -1,18 +1,20 @@
 """An SMTP server (aiosmtpd) that records every message, one record per envelope recipient.
 
 Headers, the text and HTML parts and attachment names are parsed out so tests can assert
-on them. Any AUTH credentials are accepted without TLS, so Django's SMTP backend works
-with or without a username. Fault rules with a `match` reject that address at RCPT TO
+on them, when a message is first read: on arrival only its headers are (sandbox/state.py).
+Any AUTH credentials are accepted without TLS, so Django's SMTP backend works with or without
+a username. Fault rules with a `match` reject that address at RCPT TO
 (e.g. 550 permanent, 451 temporary); rules without one answer at DATA.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
@@ -95,34 +97,19 @@ class RecordingHandler:
             self.store.attempt(PROVIDER, fault.status, recipients, fault=fault)
             return fault_reply(fault)
 
-        message, parts = parse(raw)
-        headers = header_dict(message)
-        key = message.get(IDEMPOTENCY_HEADER) or message.get("Message-ID")
+        head = BytesHeaderParser().parsebytes(raw)  # the envelope's identity now, the body when read
+        message_id = str(head.get("Message-ID") or "")
+        key = head.get(IDEMPOTENCY_HEADER) or message_id
+        details = functools.cache(lambda: _details(raw, envelope.mail_from, recipients, session))
         for recipient in recipients:
             self.store.record(
                 Message(
                     provider=PROVIDER,
                     recipient=recipient,
-                    provider_message_id=str(message.get("Message-ID") or ""),
+                    provider_message_id=message_id,
                     sender=envelope.mail_from,
-                    subject=message.get("Subject"),
-                    text=parts["text"],
-                    html=parts["html"],
-                    headers=headers,
                     idempotency_key=str(key) if key else None,
-                    extra={
-                        "envelope_from": envelope.mail_from,
-                        "envelope_to": recipients,
-                        "from": message.get("From"),
-                        "to": message.get("To"),
-                        "cc": message.get("Cc"),
-                        "reply_to": message.get("Reply-To"),
-                        "list_unsubscribe": message.get("List-Unsubscribe"),
-                        "list_unsubscribe_post": message.get("List-Unsubscribe-Post"),
-                        "attachments": parts["attachments"],
-                        "auth_user": getattr(session, "auth_data", None),
-                        "size": len(raw),
-                    },
+                    pending=details,
                 ),
                 raw=raw,
             )
@@ -130,6 +117,30 @@ class RecordingHandler:
         if fault is not None:
             await fault.wait()
         return "250 Message accepted for delivery"
+
+
+def _details(raw: bytes, mail_from: str | None, recipients: list[str], session: Session) -> dict[str, Any]:
+    """What a reader sees of one SMTP message: parsed once, on first read, for all its recipients."""
+    message, parts = parse(raw)
+    return {
+        "subject": message.get("Subject"),
+        "text": parts["text"],
+        "html": parts["html"],
+        "headers": header_dict(message),
+        "extra": {
+            "envelope_from": mail_from,
+            "envelope_to": recipients,
+            "from": message.get("From"),
+            "to": message.get("To"),
+            "cc": message.get("Cc"),
+            "reply_to": message.get("Reply-To"),
+            "list_unsubscribe": message.get("List-Unsubscribe"),
+            "list_unsubscribe_post": message.get("List-Unsubscribe-Post"),
+            "attachments": parts["attachments"],
+            "auth_user": getattr(session, "auth_data", None),
+            "size": len(raw),
+        },
+    }
 
 
 def accept_any_login(server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:

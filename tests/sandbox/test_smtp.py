@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 from email.message import EmailMessage
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from sandbox.smtp import RecordingHandler
+from sandbox.state import Store
 from sandbox.testing import SandboxClient, SandboxProcess
 
 
@@ -72,3 +77,21 @@ def test_a_temporary_fault_answers_451_at_data_then_recovers(
 
     assert caught.value.smtp_code == 451
     assert sandbox_client.count("smtp", "delivery-42") == 1
+
+
+def test_a_message_body_is_parsed_when_first_read_once_for_all_its_recipients() -> None:
+    store = Store()
+    raw = email().as_bytes()
+    envelope = SimpleNamespace(rcpt_tos=["ada@example.com", "bob@example.com"], original_content=raw, mail_from="n@s.t")
+    answer = asyncio.run(RecordingHandler(store).handle_DATA(None, SimpleNamespace(), envelope))  # type: ignore[arg-type]
+
+    assert answer.startswith("250")
+    ada, bob = store.messages
+    # On arrival: who, which message, which delivery; the body not yet.
+    assert (ada.provider_message_id, ada.idempotency_key) == ("<d-1@signalbox.test>", "delivery-42")
+    assert ada.pending is not None and ada.subject is None and ada.text is None
+    # The first reader gets everything, and the one parse serves both recipients.
+    assert ada.to_dict()["subject"] == "Welcome, Ada <3" and ada.to_dict()["extra"]["size"] == len(raw)
+    parse: Any = bob.pending
+    assert (bob.complete().text or "").strip() == "Hello Ada"
+    assert (parse.cache_info().misses, parse.cache_info().hits) == (1, 1)
