@@ -4,8 +4,10 @@ local PostgreSQL (created fresh, dropped at the end), a free port for a process 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 
@@ -40,3 +42,56 @@ def database_drop(name: str, *, host: str = "127.0.0.1", port: int = 5432, user:
         connections.close_all()
     with _admin(host, port, user) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile of `values` (nearest rank); NaN for none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def results_write(name: str, results: dict[str, Any]) -> Path:
+    """Writes `bench/results/<name>.json` (the previous one kept as `<name>.previous.json`)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    if path.exists():
+        path.replace(RESULTS / f"{name}.previous.json")
+    path.write_text(json.dumps({"at": datetime.now(UTC).isoformat(), **results}, indent=2, default=str) + "\n")
+    return path
+
+
+def _numbers(data: Any, prefix: str = "") -> dict[str, float]:
+    if isinstance(data, dict):
+        out: dict[str, float] = {}
+        for key, value in data.items():
+            out.update(_numbers(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(data, int | float) and not isinstance(data, bool):
+        return {prefix: float(data)}
+    return {}
+
+
+def results_compare(name: str, results: dict[str, Any], path: Path, *, fell: float = 0.20) -> list[str]:
+    """Prints each ratio-to-baseline and throughput beside the previous run's, flagging any that fell
+    by more than `fell` (20 %). Only higher-is-better figures are compared: `ratios…` and `…rps…`."""
+    previous_path = RESULTS / f"{name}.previous.json"
+    if not previous_path.exists():
+        log(f"no previous {previous_path.name} to compare with (this run is the baseline)")
+        return []
+    before = _numbers(json.loads(previous_path.read_text()))
+    now = _numbers(results)
+    flagged: list[str] = []
+    for key in sorted(now):
+        if key not in before or not before[key] or not ("ratio" in key or "rps" in key or "per_s" in key):
+            continue
+        change = now[key] / before[key] - 1
+        mark = "  << fell more than 20 %" if change < -fell else ""
+        print(f"  {key}: {before[key]:g} -> {now[key]:g} ({change:+.0%}){mark}")
+        if mark:
+            flagged.append(key)
+    if flagged:
+        log(f"{len(flagged)} figure(s) fell more than {fell:.0%} since {previous_path.name}: {', '.join(flagged)}")
+    return flagged

@@ -11,7 +11,7 @@ if [ $# -gt 0 ]; then
     shift
     exec .venv/bin/python -m "bench.$name.run" "$@"
 fi
-for name in fanout purge; do
+for name in api fanout purge; do
     echo "== bench/$name"
     .venv/bin/python -m "bench.$name.run"
 done
