@@ -1,7 +1,7 @@
 """A tenant's own provider accounts (`ProviderConfig`), and email engagement (`Engagement`).
 
 Public options are stored as JSON; the secret fields (API keys, auth tokens, passwords,
-service-account keys) are one Fernet ciphertext of a JSON object (`apps.events.crypto`: key
+service-account keys) are one Fernet ciphertext of a JSON object (`apps.core.crypto`: key
 from SIGNALBOX_ENCRYPTION_KEY, or derived from SECRET_KEY), so the column never holds a
 secret in clear. Only `apps.providers.services` writes rows.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 from django.db import models
 
+from apps.core import crypto
 from apps.core.tenancy import TenantOwned
-from apps.events import crypto
 from apps.providers.base import Channel
 
 

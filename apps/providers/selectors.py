@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
-from apps.events.crypto import DecryptionFailed
+from apps.core.crypto import DecryptionFailed
 from apps.providers import registry
 from apps.providers.base import Channel, Health
 from apps.providers.models import ProviderConfig

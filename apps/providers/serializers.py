@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from rest_framework import serializers
 
-from apps.events.crypto import DecryptionFailed
+from apps.core.crypto import DecryptionFailed
 from apps.providers import registry
 from apps.providers.models import ProviderConfig, Suppression
 

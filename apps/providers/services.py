@@ -22,8 +22,8 @@ from django.db.models import F
 from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
+from apps.core.crypto import DecryptionFailed
 from apps.core.errors import ApplicationError, Conflict, NotFound
-from apps.events.crypto import DecryptionFailed
 from apps.observability.audit import audit_record
 from apps.providers import registry, selectors
 from apps.providers.adapters import Adapter
