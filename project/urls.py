@@ -30,6 +30,6 @@ urlpatterns = [
     # Last under /api/: what no view claims answers a JSON 404 (the error shape), never Django's HTML page.
     # Only paths ending in "/", so APPEND_SLASH still redirects `/api/v1/notifications` to its view.
     re_path(r"^api/.*/$", core_views.api_not_found),
-    path("", include("apps.providers.public_urls")),
+    path("", include("apps.notifications.public_urls")),
     path("", include("apps.portal.urls")),
 ]

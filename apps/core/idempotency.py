@@ -29,6 +29,7 @@ from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.core import crypto  # the one Fernet keyring for secrets at rest
 from apps.core.errors import ApplicationError, Unprocessable
 from apps.core.models import IdempotencyRecord
 
@@ -42,14 +43,10 @@ def request_fingerprint(body: Any) -> str:
 
 
 def _seal(body: Any) -> str:
-    from apps.events import crypto  # the one Fernet keyring for secrets at rest
-
     return crypto.encrypt(json.dumps(body))
 
 
 def _unseal(token: str) -> Any:
-    from apps.events import crypto
-
     return json.loads(crypto.decrypt(token))
 
 

@@ -143,7 +143,7 @@ class WebhookEndpoint(TenantOwned):  # type: ignore[django-manager-missing]
     enabled = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=200, blank=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
-    # Fernet-encrypted `whsec_…` secrets (apps/events/crypto.py); the clear secret is shown once.
+    # Fernet-encrypted `whsec_…` secrets (apps/core/crypto.py); the clear secret is shown once.
     secret_encrypted = models.TextField(editable=False)
     previous_secret_encrypted = models.TextField(blank=True, editable=False)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -1,7 +1,8 @@
 """Django admin for notifications: templates (validated, versioned, previewable, archived instead of
 deleted), categories, recipients (validated like the API) with their devices and preferences,
-tenant default preferences, topics with their members, and read-only views of notifications and
-deliveries."""
+tenant default preferences, topics with their members, read-only views of notifications and
+deliveries, and what providers report back: the suppression list (add an address, or delete a row
+to allow an address again) and the log of applied status events (read only)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from apps.notifications.models import (
 )
 from apps.notifications.services import templates as template_services
 from apps.notifications.services.preferences import preference_layer_errors
+from apps.notifications.services.suppressions import normalize
+from apps.providers.models import ProviderEvent, Suppression
 
 
 def _flatten(errors: Any, prefix: str = "") -> Iterable[str]:
@@ -415,3 +418,35 @@ class DigestWindowAdmin(ReadOnlyAdmin):
     search_fields = ("id", "window_key", "recipient__external_id")
     list_select_related = ("recipient", "tenant")
     date_hierarchy = "due_at"
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin[Suppression]):
+    list_display = ("address", "channel", "reason", "source", "tenant", "created_at")
+    list_filter = ("channel", "reason", "tenant")
+    search_fields = ("address", "source")
+    readonly_fields = ("source", "delivery_id", "created_at")
+    fields = ("tenant", "channel", "address", "reason", "detail", "source", "delivery_id", "created_at")
+    show_full_result_count = False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # delete the row instead, and add another if the reason changed
+
+    def save_model(self, request: HttpRequest, obj: Suppression, form: Any, change: bool) -> None:
+        obj.address = normalize(obj.channel, obj.address)
+        obj.source = obj.source or f"staff:{request.user.get_username()}"
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(ProviderEvent)
+class ProviderEventAdmin(admin.ModelAdmin[ProviderEvent]):
+    list_display = ("event_id", "provider", "kind", "received_at")
+    list_filter = ("provider", "kind")
+    search_fields = ("event_id",)
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

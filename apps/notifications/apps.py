@@ -13,3 +13,7 @@ class NotificationsConfig(AppConfig):
         from apps.notifications.services.scheduling import register_schedule_kind
 
         register_schedule_kind()  # `kind: "notification"` schedules (POST /api/v1/schedules/)
+        from apps.notifications.selectors import provider_recent_outcomes
+        from apps.providers.selectors import register_recent_outcomes
+
+        register_recent_outcomes(provider_recent_outcomes)  # the providers' health overview reads our attempts

@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Count, QuerySet
 
 from apps.notifications.models import Delivery, DeliveryAttempt, Notification, Template, TemplateVersion
+from apps.providers.models import Engagement
 
 
 def notification_counts(notification_ids: Iterable[Any]) -> dict[Any, dict[str, dict[str, int]]]:
@@ -59,3 +60,27 @@ def template_list(*, tenant: Any) -> QuerySet[Template]:
 
 def template_versions(*, template: Template) -> QuerySet[TemplateVersion]:
     return TemplateVersion.objects.filter(template=template).order_by("-version")
+
+
+def engagement_summary(*, tenant_id: Any, delivery_id: Any) -> dict[str, Any]:
+    """A delivery's opens and clicks, as its API detail shows them."""
+    opens: dict[str, Any] = {"count": 0, "first_at": None, "last_at": None}
+    clicks: list[dict[str, Any]] = []
+    for row in Engagement.objects.filter(tenant_id=tenant_id, delivery_id=delivery_id).order_by("first_at"):
+        if row.kind == Engagement.Kind.OPEN:
+            opens = {"count": row.count, "first_at": row.first_at, "last_at": row.last_at}
+        else:
+            clicks.append({"url": row.url, "count": row.count, "first_at": row.first_at, "last_at": row.last_at})
+    return {"opens": opens, "clicks": clicks}
+
+
+def provider_recent_outcomes(*, tenant: Any, provider: str, limit: int) -> list[bool]:
+    """Whether each of the tenant's last `limit` attempts through `provider` was accepted, newest
+    first: the error rate of the providers' health overview (plugged into apps.providers.selectors
+    by `NotificationsConfig.ready()`, as the attempts are recorded above the providers app)."""
+    outcomes = (
+        DeliveryAttempt.objects.filter(delivery__tenant=tenant, provider=provider)
+        .order_by("-id")
+        .values_list("outcome", flat=True)[:limit]
+    )
+    return [outcome == DeliveryAttempt.Outcome.ACCEPTED for outcome in outcomes]

@@ -270,9 +270,8 @@ class DeliveryDetailSerializer(DeliverySerializer):
 
     @extend_schema_field(EngagementSerializer)
     def get_engagement(self, delivery: Delivery) -> dict[str, Any]:
-        from apps.providers.services import engagement_summary
-
-        return EngagementSerializer(engagement_summary(tenant_id=delivery.tenant_id, delivery_id=delivery.pk)).data
+        summary = selectors.engagement_summary(tenant_id=delivery.tenant_id, delivery_id=delivery.pk)
+        return EngagementSerializer(summary).data
 
 
 # --- Recipients, devices, topics ---------------------------------------------------------------

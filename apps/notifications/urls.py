@@ -3,7 +3,7 @@
 from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import SimpleRouter
 
-from apps.notifications import api
+from apps.notifications import api, suppressions_api
 
 router = SimpleRouter()
 router.register("notifications", api.NotificationViewSet, basename="notification")
@@ -13,6 +13,7 @@ router.register("topics", api.TopicViewSet, basename="topic")
 router.register("categories", api.CategoryViewSet, basename="category")
 router.register("templates", api.TemplateViewSet, basename="template")
 router.register("inbox", api.InboxViewSet, basename="inbox")
+router.register("suppressions", suppressions_api.SuppressionViewSet, basename="suppression")
 
 devices = api.DeviceViewSet.as_view({"get": "list", "post": "create"})
 device = api.DeviceViewSet.as_view({"delete": "destroy"})

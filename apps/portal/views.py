@@ -27,7 +27,8 @@ from apps.notifications.models import Digest, Recipient
 from apps.notifications.services.inbox import inbox_token_mint
 from apps.notifications.services.preferences import preference_centre, preference_centre_save
 from apps.observability.audit import audit_record
-from apps.portal import links, services
+from apps.portal import services
+from apps.providers import links
 from apps.tenancy.models import ApiKey, Tenant
 
 

@@ -4,8 +4,6 @@
     GET/POST          /api/v1/providers/configs/           the tenant's own provider accounts
     GET/PATCH/DELETE  /api/v1/providers/configs/<id>/
     POST              /api/v1/providers/<id|name>/test/    send a test message; answers the SendResult
-    GET               /api/v1/suppressions/                the addresses not sent to (`read`)
-    DELETE            /api/v1/suppressions/<id>/           allow an address again (`notifications:write`)
 
 Secrets are accepted on create and change and only ever shown masked.
 """
@@ -14,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import django_filters
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.request import Request
@@ -24,10 +21,9 @@ from rest_framework.views import APIView
 from apps.core.idempotency import idempotent_create
 from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
-from apps.notifications.services.suppressions import normalize, suppression_delete
 from apps.providers import selectors, services
-from apps.providers.base import Channel, SendResult
-from apps.providers.models import ProviderConfig, Suppression
+from apps.providers.base import SendResult
+from apps.providers.models import ProviderConfig
 from apps.providers.serializers import (
     ProviderConfigCreateSerializer,
     ProviderConfigSerializer,
@@ -35,7 +31,6 @@ from apps.providers.serializers import (
     ProviderStatusSerializer,
     ProviderTestSerializer,
     SendResultSerializer,
-    SuppressionSerializer,
 )
 from apps.tenancy.models import Scope
 
@@ -127,46 +122,3 @@ class ProviderTestView(APIView):
             tenant=request_tenant(request), ref=ref, request=request, **body.validated_data
         )
         return Response(SendResultSerializer(result_data(provider, result)).data)
-
-
-class SuppressionFilter(django_filters.FilterSet):
-    channel = django_filters.ChoiceFilter(choices=Suppression._meta.get_field("channel").choices)
-    reason = django_filters.MultipleChoiceFilter(choices=Suppression.Reason.choices)
-    address = django_filters.CharFilter(
-        method="filter_address", help_text="The exact address (emails match in any case)."
-    )
-
-    class Meta:
-        model = Suppression
-        fields = ["channel", "reason", "address"]
-
-    def filter_address(self, queryset: Any, name: str, value: str) -> Any:
-        # Stored normalised (emails lower-cased); exact matches keep the unique index usable.
-        return queryset.filter(address__in={value.strip(), normalize(Channel.EMAIL, value)})
-
-
-@extend_schema_view(
-    list=extend_schema(
-        summary="The suppression list: addresses not sent to",
-        description="Addresses a provider refused for good (hard bounce, spam report, SMS STOP, invalid "
-        "number, a 410 from a webhook or chat endpoint), newest first. Deliveries to them are suppressed "
-        "(`suppressed_address`).",
-        responses={200: SuppressionSerializer(many=True), **ERROR_RESPONSES},
-    ),
-    destroy=extend_schema(
-        summary="Allow a suppressed address again",
-        description="Deletes the entry (audited); later notifications and sends go to the address again.",
-        responses={204: None, **ERROR_RESPONSES},
-    ),
-)
-class SuppressionViewSet(
-    TenantScopedMixin, mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet[Suppression]
-):
-    queryset = Suppression.objects.order_by("-created_at", "-id")
-    serializer_class = SuppressionSerializer
-    filterset_class = SuppressionFilter
-    write_scope = Scope.NOTIFICATIONS_WRITE
-    lookup_value_regex = r"[0-9]+"
-
-    def perform_destroy(self, instance: Suppression) -> None:
-        suppression_delete(suppression=instance, request=self.request)

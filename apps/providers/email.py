@@ -20,9 +20,9 @@ from html import unescape
 
 from django.utils.html import strip_tags
 
-from apps.portal.links import with_preferences_link
 from apps.providers import tracking
 from apps.providers.base import Message
+from apps.providers.links import with_preferences_link
 
 DELIVERY_HEADER = "X-Signalbox-Delivery"
 OPEN_PLACEHOLDER = "-sbx-open-"
@@ -102,7 +102,7 @@ def compose(message: Message, *, placeholders: bool = False) -> Email:
         recipient_headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     own = {k: v for k, v in message.headers.items() if k.lower() not in {h.lower() for h in recipient_headers}}
     text = message.text or (text_from_html(message.html) if message.html else "")
-    # The footer link to the recipient's preference page (apps/portal/links.py), after tracking.
+    # The footer link to the recipient's preference page (apps/providers/links.py), after tracking.
     text, html = with_preferences_link(
         tenant_id=message.tenant_id,
         recipient_id=message.recipient_id,

@@ -1,9 +1,11 @@
-"""A tenant's own provider accounts (`ProviderConfig`), and email engagement (`Engagement`).
+"""A tenant's own provider accounts (`ProviderConfig`), and the tables of what comes back from
+providers and recipients: email engagement (`Engagement`), the suppression list (`Suppression`)
+and the applied status events (`ProviderEvent`), all written by the notifications app.
 
 Public options are stored as JSON; the secret fields (API keys, auth tokens, passwords,
-service-account keys) are one Fernet ciphertext of a JSON object (`apps.events.crypto`: key
+service-account keys) are one Fernet ciphertext of a JSON object (`apps.core.crypto`: key
 from SIGNALBOX_ENCRYPTION_KEY, or derived from SECRET_KEY), so the column never holds a
-secret in clear. Only `apps.providers.services` writes rows.
+secret in clear. Only `apps.providers.services` writes `ProviderConfig` rows.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any
 
 from django.db import models
 
+from apps.core import crypto
 from apps.core.tenancy import TenantOwned
-from apps.events import crypto
 from apps.providers.base import Channel
 
 

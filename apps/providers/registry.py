@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from apps.events.crypto import DecryptionFailed
+from apps.core.crypto import DecryptionFailed
 from apps.providers.adapters import Adapter
 from apps.providers.adapters.fcm import FcmProvider
 from apps.providers.adapters.sendgrid import SendGridProvider

@@ -12,12 +12,12 @@ import hashlib
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.cache import cache
 
-from apps.events.crypto import DecryptionFailed
+from apps.core.crypto import DecryptionFailed
 from apps.providers import registry
 from apps.providers.base import Channel, Health
 from apps.providers.models import ProviderConfig
@@ -49,19 +49,34 @@ class ProviderStatus:
         return asdict(self)
 
 
+class RecentOutcomes(Protocol):
+    """Whether each of the tenant's last `limit` attempts through `provider` was accepted, newest first."""
+
+    def __call__(self, *, tenant: Any, provider: str, limit: int) -> list[bool]: ...
+
+
+def _no_attempts(*, tenant: Any, provider: str, limit: int) -> list[bool]:
+    return []
+
+
+# Delivery attempts are recorded above this app (apps.notifications), which plugs in how to read
+# them in its `ready()`; until then (a process without it) no provider has recent attempts.
+_recent_outcomes: RecentOutcomes = _no_attempts
+
+
+def register_recent_outcomes(source: RecentOutcomes) -> None:
+    """Called once by `NotificationsConfig.ready()`."""
+    global _recent_outcomes
+    _recent_outcomes = source
+
+
 def recent_error_rate(*, tenant: Any, provider: str) -> tuple[int, float | None]:
     """(attempts looked at, share that failed) over the tenant's last attempts through this provider."""
-    from apps.notifications.models import DeliveryAttempt
-
-    outcomes = list(
-        DeliveryAttempt.objects.filter(delivery__tenant=tenant, provider=provider)
-        .order_by("-id")
-        .values_list("outcome", flat=True)[:RECENT_ATTEMPTS]
-    )
-    if not outcomes:
+    accepted = _recent_outcomes(tenant=tenant, provider=provider, limit=RECENT_ATTEMPTS)
+    if not accepted:
         return 0, None
-    failed = sum(1 for outcome in outcomes if outcome != DeliveryAttempt.Outcome.ACCEPTED)
-    return len(outcomes), round(failed / len(outcomes), 3)
+    failed = sum(1 for ok in accepted if not ok)
+    return len(accepted), round(failed / len(accepted), 3)
 
 
 def probe(name: str, config: dict[str, Any], *, trusted: bool = False) -> Health | None:

@@ -1,5 +1,4 @@
-"""Shapes of the providers API. Secrets go in, and only ever come out masked (`SG.****abcd`).
-Also the suppression list, read-only (a row is deleted, never changed)."""
+"""Shapes of the providers API. Secrets go in, and only ever come out masked (`SG.****abcd`)."""
 
 from __future__ import annotations
 
@@ -9,9 +8,9 @@ from urllib.parse import urlsplit
 
 from rest_framework import serializers
 
-from apps.events.crypto import DecryptionFailed
+from apps.core.crypto import DecryptionFailed
 from apps.providers import registry
-from apps.providers.models import ProviderConfig, Suppression
+from apps.providers.models import ProviderConfig
 
 MASK = "****"
 
@@ -133,10 +132,3 @@ class SendResultSerializer(serializers.Serializer[Any]):
     status_code = serializers.IntegerField(allow_null=True)
     retry_after = serializers.FloatField(allow_null=True)
     invalid_tokens = serializers.ListField(child=serializers.CharField())
-
-
-class SuppressionSerializer(serializers.ModelSerializer[Suppression]):
-    class Meta:
-        model = Suppression
-        fields = ["id", "channel", "address", "reason", "source", "detail", "delivery_id", "created_at"]
-        read_only_fields = fields

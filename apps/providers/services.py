@@ -1,5 +1,6 @@
-"""Writes: provider configs (create, change, delete), the test send, and what comes back — email
-engagement, unsubscribes and provider status callbacks.
+"""Writes: provider configs (create, change, delete) and the test send. What comes back from
+providers and recipients (status callbacks, opens, clicks, unsubscribes) is applied by the
+notifications app, beside the deliveries it updates (apps/notifications/public.py).
 
 Validation happens before anything is written: the provider must exist, options and secrets
 may only name that provider's fields (a secret never sits among the public options), values
@@ -11,24 +12,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from contextlib import suppress
-from datetime import datetime
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
-from django.utils import timezone
-from twilio.request_validator import RequestValidator
 
 from apps.core.errors import ApplicationError, Conflict, NotFound
-from apps.events.crypto import DecryptionFailed
 from apps.observability.audit import audit_record
 from apps.providers import registry, selectors
 from apps.providers.adapters import Adapter
 from apps.providers.base import Channel, Message, SendResult
-from apps.providers.models import Engagement, ProviderConfig
+from apps.providers.models import ProviderConfig
 
 # Options whose type is not "a string".
 OPTION_TYPES: dict[str, tuple[type, ...]] = {
@@ -246,177 +239,3 @@ def provider_test_send(
         data={"provider": name, "outcome": str(result.outcome), "code": result.code},
     )
     return name, result
-
-
-# --- Engagement and unsubscribe (the public links in emails) --------------------------------------
-
-
-def engagement_record(*, delivery_id: str, kind: str, url: str = "", now: datetime | None = None) -> bool:
-    """Counts an open or a click of a delivery; False (nothing written) if the delivery is unknown."""
-    from apps.notifications.models import Delivery
-    from apps.notifications.services.announce import engagement_announce
-
-    now = now or timezone.now()
-    try:
-        tenant_id = Delivery.objects.filter(pk=delivery_id).values_list("tenant_id", flat=True).first()
-    except (ValueError, DjangoValidationError):
-        return False
-    if tenant_id is None:
-        return False
-    updated = Engagement.objects.filter(delivery_id=delivery_id, kind=kind, url=url).update(
-        count=F("count") + 1, last_at=now
-    )
-    if updated:
-        return True
-    try:
-        with transaction.atomic():
-            Engagement.objects.create(
-                tenant_id=tenant_id, delivery_id=delivery_id, kind=kind, url=url, first_at=now, last_at=now
-            )
-            engagement_announce(tenant_id=tenant_id, delivery_id=delivery_id, kind=kind, url=url)
-    except IntegrityError:  # a concurrent first view won the insert (and the event): count this one
-        Engagement.objects.filter(delivery_id=delivery_id, kind=kind, url=url).update(count=F("count") + 1, last_at=now)
-    return True
-
-
-def engagement_summary(*, tenant_id: Any, delivery_id: Any) -> dict[str, Any]:
-    """A delivery's opens and clicks, as its API detail shows them."""
-    opens: dict[str, Any] = {"count": 0, "first_at": None, "last_at": None}
-    clicks: list[dict[str, Any]] = []
-    for row in Engagement.objects.filter(tenant_id=tenant_id, delivery_id=delivery_id).order_by("first_at"):
-        if row.kind == Engagement.Kind.OPEN:
-            opens = {"count": row.count, "first_at": row.first_at, "last_at": row.last_at}
-        else:
-            clicks.append({"url": row.url, "count": row.count, "first_at": row.first_at, "last_at": row.last_at})
-    return {"opens": opens, "clicks": clicks}
-
-
-@transaction.atomic
-def recipient_unsubscribe(*, tenant_id: str, recipient_id: str, category: str = "") -> bool:
-    """One-click unsubscribe: email off for the category, or the recipient unsubscribed from everything.
-
-    Goes through the notifications services (the preference layers, the recipient's flag);
-    False if the recipient or category no longer exists. Doing it twice changes nothing more.
-    """
-    from apps.notifications.models import Category, Preference, Recipient
-    from apps.notifications.services.preferences import preferences_replace
-    from apps.notifications.services.recipients import recipient_update
-
-    recipient = Recipient.objects.select_for_update().filter(tenant_id=tenant_id, pk=recipient_id).first()
-    if recipient is None:
-        return False
-    if not category:
-        recipient_update(recipient=recipient, data={"unsubscribed": True})
-    else:
-        if not Category.objects.filter(tenant_id=tenant_id, key=category).exists():
-            return False
-        rows = Preference.objects.filter(tenant_id=tenant_id, recipient=recipient).select_related("category")
-        layers: list[dict[str, Any]] = [
-            {
-                "category": row.category.key if row.category else None,
-                "channels": dict(row.channels or {}),
-                "digest": row.digest,
-                "quiet_hours_start": row.quiet_hours_start,
-                "quiet_hours_end": row.quiet_hours_end,
-            }
-            for row in rows
-        ]
-        layer = next((layer for layer in layers if layer["category"] == category), None)
-        if layer is None:
-            layer = {"category": category, "channels": {}}
-            layers.append(layer)
-        layer["channels"][Channel.EMAIL.value] = False
-        preferences_replace(tenant=recipient.tenant, recipient=recipient, layers=list[Mapping[str, Any]](layers))
-    audit_record(
-        action="recipient.unsubscribed",
-        tenant=recipient.tenant,
-        actor=("recipient", str(recipient.pk)),
-        target=recipient,
-        data={"category": category or "*", "via": "list-unsubscribe"},
-    )
-    return True
-
-
-# --- Provider status callbacks ------------------------------------------------------------------
-
-# Twilio's final message statuses, and the delivery status each one moves a `sent` delivery to.
-# `sent` and earlier: Twilio has the message (settles an `unknown` send whose answer was lost).
-TWILIO_FINAL_STATUSES = {
-    "accepted": "sent",
-    "queued": "sent",
-    "sending": "sent",
-    "sent": "sent",
-    "delivered": "delivered",
-    "undelivered": "failed",
-    "failed": "failed",
-}
-
-
-def _twilio_auth_tokens(*, tenant_id: Any, account_sid: str) -> list[str]:
-    """The auth tokens that may have signed a callback for this account: the tenant's, then the environment's."""
-    tokens = []
-    for row in ProviderConfig.objects.filter(tenant_id=tenant_id, provider="twilio"):
-        if row.options.get("account_sid") == account_sid:
-            with suppress(DecryptionFailed):
-                tokens.append(str(row.secrets().get("auth_token") or ""))
-    if account_sid == settings.TWILIO_ACCOUNT_SID:
-        tokens.append(settings.TWILIO_AUTH_TOKEN)
-    return [token for token in tokens if token]
-
-
-def twilio_status_record(
-    *, url: str, params: Mapping[str, str], signature: str, delivery_id: str, now: datetime | None = None
-) -> bool:
-    """Moves an SMS delivery forward to `delivered` or `failed` from Twilio's signed status callback.
-
-    Returns False when the signature does not verify (nothing changes). Statuses only move
-    forward (`apps.notifications.services.callbacks`): a callback that arrives late or twice
-    finds nothing to change. An error code that condemns the number (STOP, invalid, landline,
-    blocked) puts it on the tenant's suppression list.
-    """
-    from apps.notifications.models import Delivery
-    from apps.notifications.services.callbacks import delivery_report
-    from apps.notifications.services.suppressions import TWILIO_CALLBACK_CODES, suppression_add
-
-    try:
-        delivery = Delivery.objects.filter(pk=delivery_id, channel=Channel.SMS).first()
-    except (ValueError, DjangoValidationError):
-        delivery = None
-    account_sid = str(params.get("AccountSid", ""))
-    tokens = _twilio_auth_tokens(tenant_id=delivery.tenant_id if delivery else None, account_sid=account_sid)
-    if not any(RequestValidator(token).validate(url, dict(params), signature) for token in tokens):
-        return False
-    status = TWILIO_FINAL_STATUSES.get(str(params.get("MessageStatus", "")))
-    message_sid = str(params.get("MessageSid", ""))
-    if delivery is None or status is None:
-        return True
-    if delivery.provider_message_id and delivery.provider_message_id != message_sid:
-        return True  # about a message of an earlier attempt, not the one this delivery settled on
-    now = now or timezone.now()
-    if status in ("sent", "delivered"):
-        delivery_report(
-            delivery_id=delivery.pk, status=status, provider="twilio", provider_message_id=message_sid, at=now
-        )
-        return True
-    code = str(params.get("ErrorCode") or params.get("MessageStatus"))
-    delivery_report(
-        delivery_id=delivery.pk,
-        status="failed",
-        provider="twilio",
-        provider_message_id=message_sid,
-        error_code=code,
-        detail=f"Twilio reported the message {params.get('MessageStatus')} ({code}).",
-        at=now,
-    )
-    reason = TWILIO_CALLBACK_CODES.get(code)
-    if reason:
-        suppression_add(
-            tenant_id=delivery.tenant_id,
-            channel=Channel.SMS,
-            address=params.get("To") or "",
-            reason=reason,
-            source=f"twilio:{code}",
-            detail=f"Twilio status callback: {params.get('MessageStatus')} ({code}).",
-            delivery_id=delivery.pk,
-        )
-    return True

@@ -5,6 +5,7 @@ is worthless as another) and points at `settings.PUBLIC_URL`:
 - `/t/o/<token>.gif` records the open of a delivery;
 - `/t/c/<token>` records a click and redirects to the URL inside the token, and only there;
 - `/u/<token>` unsubscribes a recipient from a category (or from everything).
+The endpoints are the notifications app's (apps/notifications/public.py): this app only makes links.
 Tokens do not expire: an email is opened, clicked or unsubscribed from months later.
 
 `track_html` rewrites a message's HTML: absolute http(s) links go through the click endpoint

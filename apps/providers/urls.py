@@ -5,7 +5,6 @@ from apps.providers import api
 
 router = SimpleRouter()
 router.register("providers/configs", api.ProviderConfigViewSet, basename="provider-config")
-router.register("suppressions", api.SuppressionViewSet, basename="suppression")
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("providers/", api.ProviderOverviewView.as_view(), name="providers"),

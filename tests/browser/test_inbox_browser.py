@@ -13,7 +13,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from apps.notifications.models import Category, Delivery
-from apps.portal.links import preferences_url
+from apps.providers.links import preferences_url
 from tests.conftest import client_for, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]

@@ -153,7 +153,7 @@ def test_an_inbox_token_opens_that_recipients_inbox(sb: Any, live_server: Any):
 def test_webhook_verify_accepts_the_platforms_signature_and_refuses_tampering(sb: Any):
     from signalbox import WebhookVerificationError, verify_webhook
 
-    from apps.events.signing import secret_generate, signed_headers
+    from apps.core.signing import secret_generate, signed_headers
 
     old, new = secret_generate(), secret_generate()
     body = '{"type": "notification.delivered", "data": {"id": "n-1"}}'

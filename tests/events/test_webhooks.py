@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from apps.events import crypto
+from apps.core import crypto
 from apps.events.models import Event, WebhookEndpoint, WebhookMessage
 from apps.events.services.webhooks import message_claim
 from apps.events.tasks import deliver_message, dispatch_due, process_event, sweep_events

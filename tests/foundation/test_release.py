@@ -18,8 +18,8 @@ from django.db import connection
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
+from apps.core import crypto
 from apps.core.management.commands.migrate_and_schedule import MIGRATION_LOCK_ID
-from apps.events import crypto
 from apps.events.models import WebhookEndpoint
 from workers.beat import PERIODIC_JOBS
 

@@ -15,10 +15,10 @@ from django.test import Client
 
 from apps.notifications.models import Category, Preference, Recipient
 from apps.notifications.services.preferences import preference_centre
-from apps.portal.links import PLACEHOLDER, preferences_link_read, preferences_url
 from apps.providers import tracking
 from apps.providers.base import Channel, Message
 from apps.providers.email import compose
+from apps.providers.links import PLACEHOLDER, preferences_link_read, preferences_url
 from apps.tenancy import origins
 
 pytestmark = pytest.mark.django_db

@@ -30,10 +30,11 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apps.core import crypto, signing
 from apps.core.errors import Conflict, NotFound, Unprocessable
 from apps.core.net import UnresolvableHost, UnsafeUrl, resolve_public_address, safe_post
 from apps.core.publish import publish_on_commit
-from apps.events import crypto, signing, types
+from apps.events import types
 from apps.events.models import (
     AttemptOutcome,
     Event,

@@ -11,6 +11,10 @@
 - `inbox`: in-app inbox state and recipient tokens.
 - `ratelimits`, `suppressions`, `callbacks`, `replay`: send limits, the suppression list, provider
   status reports and dead-letter replays (docs/reliability.md).
+- `sendgrid_events`, `twilio_status`: the providers' signed status callbacks (SendGrid Event
+  Webhook, Twilio status callbacks), applied through `callbacks` and `suppressions`.
+- `engagement`, `unsubscribe`: what the links in emails report (opens, clicks, one-click
+  unsubscribe); the views are apps/notifications/public.py.
 """
 
 from typing import Any

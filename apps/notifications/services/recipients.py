@@ -9,7 +9,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core import crypto
 from apps.core.errors import ApplicationError
+from apps.core.signing import secret_generate
 from apps.notifications import conf
 from apps.notifications.models import Device, Recipient, Topic, TopicMembership
 from apps.notifications.validators import (
@@ -177,8 +179,6 @@ def recipient_webhook_secret_set(*, recipient: Recipient, request: Any = None) -
     """Gives the recipient a signing secret of its own for the webhook channel and returns it (the
     only time it is shown). Until then its webhooks are signed with the provider's secret, which
     every receiver of the tenant shares, so one receiver could sign messages to another."""
-    from apps.events import crypto
-    from apps.events.signing import secret_generate
     from apps.observability.audit import audit_record
 
     secret = secret_generate()
@@ -201,8 +201,6 @@ def recipient_webhook_secret_clear(*, recipient: Recipient, request: Any = None)
 def recipient_webhook_secret(encrypted: str) -> str:
     """The clear secret of a recipient's `webhook_secret_encrypted`; "" when it has none or it
     was encrypted with a key no longer configured (the provider's secret then signs)."""
-    from apps.events import crypto
-
     if not encrypted:
         return ""
     try:

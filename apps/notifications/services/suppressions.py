@@ -21,10 +21,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
+from django.db import transaction
 from django.utils import timezone
 
 from apps.notifications import channels as registry
+from apps.observability.audit import audit_record
 from apps.providers.base import Channel, Outcome, SendResult
 from apps.providers.models import Suppression
 
@@ -159,12 +162,6 @@ def suppressed_pairs(*, tenant_id: Any, channels: Sequence[str], recipients: Seq
 def suppression_delete(*, suppression: Suppression, request: Any = None) -> bool:
     """Allows a listed address again: fan-outs and sends from now on go to it. Audited in the same
     transaction; False (and no audit entry) if the row was already gone."""
-    from urllib.parse import urlsplit
-
-    from django.db import transaction
-
-    from apps.observability.audit import audit_record
-
     # A chat or webhook address may be a URL whose path is the credential (a Slack hook): the
     # audit log keeps only its host.
     address = suppression.address

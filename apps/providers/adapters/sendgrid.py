@@ -107,10 +107,11 @@ class SendGridProvider(Adapter):
     name = NAME
     channel = Channel.EMAIL
     secret_fields = ("api_key",)
-    # `event_webhook_public_key`: the tenant's Event Webhook verification key (apps/providers/callbacks.py).
+    # `event_webhook_public_key`: the tenant's Event Webhook verification key
+    # (apps/notifications/services/sendgrid_events.py).
     option_fields = ("host", "from_email", "timeout", "event_webhook_public_key")
     required_fields = ("api_key", "from_email")
-    # The Event Webhook reports every message by its delivery id (apps/providers/callbacks.py).
+    # The Event Webhook reports every message by its delivery id (apps/notifications/services/sendgrid_events.py).
     reconciles = True
 
     def __init__(

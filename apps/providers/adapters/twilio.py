@@ -98,7 +98,7 @@ class TwilioProvider(Adapter):
     secret_fields = ("auth_token",)
     option_fields = ("account_sid", "from_number", "messaging_service_sid", "api_base_url", "timeout")
     required_fields = ("account_sid", "auth_token", "from_number|messaging_service_sid")
-    # Status callbacks name the delivery (`?delivery=<id>`, apps/providers/services.py).
+    # Status callbacks name the delivery (`?delivery=<id>`, apps/notifications/services/twilio_status.py).
     reconciles = True
 
     def __init__(

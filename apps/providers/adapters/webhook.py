@@ -21,7 +21,7 @@ import requests
 from django.conf import settings
 
 from apps.core.net import UnresolvableHost, UnsafeUrl, safe_post
-from apps.events.signing import InvalidSecret, secret_check, signed_headers
+from apps.core.signing import InvalidSecret, secret_check, signed_headers
 from apps.providers.adapters import Adapter, default_timeout, url_problems
 from apps.providers.base import Channel, Message, SendResult
 from apps.providers.classify import from_network_error, from_status, truncate

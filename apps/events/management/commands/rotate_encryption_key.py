@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models
 
-from apps.events import crypto
+from apps.core import crypto
 from apps.events.models import WebhookEndpoint
 from apps.notifications.models import Recipient
 from apps.providers.models import ProviderConfig

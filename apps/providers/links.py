@@ -1,5 +1,8 @@
 """The signed, expiring link to a recipient's hosted preference page, put in every email's footer.
 
+It lives here, below the portal that serves the page, because the email composer (`email.py`) and
+the one-click unsubscribe page (apps/notifications/public.py) make it too; the portal reads it.
+
 The link is the credential (a recipient has no password): it names the tenant and the recipient,
 is signed with SECRET_KEY and expires after SIGNALBOX_PREFERENCES_LINK_MAX_AGE_DAYS (default 60),
 so a forwarded or leaked email opens the page for a bounded time only. It is the one place a

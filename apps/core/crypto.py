@@ -1,4 +1,4 @@
-"""Encrypting secrets at rest (webhook signing secrets) with Fernet.
+"""Encrypting secrets at rest (webhook signing secrets, provider credentials, stored idempotent replies) with Fernet.
 
 The key is `SIGNALBOX_ENCRYPTION_KEY` (comma-separated Fernet keys: the first encrypts, every
 one decrypts, so keys can be rotated), or — when that is empty — a key derived from SECRET_KEY

@@ -1,4 +1,5 @@
-"""SendGrid's Event Webhook: `POST /callbacks/sendgrid/events` (outside /api/v1, no API key).
+"""SendGrid's Event Webhook: `POST /callbacks/sendgrid/events` (outside /api/v1, no API key; the
+view is `apps/notifications/public.py`).
 
 SendGrid posts a JSON array of events, signed with ECDSA (P-256, SHA-256) over the timestamp
 header followed by the raw body. A request is accepted only when:
@@ -48,14 +49,14 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ParseError
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from apps.core import parsers
 from apps.core.errors import ApplicationError
+from apps.notifications.models import Delivery
+from apps.notifications.services.callbacks import delivery_report, earlier_than
+from apps.notifications.services.suppressions import suppression_add
 from apps.observability import metrics
 from apps.providers.models import ProviderConfig, ProviderEvent, Suppression
 
@@ -190,10 +191,6 @@ def _first_seen(events: Sequence[Mapping[str, Any]], now: datetime) -> set[str]:
 
 def _apply(event: Mapping[str, Any]) -> bool:
     """Applies one event; False when it names no delivery of its tenant (nothing changes)."""
-    from apps.notifications.models import Delivery
-    from apps.notifications.services.callbacks import delivery_report
-    from apps.notifications.services.suppressions import suppression_add
-
     kind = str(event.get("event"))
     delivery_id = str(event.get("idempotency_key") or "")
     delivery = None
@@ -260,9 +257,6 @@ def _apply(event: Mapping[str, Any]) -> bool:
 def _unsettled(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ACCEPTED events (`processed`, `deferred`: one for nearly every message) whose delivery is
     still earlier than `sent`, found in one query: almost always none, as the send recorded it."""
-    from apps.notifications.models import Delivery
-    from apps.notifications.services.callbacks import earlier_than
-
     accepted: dict[uuid.UUID, dict[str, Any]] = {}
     for event in events:  # the first event naming a delivery settles it, as before
         if event.get("event") in ACCEPTED and event.get("idempotency_key"):
@@ -274,8 +268,6 @@ def _unsettled(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _settle_accepted(event: Mapping[str, Any]) -> bool:
     """Moves the delivery an ACCEPTED event names to `sent`, if it was earlier; True if it did."""
-    from apps.notifications.services.callbacks import delivery_report
-
     delivery_id = str(event.get("idempotency_key") or "")
     if not delivery_id:
         return False
@@ -315,18 +307,3 @@ def sendgrid_events_record(*, body: bytes, signature: str, timestamp: str) -> Ou
         if count:
             metrics.PROVIDER_CALLBACKS.labels(provider=PROVIDER, outcome=label).inc(count)
     return outcome
-
-
-@csrf_exempt
-@require_POST
-def sendgrid_events(request: HttpRequest) -> HttpResponse:
-    try:
-        outcome = sendgrid_events_record(
-            body=request.body,
-            signature=request.headers.get(SIGNATURE_HEADER, ""),
-            timestamp=request.headers.get(TIMESTAMP_HEADER, ""),
-        )
-    except Refused as refused:
-        metrics.PROVIDER_CALLBACKS.labels(provider=PROVIDER, outcome=refused.code).inc()
-        return JsonResponse({"code": refused.code, "message": refused.message, "fields": {}}, status=refused.status)
-    return JsonResponse({"applied": outcome.applied, "duplicates": outcome.duplicates, "ignored": outcome.ignored})

@@ -5,9 +5,12 @@
     GET/POST  /u/<token>         one-click unsubscribe (RFC 8058): GET shows a confirmation page,
                                  POST unsubscribes (what mail clients send, without a CSRF token)
     POST      /callbacks/twilio/status?delivery=<id>   Twilio's status callback (X-Twilio-Signature)
+    POST      /callbacks/sendgrid/events   SendGrid's Event Webhook (ECDSA signature; services/sendgrid_events.py)
 
 A token whose signature does not check out answers 404, a callback whose signature does not
-verify 403; neither changes anything.
+verify 403; neither changes anything. The links are made by the providers app when it composes
+an email (apps/providers/tracking.py, apps/providers/links.py); what comes back is applied here,
+beside the deliveries it updates.
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.core.errors import ApplicationError, error_body
 from apps.core.parsers import check_query_dict
-from apps.portal.links import preferences_link_html
-from apps.providers import services, tracking
+from apps.notifications.services import sendgrid_events as sendgrid
+from apps.notifications.services.engagement import engagement_record
+from apps.notifications.services.twilio_status import twilio_status_record
+from apps.notifications.services.unsubscribe import recipient_unsubscribe
+from apps.observability import metrics
+from apps.providers import tracking
+from apps.providers.links import preferences_link_html
 
 # A 1x1 transparent GIF.
 PIXEL = (
@@ -44,7 +52,7 @@ def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
         delivery_id = tracking.open_token_delivery(token)
     except tracking.BadToken as exc:
         raise Http404("Unknown link.") from exc
-    services.engagement_record(delivery_id=delivery_id, kind="open")
+    engagement_record(delivery_id=delivery_id, kind="open")
     return HttpResponse(PIXEL, content_type="image/gif")
 
 
@@ -55,7 +63,7 @@ def click(request: HttpRequest, token: str) -> HttpResponse:
         link = tracking.click_token_read(token)
     except tracking.BadToken as exc:
         raise Http404("Unknown link.") from exc
-    services.engagement_record(delivery_id=link.delivery_id, kind="click", url=link.url)
+    engagement_record(delivery_id=link.delivery_id, kind="click", url=link.url)
     return HttpResponseRedirect(link.url)
 
 
@@ -77,9 +85,7 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         # A GET changes nothing: link scanners and previews follow links.
         button = '<form method="post"><button type="submit">Unsubscribe</button></form>'
         return _page("Unsubscribe", f"Stop receiving {what}?", button + manage)
-    done = services.recipient_unsubscribe(
-        tenant_id=target.tenant_id, recipient_id=target.recipient_id, category=target.category
-    )
+    done = recipient_unsubscribe(tenant_id=target.tenant_id, recipient_id=target.recipient_id, category=target.category)
     if not done:
         return _page("Nothing to unsubscribe", "This subscription no longer exists.", status=404)
     return _page("Unsubscribed", f"You will no longer receive {what}.", manage)
@@ -98,10 +104,25 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
     except ApplicationError as refused:
         body = error_body(refused.code, refused.message, refused.fields)
         return JsonResponse(body, status=refused.status_code)
-    valid = services.twilio_status_record(
+    valid = twilio_status_record(
         url=url,
         params=request.POST.dict(),
         signature=request.headers.get("X-Twilio-Signature", ""),
         delivery_id=request.GET.get("delivery", ""),
     )
     return HttpResponse(status=204 if valid else 403)
+
+
+@csrf_exempt
+@require_POST
+def sendgrid_events(request: HttpRequest) -> HttpResponse:
+    try:
+        outcome = sendgrid.sendgrid_events_record(
+            body=request.body,
+            signature=request.headers.get(sendgrid.SIGNATURE_HEADER, ""),
+            timestamp=request.headers.get(sendgrid.TIMESTAMP_HEADER, ""),
+        )
+    except sendgrid.Refused as refused:
+        metrics.PROVIDER_CALLBACKS.labels(provider=sendgrid.PROVIDER, outcome=refused.code).inc()
+        return JsonResponse({"code": refused.code, "message": refused.message, "fields": {}}, status=refused.status)
+    return JsonResponse({"applied": outcome.applied, "duplicates": outcome.duplicates, "ignored": outcome.ignored})

@@ -1,13 +1,13 @@
-"""Public endpoints outside /api/v1: links in emails and provider callbacks; see public.py and callbacks.py."""
+"""Public endpoints outside /api/v1: links in emails and provider callbacks; see public.py."""
 
 from django.urls import URLPattern, path, re_path
 
-from apps.providers import callbacks, public
+from apps.notifications import public
 
 urlpatterns: list[URLPattern] = [
     re_path(r"^t/o/(?P<token>[^/]+)\.gif$", public.open_pixel, name="tracking-open"),
     path("t/c/<str:token>", public.click, name="tracking-click"),
     path("u/<str:token>", public.unsubscribe, name="unsubscribe"),
     path("callbacks/twilio/status", public.twilio_status, name="twilio-status-callback"),
-    path("callbacks/sendgrid/events", callbacks.sendgrid_events, name="sendgrid-events-callback"),
+    path("callbacks/sendgrid/events", public.sendgrid_events, name="sendgrid-events-callback"),
 ]
