@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The embedded default under test (tests/embedded): `make run`'s SQLite (WAL) and its own redis-server,
+# started the way a newcomer starts them. A pytest pass of its own: its settings are not the PostgreSQL
+# suite's, and tests/conftest.py (PostgreSQL only) is not loaded (--confcutdir).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec .venv/bin/python -m pytest tests/embedded -p no:xdist --confcutdir=tests/embedded \
+  --ds=tests.embedded.settings "$@"
