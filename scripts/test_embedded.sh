@@ -4,5 +4,7 @@
 # suite's, and tests/conftest.py (PostgreSQL only) is not loaded (--confcutdir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python -m pytest tests/embedded -p no:xdist --confcutdir=tests/embedded \
-  --ds=tests.embedded.settings "$@"
+# Arguments go to pytest; without a path among them, the whole of tests/embedded runs.
+ARGS=("$@")
+[[ " $* " == *" tests/embedded"* ]] || ARGS=(tests/embedded "${ARGS[@]}")
+exec .venv/bin/python -m pytest -p no:xdist --confcutdir=tests/embedded --ds=tests.embedded.settings "${ARGS[@]}"
