@@ -53,7 +53,9 @@ def redis_server_binary() -> str:
 
 
 def port_is_free(port: int) -> bool:
+    """Nothing listens on it: a server could bind it now (connections in TIME_WAIT do not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
