@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -43,6 +44,7 @@ def test_concurrent_read_then_write_transactions_queue_instead_of_failing(transa
             barrier.wait()
             with transaction.atomic():
                 seen = Tenant.objects.count()  # a read, then a write in the same transaction
+                time.sleep(0.2)  # the others read meanwhile: under DEFERRED their upgrades would fail
                 Tenant.objects.create(slug=f"w{n}", name=f"saw {seen}")
         except Exception as exc:  # collected: the assertion below names it
             errors.append(exc)
