@@ -23,6 +23,9 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 ROOT = Path(__file__).resolve().parent.parent
+# The embedded default (SQLite, its own redis-server) has its own settings and conftest, and its own
+# pytest pass (scripts/test_embedded.sh, part of `make test`).
+collect_ignore = ["embedded"]
 
 
 def _require(host: str, port: int, what: str) -> None:
