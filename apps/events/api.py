@@ -55,13 +55,8 @@ from apps.events.serializers import (
 )
 from apps.events.services import rules, watchers, webhooks
 from apps.events.services.events import event_record, event_replay, events_replay
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import Scope
-from apps.workflows.actors import actor_from_request
-
-
-def _actor(request: Request) -> dict[str, Any]:
-    actor = actor_from_request(request)
-    return {k: actor[k] for k in ("type", "id", "name")}
 
 
 @extend_schema_view(
@@ -110,7 +105,7 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
                 subject=body.validated_data.get("subject"),
                 payload=body.validated_data["payload"],
                 actor=body.validated_data.get("actor"),
-                recorded_by=_actor(request),
+                recorded_by=actor_from_request(request),
             )
             return Response(EventSerializer(event).data, status=status.HTTP_202_ACCEPTED), str(event.pk)
 
@@ -125,7 +120,7 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
     @action(detail=True, methods=["post"])
     @idempotent_create("events.event.replay")
     def replay(self, request: Request, **kwargs: Any) -> Response:
-        event = event_replay(event=self.get_object(), request=request)
+        event = event_replay(event=self.get_object(), actor=actor_from_request(request))
         return Response(EventSerializer(event).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
@@ -144,7 +139,7 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
             ids=body.validated_data.get("ids"),
             type=body.validated_data.get("type"),
             since=body.validated_data.get("since"),
-            request=request,
+            actor=actor_from_request(request),
         )
         return Response(
             {"replayed": len(replayed), "ids": [str(pk) for pk in replayed]}, status=status.HTTP_202_ACCEPTED
@@ -168,7 +163,9 @@ class RuleViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModel
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = RuleWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        rule = rules.rule_create(tenant=request_tenant(request), request=request, **body.validated_data)
+        rule = rules.rule_create(
+            tenant=request_tenant(request), actor=actor_from_request(request), **body.validated_data
+        )
         return Response(RuleSerializer(rule).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -178,12 +175,12 @@ class RuleViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModel
         body = RuleWriteSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         changes = {k: v for k, v in body.validated_data.items() if k in request.data}
-        rule = rules.rule_update(rule=self.get_object(), request=request, **changes)
+        rule = rules.rule_update(rule=self.get_object(), actor=actor_from_request(request), **changes)
         return Response(RuleSerializer(rule).data)
 
     @extend_schema(summary="Delete a rule", responses={204: None, **ERROR_RESPONSES})
     def destroy(self, request: Request, **kwargs: Any) -> Response:
-        rules.rule_delete(rule=self.get_object(), request=request)
+        rules.rule_delete(rule=self.get_object(), actor=actor_from_request(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -264,7 +261,7 @@ class WebhookEndpointViewSet(
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         endpoint, secret = webhooks.endpoint_create(
-            tenant=request_tenant(request), request=request, secret=data.pop("secret") or None, **data
+            tenant=request_tenant(request), actor=actor_from_request(request), secret=data.pop("secret") or None, **data
         )
         return Response({**WebhookEndpointSerializer(endpoint).data, "secret": secret}, status=status.HTTP_201_CREATED)
 
@@ -276,12 +273,14 @@ class WebhookEndpointViewSet(
     def partial_update(self, request: Request, **kwargs: Any) -> Response:
         body = WebhookEndpointUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
-        endpoint = webhooks.endpoint_update(endpoint=self.get_object(), request=request, **body.validated_data)
+        endpoint = webhooks.endpoint_update(
+            endpoint=self.get_object(), actor=actor_from_request(request), **body.validated_data
+        )
         return Response(WebhookEndpointSerializer(endpoint).data)
 
     @extend_schema(summary="Delete an endpoint and its messages", responses={204: None, **ERROR_RESPONSES})
     def destroy(self, request: Request, **kwargs: Any) -> Response:
-        webhooks.endpoint_delete(endpoint=self.get_object(), request=request)
+        webhooks.endpoint_delete(endpoint=self.get_object(), actor=actor_from_request(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -298,7 +297,7 @@ class WebhookEndpointViewSet(
             endpoint=self.get_object(),
             overlap=timedelta(seconds=overlap) if overlap is not None else None,
             secret=body.validated_data["secret"] or None,
-            request=request,
+            actor=actor_from_request(request),
         )
         return Response({**WebhookEndpointSerializer(endpoint).data, "secret": secret})
 
@@ -342,7 +341,7 @@ class WebhookMessageViewSet(
     @action(detail=True, methods=["post"])
     @idempotent_create("events.webhook_message.replay")
     def replay(self, request: Request, **kwargs: Any) -> Response:
-        message = webhooks.message_replay(message=self.get_object(), request=request)
+        message = webhooks.message_replay(message=self.get_object(), actor=actor_from_request(request))
         return Response(WebhookMessageSerializer(message).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
@@ -361,7 +360,7 @@ class WebhookMessageViewSet(
             endpoint_id=body.validated_data.get("endpoint_id"),
             since=body.validated_data.get("since"),
             ids=body.validated_data.get("ids"),
-            request=request,
+            actor=actor_from_request(request),
         )
         return Response(
             {"replayed": len(replayed), "ids": [str(pk) for pk in replayed]}, status=status.HTTP_202_ACCEPTED

@@ -39,7 +39,8 @@ from apps.notifications.services import replay as replay_services
 from apps.notifications.services import templates as template_services
 from apps.notifications.services.notifications import notification_cancel, notification_create
 from apps.notifications.services.scheduling import notification_reschedule
-from apps.observability.audit import actor_of, audit_record
+from apps.observability.audit import audit_record
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.authentication import ApiKeyAuthentication
 from apps.tenancy.models import Scope
 from apps.tenancy.permissions import HasTenant
@@ -49,11 +50,6 @@ UUID_PATTERN = r"[0-9a-fA-F-]{32,36}"
 EXTERNAL_ID_PATTERN = r"[^/]+"
 # Preference layers listed general first: the all-categories layer, then by category key.
 LAYER_ORDER = F("category__key").asc(nulls_first=True)
-
-
-def _actor(request: Request) -> str:
-    kind, ident = actor_of(request)
-    return f"{kind}:{ident}"
 
 
 # --- Notifications -----------------------------------------------------------------------------
@@ -182,7 +178,6 @@ class NotificationViewSet(
             notification = notification_create(
                 tenant=tenant,
                 idempotency_key=request.headers.get("Idempotency-Key", "").strip(),
-                request=request,
                 **body.validated_data,
             )
             url = serializers.notification_url(notification)
@@ -207,7 +202,7 @@ class NotificationViewSet(
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        notification, cancelled = notification_cancel(notification=self.get_object(), request=request)
+        notification, cancelled = notification_cancel(notification=self.get_object(), actor=actor_from_request(request))
         data = serializers.NotificationSerializer(notification, context=self.get_serializer_context()).data
         return Response({"notification": data, "deliveries_cancelled": cancelled})
 
@@ -228,7 +223,9 @@ class NotificationViewSet(
         body = serializers.RescheduleSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         notification = notification_reschedule(
-            notification=self.get_object(), scheduled_at=body.validated_data["scheduled_at"], request=request
+            notification=self.get_object(),
+            scheduled_at=body.validated_data["scheduled_at"],
+            actor=actor_from_request(request),
         )
         return Response(serializers.NotificationSerializer(notification, context=self.get_serializer_context()).data)
 
@@ -295,7 +292,7 @@ class DeliveryViewSet(
     @idempotent_create("deliveries.replay")
     def replay(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         delivery = replay_services.delivery_replay(
-            tenant=request_tenant(request), delivery_id=self.get_object().pk, actor=actor_of(request)
+            tenant=request_tenant(request), delivery_id=self.get_object().pk, actor=actor_from_request(request)
         )
         data = serializers.DeliveryDetailSerializer(self.get_queryset().get(pk=delivery.pk)).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
@@ -319,7 +316,7 @@ class DeliveryViewSet(
             ids=body.validated_data.get("ids"),
             filters=body.validated_data.get("filter"),
             limit=body.validated_data["limit"],
-            actor=actor_of(request),
+            actor=actor_from_request(request),
         )
         return Response({"matched": result.matched, "replayed": result.replayed}, status=status.HTTP_202_ACCEPTED)
 
@@ -480,7 +477,10 @@ class RecipientViewSet(TenantScopedMixin, viewsets.ModelViewSet[Recipient]):
 
     def perform_destroy(self, instance: Recipient) -> None:
         audit_record(
-            action="recipient.deleted", tenant=request_tenant(self.request), request=self.request, target=instance
+            action="recipient.deleted",
+            tenant=request_tenant(self.request),
+            actor=actor_from_request(self.request),
+            target=instance,
         )
         instance.delete()
 
@@ -600,7 +600,7 @@ class RecipientViewSet(TenantScopedMixin, viewsets.ModelViewSet[Recipient]):
     )
     @action(detail=True, methods=["post"], url_path="inbox-tokens/revoke")
     def inbox_tokens_revoke(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        inbox_services.inbox_tokens_revoke(recipient=self.get_object(), request=request)
+        inbox_services.inbox_tokens_revoke(recipient=self.get_object(), actor=actor_from_request(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -616,9 +616,9 @@ class RecipientViewSet(TenantScopedMixin, viewsets.ModelViewSet[Recipient]):
     def webhook_secret(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         recipient = self.get_object()
         if request.method == "DELETE":
-            recipient_services.recipient_webhook_secret_clear(recipient=recipient, request=request)
+            recipient_services.recipient_webhook_secret_clear(recipient=recipient, actor=actor_from_request(request))
             return Response(status=status.HTTP_204_NO_CONTENT)
-        secret = recipient_services.recipient_webhook_secret_set(recipient=recipient, request=request)
+        secret = recipient_services.recipient_webhook_secret_set(recipient=recipient, actor=actor_from_request(request))
         return Response({"recipient": recipient.external_id, "secret": secret}, status=status.HTTP_201_CREATED)
 
 
@@ -752,7 +752,7 @@ class CategoryViewSet(TenantScopedMixin, viewsets.ModelViewSet[Category]):
         audit_record(
             action="category.created",
             tenant=tenant,
-            request=self.request,
+            actor=actor_from_request(self.request),
             target=category,
             data={"critical": category.critical},
         )
@@ -766,7 +766,7 @@ class CategoryViewSet(TenantScopedMixin, viewsets.ModelViewSet[Category]):
         audit_record(
             action="category.updated",
             tenant=request_tenant(self.request),
-            request=self.request,
+            actor=actor_from_request(self.request),
             target=category,
             data={"critical": category.critical},
         )
@@ -816,7 +816,7 @@ class DefaultPreferencesView(APIView):
             recipient=None,
             layers=[serializers.layer_in(layer) for layer in body.validated_data["preferences"]],
         )
-        audit_record(action="preferences.defaults_replaced", tenant=tenant, request=request)
+        audit_record(action="preferences.defaults_replaced", tenant=tenant, actor=actor_from_request(request))
         return self.get(request)
 
 
@@ -922,7 +922,7 @@ class TemplateViewSet(TenantScopedMixin, viewsets.ModelViewSet[Template]):
                 "Content is required.", code="validation_error", fields={"content": ["This field is required."]}
             )
         template = template_services.template_create(
-            tenant=request_tenant(request), key=key, definition=data, actor=_actor(request), request=request
+            tenant=request_tenant(request), key=key, definition=data, actor=actor_from_request(request)
         )
         return Response(serializers.TemplateSerializer(template).data, status=status.HTTP_201_CREATED)
 
@@ -947,7 +947,7 @@ class TemplateViewSet(TenantScopedMixin, viewsets.ModelViewSet[Template]):
                 "The key of a template cannot change.", code="validation_error", fields={"key": ["Immutable."]}
             )
         template, _ = template_services.template_update(
-            template=template, changes=changes, actor=_actor(request), request=request
+            template=template, changes=changes, actor=actor_from_request(request)
         )
         return Response(serializers.TemplateSerializer(self.get_queryset().get(pk=template.pk)).data)
 
@@ -963,7 +963,7 @@ class TemplateViewSet(TenantScopedMixin, viewsets.ModelViewSet[Template]):
         summary="Archive a template (restorable; it can no longer be sent)", responses={204: None, **ERROR_RESPONSES}
     )
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        template_services.template_archive(template=self.get_object(), request=request)
+        template_services.template_archive(template=self.get_object(), actor=actor_from_request(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -973,7 +973,7 @@ class TemplateViewSet(TenantScopedMixin, viewsets.ModelViewSet[Template]):
     )
     @action(detail=True, methods=["post"])
     def restore(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        template = template_services.template_restore(template=self.get_object(), request=request)
+        template = template_services.template_restore(template=self.get_object(), actor=actor_from_request(request))
         return Response(serializers.TemplateSerializer(template).data)
 
     @extend_schema(

@@ -37,6 +37,7 @@ from apps.providers.serializers import (
     SendResultSerializer,
     SuppressionSerializer,
 )
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import Scope
 
 
@@ -79,7 +80,9 @@ class ProviderConfigViewSet(
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = ProviderConfigCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        config = services.provider_config_create(tenant=request_tenant(request), request=request, **body.validated_data)
+        config = services.provider_config_create(
+            tenant=request_tenant(request), actor=actor_from_request(request), **body.validated_data
+        )
         return Response(ProviderConfigSerializer(config).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -90,11 +93,13 @@ class ProviderConfigViewSet(
     def partial_update(self, request: Request, **kwargs: Any) -> Response:
         body = ProviderConfigUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        config = services.provider_config_update(config=self.get_object(), request=request, **body.validated_data)
+        config = services.provider_config_update(
+            config=self.get_object(), actor=actor_from_request(request), **body.validated_data
+        )
         return Response(ProviderConfigSerializer(config).data)
 
     def perform_destroy(self, instance: ProviderConfig) -> None:
-        services.provider_config_delete(config=instance, request=self.request)
+        services.provider_config_delete(config=instance, actor=actor_from_request(self.request))
 
 
 def result_data(provider: str, result: SendResult) -> dict[str, Any]:
@@ -124,7 +129,7 @@ class ProviderTestView(APIView):
         body = ProviderTestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         provider, result = services.provider_test_send(
-            tenant=request_tenant(request), ref=ref, request=request, **body.validated_data
+            tenant=request_tenant(request), ref=ref, actor=actor_from_request(request), **body.validated_data
         )
         return Response(SendResultSerializer(result_data(provider, result)).data)
 
@@ -169,4 +174,4 @@ class SuppressionViewSet(
     lookup_value_regex = r"[0-9]+"
 
     def perform_destroy(self, instance: Suppression) -> None:
-        suppression_delete(suppression=instance, request=self.request)
+        suppression_delete(suppression=instance, actor=actor_from_request(self.request))

@@ -25,7 +25,6 @@ from apps.core.idempotency import accepts_idempotency_key, idempotent, idempoten
 from apps.core.pagination import CreatedCursorPagination
 from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
-from apps.observability.audit import actor_of
 from apps.tasks import selectors
 from apps.tasks.conf import poll_retry_after_seconds
 from apps.tasks.models import ACTIVE, Kind, Schedule, Status, TaskExecution
@@ -44,6 +43,7 @@ from apps.tasks.serializers import (
 )
 from apps.tasks.services import executions as execution_services
 from apps.tasks.services import schedules as schedule_services
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import Scope
 
 UUID_PATTERN = r"[0-9a-fA-F-]{32,36}"
@@ -139,7 +139,7 @@ class TaskExecutionViewSet(
                 tenant=tenant,
                 name=body.validated_data["name"],
                 input=body.validated_data["input"],
-                actor=actor_of(request),
+                actor=actor_from_request(request),
                 idempotency_key=request.headers.get("Idempotency-Key", "").strip() or None,
                 scheduled_at=body.validated_data.get("scheduled_at"),
             )
@@ -182,7 +182,7 @@ class TaskExecutionViewSet(
         body = TaskCancelSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         execution = execution_services.execution_cancel(
-            execution=self.get_object(), request=request, terminate=body.validated_data["terminate"]
+            execution=self.get_object(), actor=actor_from_request(request), terminate=body.validated_data["terminate"]
         )
         code = status.HTTP_200_OK if execution.status == Status.CANCELLED else status.HTTP_202_ACCEPTED
         return Response(self.get_serializer(execution).data, status=code, headers=_poll_headers(execution))
@@ -204,7 +204,7 @@ class TaskExecutionViewSet(
         execution = self.get_object()
 
         def start() -> tuple[Response, str]:
-            retry = execution_services.execution_retry(execution=execution, request=request)
+            retry = execution_services.execution_retry(execution=execution, actor=actor_from_request(request))
             return self._accepted(retry), str(retry.id)
 
         return _with_location(idempotent(request, scope=f"tasks.retry.{execution.id}", create=start))
@@ -265,8 +265,7 @@ class ScheduleViewSet(
             interval_seconds=data["interval_seconds"],
             timezone_name=data["timezone"],
             enabled=data["enabled"],
-            actor=actor_of(request),
-            request=request,
+            actor=actor_from_request(request),
         )
         return Response(
             ScheduleSerializer(schedule).data,
@@ -279,21 +278,21 @@ class ScheduleViewSet(
         body = ScheduleUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         schedule = schedule_services.schedule_update(
-            schedule=self.get_object(), changes=dict(body.validated_data), request=request
+            schedule=self.get_object(), changes=dict(body.validated_data), actor=actor_from_request(request)
         )
         return Response(ScheduleSerializer(schedule).data)
 
     def perform_destroy(self, instance: Schedule) -> None:
-        schedule_services.schedule_delete(schedule=instance, request=self.request)
+        schedule_services.schedule_delete(schedule=instance, actor=actor_from_request(self.request))
 
     @extend_schema(request=None, responses={200: ScheduleSerializer, **ERROR_RESPONSES}, summary="Pause a schedule")
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, **kwargs: Any) -> Response:
-        schedule = schedule_services.schedule_pause(schedule=self.get_object(), request=request)
+        schedule = schedule_services.schedule_pause(schedule=self.get_object(), actor=actor_from_request(request))
         return Response(ScheduleSerializer(schedule).data)
 
     @extend_schema(request=None, responses={200: ScheduleSerializer, **ERROR_RESPONSES}, summary="Resume a schedule")
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, **kwargs: Any) -> Response:
-        schedule = schedule_services.schedule_resume(schedule=self.get_object(), request=request)
+        schedule = schedule_services.schedule_resume(schedule=self.get_object(), actor=actor_from_request(request))
         return Response(ScheduleSerializer(schedule).data)

@@ -13,8 +13,8 @@ from rest_framework.views import APIView
 
 from apps.core.idempotency import idempotent_create
 from apps.core.schema import ERROR_RESPONSES
-from apps.observability.audit import actor_of
 from apps.tenancy import services
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import ApiKey, Scope
 from apps.tenancy.serializers import (
     ApiKeyCreatedSerializer,
@@ -61,7 +61,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             scopes=body.validated_data["scopes"],
             expires_at=body.validated_data.get("expires_at"),
             created_by=self._actor(),
-            actor=actor_of(request),
+            actor=actor_from_request(request),
         )
         return Response(_created(key, clear), status=status.HTTP_201_CREATED)
 
@@ -75,12 +75,12 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             key=self.get_object(),
             old_key_expires_at=body.validated_data["old_key_expires_at"],
             created_by=self._actor(),
-            actor=actor_of(request),
+            actor=actor_from_request(request),
         )
         return Response(_created(key, clear), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: ApiKeySerializer, **ERROR_RESPONSES})
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, **kwargs: Any) -> Response:
-        key = services.api_key_revoke(key=self.get_object(), actor=actor_of(request))
+        key = services.api_key_revoke(key=self.get_object(), actor=actor_from_request(request))
         return Response(ApiKeySerializer(key).data)

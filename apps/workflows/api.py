@@ -24,13 +24,14 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.core.actors import Actor
 from apps.core.errors import Conflict, Unprocessable, error_body
 from apps.core.idempotency import accepts_idempotency_key, idempotent, idempotent_create
 from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import Scope
 from apps.workflows import diagram, selectors
-from apps.workflows.actors import actor_from_request
 from apps.workflows.guards import REFUSAL_STATUS
 from apps.workflows.models import IntentStatus, TransitionIntent, WorkflowDefinition, WorkflowInstance
 from apps.workflows.serializers import (
@@ -98,7 +99,9 @@ class WorkflowDefinitionViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workf
     )
     @idempotent_create("workflows.create")
     def create(self, request: Request, **kwargs: Any) -> Response:
-        definition, created = definition_save(tenant=request_tenant(request), document=request.data, request=request)
+        definition, created = definition_save(
+            tenant=request_tenant(request), document=request.data, actor=actor_from_request(request)
+        )
         return Response(
             self.get_serializer(definition).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
@@ -195,7 +198,7 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
 
         return idempotent(request, scope="workflows.instance", create=create)
 
-    def _detail(self, instance: WorkflowInstance, actor: dict[str, Any]) -> Any:
+    def _detail(self, instance: WorkflowInstance, actor: Actor) -> Any:
         context = {
             **self.get_serializer_context(),
             "transitions": selectors.transitions_for(instance=instance, actor=actor),

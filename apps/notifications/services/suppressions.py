@@ -24,6 +24,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from apps.core.actors import SYSTEM, Actor
 from apps.notifications import channels as registry
 from apps.providers.base import Channel, Outcome, SendResult
 from apps.providers.models import Suppression
@@ -156,7 +157,7 @@ def suppressed_pairs(*, tenant_id: Any, channels: Sequence[str], recipients: Seq
     return {(rid, channel) for channel, address in listed for rid in by_address.get((channel, address), ())}
 
 
-def suppression_delete(*, suppression: Suppression, request: Any = None) -> bool:
+def suppression_delete(*, suppression: Suppression, actor: Actor = SYSTEM) -> bool:
     """Allows a listed address again: fan-outs and sends from now on go to it. Audited in the same
     transaction; False (and no audit entry) if the row was already gone."""
     from urllib.parse import urlsplit
@@ -177,7 +178,7 @@ def suppression_delete(*, suppression: Suppression, request: Any = None) -> bool
             audit_record(
                 action="suppression.deleted",
                 tenant=suppression.tenant,
-                request=request,
+                actor=actor,
                 target=suppression,
                 data={"channel": suppression.channel, "address": address, "reason": suppression.reason},
             )
