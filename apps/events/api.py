@@ -30,7 +30,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.idempotency import accepts_idempotency_key, idempotent, idempotent_create
-from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
 from apps.events.models import Event, Rule, RuleExecution, Watcher, WebhookEndpoint, WebhookMessage
 from apps.events.serializers import (
@@ -62,11 +61,9 @@ from apps.tenancy.models import Scope
 @extend_schema_view(
     list=extend_schema(
         summary="Events, newest first (status=dead: the dead letters)",
-        responses={200: EventSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: EventSerializer(many=True)},
     ),
-    retrieve=extend_schema(
-        summary="One event, with what it caused", responses={200: EventDetailSerializer, **ERROR_RESPONSES}
-    ),
+    retrieve=extend_schema(summary="One event, with what it caused", responses={200: EventDetailSerializer}),
 )
 class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Event]):
     queryset = Event.objects.order_by("-created_at")
@@ -91,7 +88,7 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
         "422 `reserved_event_type`. An optional `actor` `{type, id}` names who did it (422 `invalid_actor`); "
         "the event's `actor.recorded_by` is always the calling key. Supports Idempotency-Key.",
         request=EventCreateSerializer,
-        responses={202: EventSerializer, **ERROR_RESPONSES},
+        responses={202: EventSerializer},
     )
     @accepts_idempotency_key("events.event")
     def create(self, request: Request, **kwargs: Any) -> Response:
@@ -115,7 +112,7 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
         summary="Process a dead event again (its retry schedule restarted)",
         description="409 `not_replayable` unless the event is dead (e.g. already replayed).",
         request=None,
-        responses={202: EventSerializer, **ERROR_RESPONSES},
+        responses={202: EventSerializer},
     )
     @action(detail=True, methods=["post"])
     @idempotent_create("events.event.replay")
@@ -127,7 +124,7 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
         operation_id="events_replay_bulk",
         summary="Replay dead events in bulk (by id, type pattern or since a time; at most 1000)",
         request=EventBulkReplaySerializer,
-        responses={202: BulkReplayResultSerializer, **ERROR_RESPONSES},
+        responses={202: BulkReplayResultSerializer},
     )
     @action(detail=False, methods=["post"], url_path="replay")
     @idempotent_create("events.event.replay_bulk")
@@ -147,8 +144,8 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Rules", responses={200: RuleSerializer(many=True), **ERROR_RESPONSES}),
-    retrieve=extend_schema(summary="One rule", responses={200: RuleSerializer, **ERROR_RESPONSES}),
+    list=extend_schema(summary="Rules", responses={200: RuleSerializer(many=True)}),
+    retrieve=extend_schema(summary="One rule", responses={200: RuleSerializer}),
 )
 class RuleViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Rule]):
     queryset = Rule.objects.order_by("name", "created_at")
@@ -156,9 +153,7 @@ class RuleViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModel
     write_scope = Scope.EVENTS_WRITE
     filterset_fields = ["event_type", "enabled"]
 
-    @extend_schema(
-        summary="Create a rule", request=RuleWriteSerializer, responses={201: RuleSerializer, **ERROR_RESPONSES}
-    )
+    @extend_schema(summary="Create a rule", request=RuleWriteSerializer, responses={201: RuleSerializer})
     @idempotent_create("events.rule")
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = RuleWriteSerializer(data=request.data)
@@ -168,9 +163,7 @@ class RuleViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModel
         )
         return Response(RuleSerializer(rule).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(
-        summary="Change a rule", request=RuleWriteSerializer, responses={200: RuleSerializer, **ERROR_RESPONSES}
-    )
+    @extend_schema(summary="Change a rule", request=RuleWriteSerializer, responses={200: RuleSerializer})
     def partial_update(self, request: Request, **kwargs: Any) -> Response:
         body = RuleWriteSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
@@ -178,14 +171,14 @@ class RuleViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModel
         rule = rules.rule_update(rule=self.get_object(), actor=actor_from_request(request), **changes)
         return Response(RuleSerializer(rule).data)
 
-    @extend_schema(summary="Delete a rule", responses={204: None, **ERROR_RESPONSES})
+    @extend_schema(summary="Delete a rule", responses={204: None})
     def destroy(self, request: Request, **kwargs: Any) -> Response:
         rules.rule_delete(rule=self.get_object(), actor=actor_from_request(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         summary="The rule's executions, newest first",
-        responses={200: RuleExecutionSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: RuleExecutionSerializer(many=True)},
     )
     @action(detail=True, methods=["get"])
     def executions(self, request: Request, **kwargs: Any) -> Response:
@@ -197,9 +190,9 @@ class RuleViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModel
 @extend_schema_view(
     list=extend_schema(
         summary="Watchers (filter by subject_type and subject_id)",
-        responses={200: WatcherSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: WatcherSerializer(many=True)},
     ),
-    retrieve=extend_schema(summary="One watcher", responses={200: WatcherSerializer, **ERROR_RESPONSES}),
+    retrieve=extend_schema(summary="One watcher", responses={200: WatcherSerializer}),
 )
 class WatcherViewSet(
     TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Watcher]
@@ -214,7 +207,7 @@ class WatcherViewSet(
     @extend_schema(
         summary="Make a recipient watch a subject",
         request=WatcherCreateSerializer,
-        responses={201: WatcherSerializer, **ERROR_RESPONSES},
+        responses={201: WatcherSerializer},
     )
     @idempotent_create("events.watcher")
     def create(self, request: Request, **kwargs: Any) -> Response:
@@ -227,18 +220,16 @@ class WatcherViewSet(
         )
         return Response(WatcherSerializer(watcher).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(summary="Stop watching", responses={204: None, **ERROR_RESPONSES})
+    @extend_schema(summary="Stop watching", responses={204: None})
     def destroy(self, request: Request, **kwargs: Any) -> Response:
         watchers.watcher_remove(watcher=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 @extend_schema_view(
-    list=extend_schema(
-        summary="Webhook endpoints", responses={200: WebhookEndpointSerializer(many=True), **ERROR_RESPONSES}
-    ),
+    list=extend_schema(summary="Webhook endpoints", responses={200: WebhookEndpointSerializer(many=True)}),
     retrieve=extend_schema(
-        summary="One webhook endpoint (never its secret)", responses={200: WebhookEndpointSerializer, **ERROR_RESPONSES}
+        summary="One webhook endpoint (never its secret)", responses={200: WebhookEndpointSerializer}
     ),
 )
 class WebhookEndpointViewSet(
@@ -253,7 +244,7 @@ class WebhookEndpointViewSet(
         summary="Register an endpoint; the answer holds its signing secret, shown this once",
         description="422 `unsafe_url` for addresses Signalbox does not call (private, loopback, link-local…).",
         request=WebhookEndpointCreateSerializer,
-        responses={201: WebhookEndpointWithSecretSerializer, **ERROR_RESPONSES},
+        responses={201: WebhookEndpointWithSecretSerializer},
     )
     @idempotent_create("events.webhook_endpoint", sealed=True)
     def create(self, request: Request, **kwargs: Any) -> Response:
@@ -268,7 +259,7 @@ class WebhookEndpointViewSet(
     @extend_schema(
         summary="Change an endpoint (enabled=true re-enables a disabled one)",
         request=WebhookEndpointUpdateSerializer,
-        responses={200: WebhookEndpointSerializer, **ERROR_RESPONSES},
+        responses={200: WebhookEndpointSerializer},
     )
     def partial_update(self, request: Request, **kwargs: Any) -> Response:
         body = WebhookEndpointUpdateSerializer(data=request.data, partial=True)
@@ -278,7 +269,7 @@ class WebhookEndpointViewSet(
         )
         return Response(WebhookEndpointSerializer(endpoint).data)
 
-    @extend_schema(summary="Delete an endpoint and its messages", responses={204: None, **ERROR_RESPONSES})
+    @extend_schema(summary="Delete an endpoint and its messages", responses={204: None})
     def destroy(self, request: Request, **kwargs: Any) -> Response:
         webhooks.endpoint_delete(endpoint=self.get_object(), actor=actor_from_request(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -286,7 +277,7 @@ class WebhookEndpointViewSet(
     @extend_schema(
         summary="Rotate the signing secret; the old one keeps signing alongside for the overlap",
         request=RotateSecretSerializer,
-        responses={200: WebhookEndpointWithSecretSerializer, **ERROR_RESPONSES},
+        responses={200: WebhookEndpointWithSecretSerializer},
     )
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request: Request, **kwargs: Any) -> Response:
@@ -316,11 +307,9 @@ class WebhookMessageFilter(django_filters.FilterSet):
 @extend_schema_view(
     list=extend_schema(
         summary="Webhook messages (status=failed: the dead ones)",
-        responses={200: WebhookMessageSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: WebhookMessageSerializer(many=True)},
     ),
-    retrieve=extend_schema(
-        summary="One message with its attempts", responses={200: WebhookMessageDetailSerializer, **ERROR_RESPONSES}
-    ),
+    retrieve=extend_schema(summary="One message with its attempts", responses={200: WebhookMessageDetailSerializer}),
 )
 class WebhookMessageViewSet(
     TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[WebhookMessage]
@@ -336,7 +325,7 @@ class WebhookMessageViewSet(
     @extend_schema(
         summary="Send a dead (or delivered) message again, same webhook-id",
         request=None,
-        responses={202: WebhookMessageSerializer, **ERROR_RESPONSES},
+        responses={202: WebhookMessageSerializer},
     )
     @action(detail=True, methods=["post"])
     @idempotent_create("events.webhook_message.replay")
@@ -348,7 +337,7 @@ class WebhookMessageViewSet(
         operation_id="webhook_messages_replay_bulk",
         summary="Replay dead messages in bulk (of an endpoint, since a time, or by id; at most 1000)",
         request=BulkReplaySerializer,
-        responses={202: BulkReplayResultSerializer, **ERROR_RESPONSES},
+        responses={202: BulkReplayResultSerializer},
     )
     @action(detail=False, methods=["post"], url_path="replay")
     @idempotent_create("events.webhook_message.replay_bulk")

@@ -22,7 +22,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.idempotency import idempotent_create
-from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
 from apps.notifications.services.suppressions import normalize, suppression_delete
 from apps.providers import selectors, services
@@ -46,7 +45,7 @@ class ProviderOverviewView(APIView):
         summary="Providers per channel: configured, in the chain, healthy",
         description="The tenant's own configs first, then the environment's chain (used when the tenant has "
         "no usable config for the channel). Health checks are cached briefly.",
-        responses={200: ProviderStatusSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: ProviderStatusSerializer(many=True)},
     )
     def get(self, request: Request, **kwargs: Any) -> Response:
         statuses = selectors.provider_statuses(tenant=request_tenant(request))
@@ -55,8 +54,8 @@ class ProviderOverviewView(APIView):
 
 @extend_schema_view(
     list=extend_schema(summary="The tenant's provider configs", responses={200: ProviderConfigSerializer(many=True)}),
-    retrieve=extend_schema(summary="One provider config", responses={200: ProviderConfigSerializer, **ERROR_RESPONSES}),
-    destroy=extend_schema(summary="Delete a provider config", responses={204: None, **ERROR_RESPONSES}),
+    retrieve=extend_schema(summary="One provider config", responses={200: ProviderConfigSerializer}),
+    destroy=extend_schema(summary="Delete a provider config", responses={204: None}),
 )
 class ProviderConfigViewSet(
     TenantScopedMixin,
@@ -74,7 +73,7 @@ class ProviderConfigViewSet(
     @extend_schema(
         summary="Add a provider config",
         request=ProviderConfigCreateSerializer,
-        responses={201: ProviderConfigSerializer, **ERROR_RESPONSES},
+        responses={201: ProviderConfigSerializer},
     )
     @idempotent_create("providers.configs.create")
     def create(self, request: Request, **kwargs: Any) -> Response:
@@ -88,7 +87,7 @@ class ProviderConfigViewSet(
     @extend_schema(
         summary="Change a provider config (options and secrets merge key by key)",
         request=ProviderConfigUpdateSerializer,
-        responses={200: ProviderConfigSerializer, **ERROR_RESPONSES},
+        responses={200: ProviderConfigSerializer},
     )
     def partial_update(self, request: Request, **kwargs: Any) -> Response:
         body = ProviderConfigUpdateSerializer(data=request.data)
@@ -123,7 +122,7 @@ class ProviderTestView(APIView):
         description="`ref` is a provider config's id or name, or the name of an environment provider "
         "(`sendgrid`, `smtp`, `twilio`, …). The answer is the provider's result: 200 whatever the outcome.",
         request=ProviderTestSerializer,
-        responses={200: SendResultSerializer, **ERROR_RESPONSES},
+        responses={200: SendResultSerializer},
     )
     def post(self, request: Request, ref: str, **kwargs: Any) -> Response:
         body = ProviderTestSerializer(data=request.data)
@@ -156,12 +155,12 @@ class SuppressionFilter(django_filters.FilterSet):
         description="Addresses a provider refused for good (hard bounce, spam report, SMS STOP, invalid "
         "number, a 410 from a webhook or chat endpoint), newest first. Deliveries to them are suppressed "
         "(`suppressed_address`).",
-        responses={200: SuppressionSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: SuppressionSerializer(many=True)},
     ),
     destroy=extend_schema(
         summary="Allow a suppressed address again",
         description="Deletes the entry (audited); later notifications and sends go to the address again.",
-        responses={204: None, **ERROR_RESPONSES},
+        responses={204: None},
     ),
 )
 class SuppressionViewSet(

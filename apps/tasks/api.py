@@ -23,7 +23,6 @@ from apps.core.errors import NotFound
 from apps.core.filters import IsoDateTimeFilter
 from apps.core.idempotency import accepts_idempotency_key, idempotent, idempotent_create
 from apps.core.pagination import CreatedCursorPagination
-from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
 from apps.tasks import selectors
 from apps.tasks.conf import poll_retry_after_seconds
@@ -61,7 +60,7 @@ def _poll_headers(execution: TaskExecution) -> dict[str, str]:
 
 
 class TaskTypeListView(APIView):
-    @extend_schema(responses={200: TaskTypeSerializer(many=True), **ERROR_RESPONSES}, summary="Startable task types")
+    @extend_schema(responses={200: TaskTypeSerializer(many=True)}, summary="Startable task types")
     def get(self, request: Request, **kwargs: Any) -> Response:
         return Response(TaskTypeSerializer(task_types(), many=True).data)
 
@@ -123,7 +122,7 @@ class TaskExecutionViewSet(
 
     @extend_schema(
         request=TaskStartSerializer,
-        responses={202: TaskExecutionSerializer, **ERROR_RESPONSES},
+        responses={202: TaskExecutionSerializer},
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
         summary="Start a task",
         description="Validates the input, records the execution and queues it. Poll the `Location`.",
@@ -152,7 +151,6 @@ class TaskExecutionViewSet(
         responses={
             200: TaskExecutionSerializer,
             304: OpenApiResponse(description="Unchanged since the ETag in If-None-Match."),
-            **ERROR_RESPONSES,
         },
         parameters=[OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False)],
         summary="Poll a task",
@@ -171,7 +169,6 @@ class TaskExecutionViewSet(
         responses={
             200: OpenApiResponse(TaskExecutionSerializer, description="Cancelled."),
             202: OpenApiResponse(TaskExecutionSerializer, description="Running: asked to stop at its next check."),
-            **ERROR_RESPONSES,
             409: OpenApiResponse(description="`task_finished`: nothing left to cancel."),
         },
         summary="Cancel a task",
@@ -191,7 +188,6 @@ class TaskExecutionViewSet(
         request=None,
         responses={
             202: TaskExecutionSerializer,
-            **ERROR_RESPONSES,
             409: OpenApiResponse(description="`not_retryable` or `already_retried`."),
         },
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
@@ -210,7 +206,7 @@ class TaskExecutionViewSet(
         return _with_location(idempotent(request, scope=f"tasks.retry.{execution.id}", create=start))
 
     @extend_schema(
-        responses={(200, "application/octet-stream"): OpenApiResponse(description="The file."), **ERROR_RESPONSES},
+        responses={(200, "application/octet-stream"): OpenApiResponse(description="The file.")},
         summary="Download a task's file",
     )
     @action(detail=True, methods=["get"], content_negotiation_class=FirstRendererNegotiation)
@@ -249,7 +245,7 @@ class ScheduleViewSet(
     lookup_value_regex = UUID_PATTERN
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
-    @extend_schema(request=ScheduleCreateSerializer, responses={201: ScheduleSerializer, **ERROR_RESPONSES})
+    @extend_schema(request=ScheduleCreateSerializer, responses={201: ScheduleSerializer})
     @idempotent_create("schedules.create")
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = ScheduleCreateSerializer(data=request.data)
@@ -273,7 +269,7 @@ class ScheduleViewSet(
             headers={"Location": schedule_url(schedule.id)},
         )
 
-    @extend_schema(request=ScheduleUpdateSerializer, responses={200: ScheduleSerializer, **ERROR_RESPONSES})
+    @extend_schema(request=ScheduleUpdateSerializer, responses={200: ScheduleSerializer})
     def partial_update(self, request: Request, **kwargs: Any) -> Response:
         body = ScheduleUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
@@ -285,13 +281,13 @@ class ScheduleViewSet(
     def perform_destroy(self, instance: Schedule) -> None:
         schedule_services.schedule_delete(schedule=instance, actor=actor_from_request(self.request))
 
-    @extend_schema(request=None, responses={200: ScheduleSerializer, **ERROR_RESPONSES}, summary="Pause a schedule")
+    @extend_schema(request=None, responses={200: ScheduleSerializer}, summary="Pause a schedule")
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, **kwargs: Any) -> Response:
         schedule = schedule_services.schedule_pause(schedule=self.get_object(), actor=actor_from_request(request))
         return Response(ScheduleSerializer(schedule).data)
 
-    @extend_schema(request=None, responses={200: ScheduleSerializer, **ERROR_RESPONSES}, summary="Resume a schedule")
+    @extend_schema(request=None, responses={200: ScheduleSerializer}, summary="Resume a schedule")
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, **kwargs: Any) -> Response:
         schedule = schedule_services.schedule_resume(schedule=self.get_object(), actor=actor_from_request(request))
