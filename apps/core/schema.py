@@ -34,10 +34,10 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 
 
 def document_errors(result: dict[str, Any]) -> dict[str, Any]:
-    """Gives every operation that documents no 4xx answer the shared `ERROR_RESPONSES`.
+    """Gives every operation the shared `ERROR_RESPONSES`, so no view needs to list them.
 
     Every view answers errors through one exception handler in one shape, so the schema says so
-    everywhere by default; an operation that lists its own 4xx answers (e.g. a 409) keeps exactly those.
+    everywhere; an answer a view documents itself (a 409, a 400 with examples) is kept as it is.
     """
     if "Error" not in result.get("components", {}).get("schemas", {}):
         return result  # a partial schema no view of which names the error shape: nothing to refer to
@@ -46,13 +46,11 @@ def document_errors(result: dict[str, Any]) -> dict[str, Any]:
             if method not in HTTP_METHODS:
                 continue
             responses = operation.setdefault("responses", {})
-            if any(str(code).startswith("4") for code in responses):
-                continue
             for code, response in ERROR_RESPONSES.items():
-                responses[str(code)] = {
-                    "content": {"application/json": {"schema": ERROR_REF}},
-                    "description": response.description,
-                }
+                responses.setdefault(
+                    str(code),
+                    {"content": {"application/json": {"schema": ERROR_REF}}, "description": response.description},
+                )
     return result
 
 

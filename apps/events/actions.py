@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import transaction
 
+from apps.core.actors import Actor
 from apps.core.errors import ApplicationError
 
 
@@ -78,7 +79,7 @@ def start_task(*, tenant: Any, task: str, params: dict[str, Any], idempotency_ke
                 tenant=tenant,
                 name=task,
                 input=params,
-                actor=("system", origin[:200]),
+                actor=Actor(kind="system", id=origin[:200]),
                 idempotency_key=idempotency_key,
             )
     except ApplicationError as exc:

@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from apps.core.errors import ApplicationError
 from apps.events.models import Event, Rule, RuleExecution, Watcher, WebhookAttempt, WebhookEndpoint, WebhookMessage
 from apps.events.services import events, rules, webhooks
+from apps.tenancy.actors import actor_from_request
 
 
 def _form_errors(exc: ApplicationError) -> forms.ValidationError:
@@ -52,7 +53,7 @@ class EventAdmin(ReadOnlyAdmin):
         done = 0
         for event in queryset.select_related("tenant"):
             try:
-                events.event_replay(event=event, request=request)
+                events.event_replay(event=event, actor=actor_from_request(request))
                 done += 1
             except ApplicationError as exc:
                 messages.error(request, f"{event.pk}: {exc.message}")
@@ -94,20 +95,20 @@ class RuleAdmin(admin.ModelAdmin[Rule]):
             k: form.cleaned_data[k] for k in ("name", "description", "event_type", "condition", "actions", "enabled")
         }
         if change:
-            rules.rule_update(rule=Rule.objects.get(pk=obj.pk), request=request, **fields)
+            rules.rule_update(rule=Rule.objects.get(pk=obj.pk), actor=actor_from_request(request), **fields)
             return
-        created = rules.rule_create(tenant=form.cleaned_data["tenant"], request=request, **fields)
+        created = rules.rule_create(tenant=form.cleaned_data["tenant"], actor=actor_from_request(request), **fields)
         obj.pk = created.pk
         obj._state.adding = False
 
     def delete_model(self, request: HttpRequest, obj: Rule) -> None:
-        rules.rule_delete(rule=obj, request=request)
+        rules.rule_delete(rule=obj, actor=actor_from_request(request))
 
     @transaction.atomic
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Rule]) -> None:
         # One by one through the service: the bulk delete would leave no audit entries.
         for rule in queryset.select_related("tenant"):
-            rules.rule_delete(rule=rule, request=request)
+            rules.rule_delete(rule=rule, actor=actor_from_request(request))
 
 
 class WebhookEndpointForm(forms.ModelForm[WebhookEndpoint]):
@@ -142,26 +143,30 @@ class WebhookEndpointAdmin(admin.ModelAdmin[WebhookEndpoint]):
     def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form: Any, change: bool) -> None:
         fields = {k: form.cleaned_data[k] for k in ("url", "description", "event_types", "enabled")}
         if change:
-            webhooks.endpoint_update(endpoint=WebhookEndpoint.objects.get(pk=obj.pk), request=request, **fields)
+            webhooks.endpoint_update(
+                endpoint=WebhookEndpoint.objects.get(pk=obj.pk), actor=actor_from_request(request), **fields
+            )
             return
-        endpoint, secret = webhooks.endpoint_create(tenant=form.cleaned_data["tenant"], request=request, **fields)
+        endpoint, secret = webhooks.endpoint_create(
+            tenant=form.cleaned_data["tenant"], actor=actor_from_request(request), **fields
+        )
         obj.pk = endpoint.pk
         obj._state.adding = False
         messages.warning(request, f"The signing secret is {secret} - copy it now, it will not be shown again.")
 
     def delete_model(self, request: HttpRequest, obj: WebhookEndpoint) -> None:
-        webhooks.endpoint_delete(endpoint=obj, request=request)
+        webhooks.endpoint_delete(endpoint=obj, actor=actor_from_request(request))
 
     @transaction.atomic
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         # One by one through the service: the bulk delete would leave no audit entries.
         for endpoint in queryset.select_related("tenant"):
-            webhooks.endpoint_delete(endpoint=endpoint, request=request)
+            webhooks.endpoint_delete(endpoint=endpoint, actor=actor_from_request(request))
 
     @admin.action(description="Rotate the signing secret (24 h overlap)")
     def rotate_secret(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         for endpoint in queryset:
-            _, secret = webhooks.endpoint_rotate_secret(endpoint=endpoint, request=request)
+            _, secret = webhooks.endpoint_rotate_secret(endpoint=endpoint, actor=actor_from_request(request))
             messages.warning(request, f"{endpoint.url}: the new secret is {secret} - copy it now.")
 
 
@@ -189,7 +194,7 @@ class WebhookMessageAdmin(ReadOnlyAdmin):
         done = 0
         for message in queryset.select_related("endpoint", "tenant"):
             try:
-                webhooks.message_replay(message=message, request=request)
+                webhooks.message_replay(message=message, actor=actor_from_request(request))
                 done += 1
             except ApplicationError as exc:
                 messages.error(request, f"{message.webhook_id}: {exc.message}")

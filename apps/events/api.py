@@ -30,7 +30,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.idempotency import accepts_idempotency_key, idempotent, idempotent_create
-from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
 from apps.events.models import Event, Rule, RuleExecution, Watcher, WebhookEndpoint, WebhookMessage
 from apps.events.serializers import (
@@ -55,23 +54,16 @@ from apps.events.serializers import (
 )
 from apps.events.services import rules, watchers, webhooks
 from apps.events.services.events import event_record, event_replay, events_replay
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import Scope
-from apps.workflows.actors import actor_from_request
-
-
-def _actor(request: Request) -> dict[str, Any]:
-    actor = actor_from_request(request)
-    return {k: actor[k] for k in ("type", "id", "name")}
 
 
 @extend_schema_view(
     list=extend_schema(
         summary="Events, newest first (status=dead: the dead letters)",
-        responses={200: EventSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: EventSerializer(many=True)},
     ),
-    retrieve=extend_schema(
-        summary="One event, with what it caused", responses={200: EventDetailSerializer, **ERROR_RESPONSES}
-    ),
+    retrieve=extend_schema(summary="One event, with what it caused", responses={200: EventDetailSerializer}),
 )
 class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Event]):
     queryset = Event.objects.order_by("-created_at")
@@ -96,7 +88,7 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
         "422 `reserved_event_type`. An optional `actor` `{type, id}` names who did it (422 `invalid_actor`); "
         "the event's `actor.recorded_by` is always the calling key. Supports Idempotency-Key.",
         request=EventCreateSerializer,
-        responses={202: EventSerializer, **ERROR_RESPONSES},
+        responses={202: EventSerializer},
     )
     @accepts_idempotency_key("events.event")
     def create(self, request: Request, **kwargs: Any) -> Response:
@@ -110,7 +102,7 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
                 subject=body.validated_data.get("subject"),
                 payload=body.validated_data["payload"],
                 actor=body.validated_data.get("actor"),
-                recorded_by=_actor(request),
+                recorded_by=actor_from_request(request),
             )
             return Response(EventSerializer(event).data, status=status.HTTP_202_ACCEPTED), str(event.pk)
 
@@ -120,19 +112,19 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
         summary="Process a dead event again (its retry schedule restarted)",
         description="409 `not_replayable` unless the event is dead (e.g. already replayed).",
         request=None,
-        responses={202: EventSerializer, **ERROR_RESPONSES},
+        responses={202: EventSerializer},
     )
     @action(detail=True, methods=["post"])
     @idempotent_create("events.event.replay")
     def replay(self, request: Request, **kwargs: Any) -> Response:
-        event = event_replay(event=self.get_object(), request=request)
+        event = event_replay(event=self.get_object(), actor=actor_from_request(request))
         return Response(EventSerializer(event).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         operation_id="events_replay_bulk",
         summary="Replay dead events in bulk (by id, type pattern or since a time; at most 1000)",
         request=EventBulkReplaySerializer,
-        responses={202: BulkReplayResultSerializer, **ERROR_RESPONSES},
+        responses={202: BulkReplayResultSerializer},
     )
     @action(detail=False, methods=["post"], url_path="replay")
     @idempotent_create("events.event.replay_bulk")
@@ -144,7 +136,7 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
             ids=body.validated_data.get("ids"),
             type=body.validated_data.get("type"),
             since=body.validated_data.get("since"),
-            request=request,
+            actor=actor_from_request(request),
         )
         return Response(
             {"replayed": len(replayed), "ids": [str(pk) for pk in replayed]}, status=status.HTTP_202_ACCEPTED
@@ -152,8 +144,8 @@ class EventViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveMode
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Rules", responses={200: RuleSerializer(many=True), **ERROR_RESPONSES}),
-    retrieve=extend_schema(summary="One rule", responses={200: RuleSerializer, **ERROR_RESPONSES}),
+    list=extend_schema(summary="Rules", responses={200: RuleSerializer(many=True)}),
+    retrieve=extend_schema(summary="One rule", responses={200: RuleSerializer}),
 )
 class RuleViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Rule]):
     queryset = Rule.objects.order_by("name", "created_at")
@@ -161,34 +153,32 @@ class RuleViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModel
     write_scope = Scope.EVENTS_WRITE
     filterset_fields = ["event_type", "enabled"]
 
-    @extend_schema(
-        summary="Create a rule", request=RuleWriteSerializer, responses={201: RuleSerializer, **ERROR_RESPONSES}
-    )
+    @extend_schema(summary="Create a rule", request=RuleWriteSerializer, responses={201: RuleSerializer})
     @idempotent_create("events.rule")
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = RuleWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        rule = rules.rule_create(tenant=request_tenant(request), request=request, **body.validated_data)
+        rule = rules.rule_create(
+            tenant=request_tenant(request), actor=actor_from_request(request), **body.validated_data
+        )
         return Response(RuleSerializer(rule).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(
-        summary="Change a rule", request=RuleWriteSerializer, responses={200: RuleSerializer, **ERROR_RESPONSES}
-    )
+    @extend_schema(summary="Change a rule", request=RuleWriteSerializer, responses={200: RuleSerializer})
     def partial_update(self, request: Request, **kwargs: Any) -> Response:
         body = RuleWriteSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         changes = {k: v for k, v in body.validated_data.items() if k in request.data}
-        rule = rules.rule_update(rule=self.get_object(), request=request, **changes)
+        rule = rules.rule_update(rule=self.get_object(), actor=actor_from_request(request), **changes)
         return Response(RuleSerializer(rule).data)
 
-    @extend_schema(summary="Delete a rule", responses={204: None, **ERROR_RESPONSES})
+    @extend_schema(summary="Delete a rule", responses={204: None})
     def destroy(self, request: Request, **kwargs: Any) -> Response:
-        rules.rule_delete(rule=self.get_object(), request=request)
+        rules.rule_delete(rule=self.get_object(), actor=actor_from_request(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         summary="The rule's executions, newest first",
-        responses={200: RuleExecutionSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: RuleExecutionSerializer(many=True)},
     )
     @action(detail=True, methods=["get"])
     def executions(self, request: Request, **kwargs: Any) -> Response:
@@ -200,9 +190,9 @@ class RuleViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModel
 @extend_schema_view(
     list=extend_schema(
         summary="Watchers (filter by subject_type and subject_id)",
-        responses={200: WatcherSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: WatcherSerializer(many=True)},
     ),
-    retrieve=extend_schema(summary="One watcher", responses={200: WatcherSerializer, **ERROR_RESPONSES}),
+    retrieve=extend_schema(summary="One watcher", responses={200: WatcherSerializer}),
 )
 class WatcherViewSet(
     TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Watcher]
@@ -217,7 +207,7 @@ class WatcherViewSet(
     @extend_schema(
         summary="Make a recipient watch a subject",
         request=WatcherCreateSerializer,
-        responses={201: WatcherSerializer, **ERROR_RESPONSES},
+        responses={201: WatcherSerializer},
     )
     @idempotent_create("events.watcher")
     def create(self, request: Request, **kwargs: Any) -> Response:
@@ -230,18 +220,16 @@ class WatcherViewSet(
         )
         return Response(WatcherSerializer(watcher).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(summary="Stop watching", responses={204: None, **ERROR_RESPONSES})
+    @extend_schema(summary="Stop watching", responses={204: None})
     def destroy(self, request: Request, **kwargs: Any) -> Response:
         watchers.watcher_remove(watcher=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 @extend_schema_view(
-    list=extend_schema(
-        summary="Webhook endpoints", responses={200: WebhookEndpointSerializer(many=True), **ERROR_RESPONSES}
-    ),
+    list=extend_schema(summary="Webhook endpoints", responses={200: WebhookEndpointSerializer(many=True)}),
     retrieve=extend_schema(
-        summary="One webhook endpoint (never its secret)", responses={200: WebhookEndpointSerializer, **ERROR_RESPONSES}
+        summary="One webhook endpoint (never its secret)", responses={200: WebhookEndpointSerializer}
     ),
 )
 class WebhookEndpointViewSet(
@@ -256,7 +244,7 @@ class WebhookEndpointViewSet(
         summary="Register an endpoint; the answer holds its signing secret, shown this once",
         description="422 `unsafe_url` for addresses Signalbox does not call (private, loopback, link-local…).",
         request=WebhookEndpointCreateSerializer,
-        responses={201: WebhookEndpointWithSecretSerializer, **ERROR_RESPONSES},
+        responses={201: WebhookEndpointWithSecretSerializer},
     )
     @idempotent_create("events.webhook_endpoint", sealed=True)
     def create(self, request: Request, **kwargs: Any) -> Response:
@@ -264,30 +252,32 @@ class WebhookEndpointViewSet(
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         endpoint, secret = webhooks.endpoint_create(
-            tenant=request_tenant(request), request=request, secret=data.pop("secret") or None, **data
+            tenant=request_tenant(request), actor=actor_from_request(request), secret=data.pop("secret") or None, **data
         )
         return Response({**WebhookEndpointSerializer(endpoint).data, "secret": secret}, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="Change an endpoint (enabled=true re-enables a disabled one)",
         request=WebhookEndpointUpdateSerializer,
-        responses={200: WebhookEndpointSerializer, **ERROR_RESPONSES},
+        responses={200: WebhookEndpointSerializer},
     )
     def partial_update(self, request: Request, **kwargs: Any) -> Response:
         body = WebhookEndpointUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
-        endpoint = webhooks.endpoint_update(endpoint=self.get_object(), request=request, **body.validated_data)
+        endpoint = webhooks.endpoint_update(
+            endpoint=self.get_object(), actor=actor_from_request(request), **body.validated_data
+        )
         return Response(WebhookEndpointSerializer(endpoint).data)
 
-    @extend_schema(summary="Delete an endpoint and its messages", responses={204: None, **ERROR_RESPONSES})
+    @extend_schema(summary="Delete an endpoint and its messages", responses={204: None})
     def destroy(self, request: Request, **kwargs: Any) -> Response:
-        webhooks.endpoint_delete(endpoint=self.get_object(), request=request)
+        webhooks.endpoint_delete(endpoint=self.get_object(), actor=actor_from_request(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         summary="Rotate the signing secret; the old one keeps signing alongside for the overlap",
         request=RotateSecretSerializer,
-        responses={200: WebhookEndpointWithSecretSerializer, **ERROR_RESPONSES},
+        responses={200: WebhookEndpointWithSecretSerializer},
     )
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request: Request, **kwargs: Any) -> Response:
@@ -298,7 +288,7 @@ class WebhookEndpointViewSet(
             endpoint=self.get_object(),
             overlap=timedelta(seconds=overlap) if overlap is not None else None,
             secret=body.validated_data["secret"] or None,
-            request=request,
+            actor=actor_from_request(request),
         )
         return Response({**WebhookEndpointSerializer(endpoint).data, "secret": secret})
 
@@ -317,11 +307,9 @@ class WebhookMessageFilter(django_filters.FilterSet):
 @extend_schema_view(
     list=extend_schema(
         summary="Webhook messages (status=failed: the dead ones)",
-        responses={200: WebhookMessageSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: WebhookMessageSerializer(many=True)},
     ),
-    retrieve=extend_schema(
-        summary="One message with its attempts", responses={200: WebhookMessageDetailSerializer, **ERROR_RESPONSES}
-    ),
+    retrieve=extend_schema(summary="One message with its attempts", responses={200: WebhookMessageDetailSerializer}),
 )
 class WebhookMessageViewSet(
     TenantScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[WebhookMessage]
@@ -337,19 +325,19 @@ class WebhookMessageViewSet(
     @extend_schema(
         summary="Send a dead (or delivered) message again, same webhook-id",
         request=None,
-        responses={202: WebhookMessageSerializer, **ERROR_RESPONSES},
+        responses={202: WebhookMessageSerializer},
     )
     @action(detail=True, methods=["post"])
     @idempotent_create("events.webhook_message.replay")
     def replay(self, request: Request, **kwargs: Any) -> Response:
-        message = webhooks.message_replay(message=self.get_object(), request=request)
+        message = webhooks.message_replay(message=self.get_object(), actor=actor_from_request(request))
         return Response(WebhookMessageSerializer(message).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         operation_id="webhook_messages_replay_bulk",
         summary="Replay dead messages in bulk (of an endpoint, since a time, or by id; at most 1000)",
         request=BulkReplaySerializer,
-        responses={202: BulkReplayResultSerializer, **ERROR_RESPONSES},
+        responses={202: BulkReplayResultSerializer},
     )
     @action(detail=False, methods=["post"], url_path="replay")
     @idempotent_create("events.webhook_message.replay_bulk")
@@ -361,7 +349,7 @@ class WebhookMessageViewSet(
             endpoint_id=body.validated_data.get("endpoint_id"),
             since=body.validated_data.get("since"),
             ids=body.validated_data.get("ids"),
-            request=request,
+            actor=actor_from_request(request),
         )
         return Response(
             {"replayed": len(replayed), "ids": [str(pk) for pk in replayed]}, status=status.HTTP_202_ACCEPTED

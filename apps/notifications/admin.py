@@ -37,6 +37,7 @@ from apps.notifications.services import templates as template_services
 from apps.notifications.services.preferences import preference_layer_errors
 from apps.notifications.services.suppressions import normalize
 from apps.providers.models import ProviderEvent, Suppression
+from apps.tenancy.actors import actor_from_request
 
 
 def _flatten(errors: Any, prefix: str = "") -> Iterable[str]:
@@ -185,17 +186,15 @@ class TemplateAdmin(admin.ModelAdmin[Template]):
         return format_html_join("", "{}", ((b,) for b in blocks))
 
     def save_model(self, request: HttpRequest, obj: Template, form: Any, change: bool) -> None:
-        actor = f"staff:{request.user}"
+        actor = actor_from_request(request)
         try:
             if change:
-                _, added = template_services.template_update(
-                    template=obj, changes=form.definition(), actor=actor, request=request
-                )
+                _, added = template_services.template_update(template=obj, changes=form.definition(), actor=actor)
                 if not added:
                     messages.info(request, "Nothing changed; no version was added.")
                 return
             created = template_services.template_create(
-                tenant=obj.tenant, key=obj.key, definition=form.definition(), actor=actor, request=request
+                tenant=obj.tenant, key=obj.key, definition=form.definition(), actor=actor
             )
         except ApplicationError as exc:
             messages.error(request, f"{exc.message} {'; '.join(_flatten(exc.fields))}")
@@ -206,13 +205,13 @@ class TemplateAdmin(admin.ModelAdmin[Template]):
     @admin.action(description="Archive selected templates")
     def archive(self, request: HttpRequest, queryset: QuerySet[Template]) -> None:
         for template in queryset:
-            template_services.template_archive(template=template, request=request)
+            template_services.template_archive(template=template, actor=actor_from_request(request))
         messages.success(request, f"Archived {queryset.count()} template(s).")
 
     @admin.action(description="Restore selected templates")
     def restore(self, request: HttpRequest, queryset: QuerySet[Template]) -> None:
         for template in queryset:
-            template_services.template_restore(template=template, request=request)
+            template_services.template_restore(template=template, actor=actor_from_request(request))
         messages.success(request, f"Restored {queryset.count()} template(s).")
 
 
@@ -402,7 +401,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         by_tenant: dict[Any, list[Any]] = {}
         for pk, tenant_id in queryset.values_list("pk", "tenant_id"):
             by_tenant.setdefault(tenant_id, []).append(pk)
-        actor = ("staff", str(request.user.get_username()))
+        actor = actor_from_request(request)
         replayed = sum(deliveries_replay(tenant_id=t, delivery_ids=ids, actor=actor) for t, ids in by_tenant.items())
         skipped = sum(len(ids) for ids in by_tenant.values()) - replayed
         messages.success(request, f"Replayed {replayed} deliveries; {skipped} were not failed or dead.")

@@ -14,11 +14,11 @@ import django_filters
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 
-from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin
 from apps.notifications.services.suppressions import normalize, suppression_delete
 from apps.providers.base import Channel
 from apps.providers.models import Suppression
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import Scope
 
 
@@ -51,12 +51,12 @@ class SuppressionFilter(django_filters.FilterSet):
         description="Addresses a provider refused for good (hard bounce, spam report, SMS STOP, invalid "
         "number, a 410 from a webhook or chat endpoint), newest first. Deliveries to them are suppressed "
         "(`suppressed_address`).",
-        responses={200: SuppressionSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: SuppressionSerializer(many=True)},
     ),
     destroy=extend_schema(
         summary="Allow a suppressed address again",
         description="Deletes the entry (audited); later notifications and sends go to the address again.",
-        responses={204: None, **ERROR_RESPONSES},
+        responses={204: None},
     ),
 )
 class SuppressionViewSet(
@@ -69,4 +69,4 @@ class SuppressionViewSet(
     lookup_value_regex = r"[0-9]+"
 
     def perform_destroy(self, instance: Suppression) -> None:
-        suppression_delete(suppression=instance, request=self.request)
+        suppression_delete(suppression=instance, actor=actor_from_request(self.request))

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from apps.core import context
+from apps.core.actors import SYSTEM, Actor
 from apps.core.retention import RetentionPolicy, purge_policy_run
 from apps.observability.models import AuditEntry
 
@@ -28,32 +29,18 @@ def redact_key_id(value: str) -> str:
     return API_KEY_ID.sub(r"\1", value)
 
 
-def actor_of(request: Any) -> tuple[str, str]:
-    """(actor_type, actor_id) for a DRF or Django request, or ('system', '') without one."""
-    if request is None:
-        return "system", ""
-    key = getattr(request, "auth", None)
-    prefix = getattr(key, "prefix", None)
-    if prefix:
-        return "api_key", str(prefix)
-    user = getattr(request, "user", None)
-    if user is not None and getattr(user, "is_authenticated", False):
-        return "staff", str(user.get_username())
-    return "anonymous", ""
-
-
 def audit_record(
     *,
     action: str,
     tenant: Any = None,
-    request: Any = None,
-    actor: tuple[str, str] | None = None,
+    actor: Actor = SYSTEM,
     target: Any = None,
     target_type: str = "",
     target_id: str = "",
     data: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    actor_type, actor_id = actor or actor_of(request)
+    """`actor` is who did it, built once at the edge (apps/tenancy/actors.py for a request)."""
+    actor_type, actor_id = actor.record
     if target is not None:
         target_type = target_type or target._meta.label_lower
         target_id = target_id or str(target.pk)

@@ -22,6 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods
 
+from apps.core.actors import Actor
 from apps.core.errors import ApplicationError
 from apps.notifications.models import Digest, Recipient
 from apps.notifications.services.inbox import inbox_token_mint
@@ -97,7 +98,7 @@ def preferences_page(request: HttpRequest, token: str) -> HttpResponse:
                 audit_record(
                     action="recipient.preferences_changed",
                     tenant=tenant,
-                    actor=("recipient", recipient.external_id),
+                    actor=Actor(kind="recipient", id=recipient.external_id),
                     target=recipient,
                     data={"via": "preference-page"},
                 )

@@ -19,7 +19,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.idempotency import idempotent_create
-from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
 from apps.providers import selectors, services
 from apps.providers.base import SendResult
@@ -32,6 +31,7 @@ from apps.providers.serializers import (
     ProviderTestSerializer,
     SendResultSerializer,
 )
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import Scope
 
 
@@ -40,7 +40,7 @@ class ProviderOverviewView(APIView):
         summary="Providers per channel: configured, in the chain, healthy",
         description="The tenant's own configs first, then the environment's chain (used when the tenant has "
         "no usable config for the channel). Health checks are cached briefly.",
-        responses={200: ProviderStatusSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: ProviderStatusSerializer(many=True)},
     )
     def get(self, request: Request, **kwargs: Any) -> Response:
         statuses = selectors.provider_statuses(tenant=request_tenant(request))
@@ -49,8 +49,8 @@ class ProviderOverviewView(APIView):
 
 @extend_schema_view(
     list=extend_schema(summary="The tenant's provider configs", responses={200: ProviderConfigSerializer(many=True)}),
-    retrieve=extend_schema(summary="One provider config", responses={200: ProviderConfigSerializer, **ERROR_RESPONSES}),
-    destroy=extend_schema(summary="Delete a provider config", responses={204: None, **ERROR_RESPONSES}),
+    retrieve=extend_schema(summary="One provider config", responses={200: ProviderConfigSerializer}),
+    destroy=extend_schema(summary="Delete a provider config", responses={204: None}),
 )
 class ProviderConfigViewSet(
     TenantScopedMixin,
@@ -68,28 +68,32 @@ class ProviderConfigViewSet(
     @extend_schema(
         summary="Add a provider config",
         request=ProviderConfigCreateSerializer,
-        responses={201: ProviderConfigSerializer, **ERROR_RESPONSES},
+        responses={201: ProviderConfigSerializer},
     )
     @idempotent_create("providers.configs.create")
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = ProviderConfigCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        config = services.provider_config_create(tenant=request_tenant(request), request=request, **body.validated_data)
+        config = services.provider_config_create(
+            tenant=request_tenant(request), actor=actor_from_request(request), **body.validated_data
+        )
         return Response(ProviderConfigSerializer(config).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="Change a provider config (options and secrets merge key by key)",
         request=ProviderConfigUpdateSerializer,
-        responses={200: ProviderConfigSerializer, **ERROR_RESPONSES},
+        responses={200: ProviderConfigSerializer},
     )
     def partial_update(self, request: Request, **kwargs: Any) -> Response:
         body = ProviderConfigUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        config = services.provider_config_update(config=self.get_object(), request=request, **body.validated_data)
+        config = services.provider_config_update(
+            config=self.get_object(), actor=actor_from_request(request), **body.validated_data
+        )
         return Response(ProviderConfigSerializer(config).data)
 
     def perform_destroy(self, instance: ProviderConfig) -> None:
-        services.provider_config_delete(config=instance, request=self.request)
+        services.provider_config_delete(config=instance, actor=actor_from_request(self.request))
 
 
 def result_data(provider: str, result: SendResult) -> dict[str, Any]:
@@ -113,12 +117,12 @@ class ProviderTestView(APIView):
         description="`ref` is a provider config's id or name, or the name of an environment provider "
         "(`sendgrid`, `smtp`, `twilio`, …). The answer is the provider's result: 200 whatever the outcome.",
         request=ProviderTestSerializer,
-        responses={200: SendResultSerializer, **ERROR_RESPONSES},
+        responses={200: SendResultSerializer},
     )
     def post(self, request: Request, ref: str, **kwargs: Any) -> Response:
         body = ProviderTestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         provider, result = services.provider_test_send(
-            tenant=request_tenant(request), ref=ref, request=request, **body.validated_data
+            tenant=request_tenant(request), ref=ref, actor=actor_from_request(request), **body.validated_data
         )
         return Response(SendResultSerializer(result_data(provider, result)).data)

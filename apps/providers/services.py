@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict, NotFound
 from apps.observability.audit import audit_record
 from apps.providers import registry, selectors
@@ -101,7 +102,7 @@ def provider_config_create(
     enabled: bool = True,
     options: Mapping[str, Any] | None = None,
     secrets: Mapping[str, Any] | None = None,
-    request: Any = None,
+    actor: Actor = SYSTEM,
 ) -> ProviderConfig:
     cls = _adapter_class(provider)
     options, secrets = _merge({}, options), _merge({}, secrets)
@@ -117,7 +118,7 @@ def provider_config_create(
     audit_record(
         action="provider_config.created",
         tenant=tenant,
-        request=request,
+        actor=actor,
         target=config,
         data={"name": name, "provider": provider, "secrets_set": sorted(secrets)},
     )
@@ -133,7 +134,7 @@ def provider_config_update(
     enabled: bool | None = None,
     options: Mapping[str, Any] | None = None,
     secrets: Mapping[str, Any] | None = None,
-    request: Any = None,
+    actor: Actor = SYSTEM,
 ) -> ProviderConfig:
     """Changes what is given; `options` and `secrets` merge key by key (null removes a key)."""
     config = ProviderConfig.objects.select_for_update().get(pk=config.pk)
@@ -158,7 +159,7 @@ def provider_config_update(
     audit_record(
         action="provider_config.updated",
         tenant=config.tenant,
-        request=request,
+        actor=actor,
         target=config,
         data={
             "changed": sorted(
@@ -172,11 +173,11 @@ def provider_config_update(
 
 
 @transaction.atomic
-def provider_config_delete(*, config: ProviderConfig, request: Any = None) -> None:
+def provider_config_delete(*, config: ProviderConfig, actor: Actor = SYSTEM) -> None:
     audit_record(
         action="provider_config.deleted",
         tenant=config.tenant,
-        request=request,
+        actor=actor,
         target=config,
         data={"name": config.name, "provider": config.provider},
     )
@@ -223,7 +224,7 @@ def build_test_message(*, tenant: Any, channel: Channel, to: Any, subject: str, 
 
 
 def provider_test_send(
-    *, tenant: Any, ref: str, to: Any, subject: str = TEST_SUBJECT, text: str = TEST_TEXT, request: Any = None
+    *, tenant: Any, ref: str, to: Any, subject: str = TEST_SUBJECT, text: str = TEST_TEXT, actor: Actor = SYSTEM
 ) -> tuple[str, SendResult]:
     """Sends one test message through a provider, outside any notification, and returns its result."""
     name, adapter = _resolve(tenant=tenant, ref=ref)
@@ -233,7 +234,7 @@ def provider_test_send(
     audit_record(
         action="provider.tested",
         tenant=tenant,
-        request=request,
+        actor=actor,
         target_type="providers.provider",
         target_id=ref,
         data={"provider": name, "outcome": str(result.outcome), "code": result.code},

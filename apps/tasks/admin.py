@@ -17,10 +17,7 @@ from apps.core.errors import ApplicationError
 from apps.tasks.models import Schedule, TaskExecution
 from apps.tasks.services import execution_cancel, execution_retry
 from apps.tasks.services.schedules import schedule_pause, schedule_resume
-
-
-def _staff(request: HttpRequest) -> tuple[str, str]:
-    return "staff", str(request.user.get_username())
+from apps.tenancy.actors import actor_from_request
 
 
 @admin.register(TaskExecution)
@@ -64,11 +61,13 @@ class TaskExecutionAdmin(admin.ModelAdmin[TaskExecution]):
 
     @admin.action(description="Retry selected failed or dead executions")
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[TaskExecution]) -> None:
-        self._each(request, queryset, lambda execution: execution_retry(execution=execution, actor=_staff(request)))
+        actor = actor_from_request(request)
+        self._each(request, queryset, lambda execution: execution_retry(execution=execution, actor=actor))
 
     @admin.action(description="Cancel selected executions")
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[TaskExecution]) -> None:
-        self._each(request, queryset, lambda execution: execution_cancel(execution=execution, actor=_staff(request)))
+        actor = actor_from_request(request)
+        self._each(request, queryset, lambda execution: execution_cancel(execution=execution, actor=actor))
 
     def _each(self, request: HttpRequest, queryset: QuerySet[TaskExecution], act: Any) -> None:
         done = 0
@@ -99,17 +98,17 @@ class ScheduleAdmin(admin.ModelAdmin[Schedule]):
     @admin.action(description="Pause selected schedules")
     def pause_selected(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         for schedule in queryset:
-            schedule_pause(schedule=schedule, actor=_staff(request))
+            schedule_pause(schedule=schedule, actor=actor_from_request(request))
 
     @admin.action(description="Resume selected schedules")
     def resume_selected(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         for schedule in queryset:
-            schedule_resume(schedule=schedule, actor=_staff(request))
+            schedule_resume(schedule=schedule, actor=actor_from_request(request))
 
     def delete_model(self, request: HttpRequest, obj: Schedule) -> None:
         from apps.tasks.services.schedules import schedule_delete
 
-        schedule_delete(schedule=obj, actor=_staff(request))
+        schedule_delete(schedule=obj, actor=actor_from_request(request))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         for schedule in queryset:

@@ -23,9 +23,7 @@ from apps.core.errors import NotFound
 from apps.core.filters import IsoDateTimeFilter
 from apps.core.idempotency import accepts_idempotency_key, idempotent, idempotent_create
 from apps.core.pagination import CreatedCursorPagination
-from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
-from apps.observability.audit import actor_of
 from apps.tasks import selectors
 from apps.tasks.conf import poll_retry_after_seconds
 from apps.tasks.models import ACTIVE, Kind, Schedule, Status, TaskExecution
@@ -44,6 +42,7 @@ from apps.tasks.serializers import (
 )
 from apps.tasks.services import executions as execution_services
 from apps.tasks.services import schedules as schedule_services
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import Scope
 
 UUID_PATTERN = r"[0-9a-fA-F-]{32,36}"
@@ -61,7 +60,7 @@ def _poll_headers(execution: TaskExecution) -> dict[str, str]:
 
 
 class TaskTypeListView(APIView):
-    @extend_schema(responses={200: TaskTypeSerializer(many=True), **ERROR_RESPONSES}, summary="Startable task types")
+    @extend_schema(responses={200: TaskTypeSerializer(many=True)}, summary="Startable task types")
     def get(self, request: Request, **kwargs: Any) -> Response:
         return Response(TaskTypeSerializer(task_types(), many=True).data)
 
@@ -123,7 +122,7 @@ class TaskExecutionViewSet(
 
     @extend_schema(
         request=TaskStartSerializer,
-        responses={202: TaskExecutionSerializer, **ERROR_RESPONSES},
+        responses={202: TaskExecutionSerializer},
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
         summary="Start a task",
         description="Validates the input, records the execution and queues it. Poll the `Location`.",
@@ -139,7 +138,7 @@ class TaskExecutionViewSet(
                 tenant=tenant,
                 name=body.validated_data["name"],
                 input=body.validated_data["input"],
-                actor=actor_of(request),
+                actor=actor_from_request(request),
                 idempotency_key=request.headers.get("Idempotency-Key", "").strip() or None,
                 scheduled_at=body.validated_data.get("scheduled_at"),
             )
@@ -152,7 +151,6 @@ class TaskExecutionViewSet(
         responses={
             200: TaskExecutionSerializer,
             304: OpenApiResponse(description="Unchanged since the ETag in If-None-Match."),
-            **ERROR_RESPONSES,
         },
         parameters=[OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False)],
         summary="Poll a task",
@@ -171,7 +169,6 @@ class TaskExecutionViewSet(
         responses={
             200: OpenApiResponse(TaskExecutionSerializer, description="Cancelled."),
             202: OpenApiResponse(TaskExecutionSerializer, description="Running: asked to stop at its next check."),
-            **ERROR_RESPONSES,
             409: OpenApiResponse(description="`task_finished`: nothing left to cancel."),
         },
         summary="Cancel a task",
@@ -182,7 +179,7 @@ class TaskExecutionViewSet(
         body = TaskCancelSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         execution = execution_services.execution_cancel(
-            execution=self.get_object(), request=request, terminate=body.validated_data["terminate"]
+            execution=self.get_object(), actor=actor_from_request(request), terminate=body.validated_data["terminate"]
         )
         code = status.HTTP_200_OK if execution.status == Status.CANCELLED else status.HTTP_202_ACCEPTED
         return Response(self.get_serializer(execution).data, status=code, headers=_poll_headers(execution))
@@ -191,7 +188,6 @@ class TaskExecutionViewSet(
         request=None,
         responses={
             202: TaskExecutionSerializer,
-            **ERROR_RESPONSES,
             409: OpenApiResponse(description="`not_retryable` or `already_retried`."),
         },
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
@@ -204,13 +200,13 @@ class TaskExecutionViewSet(
         execution = self.get_object()
 
         def start() -> tuple[Response, str]:
-            retry = execution_services.execution_retry(execution=execution, request=request)
+            retry = execution_services.execution_retry(execution=execution, actor=actor_from_request(request))
             return self._accepted(retry), str(retry.id)
 
         return _with_location(idempotent(request, scope=f"tasks.retry.{execution.id}", create=start))
 
     @extend_schema(
-        responses={(200, "application/octet-stream"): OpenApiResponse(description="The file."), **ERROR_RESPONSES},
+        responses={(200, "application/octet-stream"): OpenApiResponse(description="The file.")},
         summary="Download a task's file",
     )
     @action(detail=True, methods=["get"], content_negotiation_class=FirstRendererNegotiation)
@@ -249,7 +245,7 @@ class ScheduleViewSet(
     lookup_value_regex = UUID_PATTERN
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
-    @extend_schema(request=ScheduleCreateSerializer, responses={201: ScheduleSerializer, **ERROR_RESPONSES})
+    @extend_schema(request=ScheduleCreateSerializer, responses={201: ScheduleSerializer})
     @idempotent_create("schedules.create")
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = ScheduleCreateSerializer(data=request.data)
@@ -265,8 +261,7 @@ class ScheduleViewSet(
             interval_seconds=data["interval_seconds"],
             timezone_name=data["timezone"],
             enabled=data["enabled"],
-            actor=actor_of(request),
-            request=request,
+            actor=actor_from_request(request),
         )
         return Response(
             ScheduleSerializer(schedule).data,
@@ -274,26 +269,26 @@ class ScheduleViewSet(
             headers={"Location": schedule_url(schedule.id)},
         )
 
-    @extend_schema(request=ScheduleUpdateSerializer, responses={200: ScheduleSerializer, **ERROR_RESPONSES})
+    @extend_schema(request=ScheduleUpdateSerializer, responses={200: ScheduleSerializer})
     def partial_update(self, request: Request, **kwargs: Any) -> Response:
         body = ScheduleUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         schedule = schedule_services.schedule_update(
-            schedule=self.get_object(), changes=dict(body.validated_data), request=request
+            schedule=self.get_object(), changes=dict(body.validated_data), actor=actor_from_request(request)
         )
         return Response(ScheduleSerializer(schedule).data)
 
     def perform_destroy(self, instance: Schedule) -> None:
-        schedule_services.schedule_delete(schedule=instance, request=self.request)
+        schedule_services.schedule_delete(schedule=instance, actor=actor_from_request(self.request))
 
-    @extend_schema(request=None, responses={200: ScheduleSerializer, **ERROR_RESPONSES}, summary="Pause a schedule")
+    @extend_schema(request=None, responses={200: ScheduleSerializer}, summary="Pause a schedule")
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, **kwargs: Any) -> Response:
-        schedule = schedule_services.schedule_pause(schedule=self.get_object(), request=request)
+        schedule = schedule_services.schedule_pause(schedule=self.get_object(), actor=actor_from_request(request))
         return Response(ScheduleSerializer(schedule).data)
 
-    @extend_schema(request=None, responses={200: ScheduleSerializer, **ERROR_RESPONSES}, summary="Resume a schedule")
+    @extend_schema(request=None, responses={200: ScheduleSerializer}, summary="Resume a schedule")
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, **kwargs: Any) -> Response:
-        schedule = schedule_services.schedule_resume(schedule=self.get_object(), request=request)
+        schedule = schedule_services.schedule_resume(schedule=self.get_object(), actor=actor_from_request(request))
         return Response(ScheduleSerializer(schedule).data)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from apps.core.actors import Actor
 from apps.core.errors import ApplicationError
 from apps.tasks.models import Schedule, ScheduleKind, TaskExecution
 
@@ -91,7 +92,7 @@ def _fire_task(schedule: Schedule, tick: datetime) -> TaskExecution:
         tenant=schedule.tenant,
         name=schedule.target["task"],
         input=schedule.target.get("input") or {},
-        actor=("schedule", str(schedule.id)),
+        actor=Actor(kind="schedule", id=str(schedule.id)),
         schedule=schedule,
         scheduled_for=tick,
     )

@@ -9,8 +9,8 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils import timezone
 
-from apps.observability.audit import actor_of
 from apps.tenancy import services
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import ApiKey, Tenant
 
 
@@ -66,7 +66,7 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
         return (*owner, *self.readonly_fields)
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
-        actor = actor_of(request)
+        actor = actor_from_request(request)
         if change:
             key = ApiKey.objects.select_related("tenant").get(pk=obj.pk)
             changes = {k: form.cleaned_data[k] for k in services.UPDATABLE_KEY_FIELDS if k in form.changed_data}

@@ -12,9 +12,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.idempotency import idempotent_create
-from apps.core.schema import ERROR_RESPONSES
-from apps.observability.audit import actor_of
 from apps.tenancy import services
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import ApiKey, Scope
 from apps.tenancy.serializers import (
     ApiKeyCreatedSerializer,
@@ -26,7 +25,7 @@ from apps.tenancy.serializers import (
 
 
 class CurrentTenantView(APIView):
-    @extend_schema(responses={200: TenantSerializer, **ERROR_RESPONSES}, summary="The tenant this key acts for")
+    @extend_schema(responses={200: TenantSerializer}, summary="The tenant this key acts for")
     def get(self, request: Request, **kwargs: Any) -> Response:
         return Response(TenantSerializer(request.tenant).data)  # type: ignore[attr-defined]
 
@@ -50,7 +49,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def _actor(self) -> str:
         return str(self.request.user)
 
-    @extend_schema(request=ApiKeyCreateSerializer, responses={201: ApiKeyCreatedSerializer, **ERROR_RESPONSES})
+    @extend_schema(request=ApiKeyCreateSerializer, responses={201: ApiKeyCreatedSerializer})
     @idempotent_create("api_keys.create", sealed=True)
     def create(self, request: Request, **kwargs: Any) -> Response:
         body = ApiKeyCreateSerializer(data=request.data)
@@ -61,11 +60,11 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             scopes=body.validated_data["scopes"],
             expires_at=body.validated_data.get("expires_at"),
             created_by=self._actor(),
-            actor=actor_of(request),
+            actor=actor_from_request(request),
         )
         return Response(_created(key, clear), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=ApiKeyRotateSerializer, responses={201: ApiKeyCreatedSerializer, **ERROR_RESPONSES})
+    @extend_schema(request=ApiKeyRotateSerializer, responses={201: ApiKeyCreatedSerializer})
     @action(detail=True, methods=["post"])
     @idempotent_create("api_keys.rotate", sealed=True)
     def rotate(self, request: Request, **kwargs: Any) -> Response:
@@ -75,12 +74,12 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             key=self.get_object(),
             old_key_expires_at=body.validated_data["old_key_expires_at"],
             created_by=self._actor(),
-            actor=actor_of(request),
+            actor=actor_from_request(request),
         )
         return Response(_created(key, clear), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: ApiKeySerializer, **ERROR_RESPONSES})
+    @extend_schema(request=None, responses={200: ApiKeySerializer})
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, **kwargs: Any) -> Response:
-        key = services.api_key_revoke(key=self.get_object(), actor=actor_of(request))
+        key = services.api_key_revoke(key=self.get_object(), actor=actor_from_request(request))
         return Response(ApiKeySerializer(key).data)

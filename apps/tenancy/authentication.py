@@ -11,6 +11,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.request import Request
 
 from apps.core import context
+from apps.core.actors import Actor
 from apps.observability.audit import audit_record
 from apps.tenancy.models import KEY_PREFIX, ApiKey, Tenant
 
@@ -90,7 +91,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         audit_record(
             action="platform_key.acted_for_tenant",
             tenant=tenant,
-            actor=("api_key", key.prefix),
+            actor=Actor(kind="platform_key", id=key.prefix),
             target=key,
             data={"method": request.method, "path": request.path[:500]},
         )

@@ -9,6 +9,7 @@ from typing import Any, cast
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict, Unprocessable
 from apps.observability.audit import audit_record
 from apps.tenancy.models import ApiKey, Scope, Tenant
@@ -42,7 +43,7 @@ def api_key_create(
     expires_at: datetime | None = None,
     platform: bool = False,
     created_by: str = "",
-    actor: tuple[str, str] | None = None,
+    actor: Actor = SYSTEM,
 ) -> tuple[ApiKey, str]:
     """Creates a key; the clear key is returned here and never again. `actor` is who asked (audit log)."""
     if platform == (tenant is not None):
@@ -70,7 +71,7 @@ def _key_facts(key: ApiKey) -> dict[str, object]:
 
 @transaction.atomic
 def api_key_rotate(
-    *, key: ApiKey, old_key_expires_at: datetime, created_by: str = "", actor: tuple[str, str] | None = None
+    *, key: ApiKey, old_key_expires_at: datetime, created_by: str = "", actor: Actor = SYSTEM
 ) -> tuple[ApiKey, str]:
     """Issues a replacement with the same scopes; the old key keeps working until the chosen expiry."""
     if not key.is_usable:
@@ -101,7 +102,7 @@ UPDATABLE_KEY_FIELDS = ("name", "scopes", "expiry_date")
 
 
 @transaction.atomic
-def api_key_update(*, key: ApiKey, actor: tuple[str, str] | None = None, **changes: Any) -> ApiKey:
+def api_key_update(*, key: ApiKey, actor: Actor = SYSTEM, **changes: Any) -> ApiKey:
     """Changes a key's name, scopes or expiry (Django admin); records what changed, old and new.
 
     Not its owner (tenant, platform) nor `revoked`: revoking is `api_key_revoke`, and final.
@@ -136,7 +137,7 @@ def _jsonable(value: object) -> object:
 
 
 @transaction.atomic
-def api_key_revoke(*, key: ApiKey, actor: tuple[str, str] | None = None) -> ApiKey:
+def api_key_revoke(*, key: ApiKey, actor: Actor = SYSTEM) -> ApiKey:
     """Revokes a key (at once, for every request after this one); revoking twice records nothing new."""
     if ApiKey.objects.filter(pk=key.pk, revoked=False).update(revoked=True) == 1:
         audit_record(action="api_key.revoked", tenant=key.tenant, actor=actor, target=key, data=_key_facts(key))

@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.core.errors import ApplicationError
+from apps.tenancy.actors import actor_from_request
 from apps.workflows.models import TransitionIntent, TransitionLog, WorkflowDefinition, WorkflowInstance
 from apps.workflows.services.definitions import definition_save, document_parse
 from apps.workflows.spec import parse_spec
@@ -53,7 +54,9 @@ class WorkflowDefinitionAdmin(admin.ModelAdmin[WorkflowDefinition]):
 
     def save_model(self, request: HttpRequest, obj: WorkflowDefinition, form: Any, change: bool) -> None:
         tenant = obj.tenant if change else form.cleaned_data["tenant"]
-        definition, created = definition_save(tenant=tenant, document=form.cleaned_data["document"], request=request)
+        definition, created = definition_save(
+            tenant=tenant, document=form.cleaned_data["document"], actor=actor_from_request(request)
+        )
         # The admin redirects to `obj`: point it at the version just saved, not at the row edited.
         obj.pk, obj.version, obj.key = definition.pk, definition.version, definition.key
         obj._state.adding = False

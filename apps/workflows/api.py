@@ -24,13 +24,13 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.core.actors import Actor
 from apps.core.errors import Conflict, Unprocessable, error_body
 from apps.core.idempotency import accepts_idempotency_key, idempotent, idempotent_create
-from apps.core.schema import ERROR_RESPONSES
 from apps.core.tenancy import TenantScopedMixin, request_tenant
+from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import Scope
 from apps.workflows import diagram, selectors
-from apps.workflows.actors import actor_from_request
 from apps.workflows.guards import REFUSAL_STATUS
 from apps.workflows.models import IntentStatus, TransitionIntent, WorkflowDefinition, WorkflowInstance
 from apps.workflows.serializers import (
@@ -83,7 +83,7 @@ class WorkflowDefinitionViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workf
 
     @extend_schema(
         summary="Workflows (the latest version of each)",
-        responses={200: WorkflowDefinitionSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: WorkflowDefinitionSerializer(many=True)},
     )
     def list(self, request: Request, **kwargs: Any) -> Response:
         page = self.paginate_queryset(selectors.definitions_latest(tenant=request_tenant(request)))
@@ -94,11 +94,13 @@ class WorkflowDefinitionViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workf
         description="201 with the new version; 200 with the latest one when the document is unchanged. "
         "422 `invalid_workflow` lists every problem under `fields`.",
         request=WorkflowDocumentSerializer,
-        responses={201: WorkflowDefinitionSerializer, 200: WorkflowDefinitionSerializer, **ERROR_RESPONSES},
+        responses={201: WorkflowDefinitionSerializer, 200: WorkflowDefinitionSerializer},
     )
     @idempotent_create("workflows.create")
     def create(self, request: Request, **kwargs: Any) -> Response:
-        definition, created = definition_save(tenant=request_tenant(request), document=request.data, request=request)
+        definition, created = definition_save(
+            tenant=request_tenant(request), document=request.data, actor=actor_from_request(request)
+        )
         return Response(
             self.get_serializer(definition).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
@@ -106,7 +108,7 @@ class WorkflowDefinitionViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workf
     @extend_schema(
         summary="One workflow definition",
         parameters=[VERSION_PARAM],
-        responses={200: WorkflowDefinitionSerializer, **ERROR_RESPONSES},
+        responses={200: WorkflowDefinitionSerializer},
     )
     def retrieve(self, request: Request, key: str, **kwargs: Any) -> Response:
         definition = selectors.definition_version(
@@ -116,7 +118,7 @@ class WorkflowDefinitionViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workf
 
     @extend_schema(
         summary="Every version of a workflow, newest first",
-        responses={200: WorkflowDefinitionSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: WorkflowDefinitionSerializer(many=True)},
     )
     @action(detail=True, methods=["get"])
     def versions(self, request: Request, key: str, **kwargs: Any) -> Response:
@@ -132,7 +134,7 @@ class WorkflowDefinitionViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workf
             VERSION_PARAM,
             OpenApiParameter("subject_id", str, description="Mark this instance's state (and use its version)."),
         ],
-        responses={200: DiagramSerializer, **ERROR_RESPONSES},
+        responses={200: DiagramSerializer},
     )
     @action(detail=True, methods=["get"])
     def diagram(self, request: Request, key: str, **kwargs: Any) -> Response:
@@ -168,7 +170,7 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
     @extend_schema(
         summary="Instances of a workflow",
         parameters=[OpenApiParameter("state", str), OpenApiParameter("subject_type", str)],
-        responses={200: WorkflowInstanceSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: WorkflowInstanceSerializer(many=True)},
     )
     def list(self, request: Request, key: str, **kwargs: Any) -> Response:
         found = self.get_queryset().order_by("-created_at")
@@ -181,7 +183,7 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
     @extend_schema(
         summary="Start a workflow instance for a subject (in the initial state of the latest version)",
         request=InstanceCreateSerializer,
-        responses={201: WorkflowInstanceDetailSerializer, **ERROR_RESPONSES},
+        responses={201: WorkflowInstanceDetailSerializer},
     )
     @accepts_idempotency_key("workflows.instance")
     def create(self, request: Request, key: str, **kwargs: Any) -> Response:
@@ -195,7 +197,7 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
 
         return idempotent(request, scope="workflows.instance", create=create)
 
-    def _detail(self, instance: WorkflowInstance, actor: dict[str, Any]) -> Any:
+    def _detail(self, instance: WorkflowInstance, actor: Actor) -> Any:
         context = {
             **self.get_serializer_context(),
             "transitions": selectors.transitions_for(instance=instance, actor=actor),
@@ -205,7 +207,7 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
     @extend_schema(
         summary="An instance: its state, data, and the transitions this caller can take now",
         parameters=[OpenApiParameter("subject_type", str, description="Only when ids collide across types.")],
-        responses={200: WorkflowInstanceDetailSerializer, **ERROR_RESPONSES},
+        responses={200: WorkflowInstanceDetailSerializer},
     )
     def retrieve(self, request: Request, **kwargs: Any) -> Response:
         return Response(self._detail(self._instance(), actor_from_request(request)))
@@ -231,7 +233,6 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
                 "transition won) or invalid_source_state (?wait=true)."
             ),
             422: OpenApiResponse(description="Refused: invalid payload, unknown transition, guard or effect failed."),
-            **ERROR_RESPONSES,
         },
     )
     @extend_schema(
@@ -271,7 +272,7 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
 
     @extend_schema(
         summary="The instance's transition log, oldest first",
-        responses={200: TransitionLogSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: TransitionLogSerializer(many=True)},
     )
     @action(detail=True, methods=["get"])
     def history(self, request: Request, **kwargs: Any) -> Response:
@@ -280,7 +281,7 @@ class WorkflowInstanceViewSet(TenantScopedMixin, viewsets.GenericViewSet[Workflo
 
     @extend_schema(
         summary="The instance's workflow as Mermaid and DOT, its state marked",
-        responses={200: DiagramSerializer, **ERROR_RESPONSES},
+        responses={200: DiagramSerializer},
     )
     @action(detail=True, methods=["get"])
     def diagram(self, request: Request, **kwargs: Any) -> Response:

@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 
 from apps.core import cel
 from apps.core.errors import ApplicationError, Conflict, Unprocessable
-from apps.workflows.actors import missing_scopes
+from apps.tenancy.models import Scope
 from apps.workflows.spec import Transition, WorkflowSpec
 
 
@@ -64,6 +64,20 @@ def check_payload(transition: Transition, payload: Any) -> None:
         raise Unprocessable(
             f"The payload does not match the schema of {transition.name!r}.", code="invalid_payload", fields=fields
         )
+
+
+def actor_has_scope(actor: dict[str, Any], scope: str) -> bool:
+    """ApiKey.has_scope for a stored actor (`Actor.as_dict(scopes=True)`)."""
+    scopes = actor.get("scopes") or []
+    if Scope.ALL.value in scopes:
+        return True
+    if scope == Scope.READ.value:
+        return bool(scopes)
+    return scope in scopes
+
+
+def missing_scopes(actor: dict[str, Any], required: tuple[str, ...]) -> list[str]:
+    return [s for s in required if not actor_has_scope(actor, s)]
 
 
 def check_scopes(transition: Transition, actor: dict[str, Any]) -> None:

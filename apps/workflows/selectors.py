@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import Max, OuterRef, QuerySet, Subquery
 
+from apps.core.actors import Actor
 from apps.core.errors import ApplicationError, Conflict, NotFound
 from apps.workflows import guards
 from apps.workflows.models import TransitionLog, WorkflowDefinition, WorkflowInstance
@@ -57,7 +58,7 @@ def instance_history(*, instance: WorkflowInstance) -> QuerySet[TransitionLog]:
     return TransitionLog.objects.filter(instance=instance).order_by("instance_version")
 
 
-def transitions_for(*, instance: WorkflowInstance, actor: dict[str, Any]) -> list[dict[str, Any]]:
+def transitions_for(*, instance: WorkflowInstance, actor: Actor) -> list[dict[str, Any]]:
     """Every transition leaving the current state, with whether this actor can take it now.
 
     Scopes and conditions are evaluated without a payload; a condition that reads `payload` and
@@ -65,7 +66,7 @@ def transitions_for(*, instance: WorkflowInstance, actor: dict[str, Any]) -> lis
     """
     spec = instance.definition.parsed
     variables = guards.guard_variables(
-        state=instance.state, data=instance.data, payload={}, subject=instance.subject, actor=actor
+        state=instance.state, data=instance.data, payload={}, subject=instance.subject, actor=actor.as_dict(scopes=True)
     )
     listed = []
     for transition in spec.transitions_from(instance.state):
@@ -79,7 +80,7 @@ def transitions_for(*, instance: WorkflowInstance, actor: dict[str, Any]) -> lis
             "checked_on_apply": [],
         }
         try:
-            guards.check_scopes(transition, actor)
+            guards.check_scopes(transition, actor.as_dict(scopes=True))
             entry["checked_on_apply"] = guards.check_conditions(transition, variables, defer_payload=True)
         except ApplicationError as exc:
             entry["available"] = False

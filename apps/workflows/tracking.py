@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from apps.core.actors import Actor
 from apps.tasks import services as task_services
 
 EXECUTION_NAME = "signalbox.workflows.apply_transition"
@@ -18,12 +19,12 @@ def poll_url(execution_id: str) -> str:
     return f"/api/v1/tasks/{execution_id}/"
 
 
-def execution_create(*, tenant: Any, actor: dict[str, Any], input: dict[str, Any]) -> str:
+def execution_create(*, tenant: Any, actor: Actor, input: dict[str, Any]) -> str:
     execution = task_services.execution_create_for_intent(
         tenant=tenant,
         name=EXECUTION_NAME,
         input=input,
-        actor=(str(actor.get("type", "system"))[:20], str(actor.get("id", ""))),
+        actor=actor,
         queue="transitions",
     )
     return str(execution.pk)

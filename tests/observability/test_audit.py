@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
+from apps.core.actors import Actor
 from apps.observability.audit import audit_purge, audit_record
 from apps.observability.models import AuditEntry
 from apps.observability.tasks import purge_audit
@@ -80,19 +81,21 @@ def test_the_audit_api_shows_only_the_callers_tenant(api, tenant, other_api, oth
 
 
 def test_the_audit_api_filters_by_action_actor_target_and_time(api, tenant):
-    old = audit_record(action="template.created", tenant=tenant, actor=("api_key", "sbx_AAAA1111"), target_id="1")
+    old = audit_record(
+        action="template.created", tenant=tenant, actor=Actor(kind="api_key", id="sbx_AAAA1111"), target_id="1"
+    )
     AuditEntry.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=3))
     deleted = audit_record(
         action="template.deleted",
         tenant=tenant,
-        actor=("staff", "alice"),
+        actor=Actor(kind="staff", id="alice"),
         target_type="notifications.template",
         target_id="1",
     )
     rule = audit_record(
         action="rule.created",
         tenant=tenant,
-        actor=("api_key", "sbx_AAAA1111"),
+        actor=Actor(kind="api_key", id="sbx_AAAA1111"),
         target_type="events.rule",
         target_id="9",
     )
@@ -149,7 +152,9 @@ def staff_client(tenant) -> Client:
 
 
 def test_admin_lists_and_filters_audit_entries_but_cannot_change_them(staff_client, tenant):
-    entry = audit_record(action="api_key.revoked", tenant=tenant, actor=("staff", "alice"), data={"prefix": "sbx_x"})
+    entry = audit_record(
+        action="api_key.revoked", tenant=tenant, actor=Actor(kind="staff", id="alice"), data={"prefix": "sbx_x"}
+    )
 
     listing = staff_client.get("/admin/observability/auditentry/?action=api_key.revoked&actor_type=staff")
     assert listing.status_code == 200

@@ -10,13 +10,14 @@ import pytest
 from django.apps import apps
 from django.utils import timezone
 
+from apps.core.actors import Actor
 from apps.workflows.models import TransitionIntent, TransitionLog, WorkflowInstance
 from apps.workflows.services.transitions import intent_apply, intent_create, intents_purge
 from tests.workflows.conftest import start_order
 
 pytestmark = pytest.mark.django_db
 
-ACTOR = {"type": "api_key", "id": "sbx_test", "scopes": ["*"]}
+ACTOR = Actor(kind="api_key", id="sbx_test", scopes=("*",))
 
 
 def test_the_history_still_names_the_intent_after_the_intent_is_purged(api, order_workflow):

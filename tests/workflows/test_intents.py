@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.core.actors import Actor
 from apps.observability import metrics
 from apps.workflows.models import TransitionIntent, TransitionLog, WorkflowInstance
 from apps.workflows.services.transitions import intent_apply, intent_create, intents_purge
@@ -14,7 +15,7 @@ from tests.workflows.conftest import start_order
 
 pytestmark = pytest.mark.django_db
 
-ACTOR = {"type": "api_key", "id": "sbx_test", "scopes": ["*"]}
+ACTOR = Actor(kind="api_key", id="sbx_test", scopes=("*",))
 
 
 def test_cancelling_the_task_before_it_runs_cancels_the_intent(api, order_workflow):

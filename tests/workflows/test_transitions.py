@@ -10,6 +10,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import F
 
+from apps.core.actors import Actor
 from apps.workflows.models import TransitionIntent, TransitionLog, WorkflowInstance
 from apps.workflows.services.transitions import intent_create
 from apps.workflows.tasks import apply_transition
@@ -180,7 +181,7 @@ def test_of_two_racing_intents_exactly_one_applies_and_the_other_is_a_conflict(
     for subject in subjects:
         start_order(api, subject, total=10)
     instances = list(WorkflowInstance.objects.filter(subject_id__in=subjects))
-    actor = {"type": "api_key", "id": "test", "scopes": ["*"]}
+    actor = Actor(kind="api_key", id="test", scopes=("*",))
     with transaction.atomic():  # both intents of each pair are published together, at commit
         pairs = [
             [intent_create(instance=i, transition="submit", actor=actor, expected_state=e) for e in ("draft", "")]
@@ -248,7 +249,7 @@ def test_a_lost_publish_is_recovered_by_the_sweeper(worker, api, order_workflow)
     start_order(api, "S-1", total=10)
     instance = WorkflowInstance.objects.get(subject_id="S-1")
     intent = intent_create(
-        instance=instance, transition="submit", actor={"type": "system", "scopes": ["*"]}, publish=False
+        instance=instance, transition="submit", actor=Actor(kind="system", scopes=("*",)), publish=False
     )
     TransitionIntent.objects.filter(pk=intent.pk).update(created_at=F("created_at") - timedelta(minutes=5))
 

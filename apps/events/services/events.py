@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import Conflict, Unprocessable
 from apps.core.publish import publish_on_commit
 from apps.core.retention import PurgeReport, RetentionPolicy, purge
@@ -66,7 +67,7 @@ def event_record(
     subject: Any = None,
     payload: Any = None,
     actor: Any = None,
-    recorded_by: dict[str, Any] | None = None,
+    recorded_by: Actor | None = None,
 ) -> Event:
     """A client's event (`POST /api/v1/events/`): Signalbox's own namespaces are refused.
 
@@ -96,10 +97,11 @@ def event_record(
     return event
 
 
-def _api_actor(named: dict[str, str] | None, recorded_by: dict[str, Any] | None) -> dict[str, Any]:
+def _api_actor(named: dict[str, str] | None, recorded_by: Actor | None) -> dict[str, Any]:
     if recorded_by is None:
         return dict(named or {})
-    return {**(named or recorded_by), "recorded_by": recorded_by}
+    caller = recorded_by.as_dict()
+    return {**(named or caller), "recorded_by": caller}
 
 
 @dataclass(frozen=True)
@@ -306,7 +308,7 @@ _REPLAYED = {
 }
 
 
-def event_replay(*, event: Event, request: Any = None) -> Event:
+def event_replay(*, event: Event, actor: Actor = SYSTEM) -> Event:
     """Processes a dead event again, from a fresh schedule; its `last_error` stays until an attempt succeeds."""
     if event.status != EventStatus.DEAD:
         raise Conflict(f"Only dead events are replayed; this one is {event.status}.", code="not_replayable")
@@ -316,7 +318,7 @@ def event_replay(*, event: Event, request: Any = None) -> Event:
         audit_record(
             action="event.replayed",
             tenant=event.tenant,
-            request=request,
+            actor=actor,
             target=event,
             data={"type": event.type, "attempts": event.attempts, "last_error": event.last_error[:500]},
         )
@@ -332,7 +334,7 @@ def events_replay(
     type: str | None = None,
     since: datetime | None = None,
     limit: int = MAX_BULK_REPLAY,
-    request: Any = None,
+    actor: Actor = SYSTEM,
 ) -> list[Any]:
     """Replays the tenant's dead events (by id, type pattern or since a time; at most MAX_BULK_REPLAY).
 
@@ -358,7 +360,7 @@ def events_replay(
             audit_record(
                 action="event.bulk_replayed",
                 tenant=tenant,
-                request=request,
+                actor=actor,
                 target_type=Event._meta.label_lower,
                 data={
                     "count": len(chosen),

@@ -27,6 +27,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from apps.core import cel
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Unprocessable
 from apps.events import actions, types
 from apps.events.models import Event, Rule, RuleExecution, RuleOutcome, WebhookEndpoint
@@ -148,16 +149,16 @@ def rule_create(
     condition: str = "",
     description: str = "",
     enabled: bool = True,
-    request: Any = None,
+    actor: Actor = SYSTEM,
 ) -> Rule:
     checked = rule_check(tenant=tenant, event_type=event_type, condition=condition, actions=actions)
     rule = Rule.objects.create(tenant=tenant, name=name, description=description, enabled=enabled, **checked)
-    audit_record(action="rule.created", tenant=tenant, request=request, target=rule, data={"name": name, **checked})
+    audit_record(action="rule.created", tenant=tenant, actor=actor, target=rule, data={"name": name, **checked})
     return rule
 
 
 @transaction.atomic
-def rule_update(*, rule: Rule, request: Any = None, **changes: Any) -> Rule:
+def rule_update(*, rule: Rule, actor: Actor = SYSTEM, **changes: Any) -> Rule:
     merged = {
         "event_type": changes.get("event_type", rule.event_type),
         "condition": changes.get("condition", rule.condition),
@@ -170,13 +171,13 @@ def rule_update(*, rule: Rule, request: Any = None, **changes: Any) -> Rule:
     for name, value in checked.items():
         setattr(rule, name, value)
     rule.save()
-    audit_record(action="rule.updated", tenant=rule.tenant, request=request, target=rule, data=_jsonable(changes))
+    audit_record(action="rule.updated", tenant=rule.tenant, actor=actor, target=rule, data=_jsonable(changes))
     return rule
 
 
 @transaction.atomic
-def rule_delete(*, rule: Rule, request: Any = None) -> None:
-    audit_record(action="rule.deleted", tenant=rule.tenant, request=request, target=rule, data={"name": rule.name})
+def rule_delete(*, rule: Rule, actor: Actor = SYSTEM) -> None:
+    audit_record(action="rule.deleted", tenant=rule.tenant, actor=actor, target=rule, data={"name": rule.name})
     rule.delete()
 
 

@@ -31,6 +31,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.core import crypto, signing
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import Conflict, NotFound, Unprocessable
 from apps.core.net import UnresolvableHost, UnsafeUrl, resolve_public_address, safe_post
 from apps.core.publish import publish_on_commit
@@ -88,7 +89,7 @@ def endpoint_create(
     description: str = "",
     enabled: bool = True,
     secret: str | None = None,
-    request: Any = None,
+    actor: Actor = SYSTEM,
 ) -> tuple[WebhookEndpoint, str]:
     """Registers an endpoint; returns it and its secret in clear (shown this once)."""
     clear = signing.secret_check(secret) if secret else signing.secret_generate()
@@ -104,14 +105,14 @@ def endpoint_create(
         audit_record(
             action="webhook_endpoint.created",
             tenant=tenant,
-            request=request,
+            actor=actor,
             target=endpoint,
             data={"url": endpoint.url, "event_types": endpoint.event_types},
         )
     return endpoint, clear
 
 
-def endpoint_update(*, endpoint: WebhookEndpoint, request: Any = None, **changes: Any) -> WebhookEndpoint:
+def endpoint_update(*, endpoint: WebhookEndpoint, actor: Actor = SYSTEM, **changes: Any) -> WebhookEndpoint:
     with transaction.atomic():
         if "url" in changes:
             endpoint.url = check_url(changes["url"])
@@ -129,19 +130,19 @@ def endpoint_update(*, endpoint: WebhookEndpoint, request: Any = None, **changes
         audit_record(
             action="webhook_endpoint.updated",
             tenant=endpoint.tenant,
-            request=request,
+            actor=actor,
             target=endpoint,
             data={k: v for k, v in changes.items() if k in ("url", "event_types", "description", "enabled")},
         )
     return endpoint
 
 
-def endpoint_delete(*, endpoint: WebhookEndpoint, request: Any = None) -> None:
+def endpoint_delete(*, endpoint: WebhookEndpoint, actor: Actor = SYSTEM) -> None:
     with transaction.atomic():
         audit_record(
             action="webhook_endpoint.deleted",
             tenant=endpoint.tenant,
-            request=request,
+            actor=actor,
             target=endpoint,
             data={"url": endpoint.url},
         )
@@ -153,7 +154,7 @@ def endpoint_rotate_secret(
     endpoint: WebhookEndpoint,
     overlap: timedelta | None = None,
     secret: str | None = None,
-    request: Any = None,
+    actor: Actor = SYSTEM,
 ) -> tuple[WebhookEndpoint, str]:
     """A new secret; the old one keeps signing (alongside) for `overlap`. Returns the new one in clear."""
     clear = signing.secret_check(secret) if secret else signing.secret_generate()
@@ -171,7 +172,7 @@ def endpoint_rotate_secret(
         audit_record(
             action="webhook_endpoint.secret_rotated",
             tenant=endpoint.tenant,
-            request=request,
+            actor=actor,
             target=endpoint,
             data={"overlap_seconds": int(overlap.total_seconds())},
         )
@@ -212,7 +213,7 @@ def endpoint_disable(*, endpoint_id: Any, reason: str) -> bool:
         audit_record(
             action="webhook_endpoint.disabled",
             tenant=endpoint.tenant,
-            actor=("system", "webhooks"),
+            actor=Actor(kind="system", id="webhooks"),
             target=endpoint,
             data={"reason": reason},
         )
@@ -492,7 +493,7 @@ def webhooks_dispatch_due(*, limit: int = 1000) -> int:
 # --- replay ---------------------------------------------------------------------------------------------
 
 
-def message_replay(*, message: WebhookMessage, request: Any = None) -> WebhookMessage:
+def message_replay(*, message: WebhookMessage, actor: Actor = SYSTEM) -> WebhookMessage:
     """Sends a finished (dead or delivered) message again: same webhook-id, the schedule restarted."""
     if message.status in (MessageStatus.PENDING, MessageStatus.SENDING):
         raise Conflict("The message is still being delivered.", code="message_in_flight")
@@ -508,7 +509,7 @@ def message_replay(*, message: WebhookMessage, request: Any = None) -> WebhookMe
         audit_record(
             action="webhook_message.replayed",
             tenant=message.tenant,
-            request=request,
+            actor=actor,
             target=message,
             data={"endpoint_id": str(message.endpoint_id), "event_type": message.event_type, "was": message.status},
         )
@@ -524,7 +525,7 @@ def messages_replay(
     since: datetime | None = None,
     ids: list[uuid.UUID] | None = None,
     limit: int = MAX_BULK_REPLAY,
-    request: Any = None,
+    actor: Actor = SYSTEM,
 ) -> list[Any]:
     """Replays the tenant's dead messages (optionally of one endpoint, since a time, or given ids).
 
@@ -552,7 +553,7 @@ def messages_replay(
             audit_record(
                 action="webhook_message.bulk_replayed",
                 tenant=tenant,
-                request=request,
+                actor=actor,
                 target_type=WebhookMessage._meta.label_lower,
                 data={
                     "count": len(chosen),

@@ -27,6 +27,7 @@ from django.db.models import Case, F, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError
 from apps.core.live import live_listening, live_publish_on_commit
 from apps.notifications import conf
@@ -93,13 +94,11 @@ def inbox_token_read(token: str) -> TokenClaims:
     return TokenClaims(str(data["t"]), int(data["r"]), str(data["k"]), int(data["g"]))
 
 
-def inbox_tokens_revoke(*, recipient: Recipient, request: Any = None) -> None:
+def inbox_tokens_revoke(*, recipient: Recipient, actor: Actor = SYSTEM) -> None:
     """Ends every inbox token of this recipient minted so far, at once (tokens minted later work)."""
     with transaction.atomic():
         Recipient.objects.filter(pk=recipient.pk).update(inbox_token_generation=F("inbox_token_generation") + 1)
-        audit_record(
-            action="recipient.inbox_tokens_revoked", tenant=recipient.tenant, request=request, target=recipient
-        )
+        audit_record(action="recipient.inbox_tokens_revoked", tenant=recipient.tenant, actor=actor, target=recipient)
 
 
 def inbox_queryset(*, recipient: Recipient) -> QuerySet[Delivery]:

@@ -17,6 +17,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict
 from apps.core.publish import publish_on_commit
 from apps.notifications import conf, rendering
@@ -241,7 +242,6 @@ def notification_create(
     idempotency_key: str = "",
     metadata: Mapping[str, Any] | None = None,
     digest: Mapping[str, Any] | None = None,
-    request: Any = None,
 ) -> Notification:
     """Records a notification intent and publishes its fan-out after commit.
 
@@ -379,7 +379,7 @@ CANCELLABLE_NOTIFICATION = (
 )
 
 
-def notification_cancel(*, notification: Notification, request: Any = None) -> tuple[Notification, int]:
+def notification_cancel(*, notification: Notification, actor: Actor = SYSTEM) -> tuple[Notification, int]:
     """Stops what has not been sent: the intent if not fanned out, and every delivery still
     pending, queued, deferred or waiting for a digest. Deliveries being sent right now finish.
 
@@ -409,7 +409,7 @@ def notification_cancel(*, notification: Notification, request: Any = None) -> t
         audit_record(
             action="notification.cancelled",
             tenant=current.tenant,
-            request=request,
+            actor=actor,
             target=current,
             data={"deliveries_cancelled": cancelled},
         )

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.core import crypto
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError
 from apps.core.signing import secret_generate
 from apps.notifications import conf
@@ -175,7 +176,7 @@ def recipient_update(*, recipient: Recipient, data: Mapping[str, Any]) -> Recipi
 
 
 @transaction.atomic
-def recipient_webhook_secret_set(*, recipient: Recipient, request: Any = None) -> str:
+def recipient_webhook_secret_set(*, recipient: Recipient, actor: Actor = SYSTEM) -> str:
     """Gives the recipient a signing secret of its own for the webhook channel and returns it (the
     only time it is shown). Until then its webhooks are signed with the provider's secret, which
     every receiver of the tenant shares, so one receiver could sign messages to another."""
@@ -184,18 +185,18 @@ def recipient_webhook_secret_set(*, recipient: Recipient, request: Any = None) -
     secret = secret_generate()
     recipient.webhook_secret_encrypted = crypto.encrypt(secret)
     recipient.save(update_fields=["webhook_secret_encrypted", "updated_at"])
-    audit_record(action="recipient.webhook_secret_set", tenant=recipient.tenant, request=request, target=recipient)
+    audit_record(action="recipient.webhook_secret_set", tenant=recipient.tenant, actor=actor, target=recipient)
     return secret
 
 
 @transaction.atomic
-def recipient_webhook_secret_clear(*, recipient: Recipient, request: Any = None) -> None:
+def recipient_webhook_secret_clear(*, recipient: Recipient, actor: Actor = SYSTEM) -> None:
     """Back to the provider's secret."""
     from apps.observability.audit import audit_record
 
     recipient.webhook_secret_encrypted = ""
     recipient.save(update_fields=["webhook_secret_encrypted", "updated_at"])
-    audit_record(action="recipient.webhook_secret_cleared", tenant=recipient.tenant, request=request, target=recipient)
+    audit_record(action="recipient.webhook_secret_cleared", tenant=recipient.tenant, actor=actor, target=recipient)
 
 
 def recipient_webhook_secret(encrypted: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import Conflict, NotFound
 from apps.notifications.models import Delivery
 from apps.notifications.services.sending import deliveries_replay
@@ -32,7 +33,7 @@ class ReplayResult:
     replayed: int = 0  # taken by this call (a concurrent replay may have taken some first)
 
 
-def delivery_replay(*, tenant: Any, delivery_id: Any, actor: tuple[str, str] | None = None) -> Delivery:
+def delivery_replay(*, tenant: Any, delivery_id: Any, actor: Actor = SYSTEM) -> Delivery:
     """Replays one failed or dead delivery; Conflict when it is in another status (already replayed)."""
     delivery = Delivery.objects.filter(tenant=tenant, pk=delivery_id).first()
     if delivery is None:
@@ -68,7 +69,7 @@ def deliveries_replay_bulk(
     ids: Sequence[Any] | None = None,
     filters: Mapping[str, Any] | None = None,
     limit: int = MAX_REPLAY,
-    actor: tuple[str, str] | None = None,
+    actor: Actor = SYSTEM,
 ) -> ReplayResult:
     """Replays the tenant's failed and dead deliveries among `ids`, or matching `filters`
     (status, channel, notification, error_code, created_after/before), at most `limit`."""

@@ -24,6 +24,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict
 from apps.notifications.models import Notification
 from apps.observability.audit import audit_record
@@ -47,7 +48,9 @@ TARGET_FIELDS = (
 # --- Rescheduling --------------------------------------------------------------------------------
 
 
-def notification_reschedule(*, notification: Notification, scheduled_at: datetime, request: Any = None) -> Notification:
+def notification_reschedule(
+    *, notification: Notification, scheduled_at: datetime, actor: Actor = SYSTEM
+) -> Notification:
     """Moves a `scheduled` notification to another time (a past time: sent at the next dispatcher run).
 
     Raises Conflict `not_reschedulable` once the dispatcher took it (or it was cancelled).
@@ -73,7 +76,7 @@ def notification_reschedule(*, notification: Notification, scheduled_at: datetim
         audit_record(
             action="notification.rescheduled",
             tenant=current.tenant,
-            request=request,
+            actor=actor,
             target=current,
             data={"from": previous.isoformat() if previous else None, "to": scheduled_at.isoformat()},
         )
@@ -159,7 +162,7 @@ def schedule_fire_notification(schedule: Any, tick: datetime) -> Any:
         tenant=schedule.tenant,
         name=SCHEDULED_SEND,
         input=target,
-        actor=("schedule", str(schedule.id)),
+        actor=Actor(kind="schedule", id=str(schedule.id)),
         queue="notifications.default",
     )
     TaskExecution.objects.filter(pk=execution.pk).update(schedule=schedule, scheduled_for=tick)

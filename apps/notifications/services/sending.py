@@ -57,6 +57,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.core.actors import SYSTEM, Actor
 from apps.core.db import reconnecting
 from apps.core.publish import publish_on_commit
 from apps.notifications import channels as registry
@@ -880,7 +881,7 @@ def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) ->
 # --- Replay ----------------------------------------------------------------------------------------
 
 
-def deliveries_replay(*, tenant_id: Any, delivery_ids: Sequence[Any], actor: tuple[str, str] | None = None) -> int:
+def deliveries_replay(*, tenant_id: Any, delivery_ids: Sequence[Any], actor: Actor = SYSTEM) -> int:
     """Gives failed and dead deliveries a fresh start: `pending` now, with a full retry budget.
 
     Their attempt history stays. The dispatcher publishes them within seconds; a notification

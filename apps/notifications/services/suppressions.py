@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core.actors import SYSTEM, Actor
 from apps.notifications import channels as registry
 from apps.observability.audit import audit_record
 from apps.providers.base import Channel, Outcome, SendResult
@@ -159,7 +160,7 @@ def suppressed_pairs(*, tenant_id: Any, channels: Sequence[str], recipients: Seq
     return {(rid, channel) for channel, address in listed for rid in by_address.get((channel, address), ())}
 
 
-def suppression_delete(*, suppression: Suppression, request: Any = None) -> bool:
+def suppression_delete(*, suppression: Suppression, actor: Actor = SYSTEM) -> bool:
     """Allows a listed address again: fan-outs and sends from now on go to it. Audited in the same
     transaction; False (and no audit entry) if the row was already gone."""
     # A chat or webhook address may be a URL whose path is the credential (a Slack hook): the
@@ -174,7 +175,7 @@ def suppression_delete(*, suppression: Suppression, request: Any = None) -> bool
             audit_record(
                 action="suppression.deleted",
                 tenant=suppression.tenant,
-                request=request,
+                actor=actor,
                 target=suppression,
                 data={"channel": suppression.channel, "address": address, "reason": suppression.reason},
             )

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict
 from apps.notifications import rendering
 from apps.notifications.models import Category, Template, TemplateVersion
@@ -106,7 +107,7 @@ def _check_budgets(normalized: Mapping[str, Any]) -> None:
         raise _budget_refusal(over)
 
 
-def _add_version(*, template: Template, definition: dict[str, Any], actor: str) -> TemplateVersion:
+def _add_version(*, template: Template, definition: dict[str, Any], actor: Actor | None) -> TemplateVersion:
     number = (TemplateVersion.objects.filter(template=template).aggregate(n=Max("version"))["n"] or 0) + 1
     category = category_get_or_create(tenant=template.tenant_id, key=definition["category"])
     version = TemplateVersion.objects.create(
@@ -119,7 +120,7 @@ def _add_version(*, template: Template, definition: dict[str, Any], actor: str) 
         default_channels=definition["default_channels"],
         content=definition["content"],
         digest=definition.get("digest"),
-        created_by=actor,
+        created_by=actor.ref if actor else "",
     )
     Template.objects.filter(pk=template.pk).update(
         current_version=version, category=category, name=definition["name"], updated_at=timezone.now()
@@ -129,9 +130,7 @@ def _add_version(*, template: Template, definition: dict[str, Any], actor: str) 
 
 
 @transaction.atomic
-def template_create(
-    *, tenant: Any, key: str, definition: Mapping[str, Any], actor: str = "", request: Any = None
-) -> Template:
+def template_create(*, tenant: Any, key: str, definition: Mapping[str, Any], actor: Actor | None = None) -> Template:
     normalized = _check(definition)
     if not isinstance(key, str) or not key or len(key) > 100 or not key.replace("-", "").replace("_", "").isalnum():
         raise ApplicationError(
@@ -143,7 +142,7 @@ def template_create(
     category = category_get_or_create(tenant=tenant, key=normalized["category"])
     template = Template.objects.create(tenant=tenant, key=key, name=normalized["name"], category=category)
     _add_version(template=template, definition=normalized, actor=actor)
-    audit_record(action="template.created", tenant=tenant, request=request, target=template, data={"version": 1})
+    audit_record(action="template.created", tenant=tenant, actor=actor or SYSTEM, target=template, data={"version": 1})
     return template
 
 
@@ -164,7 +163,7 @@ def _current_definition(template: Template) -> dict[str, Any]:
 
 @transaction.atomic
 def template_update(
-    *, template: Template, changes: Mapping[str, Any], actor: str = "", request: Any = None
+    *, template: Template, changes: Mapping[str, Any], actor: Actor | None = None
 ) -> tuple[Template, bool]:
     """Applies changes as a new version; returns (template, whether a version was added).
 
@@ -189,26 +188,26 @@ def template_update(
     audit_record(
         action="template.updated",
         tenant=template.tenant,
-        request=request,
+        actor=actor or SYSTEM,
         target=template,
         data={"version": version.version},
     )
     return template, True
 
 
-def template_archive(*, template: Template, request: Any = None) -> Template:
+def template_archive(*, template: Template, actor: Actor = SYSTEM) -> Template:
     if template.archived_at is None:
         template.archived_at = timezone.now()
         Template.objects.filter(pk=template.pk).update(archived_at=template.archived_at)
-        audit_record(action="template.archived", tenant=template.tenant, request=request, target=template)
+        audit_record(action="template.archived", tenant=template.tenant, actor=actor, target=template)
     return template
 
 
-def template_restore(*, template: Template, request: Any = None) -> Template:
+def template_restore(*, template: Template, actor: Actor = SYSTEM) -> Template:
     if template.archived_at is not None:
         template.archived_at = None
         Template.objects.filter(pk=template.pk).update(archived_at=None, updated_at=timezone.now())
-        audit_record(action="template.restored", tenant=template.tenant, request=request, target=template)
+        audit_record(action="template.restored", tenant=template.tenant, actor=actor, target=template)
     return template
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import transaction
 
+from apps.core.actors import Actor
 from apps.notifications.models import Category, Preference, Recipient
 from apps.notifications.services.preferences import preferences_replace
 from apps.notifications.services.recipients import recipient_update
@@ -50,7 +51,7 @@ def recipient_unsubscribe(*, tenant_id: str, recipient_id: str, category: str = 
     audit_record(
         action="recipient.unsubscribed",
         tenant=recipient.tenant,
-        actor=("recipient", str(recipient.pk)),
+        actor=Actor(kind="recipient", id=str(recipient.pk)),
         target=recipient,
         data={"category": category or "*", "via": "list-unsubscribe"},
     )

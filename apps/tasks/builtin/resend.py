@@ -12,6 +12,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from apps.core.actors import Actor
 from apps.tasks.builtin.filters import DeliveryFilterInput, deliveries_matching
 from apps.tasks.registry import tracked_task
 from apps.tasks.runtime import TaskContext, TaskError
@@ -58,6 +59,8 @@ def resend_deliveries(ctx: TaskContext, data: dict[str, Any]) -> dict[str, int]:
     for start in range(0, total, CHUNK):
         ctx.check_cancelled()
         chunk = ids[start : start + CHUNK]
-        replayed += int(replay(tenant_id=ctx.tenant_id, delivery_ids=chunk, actor=("task", str(ctx.execution_id))))
+        replayed += int(
+            replay(tenant_id=ctx.tenant_id, delivery_ids=chunk, actor=Actor(kind="task", id=str(ctx.execution_id)))
+        )
         ctx.progress(start + len(chunk), total, "resending")
     return {"matched": total, "replayed": replayed}

@@ -26,6 +26,7 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict, Unprocessable
 from apps.core.live import live_listening, live_publish_on_commit
 from apps.core.retention import tenant_retention_days
@@ -37,8 +38,6 @@ from apps.tasks.registry import TaskType, get_task_type
 
 log = logging.getLogger(__name__)
 
-Actor = tuple[str, str]
-SYSTEM: Actor = ("system", "")
 DJANGO_TASK_RUNNER = "signalbox.tasks.run_django_task"
 # A message may arrive this early (clock skew between machines) and still run.
 EARLY_TOLERANCE = timedelta(seconds=2)
@@ -173,7 +172,7 @@ def _create(
     status: str = Status.QUEUED,
 ) -> TaskExecution:
     now = timezone.now()
-    actor_type, actor_id = actor or SYSTEM
+    actor_type, actor_id = (actor or SYSTEM).record
     return TaskExecution.objects.create(
         tenant=tenant,
         kind=kind,
@@ -527,9 +526,7 @@ def execution_timed_out(*, execution_id: str, dispatch: str) -> None:
 # --- client actions: cancel and retry ------------------------------------------------------------
 
 
-def execution_cancel(
-    *, execution: TaskExecution, actor: Actor | None = None, request: Any = None, terminate: bool = False
-) -> TaskExecution:
+def execution_cancel(*, execution: TaskExecution, actor: Actor | None = None, terminate: bool = False) -> TaskExecution:
     """Cancels a waiting execution at once; asks a running one to stop at its next check.
 
     `terminate=True` (only for task types declared `terminable`) also kills the process running
@@ -574,8 +571,7 @@ def execution_cancel(
             audit_record(
                 action="task.cancelled",
                 tenant=current.tenant,
-                request=request,
-                actor=actor,
+                actor=actor or SYSTEM,
                 target=current,
                 data={"status": current.status, "name": current.name, "terminate": terminate},
             )
@@ -588,7 +584,7 @@ def execution_cancel(
 RETRYABLE = (Status.FAILED, Status.DEAD)
 
 
-def execution_retry(*, execution: TaskExecution, actor: Actor | None = None, request: Any = None) -> TaskExecution:
+def execution_retry(*, execution: TaskExecution, actor: Actor | None = None) -> TaskExecution:
     """Starts a failed or dead execution again as a new execution linked by `retry_of`.
 
     The old record is left as it was (its error and attempts are history); a record can be
@@ -621,8 +617,7 @@ def execution_retry(*, execution: TaskExecution, actor: Actor | None = None, req
             audit_record(
                 action="task.retried",
                 tenant=execution.tenant,
-                request=request,
-                actor=actor,
+                actor=actor or SYSTEM,
                 target=execution,
                 data={"status": execution.status, "name": execution.name, "retry": str(retry.id)},
             )

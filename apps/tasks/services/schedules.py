@@ -20,12 +20,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict
 from apps.observability.audit import audit_record
 from apps.tasks.conf import tasks_settings
 from apps.tasks.models import Schedule, TaskExecution
 from apps.tasks.schedule_kinds import get_schedule_kind
-from apps.tasks.services.executions import Actor, execution_record_refused
+from apps.tasks.services.executions import execution_record_refused
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +133,12 @@ def schedule_create(
     description: str = "",
     enabled: bool = True,
     actor: Actor | None = None,
-    request: Any = None,
 ) -> Schedule:
     spec = get_schedule_kind(kind)
     stored_target = spec.validate(tenant, target)
     cron, interval_seconds = _check_timing(cron, interval_seconds)
     timezone_name = normalize_timezone(timezone_name)
-    actor_type, actor_id = actor or ("system", "")
+    actor_type, actor_id = (actor or SYSTEM).record
     try:
         with transaction.atomic():
             schedule = Schedule.objects.create(
@@ -157,7 +157,7 @@ def schedule_create(
             schedule.periodic_task = _sync_periodic_task(schedule)
             schedule.save(update_fields=["periodic_task"])
             audit_record(
-                action="schedule.created", tenant=tenant, request=request, actor=actor, target=schedule,
+                action="schedule.created", tenant=tenant, actor=actor or SYSTEM, target=schedule,
                 data={"name": name, "kind": kind, **schedule.describe()},
             )  # fmt: skip
     except IntegrityError as exc:
@@ -167,9 +167,7 @@ def schedule_create(
     return schedule
 
 
-def schedule_update(
-    *, schedule: Schedule, changes: dict[str, Any], actor: Actor | None = None, request: Any = None
-) -> Schedule:
+def schedule_update(*, schedule: Schedule, changes: dict[str, Any], actor: Actor | None = None) -> Schedule:
     """Changes name, description, target, timing or timezone; validated as on create."""
     if "target" in changes:
         schedule.target = get_schedule_kind(schedule.kind).validate(schedule.tenant, changes["target"])
@@ -190,7 +188,7 @@ def schedule_update(
             schedule.periodic_task = _sync_periodic_task(schedule)
             schedule.save(update_fields=["periodic_task"])
             audit_record(
-                action="schedule.updated", tenant=schedule.tenant, request=request, actor=actor, target=schedule,
+                action="schedule.updated", tenant=schedule.tenant, actor=actor or SYSTEM, target=schedule,
                 data={"changed": sorted(changes)},
             )  # fmt: skip
     except IntegrityError as exc:
@@ -200,30 +198,30 @@ def schedule_update(
     return schedule
 
 
-def _set_enabled(schedule: Schedule, enabled: bool, action: str, actor: Actor | None, request: Any) -> Schedule:
+def _set_enabled(schedule: Schedule, enabled: bool, action: str, actor: Actor | None) -> Schedule:
     with transaction.atomic():
         schedule.enabled = enabled
         schedule.updated_at = timezone.now()
         schedule.save(update_fields=["enabled", "updated_at"])
         schedule.periodic_task = _sync_periodic_task(schedule)
         schedule.save(update_fields=["periodic_task"])
-        audit_record(action=action, tenant=schedule.tenant, request=request, actor=actor, target=schedule)
+        audit_record(action=action, tenant=schedule.tenant, actor=actor or SYSTEM, target=schedule)
     return schedule
 
 
-def schedule_pause(*, schedule: Schedule, actor: Actor | None = None, request: Any = None) -> Schedule:
-    return _set_enabled(schedule, False, "schedule.paused", actor, request)
+def schedule_pause(*, schedule: Schedule, actor: Actor | None = None) -> Schedule:
+    return _set_enabled(schedule, False, "schedule.paused", actor)
 
 
-def schedule_resume(*, schedule: Schedule, actor: Actor | None = None, request: Any = None) -> Schedule:
-    return _set_enabled(schedule, True, "schedule.resumed", actor, request)
+def schedule_resume(*, schedule: Schedule, actor: Actor | None = None) -> Schedule:
+    return _set_enabled(schedule, True, "schedule.resumed", actor)
 
 
-def schedule_delete(*, schedule: Schedule, actor: Actor | None = None, request: Any = None) -> None:
+def schedule_delete(*, schedule: Schedule, actor: Actor | None = None) -> None:
     """Deletes the schedule and its PeriodicTask; its past runs stay (unlinked) until they expire."""
     with transaction.atomic():
         audit_record(
-            action="schedule.deleted", tenant=schedule.tenant, request=request, actor=actor, target=schedule,
+            action="schedule.deleted", tenant=schedule.tenant, actor=actor or SYSTEM, target=schedule,
             data={"name": schedule.name},
         )  # fmt: skip
         periodic = schedule.periodic_task
@@ -286,7 +284,7 @@ def schedule_fire(*, schedule_id: str, now: datetime | None = None) -> TaskExecu
                     data=schedule.target.get("input") or {},
                     code=exc.code,
                     message=f"The schedule could not start its task: {exc.message}",
-                    actor=("schedule", str(schedule.id)),
+                    actor=Actor(kind="schedule", id=str(schedule.id)),
                     schedule=schedule,
                     scheduled_for=tick,
                 )

@@ -9,15 +9,14 @@ from typing import Any
 import yaml
 from django.db import IntegrityError, transaction
 
+from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import Conflict, Unprocessable
-from apps.observability.audit import actor_of, audit_record
+from apps.observability.audit import audit_record
 from apps.workflows.models import WorkflowDefinition
 from apps.workflows.spec import parse_spec
 
 
-def definition_save(
-    *, tenant: Any, document: Any, request: Any = None, actor: tuple[str, str] | None = None
-) -> tuple[WorkflowDefinition, bool]:
+def definition_save(*, tenant: Any, document: Any, actor: Actor = SYSTEM) -> tuple[WorkflowDefinition, bool]:
     """Validates the document and stores it as the key's next version.
 
     Returns (definition, created); when the document equals the latest version, that version is
@@ -42,12 +41,11 @@ def definition_save(
                 name=spec.name,
                 description=spec.description,
                 spec=stored,
-                created_by=":".join(actor) if actor else _who(request),
+                created_by=actor.ref,
             )
             audit_record(
                 action="workflow.version_created",
                 tenant=tenant,
-                request=request,
                 actor=actor,
                 target=definition,
                 data={"key": definition.key, "version": definition.version},
@@ -55,11 +53,6 @@ def definition_save(
     except IntegrityError as exc:  # two first versions of one key at once
         raise Conflict("Another version of this workflow was saved at the same time; retry.") from exc
     return definition, True
-
-
-def _who(request: Any) -> str:
-    kind, ident = actor_of(request)
-    return f"{kind}:{ident}" if ident else kind
 
 
 def document_parse(text: str, *, name: str = "") -> Any:
@@ -74,4 +67,4 @@ def document_parse(text: str, *, name: str = "") -> Any:
 
 def definition_load_file(*, tenant: Any, path: Path) -> tuple[WorkflowDefinition, bool]:
     document = document_parse(path.read_text(encoding="utf-8"), name=path.name)
-    return definition_save(tenant=tenant, document=document, actor=("system", f"loadworkflow:{path.name}"))
+    return definition_save(tenant=tenant, document=document, actor=Actor(kind="system", id=f"loadworkflow:{path.name}"))

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from apps.core.actors import Actor
 from apps.core.errors import Conflict, Unprocessable
 from apps.workflows.models import TransitionLog, WorkflowInstance
 from apps.workflows.selectors import definition_latest
@@ -18,7 +19,7 @@ def instance_create(
     subject_id: str,
     subject_type: str = "",
     data: dict[str, Any] | None = None,
-    actor: dict[str, Any],
+    actor: Actor,
 ) -> WorkflowInstance:
     definition = definition_latest(tenant=tenant, key=key)
     subject_type = subject_type or key
@@ -42,7 +43,11 @@ def instance_create(
                 version=1,
             )
             TransitionLog.objects.create(
-                tenant=tenant, instance=instance, to_state=spec.initial, actor=actor, instance_version=1
+                tenant=tenant,
+                instance=instance,
+                to_state=spec.initial,
+                actor=actor.as_dict(scopes=True),
+                instance_version=1,
             )
     except IntegrityError as exc:
         raise Conflict(

@@ -31,6 +31,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.core import cel
+from apps.core.actors import Actor
 from apps.core.errors import ApplicationError, Conflict, Unprocessable
 from apps.core.publish import publish_on_commit
 from apps.core.retention import RetentionPolicy, purge_policy
@@ -50,7 +51,7 @@ def intent_create(
     payload: Any = None,
     expected_state: str = "",
     if_version: int | None = None,
-    actor: dict[str, Any],
+    actor: Actor,
     publish: bool = True,
 ) -> TransitionIntent:
     """Validates what does not depend on the state, then records a pending intent and its TaskExecution.
@@ -63,7 +64,7 @@ def intent_create(
     try:
         found = guards.find_transition(spec, transition)
         guards.check_payload(found, payload)
-        guards.check_scopes(found, actor)
+        guards.check_scopes(found, actor.as_dict(scopes=True))
         if expected_state and expected_state not in spec.state_names:
             raise Unprocessable(
                 f"{expected_state!r} is not a state of {spec.key!r}.",
@@ -83,7 +84,7 @@ def intent_create(
             payload=payload,
             expected_state=expected_state,
             observed_version=instance.version if if_version is None else if_version,
-            actor=actor,
+            actor=actor.as_dict(scopes=True),
         )
         intent.task_execution_id = tracking.execution_create(
             tenant=instance.tenant,

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.core.actors import Actor
 from apps.notifications.models import Recipient, Template
 from apps.notifications.services.recipients import recipients_upsert
 from apps.notifications.services.templates import template_create
@@ -55,7 +56,9 @@ class Command(BaseCommand):
         if not user_model.objects.filter(username="admin").exists():
             user_model.objects.create_superuser("admin", "admin@example.com", "admin")
         if not Template.objects.filter(tenant=tenant, key="welcome").exists():
-            template_create(tenant=tenant, key="welcome", definition=DEMO_TEMPLATE, actor="make run")
+            template_create(
+                tenant=tenant, key="welcome", definition=DEMO_TEMPLATE, actor=Actor(kind="system", id="make run")
+            )
         if not Recipient.objects.filter(tenant=tenant, external_id="ada").exists():
             recipients_upsert(
                 tenant=tenant,
