@@ -27,7 +27,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from apps.core.errors import Conflict, Unprocessable
-from apps.core.publish import publish_on_commit
+from apps.core.publish import publish, publish_on_commit
 from apps.core.retention import PurgeReport, RetentionPolicy, purge
 from apps.events import types
 from apps.events.models import Event, EventSource, EventStatus, MessageStatus, Rule, WebhookEndpoint
@@ -51,12 +51,10 @@ def _json_safe(payload: Any) -> Any:
 
 def _publish(event_id: Any, *, countdown: float = 0) -> None:
     """Publishes the event's processing once the transaction commits (after `countdown` seconds)."""
-    from apps.events.tasks import process_event
-
     options: dict[str, Any] = {"queue": "events"}
     if countdown > 0:
         options["countdown"] = countdown
-    publish_on_commit(process_event, str(event_id), **options)
+    publish_on_commit("signalbox.events.process", str(event_id), **options)
 
 
 def event_record(
@@ -287,10 +285,8 @@ def events_sweep(*, older_than_seconds: int = 120, limit: int = 1000) -> int:
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
     )
-    from apps.events.tasks import process_event
-
     for pk in ids:
-        process_event.apply_async(args=(str(pk),), queue="events")
+        publish("signalbox.events.process", str(pk), queue="events")
     if ids:
         metrics.SWEEPER_RECOVERED.labels(kind="event").inc(len(ids))
     return len(ids)

@@ -345,9 +345,7 @@ def _same_intent(
 
 
 def _publish_fan_out(notification: Notification) -> None:
-    from apps.notifications.tasks import fan_out
-
-    publish_on_commit(fan_out, str(notification.pk), queue=queue_for(notification.priority))
+    publish_on_commit("signalbox.notifications.fan_out", str(notification.pk), queue=queue_for(notification.priority))
 
 
 def notification_complete_if_settled(

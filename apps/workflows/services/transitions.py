@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from apps.core import cel
 from apps.core.errors import ApplicationError, Conflict, Unprocessable
-from apps.core.publish import publish_on_commit
+from apps.core.publish import publish, publish_on_commit
 from apps.core.retention import RetentionPolicy, purge_policy
 from apps.events.services.events import event_emit
 from apps.observability import metrics
@@ -106,9 +106,7 @@ def intent_create(
 
 
 def _publish(intent: TransitionIntent) -> None:
-    from apps.workflows.tasks import apply_transition
-
-    publish_on_commit(apply_transition, str(intent.pk), queue="transitions")
+    publish_on_commit("signalbox.workflows.apply_transition", str(intent.pk), queue="transitions")
 
 
 def version_conflict(*, instance: WorkflowInstance, observed_version: int) -> Conflict:
@@ -257,8 +255,6 @@ def _finish(intent: TransitionIntent, status: str, *, error: ApplicationError | 
 
 def intents_sweep(*, older_than_seconds: int = 120, limit: int = 1000) -> int:
     """Republishes intents committed but never applied (a lost publish, a worker that died)."""
-    from apps.workflows.tasks import apply_transition
-
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     ids = list(
         TransitionIntent.objects.filter(status=IntentStatus.PENDING, created_at__lt=cutoff)
@@ -266,7 +262,7 @@ def intents_sweep(*, older_than_seconds: int = 120, limit: int = 1000) -> int:
         .values_list("pk", flat=True)[:limit]
     )
     for pk in ids:
-        apply_transition.apply_async(args=(str(pk),), queue="transitions")
+        publish("signalbox.workflows.apply_transition", str(pk), queue="transitions")
     if ids:
         metrics.SWEEPER_RECOVERED.labels(kind="transition_intent").inc(len(ids))
     return len(ids)
