@@ -34,6 +34,7 @@ from apps.notifications.models import (
 )
 from apps.notifications.services import templates as template_services
 from apps.notifications.services.preferences import preference_layer_errors
+from apps.notifications.services.sending import deliveries_replay
 
 
 def _flatten(errors: Any, prefix: str = "") -> Iterable[str]:
@@ -394,8 +395,6 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Replay selected failed or dead deliveries")
     def replay(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        from apps.notifications.services.sending import deliveries_replay
-
         by_tenant: dict[Any, list[Any]] = {}
         for pk, tenant_id in queryset.values_list("pk", "tenant_id"):
             by_tenant.setdefault(tenant_id, []).append(pk)

@@ -42,6 +42,7 @@ from apps.events.models import (
     WebhookEndpoint,
     WebhookMessage,
 )
+from apps.events.services.events import event_emit
 from apps.observability import metrics
 from apps.observability.audit import audit_record
 
@@ -192,8 +193,6 @@ def endpoint_signing_secrets(endpoint: WebhookEndpoint, *, now: datetime | None 
 
 def endpoint_disable(*, endpoint_id: Any, reason: str) -> bool:
     """Disables an enabled endpoint and emits `endpoint.disabled`; False if it already was."""
-    from apps.events.services.events import event_emit
-
     now = timezone.now()
     with transaction.atomic():
         changed = WebhookEndpoint.objects.filter(pk=endpoint_id, enabled=True).update(

@@ -12,15 +12,3 @@
 - `ratelimits`, `suppressions`, `callbacks`, `replay`: send limits, the suppression list, provider
   status reports and dead-letter replays (docs/reliability.md).
 """
-
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    # `from apps.notifications.services import deliveries_replay` (apps/tasks' resend task) without
-    # importing the whole pipeline when the package is imported.
-    if name == "deliveries_replay":
-        from apps.notifications.services.sending import deliveries_replay
-
-        return deliveries_replay
-    raise AttributeError(name)

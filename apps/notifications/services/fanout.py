@@ -35,8 +35,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from apps.core.ports import event_bus
 from apps.core.publish import publish_on_commit
-from apps.events.services import is_observed
 from apps.notifications import channels as registry
 from apps.notifications import conf
 from apps.notifications.models import (
@@ -162,7 +162,7 @@ def notification_fan_out(*, notification_id: Any) -> list[int]:
                 "updated_at",
             ]
         )
-        if not chunks and is_observed(notification.tenant_id, "notification.sent"):
+        if not chunks and event_bus().listeners_of(notification.tenant_id).observe("notification.sent"):
             notification_announce_sent(notification_id=notification.pk)
         ids = [c.pk for c in chunks]
         if len(ids) > 1:

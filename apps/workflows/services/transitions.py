@@ -36,6 +36,7 @@ from apps.core.publish import publish, publish_on_commit
 from apps.core.retention import RetentionPolicy, purge_policy
 from apps.events.services.events import event_emit
 from apps.observability import metrics
+from apps.tenancy.models import Tenant
 from apps.workflows import guards, tracking
 from apps.workflows.models import IntentStatus, TransitionIntent, TransitionLog, WorkflowInstance
 from apps.workflows.services.effects import effects_run
@@ -286,7 +287,5 @@ def intents_retention_policy() -> RetentionPolicy:
 
 
 def intents_purge(*, max_seconds: float = 240.0) -> int:
-    from apps.tenancy.models import Tenant
-
     purged, _ = purge_policy(intents_retention_policy(), tenants=Tenant.objects.all(), max_seconds=max_seconds)
     return purged
