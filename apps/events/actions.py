@@ -14,6 +14,8 @@ from django.db import transaction
 
 from apps.core.actors import Actor
 from apps.core.errors import ApplicationError
+from apps.notifications.services.notifications import notification_create
+from apps.tasks.services import task_start
 
 
 class ActionFailed(ApplicationError):
@@ -48,8 +50,6 @@ def send_notification(
     `recipients` are recipients' external ids (or recipient objects); or give a `topic` instead.
     Both at once is refused (`audience_conflict`) rather than dropping the recipients.
     """
-    from apps.notifications.services.notifications import notification_create
-
     if topic and recipients:
         raise ActionFailed(AUDIENCE_CONFLICT, code="audience_conflict")
     try:
@@ -70,8 +70,6 @@ def send_notification(
 
 def start_task(*, tenant: Any, task: str, params: dict[str, Any], idempotency_key: str, source: dict[str, Any]) -> str:
     """Starts a tracked task (apps.tasks) and returns its TaskExecution id; published on commit."""
-    from apps.tasks.services import task_start
-
     origin = f"rule:{source['rule_id']}" if source.get("rule_id") else f"workflow:{source.get('workflow', '')}"
     try:
         with transaction.atomic():

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
-from apps.events.services import events, webhooks
+from apps.events.services import events, processing, webhooks
 
 
 @shared_task(name="signalbox.events.process", queue="events", ignore_result=True)
@@ -15,7 +15,7 @@ def process_event(event_id: str) -> None:
 
     A failure is recorded on the event and retried on its own schedule, never raised to Celery.
     """
-    events.event_process(event_id=event_id)
+    processing.event_process(event_id=event_id)
 
 
 @shared_task(name="signalbox.events.sweep", queue="events", ignore_result=True)

@@ -35,6 +35,7 @@ from apps.notifications.models import (
 )
 from apps.notifications.services import templates as template_services
 from apps.notifications.services.preferences import preference_layer_errors
+from apps.notifications.services.sending import deliveries_replay
 from apps.notifications.services.suppressions import normalize
 from apps.providers.models import ProviderEvent, Suppression
 from apps.tenancy.actors import actor_from_request
@@ -396,8 +397,6 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Replay selected failed or dead deliveries")
     def replay(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        from apps.notifications.services.sending import deliveries_replay
-
         by_tenant: dict[Any, list[Any]] = {}
         for pk, tenant_id in queryset.values_list("pk", "tenant_id"):
             by_tenant.setdefault(tenant_id, []).append(pk)

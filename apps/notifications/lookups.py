@@ -12,6 +12,8 @@ from typing import Any
 
 from django.db.models import Lookup
 
+from apps.notifications.models import Delivery, Device, Preference, Recipient
+
 
 class AnyOf(Lookup):  # type: ignore[type-arg]
     lookup_name = "any"
@@ -28,8 +30,6 @@ class AnyOf(Lookup):  # type: ignore[type-arg]
 
 
 def register() -> None:
-    from apps.notifications.models import Delivery, Device, Preference, Recipient
-
     for model, field in (
         (Recipient, "id"),
         (Delivery, "id"),

@@ -25,8 +25,9 @@ from apps.notifications.models import (
     TemplateVersion,
     Topic,
 )
-from apps.notifications.services.digest import MAX_KEY_LENGTH, MAX_RULE_WINDOW_MINUTES
 from apps.notifications.validators import (
+    MAX_KEY_LENGTH,
+    MAX_RULE_WINDOW_MINUTES,
     messages,
     validate_external_id,
     validate_locale,

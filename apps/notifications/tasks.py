@@ -14,7 +14,8 @@ from typing import Any
 
 from celery import shared_task
 
-from apps.notifications.services import dispatch, fanout, sending
+from apps.notifications import jobs  # noqa: F401  (registers the tracked task types it ships)
+from apps.notifications.services import digests_flush, dispatch, fanout, sending
 
 
 @shared_task(name="signalbox.notifications.fan_out", queue="notifications.default", ignore_result=True)
@@ -59,14 +60,10 @@ def sweep() -> dict[str, int]:
 @shared_task(name="signalbox.digests.flush_due", queue="digests", ignore_result=True)
 def digests_flush_due() -> dict[str, int]:
     """Beat, every minute: hands due digest windows to `flush_windows` tasks in batches."""
-    from apps.notifications.services import digests_flush
-
     return digests_flush.digests_flush_due()
 
 
 @shared_task(name="signalbox.digests.flush_windows", queue="digests", ignore_result=True)
 def digests_flush_windows(window_ids: list[str]) -> dict[str, int]:
     """Flushes each window into one message (each in its own transaction; a duplicate does nothing)."""
-    from apps.notifications.services import digests_flush
-
     return digests_flush.digest_windows_flush(window_ids=window_ids)

@@ -20,6 +20,9 @@ from apps.core.net import UnresolvableHost, UnsafeUrl, resolve_public_address
 from apps.notifications.rendering import LOCALE_PATTERN
 
 EXTERNAL_ID_PATTERN = re.compile(r"^[^/\s?#]{1,255}$")
+# A digest rule's limits (services/digest.py checks them; the API schema states them).
+MAX_RULE_WINDOW_MINUTES = 7 * 24 * 60
+MAX_KEY_LENGTH = 200
 _email = EmailValidator(message="Enter a valid email address.")
 _url = URLValidator(schemes=["http", "https"], message="Enter an http(s) URL.")
 

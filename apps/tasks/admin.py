@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from apps.core.errors import ApplicationError
 from apps.tasks.models import Schedule, TaskExecution
 from apps.tasks.services import execution_cancel, execution_retry
-from apps.tasks.services.schedules import schedule_pause, schedule_resume
+from apps.tasks.services.schedules import schedule_delete, schedule_pause, schedule_resume
 from apps.tenancy.actors import actor_from_request
 
 
@@ -106,8 +106,6 @@ class ScheduleAdmin(admin.ModelAdmin[Schedule]):
             schedule_resume(schedule=schedule, actor=actor_from_request(request))
 
     def delete_model(self, request: HttpRequest, obj: Schedule) -> None:
-        from apps.tasks.services.schedules import schedule_delete
-
         schedule_delete(schedule=obj, actor=actor_from_request(request))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:

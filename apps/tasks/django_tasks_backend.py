@@ -35,7 +35,10 @@ from typing_extensions import ParamSpec
 
 from apps.core import context
 from apps.tasks.models import Kind, Status, TaskExecution
-from apps.tasks.registry import RetryPolicy
+from apps.tasks.runtime import TaskError
+from apps.tasks.services.executions import django_task_enqueue
+from apps.tasks.types import Job, RetryPolicy
+from apps.tenancy.models import Tenant
 from workers.queues import QUEUE_NAMES
 
 T = TypeVar("T")
@@ -82,8 +85,6 @@ class SignalboxBackend(BaseTaskBackend):
             raise InvalidTaskError(f"Queue {task.queue_name!r} is not a Signalbox queue (see workers/queues.py).")
 
     def enqueue(self, task: Task[P, T], args: Any, kwargs: Any) -> TaskResult[T]:
-        from apps.tasks.services.executions import django_task_enqueue
-
         self.validate_task(task)
         execution = django_task_enqueue(
             tenant=_current_tenant(),
@@ -141,8 +142,6 @@ class SignalboxBackend(BaseTaskBackend):
 
 def _current_tenant() -> Any:
     """The tenant of the request (or task) enqueueing, from the correlation context; None outside one."""
-    from apps.tenancy.models import Tenant
-
     tenant_id = context.get("tenant")
     return Tenant.objects.filter(pk=tenant_id).first() if tenant_id else None
 
@@ -161,10 +160,8 @@ def _return_value(execution: TaskExecution) -> Any:
     return execution.result
 
 
-def django_job(execution: TaskExecution) -> Any:
+def django_job(execution: TaskExecution) -> Job:
     """The runner's `Job` for a Django task: call it (with its context if it takes one)."""
-    from apps.tasks.runner import Job
-
     try:
         task = _task_of(execution)
     except (ImportError, TaskResultDoesNotExist):
@@ -195,8 +192,6 @@ def django_job(execution: TaskExecution) -> Any:
 
 def _missing(path: str) -> Any:
     def call(ctx: Any) -> Any:
-        from apps.tasks.runtime import TaskError
-
         raise TaskError("unknown_task", f"The Django task {path} is not installed on the worker.")
 
     return call

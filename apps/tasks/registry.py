@@ -11,120 +11,30 @@ renamed task strands every message and schedule that uses the old name.
 
 Task types live in each app's `tasks.py` (or a module it imports), so the worker registers them
 through Celery's autodiscovery; the web process loads the same modules on first use of the registry.
+What a task type is, and the registry itself, are in `apps/tasks/types.py`.
 """
 
 from __future__ import annotations
 
-import random
 import re
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework import serializers
 
-from apps.core.errors import ApplicationError
-from apps.tasks.jsonschema import serializer_json_schema
+from apps.tasks.runner import TrackedCeleryTask, execute
+from apps.tasks.runtime import TaskContext
+from apps.tasks.types import RetryPolicy, TaskType, get_task_type, register, registered, task_types
 from workers.queues import QUEUE_NAMES
 
-if TYPE_CHECKING:
-    from apps.tasks.runtime import TaskContext
+__all__ = ["RetryPolicy", "TaskType", "get_task_type", "task_types", "tracked_task"]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
-TaskFunction = Callable[["TaskContext", dict[str, Any]], Any]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter: attempt n waits about `backoff * 2**(n-1)`, capped."""
-
-    max_retries: int = 3
-    backoff: float = 5.0
-    backoff_max: float = 600.0
-    jitter: bool = True
-    retry_for: tuple[type[BaseException], ...] = (Exception,)
-
-    @property
-    def max_attempts(self) -> int:
-        return self.max_retries + 1
-
-    def delay(self, attempts_done: int) -> float:
-        delay = min(self.backoff_max, self.backoff * 2 ** max(0, attempts_done - 1))
-        if self.jitter:
-            # "Equal jitter": never less than half the delay, so retries spread out but still back off.
-            delay = delay / 2 + random.uniform(0, delay / 2)
-        return delay
-
-
-@dataclass(frozen=True)
-class TaskType:
-    name: str
-    func: TaskFunction
-    queue: str
-    input_serializer: type[serializers.Serializer[Any]] | None
-    retry: RetryPolicy
-    soft_time_limit: int
-    time_limit: int
-    terminable: bool
-    result_ttl_days: int | None
-    description: str
-    celery_task: Any = field(repr=False)
-
-    def validate_input(self, data: Any, *, tenant: Any) -> dict[str, Any]:
-        """The input as stored: validated by the type's serializer, rendered back to plain JSON."""
-        if self.input_serializer is None:
-            if data not in (None, {}):
-                raise ApplicationError(
-                    "This task takes no input.",
-                    code="validation_error",
-                    fields={"input": ["This task takes no input."]},
-                )
-            return {}
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ApplicationError(
-                "The input must be a JSON object.", code="validation_error", fields={"input": ["Expected an object."]}
-            )
-        serializer = self.input_serializer(data=data, context={"tenant": tenant})
-        if not serializer.is_valid():
-            raise ApplicationError(
-                "The task input is invalid; see fields.",
-                code="validation_error",
-                fields={"input": _plain(serializer.errors)},
-            )
-        return _json(serializer.data)
-
-    def input_schema(self) -> dict[str, Any]:
-        if self.input_serializer is None:
-            return {"type": "object", "properties": {}, "additionalProperties": False}
-        return serializer_json_schema(self.input_serializer())
-
-
-def _plain(detail: Any) -> Any:
-    if isinstance(detail, dict):
-        return {k: _plain(v) for k, v in detail.items()}
-    if isinstance(detail, list):
-        return [_plain(v) for v in detail]
-    return str(detail)
-
-
-def _json(data: Any) -> dict[str, Any]:
-    import json
-
-    from django.core.serializers.json import DjangoJSONEncoder
-
-    return dict(json.loads(json.dumps(data, cls=DjangoJSONEncoder)))
-
-
-_REGISTRY: dict[str, TaskType] = {}
-_loaded = False
-_load_lock = threading.Lock()
+TrackedFunction = Callable[[TaskContext, dict[str, Any]], Any]
 
 
 def tracked_task(
@@ -142,7 +52,7 @@ def tracked_task(
     terminable: bool = False,
     result_ttl_days: int | None = None,
     description: str = "",
-) -> Callable[[TaskFunction], TaskType]:
+) -> Callable[[TrackedFunction], TaskType]:
     """Registers `func(ctx, data)` as a tracked task type and as a Celery task of the same name.
 
     `terminable=True` declares that killing the process mid-run is safe, which lets a client
@@ -163,24 +73,18 @@ def tracked_task(
     if max_retries < 0:
         raise ImproperlyConfigured(f"Task {name}: max_retries must be >= 0.")
 
-    def decorate(func: TaskFunction) -> TaskType:
-        existing = _REGISTRY.get(name)
+    def decorate(func: TrackedFunction) -> TaskType:
+        existing = registered(name, func)
         if existing is not None:
-            if _qualname(existing.func) == _qualname(func):
-                return existing  # the same module imported again
-            raise ImproperlyConfigured(f"Task name {name!r} is registered twice.")
+            return existing  # the same module imported again
 
         def run(self: Any, execution_id: str, dispatch: str) -> None:
-            from apps.tasks.runner import execute
-
             execute(self, execution_id=execution_id, dispatch=dispatch)
 
         run.__name__ = func.__name__
         run.__qualname__ = func.__qualname__
         run.__module__ = func.__module__
         run.__doc__ = func.__doc__
-
-        from apps.tasks.runner import TrackedCeleryTask
 
         celery_task = shared_task(
             bind=True,
@@ -210,34 +114,6 @@ def tracked_task(
             description=description or (func.__doc__ or "").strip().split("\n")[0],
             celery_task=celery_task,
         )
-        _REGISTRY[name] = task_type
-        return task_type
+        return register(task_type)
 
     return decorate
-
-
-def _qualname(func: Callable[..., Any]) -> str:
-    return f"{func.__module__}.{func.__qualname__}"
-
-
-def _ensure_loaded() -> None:
-    """Imports every app's `tasks` module once, as the worker's autodiscovery does."""
-    global _loaded
-    if _loaded:
-        return
-    with _load_lock:
-        if not _loaded:
-            from django.utils.module_loading import autodiscover_modules
-
-            autodiscover_modules("tasks")
-            _loaded = True
-
-
-def get_task_type(name: str) -> TaskType | None:
-    _ensure_loaded()
-    return _REGISTRY.get(name)
-
-
-def task_types() -> list[TaskType]:
-    _ensure_loaded()
-    return sorted(_REGISTRY.values(), key=lambda t: t.name)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -22,10 +20,11 @@ from django.db import InterfaceError, OperationalError
 from apps.core import context
 from apps.observability import metrics
 from apps.tasks.conf import tasks_settings
+from apps.tasks.django_tasks_backend import django_job
 from apps.tasks.models import Kind, Status, TaskExecution
-from apps.tasks.registry import RetryPolicy, get_task_type
 from apps.tasks.runtime import Cancelled, Superseded, TaskContext, TaskError, heartbeat
 from apps.tasks.services import executions as svc
+from apps.tasks.types import Job, get_task_type
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +41,6 @@ class TrackedCeleryTask(Task):  # type: ignore[misc]
             svc.execution_timed_out(execution_id=kwargs["execution_id"], dispatch=kwargs.get("dispatch", ""))
 
 
-@dataclass(frozen=True)
-class Job:
-    """What to call for an execution, and how to retry it."""
-
-    call: Callable[[TaskContext], Any]
-    retry: RetryPolicy
-    result_ttl_days: int | None = None
-    soft_time_limit: int | None = None
-
-
 def job_for(execution: TaskExecution) -> Job | None:
     if execution.kind == Kind.TASK:
         task_type = get_task_type(execution.name)
@@ -64,8 +53,6 @@ def job_for(execution: TaskExecution) -> Job | None:
             soft_time_limit=task_type.soft_time_limit,
         )
     if execution.kind == Kind.DJANGO:
-        from apps.tasks.django_tasks_backend import django_job
-
         return django_job(execution)
     return None
 

@@ -3,7 +3,8 @@
 A kind validates its `target` JSON when a schedule is created or changed, and `fire`s once per
 tick by creating the TaskExecution of that run, with `schedule` and `scheduled_for` set (the
 unique (schedule, scheduled_for) rule is what keeps two beats from firing a tick twice), so every
-run is polled like any task. Only `task` exists today:
+run is polled like any task. The tasks app's own kind, `task`, is registered by its services
+(apps/tasks/services/schedules.py):
 
     {"kind": "task", "target": {"task": "signalbox.exports.deliveries_csv", "input": {...}}}
 
@@ -22,9 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from apps.core.actors import Actor
 from apps.core.errors import ApplicationError
-from apps.tasks.models import Schedule, ScheduleKind, TaskExecution
+from apps.tasks.models import Schedule, TaskExecution
 
 
 @dataclass(frozen=True)
@@ -56,46 +56,3 @@ def get_schedule_kind(name: str) -> ScheduleKindSpec:
 
 def schedule_kind_names() -> list[str]:
     return sorted(_KINDS)
-
-
-def _validate_task_target(tenant: Any, target: Any) -> dict[str, Any]:
-    from apps.tasks.services.executions import require_task_type
-
-    if not isinstance(target, dict) or not isinstance(target.get("task"), str):
-        raise ApplicationError(
-            'The target is {"task": "<task name>", "input": {...}}.',
-            code="validation_error",
-            fields={"target": ['Expected {"task": "<task name>", "input": {...}}.']},
-        )
-    unknown = sorted(set(target) - {"task", "input"})
-    if unknown:
-        raise ApplicationError(
-            f"Unknown target keys: {', '.join(unknown)}.",
-            code="validation_error",
-            fields={"target": [f"Unknown keys: {', '.join(unknown)}."]},
-        )
-    try:
-        task_type = require_task_type(target["task"])
-        data = task_type.validate_input(target.get("input"), tenant=tenant)
-    except ApplicationError as exc:
-        # Same status: an unknown task is 422 (a rule about the tenant's tasks), a malformed input 400.
-        raise ApplicationError(
-            exc.message, code=exc.code, status_code=exc.status_code, fields={"target": exc.fields}
-        ) from exc
-    return {"task": task_type.name, "input": data}
-
-
-def _fire_task(schedule: Schedule, tick: datetime) -> TaskExecution:
-    from apps.tasks.services.executions import task_start
-
-    return task_start(
-        tenant=schedule.tenant,
-        name=schedule.target["task"],
-        input=schedule.target.get("input") or {},
-        actor=Actor(kind="schedule", id=str(schedule.id)),
-        schedule=schedule,
-        scheduled_for=tick,
-    )
-
-
-register_schedule_kind(ScheduleKindSpec(name=ScheduleKind.TASK, validate=_validate_task_target, fire=_fire_task))

@@ -1,7 +1,8 @@
 """Celery tasks of the tasks app: the upkeep jobs, the schedule dispatcher and the Django Tasks runner.
 
 Importing this module (Celery autodiscovery in the worker, the registry in the web process) also
-registers the built-in task types, and the test-only ones when `SIGNALBOX_TEST_TASKS=1`.
+registers the test-only task types when `SIGNALBOX_TEST_TASKS=1`. The task types Signalbox ships
+live in the apps whose data they read (`apps/notifications/jobs/`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from typing import Any
 
 from celery import shared_task
 
-from apps.tasks import builtin  # noqa: F401  (registers the built-in task types)
 from apps.tasks.conf import tasks_settings
 from apps.tasks.runner import TrackedCeleryTask, execute
 from apps.tasks.services.maintenance import executions_purge_expired, executions_sweep

@@ -67,7 +67,7 @@ def test_a_badly_shaped_or_reserved_actor_is_refused(api, actor):
 
 
 def test_rule_conditions_see_the_clients_actor(api, tenant):
-    from apps.events.services.events import event_process
+    from apps.events.services.processing import event_process
     from apps.events.services.rules import rule_create
 
     rule = rule_create(

@@ -16,7 +16,8 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.events.models import Event, RuleExecution
-from apps.events.services.events import event_process, events_purge, events_sweep
+from apps.events.services.events import events_purge, events_sweep
+from apps.events.services.processing import event_process
 from apps.events.services.rules import rule_create
 from apps.observability.models import AuditEntry
 from tests.conftest import wait_for

@@ -20,7 +20,8 @@ from cryptography.x509.oid import NameOID
 
 from apps.core.net import PinnedAddressAdapter, UnresolvableHost, UnsafeUrl, resolve_public_address, safe_post
 from apps.events.models import WebhookMessage
-from apps.events.services.events import event_process, event_record
+from apps.events.services.events import event_record
+from apps.events.services.processing import event_process
 from apps.events.services.webhooks import endpoint_create, message_deliver
 
 pytestmark = pytest.mark.django_db

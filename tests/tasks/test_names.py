@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 from apps.tasks.registry import task_types
 from workers.beat import PERIODIC_JOBS
 from workers.celery import app
@@ -44,3 +47,30 @@ def test_tracked_tasks_keep_no_celery_result_rows():
     # TaskExecution is the one record clients read; django-celery-results would only duplicate it.
     for name in PINNED_TASK_TYPES:
         assert app.tasks[name].ignore_result is True
+
+
+def _published_names() -> set[tuple[str, str]]:
+    """(module, name) of every task a service publishes by name (`publish`/`publish_on_commit("…")`)."""
+    root = Path(__file__).resolve().parents[2]
+    found: set[tuple[str, str]] = set()
+    for path in (root / "apps").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("publish", "publish_on_commit")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                found.add((str(path.relative_to(root)), node.args[0].value))
+    return found
+
+
+def test_every_task_published_by_name_exists():
+    # A service names the task it publishes instead of importing it: a typo would strand the message.
+    app.loader.import_default_modules()
+    published = _published_names()
+
+    assert {name for _, name in published} >= {"signalbox.notifications.send_batch", "signalbox.events.process"}
+    assert [(module, name) for module, name in sorted(published) if name not in app.tasks] == []

@@ -32,6 +32,7 @@ from apps.core.errors import ApplicationError, Unprocessable
 from apps.events import actions, types
 from apps.events.models import Event, Rule, RuleExecution, RuleOutcome, WebhookEndpoint
 from apps.events.services.watchers import watchers_of
+from apps.events.services.webhooks import message_for_endpoint
 from apps.observability.audit import audit_record
 
 log = logging.getLogger(__name__)
@@ -259,8 +260,6 @@ def _run_action(
             tenant=rule.tenant, task=action["task"], params=params, idempotency_key=key, source=source
         )
         return {"status": "done", "ref": ref}
-    from apps.events.services.webhooks import message_for_endpoint
-
     message = message_for_endpoint(event=event, endpoint_id=action["endpoint_id"])
     return {"status": "done", "ref": str(message.pk)}
 

@@ -34,7 +34,7 @@ from apps.core import crypto, signing
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import Conflict, NotFound, Unprocessable
 from apps.core.net import UnresolvableHost, UnsafeUrl, resolve_public_address, safe_post
-from apps.core.publish import publish_on_commit
+from apps.core.publish import publish, publish_on_commit
 from apps.events import types
 from apps.events.models import (
     AttemptOutcome,
@@ -44,6 +44,7 @@ from apps.events.models import (
     WebhookEndpoint,
     WebhookMessage,
 )
+from apps.events.services.events import event_emit
 from apps.observability import metrics
 from apps.observability.audit import audit_record
 
@@ -194,8 +195,6 @@ def endpoint_signing_secrets(endpoint: WebhookEndpoint, *, now: datetime | None 
 
 def endpoint_disable(*, endpoint_id: Any, reason: str) -> bool:
     """Disables an enabled endpoint and emits `endpoint.disabled`; False if it already was."""
-    from apps.events.services.events import event_emit
-
     now = timezone.now()
     with transaction.atomic():
         changed = WebhookEndpoint.objects.filter(pk=endpoint_id, enabled=True).update(
@@ -245,12 +244,10 @@ def message_body(event: Event) -> str:
 
 
 def _publish_delivery(message_id: Any, *, countdown: float = 0) -> None:
-    from apps.events.tasks import deliver_message
-
     options: dict[str, Any] = {"queue": "webhooks"}
     if countdown > 0:
         options["countdown"] = countdown
-    publish_on_commit(deliver_message, str(message_id), **options)
+    publish_on_commit("signalbox.webhooks.deliver", str(message_id), **options)
 
 
 def messages_fan_out(*, event: Event) -> list[Any]:
@@ -463,8 +460,6 @@ def message_deliver(*, message_id: Any) -> str | None:
 
 def webhooks_dispatch_due(*, limit: int = 1000) -> int:
     """Publishes due messages and reclaims ones whose worker died mid-send; returns how many were published."""
-    from apps.events.tasks import deliver_message
-
     now = timezone.now()
     # A send lasts at most the timeout; a claim much older than that belongs to a dead worker.
     stale = now - timedelta(seconds=float(settings.SIGNALBOX_WEBHOOK_TIMEOUT_SECONDS) + 120)
@@ -486,7 +481,7 @@ def webhooks_dispatch_due(*, limit: int = 1000) -> int:
         )
         WebhookMessage.objects.filter(pk__in=ids).update(dispatched_at=now)
     for pk in ids:
-        deliver_message.apply_async(args=(str(pk),), queue="webhooks")
+        publish("signalbox.webhooks.deliver", str(pk), queue="webhooks")
     return len(ids)
 
 

@@ -16,15 +16,3 @@
 - `engagement`, `unsubscribe`: what the links in emails report (opens, clicks, one-click
   unsubscribe); the views are apps/notifications/public.py.
 """
-
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    # `from apps.notifications.services import deliveries_replay` (apps/tasks' resend task) without
-    # importing the whole pipeline when the package is imported.
-    if name == "deliveries_replay":
-        from apps.notifications.services.sending import deliveries_replay
-
-        return deliveries_replay
-    raise AttributeError(name)

@@ -17,7 +17,7 @@ from typing import Any
 from django.db.models import Count
 
 from apps.core.live import live_listening, live_publish_on_commit
-from apps.events.services import Listeners, caused_depth, event_emit, is_observed, listeners_of
+from apps.core.ports import Listening, event_bus
 from apps.notifications.models import Delivery, Notification
 
 Status = Delivery.Status
@@ -51,11 +51,11 @@ class Audience:
     """Which event types each tenant listens to, looked up once per tenant."""
 
     def __init__(self) -> None:
-        self._listeners: dict[Any, Listeners] = {}
+        self._listeners: dict[Any, Listening] = {}
 
     def observes(self, tenant_id: Any, event_type: str) -> bool:
         if tenant_id not in self._listeners:
-            self._listeners[tenant_id] = listeners_of(tenant_id)
+            self._listeners[tenant_id] = event_bus().listeners_of(tenant_id)
         return self._listeners[tenant_id].observe(event_type)
 
 
@@ -99,7 +99,7 @@ def deliveries_live(outcomes: list[tuple[Any, Any, str]]) -> None:
 def engagement_announce(*, tenant_id: Any, delivery_id: Any, kind: str, url: str = "") -> bool:
     """Emits `delivery.opened` (a first open) or `delivery.clicked` (a first click on a link)."""
     event_type = {"open": "delivery.opened", "click": "delivery.clicked"}[kind]
-    if not is_observed(tenant_id, event_type):
+    if not event_bus().listeners_of(tenant_id).observe(event_type):
         return False
     row = Delivery.objects.filter(pk=delivery_id, tenant_id=tenant_id).values(*_DELIVERY_FIELDS).first()
     if row is None:
@@ -109,7 +109,8 @@ def engagement_announce(*, tenant_id: Any, delivery_id: Any, kind: str, url: str
 
 
 def _emit(event_type: str, row: dict[str, Any], **extra: Any) -> None:
-    event_emit(
+    bus = event_bus()
+    bus.emit(
         tenant=row["tenant_id"],
         type=event_type,
         subject=("delivery", str(row["id"])),
@@ -128,7 +129,7 @@ def _emit(event_type: str, row: dict[str, Any], **extra: Any) -> None:
             **extra,
         },
         only_if_observed=False,
-        depth=caused_depth(row["notification__metadata__source"]),
+        depth=bus.caused_depth(row["notification__metadata__source"]),
     )
 
 
@@ -158,7 +159,8 @@ def notification_announce_sent(*, notification_id: Any) -> bool:
         .annotate(n=Count("id"))
         .values_list("status", "n")
     )
-    event_emit(
+    bus = event_bus()
+    bus.emit(
         tenant=notification["tenant_id"],
         type="notification.sent",
         subject=("notification", str(notification["id"])),
@@ -171,6 +173,6 @@ def notification_announce_sent(*, notification_id: Any) -> bool:
             "completed_at": notification["completed_at"],
         },
         only_if_observed=False,
-        depth=caused_depth(notification["metadata__source"]),
+        depth=bus.caused_depth(notification["metadata__source"]),
     )
     return True

@@ -43,11 +43,10 @@ from django.db import connection
 from apps.notifications import rendering
 from apps.notifications.models import Digest, DigestItem, DigestWindow, Notification, Recipient, uuid7
 from apps.notifications.services.preferences import local_instant, zone
+from apps.notifications.validators import MAX_KEY_LENGTH, MAX_RULE_WINDOW_MINUTES
 
 RULE = "rule"
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-MAX_RULE_WINDOW_MINUTES = 7 * 24 * 60
-MAX_KEY_LENGTH = 200
 
 
 # --- Settings ------------------------------------------------------------------------------------

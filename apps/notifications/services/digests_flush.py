@@ -100,8 +100,6 @@ BODY_FIELDS = {"email": "text", "push": "body", "in_app": "body"}
 
 def digests_flush_due(*, now: datetime | None = None) -> dict[str, int]:
     """Publishes flush tasks for due windows (on commit, in batches); returns how many were handed out."""
-    from apps.notifications.tasks import digests_flush_windows
-
     now = now or timezone.now()
     cfg = digest_settings()
     stale = now - timedelta(seconds=cfg.republish_after_seconds)
@@ -121,7 +119,7 @@ def digests_flush_due(*, now: datetime | None = None) -> dict[str, int]:
                 DigestWindow.objects.filter(pk__in=ids).update(published_at=now)
                 for start in range(0, len(ids), cfg.flush_batch_size):
                     publish_on_commit(
-                        digests_flush_windows, ids[start : start + cfg.flush_batch_size], queue=DIGEST_QUEUE
+                        "signalbox.digests.flush_windows", ids[start : start + cfg.flush_batch_size], queue=DIGEST_QUEUE
                     )
         handed += len(ids)
         if len(ids) < per_transaction:
@@ -321,9 +319,9 @@ def digest_window_flush(*, window_id: Any, now: datetime | None = None) -> str:
             status=DigestWindow.Status.SENT, notification=notification, item_count=len(taken), flushed_at=now
         )
         if quiet_until is None:
-            from apps.notifications.tasks import send_batch
-
-            publish_on_commit(send_batch, [str(digest_delivery_id)], queue=queue_for(notification.priority))
+            publish_on_commit(
+                "signalbox.notifications.send_batch", [str(digest_delivery_id)], queue=queue_for(notification.priority)
+            )
     log.info(
         "digest flushed",
         extra={"window_id": str(window_id), "items": len(taken), "channel": window.channel},

@@ -40,21 +40,17 @@ Status = Delivery.Status
 
 def _publish_sends(rows: list[tuple[Any, str, str]]) -> int:
     """Publishes send tasks on commit, one per (queue, channel) and batch; rows are (id, channel, queue)."""
-    from apps.notifications.tasks import send_batch
-
     size = conf.get().SEND_BATCH_SIZE
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for pk, channel, queue in rows:
         groups[(queue, channel)].append(str(pk))
     for (queue, _), ids in groups.items():
         for start in range(0, len(ids), size):
-            publish_on_commit(send_batch, ids[start : start + size], queue=queue)
+            publish_on_commit("signalbox.notifications.send_batch", ids[start : start + size], queue=queue)
     return len(rows)
 
 
 def _dispatch_scheduled(now: datetime, limit: int) -> int:
-    from apps.notifications.tasks import fan_out
-
     with transaction.atomic():
         due = list(
             Notification.objects.select_for_update(skip_locked=True)
@@ -66,7 +62,9 @@ def _dispatch_scheduled(now: datetime, limit: int) -> int:
             Notification.objects.filter(pk=notification.pk, status=Notification.Status.SCHEDULED).update(
                 status=Notification.Status.ACCEPTED, enqueued_at=now, updated_at=now
             )
-            publish_on_commit(fan_out, str(notification.pk), queue=queue_for(notification.priority))
+            publish_on_commit(
+                "signalbox.notifications.fan_out", str(notification.pk), queue=queue_for(notification.priority)
+            )
     return len(due)
 
 
@@ -125,8 +123,6 @@ class SweepResult:
 
 
 def _sweep_intents(now: datetime, after: timedelta, limit: int) -> int:
-    from apps.notifications.tasks import fan_out
-
     with transaction.atomic():
         stale = list(
             Notification.objects.select_for_update(skip_locked=True)
@@ -136,13 +132,13 @@ def _sweep_intents(now: datetime, after: timedelta, limit: int) -> int:
         )
         for notification in stale:
             Notification.objects.filter(pk=notification.pk).update(enqueued_at=now)
-            publish_on_commit(fan_out, str(notification.pk), queue=queue_for(notification.priority))
+            publish_on_commit(
+                "signalbox.notifications.fan_out", str(notification.pk), queue=queue_for(notification.priority)
+            )
     return len(stale)
 
 
 def _sweep_chunks(now: datetime, after: timedelta, limit: int) -> int:
-    from apps.notifications.tasks import fan_out_chunk
-
     with transaction.atomic():
         stale = list(
             FanoutChunk.objects.select_for_update(skip_locked=True, of=("self",))
@@ -152,7 +148,7 @@ def _sweep_chunks(now: datetime, after: timedelta, limit: int) -> int:
         if stale:
             FanoutChunk.objects.filter(pk__in=[pk for pk, _ in stale]).update(published_at=now)
         for pk, priority in stale:
-            publish_on_commit(fan_out_chunk, pk, queue=queue_for(priority))
+            publish_on_commit("signalbox.notifications.fan_out_chunk", pk, queue=queue_for(priority))
     return len(stale)
 
 

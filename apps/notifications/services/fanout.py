@@ -35,8 +35,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from apps.core.ports import event_bus
 from apps.core.publish import publish_on_commit
-from apps.events.services import is_observed
 from apps.notifications import channels as registry
 from apps.notifications import conf
 from apps.notifications.models import (
@@ -162,14 +162,14 @@ def notification_fan_out(*, notification_id: Any) -> list[int]:
                 "updated_at",
             ]
         )
-        if not chunks and is_observed(notification.tenant_id, "notification.sent"):
+        if not chunks and event_bus().listeners_of(notification.tenant_id).observe("notification.sent"):
             notification_announce_sent(notification_id=notification.pk)
         ids = [c.pk for c in chunks]
         if len(ids) > 1:
-            from apps.notifications.tasks import fan_out_chunk
-
             for chunk_id in ids:
-                publish_on_commit(fan_out_chunk, chunk_id, queue=queue_for(notification.priority))
+                publish_on_commit(
+                    "signalbox.notifications.fan_out_chunk", chunk_id, queue=queue_for(notification.priority)
+                )
     return ids
 
 
@@ -500,8 +500,6 @@ def fanout_chunks_replay(*, notification: Notification, now: datetime | None = N
     """Gives a `failed` notification's dead chunks a fresh run budget and publishes them again (the
     template fixed, a bad recipient removed); the notification is `fanning_out` again. Returns how
     many chunks were replayed (0 when none is dead)."""
-    from apps.notifications.tasks import fan_out_chunk
-
     now = now or timezone.now()
     with transaction.atomic():
         notification_lock(notification.pk)
@@ -517,7 +515,7 @@ def fanout_chunks_replay(*, notification: Notification, now: datetime | None = N
             status=Notification.Status.FANNING_OUT, error="", updated_at=now
         )
         for chunk_id in ids:
-            publish_on_commit(fan_out_chunk, chunk_id, queue=queue_for(notification.priority))
+            publish_on_commit("signalbox.notifications.fan_out_chunk", chunk_id, queue=queue_for(notification.priority))
     return len(ids)
 
 
@@ -561,12 +559,12 @@ def _chunk_run(chunk_id: int, now: datetime) -> ChunkResult | None:
         FanoutChunk.objects.filter(pk=chunk.pk).update(done_at=now, delivery_count=sum(result.statuses.values()))
         if not result.cancelled:
             _mark_dispatched_if_last(notification, now)
-            from apps.notifications.tasks import send_batch
-
             queue = queue_for(notification.priority)
             for ids in result.queued.values():
                 for start in range(0, len(ids), send_batch_size):
-                    publish_on_commit(send_batch, ids[start : start + send_batch_size], queue=queue)
+                    publish_on_commit(
+                        "signalbox.notifications.send_batch", ids[start : start + send_batch_size], queue=queue
+                    )
     if not result.cancelled:
         notification_complete_if_settled(
             notification_id=notification.pk, tenant_id=notification.tenant_id, audience=audience

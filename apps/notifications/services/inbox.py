@@ -22,8 +22,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core import signing
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, QuerySet, Value, When
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -32,6 +33,7 @@ from apps.core.errors import ApplicationError
 from apps.core.live import live_listening, live_publish_on_commit
 from apps.notifications import conf
 from apps.notifications.models import Delivery, NextChangeSeq, Recipient
+from apps.notifications.serializers import InboxItemSerializer
 from apps.observability import metrics
 from apps.observability.audit import audit_record
 from apps.providers.base import Channel
@@ -171,9 +173,6 @@ def inbox_counts(*, recipient: Recipient) -> dict[str, int]:
 
 def next_change_seq() -> Any:
     """The next cursor value, for an UPDATE (SQLite, for `make run`: one past the largest)."""
-    from django.db import connection
-    from django.db.models.expressions import RawSQL
-
     if connection.vendor == "postgresql":
         return NextChangeSeq()
     return RawSQL("(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM notifications_delivery)", [])
@@ -185,10 +184,8 @@ def inbox_group(recipient_pk: Any) -> str:
 
 def inbox_messages(deliveries: Iterable[Delivery]) -> list[dict[str, Any]]:
     """`{"type": "inbox.item", "id": change_seq, "data": <the REST inbox item>}`, one per row."""
-    from apps.notifications.serializers import InboxItemSerializer  # the REST shape, exactly
-
     rows = list(deliveries)
-    serializer: Any = InboxItemSerializer(rows, many=True)  # its `data` field shadows .data for mypy
+    serializer: Any = InboxItemSerializer(rows, many=True)  # the REST shape, exactly; `data` shadows .data
     items = list(serializer.data)
     return [{"type": "inbox.item", "id": row.change_seq, "data": item} for row, item in zip(rows, items, strict=True)]
 

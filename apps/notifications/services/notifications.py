@@ -24,6 +24,7 @@ from apps.notifications import conf, rendering
 from apps.notifications.models import Delivery, Notification, Template, Topic
 from apps.notifications.services import recipients as recipient_services
 from apps.notifications.services.announce import Audience, notification_announce_sent
+from apps.notifications.services.digest import digest_rule_errors, digest_rule_resolve
 from apps.notifications.services.templates import DEFAULT_CATEGORY, category_get_or_create
 from apps.observability import metrics
 from apps.observability.audit import audit_record
@@ -205,8 +206,6 @@ def _check_digest(
 ) -> dict[str, Any] | None:
     """The digest rule the notification carries: the request's, else its template's; the key
     rendered with the payload and scoped to the template."""
-    from apps.notifications.services.digest import digest_rule_errors, digest_rule_resolve
-
     version = checked.template.current_version if checked.template else None
     source = digest if digest is not None else (version.digest if version is not None else None)
     rule, problems = digest_rule_errors(source, None)
@@ -345,9 +344,7 @@ def _same_intent(
 
 
 def _publish_fan_out(notification: Notification) -> None:
-    from apps.notifications.tasks import fan_out
-
-    publish_on_commit(fan_out, str(notification.pk), queue=queue_for(notification.priority))
+    publish_on_commit("signalbox.notifications.fan_out", str(notification.pk), queue=queue_for(notification.priority))
 
 
 def notification_complete_if_settled(

@@ -19,6 +19,7 @@ from django.db.models import F, Q
 
 from apps.core.errors import ApplicationError, Unprocessable
 from apps.notifications.models import Category, Digest, Preference, Recipient
+from apps.notifications.services.recipients import recipient_update
 from apps.providers.base import Channel
 
 # A recipient's layer may not turn a channel off for a critical category (fan-out ignores it anyway;
@@ -310,8 +311,6 @@ def preference_centre_save(
 ) -> Recipient:
     """Replaces the recipient's layers and, in the same transaction, the profile fields a recipient may
     change about themselves (`unsubscribed`, `timezone`, `locale`); nothing changes if either is invalid."""
-    from apps.notifications.services.recipients import recipient_update
-
     preferences_replace(tenant=tenant, recipient=recipient, layers=list(layers))
     own = {k: v for k, v in (profile or {}).items() if k in {"unsubscribed", "timezone", "locale"}}
     return recipient_update(recipient=recipient, data=own) if own else recipient

@@ -7,7 +7,7 @@ it), and the claim before send makes sure the dispatcher's message is sent once.
 deliveries (the address is on the suppression list) and suppressed ones are not replayable.
 
 The API replays at most `MAX_REPLAY` deliveries per call; larger sets go through the tracked
-task `signalbox.notifications.resend_deliveries` (apps/tasks/builtin/resend.py).
+task `signalbox.notifications.resend_deliveries` (apps/notifications/jobs/resend.py).
 """
 
 from __future__ import annotations

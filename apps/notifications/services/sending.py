@@ -850,9 +850,7 @@ def _finish(batch: _Batch, queue: str | None) -> None:
     released = [pk for pk in batch.summary.released if pk in batch.open_ids]
     if released:
         _release(released, timezone.now(), batch.token)
-        from apps.notifications.tasks import send_batch
-
-        publish_on_commit(send_batch, released, queue=queue)
+        publish_on_commit("signalbox.notifications.send_batch", released, queue=queue)
     batch.summary.released = released
     from apps.notifications.services.notifications import notification_complete_if_settled
 

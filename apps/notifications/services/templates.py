@@ -20,6 +20,7 @@ from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict
 from apps.notifications import rendering
 from apps.notifications.models import Category, Template, TemplateVersion
+from apps.notifications.services.digest import digest_rule_errors
 from apps.observability.audit import audit_record
 
 DEFAULT_CATEGORY = "general"
@@ -62,8 +63,6 @@ def template_definition_errors(definition: Mapping[str, Any]) -> tuple[dict[str,
     category = definition.get("category") or DEFAULT_CATEGORY
     if not isinstance(category, str) or not category.replace("-", "").replace("_", "").isalnum() or len(category) > 64:
         errors["category"] = ["A slug of at most 64 characters."]
-    from apps.notifications.services.digest import digest_rule_errors
-
     digest, digest_errors = digest_rule_errors(definition.get("digest"), declared)
     if digest_errors:
         errors["digest"] = digest_errors

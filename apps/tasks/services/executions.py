@@ -29,12 +29,14 @@ from django.utils import timezone
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict, Unprocessable
 from apps.core.live import live_listening, live_publish_on_commit
+from apps.core.ports import event_bus
 from apps.core.retention import tenant_retention_days
 from apps.observability import metrics
 from apps.observability.audit import audit_record
 from apps.tasks.conf import tasks_settings
 from apps.tasks.models import ACTIVE, FINISHED, WAITING, Kind, Schedule, Status, TaskExecution
-from apps.tasks.registry import TaskType, get_task_type
+from apps.tasks.types import TaskType, get_task_type
+from apps.tenancy.models import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,6 @@ def _delete_at(status: str, finished_at: datetime, ttl_days: int | None = None, 
 
 def _tenant_of(execution_id: Any) -> Any:
     """The execution's tenant (None for a platform execution), for an update that has only the id."""
-    from apps.tenancy.models import Tenant
-
     return Tenant.objects.filter(pk__in=TaskExecution.objects.filter(pk=execution_id).values("tenant_id")).first()
 
 
@@ -92,19 +92,17 @@ def _announce(execution: TaskExecution, status: str) -> None:
     execution_live_changed(execution_id=execution.id)
     if status not in ANNOUNCED:
         return
-    from apps.events.services.events import event_emit, is_observed  # events start tasks: import late
-    from apps.events.services.rules import depth_after_action
-
     event_type = f"task.{status}"
-    if execution.tenant_id is None or not is_observed(execution.tenant_id, event_type):
+    bus = event_bus()  # the events app's, installed at start-up: it sits above this one (it starts tasks)
+    if execution.tenant_id is None or not bus.listeners_of(execution.tenant_id).observe(event_type):
         return
-    event_emit(
+    bus.emit(
         tenant=execution.tenant_id,
         type=event_type,
         subject=("task", str(execution.id)),
         payload={"id": str(execution.id), "name": execution.name, "status": status},
         only_if_observed=False,
-        depth=depth_after_action(execution.idempotency_key),
+        depth=bus.depth_after_action(execution.idempotency_key),
     )
 
 

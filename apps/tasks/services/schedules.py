@@ -24,9 +24,9 @@ from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict
 from apps.observability.audit import audit_record
 from apps.tasks.conf import tasks_settings
-from apps.tasks.models import Schedule, TaskExecution
-from apps.tasks.schedule_kinds import get_schedule_kind
-from apps.tasks.services.executions import execution_record_refused
+from apps.tasks.models import Schedule, ScheduleKind, TaskExecution
+from apps.tasks.schedule_kinds import ScheduleKindSpec, get_schedule_kind, register_schedule_kind
+from apps.tasks.services.executions import execution_record_refused, require_task_type, task_start
 
 log = logging.getLogger(__name__)
 
@@ -293,3 +293,45 @@ def schedule_fire(*, schedule_id: str, now: datetime | None = None) -> TaskExecu
         log.info("schedule tick already fired", extra={"schedule_id": schedule_id, "tick": tick.isoformat()})
         return None
     return execution
+
+
+# --- the `task` kind: a schedule that starts a registered task type ----------------------------------
+
+
+def _validate_task_target(tenant: Any, target: Any) -> dict[str, Any]:
+    if not isinstance(target, dict) or not isinstance(target.get("task"), str):
+        raise ApplicationError(
+            'The target is {"task": "<task name>", "input": {...}}.',
+            code="validation_error",
+            fields={"target": ['Expected {"task": "<task name>", "input": {...}}.']},
+        )
+    unknown = sorted(set(target) - {"task", "input"})
+    if unknown:
+        raise ApplicationError(
+            f"Unknown target keys: {', '.join(unknown)}.",
+            code="validation_error",
+            fields={"target": [f"Unknown keys: {', '.join(unknown)}."]},
+        )
+    try:
+        task_type = require_task_type(target["task"])
+        data = task_type.validate_input(target.get("input"), tenant=tenant)
+    except ApplicationError as exc:
+        # Same status: an unknown task is 422 (a rule about the tenant's tasks), a malformed input 400.
+        raise ApplicationError(
+            exc.message, code=exc.code, status_code=exc.status_code, fields={"target": exc.fields}
+        ) from exc
+    return {"task": task_type.name, "input": data}
+
+
+def _fire_task(schedule: Schedule, tick: datetime) -> TaskExecution:
+    return task_start(
+        tenant=schedule.tenant,
+        name=schedule.target["task"],
+        input=schedule.target.get("input") or {},
+        actor=Actor(kind="schedule", id=str(schedule.id)),
+        schedule=schedule,
+        scheduled_for=tick,
+    )
+
+
+register_schedule_kind(ScheduleKindSpec(name=ScheduleKind.TASK, validate=_validate_task_target, fire=_fire_task))

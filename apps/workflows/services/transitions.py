@@ -33,10 +33,11 @@ from django.utils import timezone
 from apps.core import cel
 from apps.core.actors import Actor
 from apps.core.errors import ApplicationError, Conflict, Unprocessable
-from apps.core.publish import publish_on_commit
+from apps.core.publish import publish, publish_on_commit
 from apps.core.retention import RetentionPolicy, purge_policy
 from apps.events.services.events import event_emit
 from apps.observability import metrics
+from apps.tenancy.models import Tenant
 from apps.workflows import guards, tracking
 from apps.workflows.models import IntentStatus, TransitionIntent, TransitionLog, WorkflowInstance
 from apps.workflows.services.effects import effects_run
@@ -107,9 +108,7 @@ def intent_create(
 
 
 def _publish(intent: TransitionIntent) -> None:
-    from apps.workflows.tasks import apply_transition
-
-    publish_on_commit(apply_transition, str(intent.pk), queue="transitions")
+    publish_on_commit("signalbox.workflows.apply_transition", str(intent.pk), queue="transitions")
 
 
 def version_conflict(*, instance: WorkflowInstance, observed_version: int) -> Conflict:
@@ -258,8 +257,6 @@ def _finish(intent: TransitionIntent, status: str, *, error: ApplicationError | 
 
 def intents_sweep(*, older_than_seconds: int = 120, limit: int = 1000) -> int:
     """Republishes intents committed but never applied (a lost publish, a worker that died)."""
-    from apps.workflows.tasks import apply_transition
-
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     ids = list(
         TransitionIntent.objects.filter(status=IntentStatus.PENDING, created_at__lt=cutoff)
@@ -267,7 +264,7 @@ def intents_sweep(*, older_than_seconds: int = 120, limit: int = 1000) -> int:
         .values_list("pk", flat=True)[:limit]
     )
     for pk in ids:
-        apply_transition.apply_async(args=(str(pk),), queue="transitions")
+        publish("signalbox.workflows.apply_transition", str(pk), queue="transitions")
     if ids:
         metrics.SWEEPER_RECOVERED.labels(kind="transition_intent").inc(len(ids))
     return len(ids)
@@ -291,7 +288,5 @@ def intents_retention_policy() -> RetentionPolicy:
 
 
 def intents_purge(*, max_seconds: float = 240.0) -> int:
-    from apps.tenancy.models import Tenant
-
     purged, _ = purge_policy(intents_retention_policy(), tenants=Tenant.objects.all(), max_seconds=max_seconds)
     return purged

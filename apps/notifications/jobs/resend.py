@@ -1,21 +1,21 @@
 """`signalbox.notifications.resend_deliveries`: replays a tenant's failed and dead deliveries matching a filter.
 
-The replay itself belongs to the notifications app (`deliveries_replay` in its services): this
-task only selects, chunks and reports progress. It is safe to retry: a replayed delivery is no
-longer failed or dead, so a second run does not select it again.
+The replay itself is `deliveries_replay` (services/sending.py): this task only selects, chunks
+and reports progress. It is safe to retry: a replayed delivery is no longer failed or dead, so a
+second run does not select it again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from rest_framework import serializers
 
 from apps.core.actors import Actor
-from apps.tasks.builtin.filters import DeliveryFilterInput, deliveries_matching
+from apps.notifications.jobs.filters import DeliveryFilterInput, deliveries_matching
+from apps.notifications.services.sending import deliveries_replay
 from apps.tasks.registry import tracked_task
-from apps.tasks.runtime import TaskContext, TaskError
+from apps.tasks.runtime import TaskContext
 
 REPLAYABLE = ("failed", "dead")
 CHUNK = 500
@@ -30,14 +30,6 @@ class ResendInput(DeliveryFilterInput):
         return [(value, label) for value, label in super().status_choices() if value in REPLAYABLE]
 
 
-def _replay_service() -> Callable[..., int]:
-    try:
-        from apps.notifications.services import deliveries_replay
-    except ImportError as exc:
-        raise TaskError("replay_unavailable", "Delivery replay is not available on this installation.") from exc
-    return deliveries_replay  # type: ignore[no-any-return]
-
-
 @tracked_task(
     name="signalbox.notifications.resend_deliveries",
     queue="tasks",
@@ -49,7 +41,6 @@ def _replay_service() -> Callable[..., int]:
 )
 def resend_deliveries(ctx: TaskContext, data: dict[str, Any]) -> dict[str, int]:
     """Resends failed and dead deliveries matching a filter (status, channel, notification, time)."""
-    replay = _replay_service()
     statuses = data.get("status") or list(REPLAYABLE)
     deliveries = deliveries_matching(tenant_id=ctx.tenant_id, data={**data, "status": statuses})
     ids = list(deliveries.values_list("pk", flat=True)[: data.get("limit", 10_000)])
@@ -59,8 +50,7 @@ def resend_deliveries(ctx: TaskContext, data: dict[str, Any]) -> dict[str, int]:
     for start in range(0, total, CHUNK):
         ctx.check_cancelled()
         chunk = ids[start : start + CHUNK]
-        replayed += int(
-            replay(tenant_id=ctx.tenant_id, delivery_ids=chunk, actor=Actor(kind="task", id=str(ctx.execution_id)))
-        )
+        actor = Actor(kind="task", id=str(ctx.execution_id))
+        replayed += int(deliveries_replay(tenant_id=ctx.tenant_id, delivery_ids=chunk, actor=actor))
         ctx.progress(start + len(chunk), total, "resending")
     return {"matched": total, "replayed": replayed}

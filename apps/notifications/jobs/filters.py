@@ -8,16 +8,14 @@ from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from apps.notifications.models import CHANNEL_CHOICES, Delivery, Notification
+
 
 def _channel_choices() -> list[tuple[str, str]]:
-    from apps.notifications.models import CHANNEL_CHOICES
-
     return list(CHANNEL_CHOICES)
 
 
 def _status_choices() -> list[tuple[str, str]]:
-    from apps.notifications.models import Delivery
-
     return list(Delivery.Status.choices)
 
 
@@ -34,7 +32,7 @@ class DeliveryFilterInput(serializers.Serializer[Any]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Choices come from the notifications app at use, not import, time.
+        # Set per instance, so a subclass can narrow the statuses (`ResendInput`).
         self.fields["status"].child.choices = self.status_choices()  # type: ignore[attr-defined]
         self.fields["channel"].child.choices = _channel_choices()  # type: ignore[attr-defined]
 
@@ -47,18 +45,17 @@ class DeliveryFilterInput(serializers.Serializer[Any]):
             raise serializers.ValidationError({"created_before": ["Must be later than created_after."]})
         notification = attrs.get("notification")
         tenant = self.context.get("tenant")
-        if notification and tenant is not None:
-            from apps.notifications.models import Notification
-
-            if not Notification.objects.filter(tenant=tenant, pk=notification).exists():
-                raise serializers.ValidationError({"notification": ["No such notification."]})
+        if (
+            notification
+            and tenant is not None
+            and not Notification.objects.filter(tenant=tenant, pk=notification).exists()
+        ):
+            raise serializers.ValidationError({"notification": ["No such notification."]})
         return attrs
 
 
 def deliveries_matching(*, tenant_id: Any, data: dict[str, Any]) -> QuerySet[Any]:
     """The tenant's deliveries matching a stored (JSON) filter, oldest first."""
-    from apps.notifications.models import Delivery
-
     deliveries = Delivery.objects.filter(tenant_id=tenant_id)
     if data.get("status"):
         deliveries = deliveries.filter(status__in=data["status"])

@@ -10,7 +10,7 @@ from typing import Any
 from django.core.files import File
 from django.utils import timezone
 
-from apps.tasks.builtin.filters import DeliveryFilterInput, deliveries_matching
+from apps.notifications.jobs.filters import DeliveryFilterInput, deliveries_matching
 from apps.tasks.registry import tracked_task
 from apps.tasks.runtime import TaskContext, TaskError
 
