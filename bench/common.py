@@ -74,9 +74,13 @@ def _numbers(data: Any, prefix: str = "") -> dict[str, float]:
     return {}
 
 
+HIGHER_IS_BETTER = ("ratio", "_vs_", "rps", "rate", "per_s")
+
+
 def results_compare(name: str, results: dict[str, Any], path: Path, *, fell: float = 0.20) -> list[str]:
     """Prints each ratio-to-baseline and throughput beside the previous run's, flagging any that fell
-    by more than `fell` (20 %). Only higher-is-better figures are compared: `ratios…` and `…rps…`."""
+    by more than `fell` (20 %). Only higher-is-better figures are compared: ratios (`…ratio…`, `…_vs_…`)
+    and throughputs (`…rps…`, `…rate…`, `…per_s…`)."""
     previous_path = RESULTS / f"{name}.previous.json"
     if not previous_path.exists():
         log(f"no previous {previous_path.name} to compare with (this run is the baseline)")
@@ -85,7 +89,7 @@ def results_compare(name: str, results: dict[str, Any], path: Path, *, fell: flo
     now = _numbers(results)
     flagged: list[str] = []
     for key in sorted(now):
-        if key not in before or not before[key] or not ("ratio" in key or "rps" in key or "per_s" in key):
+        if key not in before or not before[key] or not any(word in key for word in HIGHER_IS_BETTER):
             continue
         change = now[key] / before[key] - 1
         mark = "  << fell more than 20 %" if change < -fell else ""
