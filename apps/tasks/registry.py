@@ -15,7 +15,6 @@ through Celery's autodiscovery; the web process loads the same modules on first 
 
 from __future__ import annotations
 
-import random
 import re
 import threading
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from django.core.exceptions import ImproperlyConfigured
 from rest_framework import serializers
 
 from apps.core.errors import ApplicationError
+from apps.core.retry import RetryPolicy
 from apps.tasks.jsonschema import serializer_json_schema
 from workers.queues import QUEUE_NAMES
 
@@ -37,28 +37,6 @@ if TYPE_CHECKING:
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 TaskFunction = Callable[["TaskContext", dict[str, Any]], Any]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter: attempt n waits about `backoff * 2**(n-1)`, capped."""
-
-    max_retries: int = 3
-    backoff: float = 5.0
-    backoff_max: float = 600.0
-    jitter: bool = True
-    retry_for: tuple[type[BaseException], ...] = (Exception,)
-
-    @property
-    def max_attempts(self) -> int:
-        return self.max_retries + 1
-
-    def delay(self, attempts_done: int) -> float:
-        delay = min(self.backoff_max, self.backoff * 2 ** max(0, attempts_done - 1))
-        if self.jitter:
-            # "Equal jitter": never less than half the delay, so retries spread out but still back off.
-            delay = delay / 2 + random.uniform(0, delay / 2)
-        return delay
 
 
 @dataclass(frozen=True)
@@ -197,10 +175,10 @@ def tracked_task(
             queue=queue,
             input_serializer=input,
             retry=RetryPolicy(
-                max_retries=max_retries,
-                backoff=retry_backoff,
-                backoff_max=retry_backoff_max,
-                jitter=retry_jitter,
+                max_attempts=max_retries + 1,
+                base_seconds=retry_backoff,
+                cap_seconds=retry_backoff_max,
+                jitter="equal" if retry_jitter else "none",
                 retry_for=retry_for,
             ),
             soft_time_limit=soft,

@@ -20,10 +20,11 @@ from celery import Task, current_app
 from django.db import InterfaceError, OperationalError
 
 from apps.core import context
+from apps.core.retry import RetryPolicy
 from apps.observability import metrics
 from apps.tasks.conf import tasks_settings
 from apps.tasks.models import Kind, Status, TaskExecution
-from apps.tasks.registry import RetryPolicy, get_task_type
+from apps.tasks.registry import get_task_type
 from apps.tasks.runtime import Cancelled, Superseded, TaskContext, TaskError, heartbeat
 from apps.tasks.services import executions as svc
 
