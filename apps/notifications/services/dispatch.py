@@ -29,8 +29,10 @@ from apps.core.publish import publish_on_commit
 from apps.notifications import conf
 from apps.notifications.models import Delivery, DeliveryAttempt, FanoutChunk, Notification
 from apps.notifications.services.announce import Audience, deliveries_announce
+from apps.notifications.services.fanout import notification_fanout_settle
 from apps.notifications.services.notifications import notification_complete_if_settled, queue_for
 from apps.notifications.services.quiet_hours import deliveries_hold_for_quiet_hours
+from apps.notifications.services.sending import reconciles, retry_policy_for
 from apps.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -40,21 +42,17 @@ Status = Delivery.Status
 
 def _publish_sends(rows: list[tuple[Any, str, str]]) -> int:
     """Publishes send tasks on commit, one per (queue, channel) and batch; rows are (id, channel, queue)."""
-    from apps.notifications.tasks import send_batch
-
     size = conf.get().SEND_BATCH_SIZE
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for pk, channel, queue in rows:
         groups[(queue, channel)].append(str(pk))
     for (queue, _), ids in groups.items():
         for start in range(0, len(ids), size):
-            publish_on_commit(send_batch, ids[start : start + size], queue=queue)
+            publish_on_commit("signalbox.notifications.send_batch", ids[start : start + size], queue=queue)
     return len(rows)
 
 
 def _dispatch_scheduled(now: datetime, limit: int) -> int:
-    from apps.notifications.tasks import fan_out
-
     with transaction.atomic():
         due = list(
             Notification.objects.select_for_update(skip_locked=True)
@@ -66,7 +64,9 @@ def _dispatch_scheduled(now: datetime, limit: int) -> int:
             Notification.objects.filter(pk=notification.pk, status=Notification.Status.SCHEDULED).update(
                 status=Notification.Status.ACCEPTED, enqueued_at=now, updated_at=now
             )
-            publish_on_commit(fan_out, str(notification.pk), queue=queue_for(notification.priority))
+            publish_on_commit(
+                "signalbox.notifications.fan_out", str(notification.pk), queue=queue_for(notification.priority)
+            )
     return len(due)
 
 
@@ -125,8 +125,6 @@ class SweepResult:
 
 
 def _sweep_intents(now: datetime, after: timedelta, limit: int) -> int:
-    from apps.notifications.tasks import fan_out
-
     with transaction.atomic():
         stale = list(
             Notification.objects.select_for_update(skip_locked=True)
@@ -136,13 +134,13 @@ def _sweep_intents(now: datetime, after: timedelta, limit: int) -> int:
         )
         for notification in stale:
             Notification.objects.filter(pk=notification.pk).update(enqueued_at=now)
-            publish_on_commit(fan_out, str(notification.pk), queue=queue_for(notification.priority))
+            publish_on_commit(
+                "signalbox.notifications.fan_out", str(notification.pk), queue=queue_for(notification.priority)
+            )
     return len(stale)
 
 
 def _sweep_chunks(now: datetime, after: timedelta, limit: int) -> int:
-    from apps.notifications.tasks import fan_out_chunk
-
     with transaction.atomic():
         stale = list(
             FanoutChunk.objects.select_for_update(skip_locked=True, of=("self",))
@@ -152,7 +150,7 @@ def _sweep_chunks(now: datetime, after: timedelta, limit: int) -> int:
         if stale:
             FanoutChunk.objects.filter(pk__in=[pk for pk, _ in stale]).update(published_at=now)
         for pk, priority in stale:
-            publish_on_commit(fan_out_chunk, pk, queue=queue_for(priority))
+            publish_on_commit("signalbox.notifications.fan_out_chunk", pk, queue=queue_for(priority))
     return len(stale)
 
 
@@ -183,7 +181,6 @@ def _sweep_leases(now: datetime, limit: int) -> int:
 
     Rows are locked (FOR UPDATE SKIP LOCKED) and the claim token cleared: a sender still alive
     can neither renew, send nor record them afterwards (services/sending.py)."""
-    from apps.notifications.services.sending import reconciles, retry_policy_for
 
     settings = conf.get()
     with transaction.atomic():
@@ -249,7 +246,6 @@ def _sweep_completion(now: datetime, limit: int) -> int:
     for pk, tenant_id in dispatched.values_list("pk", "tenant_id")[:limit]:
         done += notification_complete_if_settled(notification_id=pk, tenant_id=tenant_id, now=now, audience=audience)
     # Fan-out that settled every chunk (done or dead) but lost the race to say so.
-    from apps.notifications.services.fanout import notification_fanout_settle
 
     open_chunks = FanoutChunk.objects.filter(notification=OuterRef("pk"), done_at__isnull=True, dead_at__isnull=True)
     for pk, tenant_id in (
