@@ -53,10 +53,6 @@ def get_schedule_kind(name: str) -> ScheduleKindSpec:
     return spec
 
 
-def schedule_kind_names() -> list[str]:
-    return sorted(_KINDS)
-
-
 def _validate_task_target(tenant: Any, target: Any) -> dict[str, Any]:
     from apps.tasks.services.executions import require_task_type
 
