@@ -11,6 +11,7 @@ importing its app's `tasks.py`: `tasks.py` imports the services, never the rever
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task, current_app
@@ -33,8 +34,15 @@ def publish(task: str | Task, *args: Any, **options: Any) -> None:
         current_app.send_task(name, args=args, **options)
 
 
-def publish_on_commit(task: str | Task, *args: Any, using: str | None = None, **options: Any) -> None:
-    """`publish(task, *args, **options)` after commit; a failed publish is left to the sweeper."""
+def publish_on_commit(
+    task: str | Task,
+    *args: Any,
+    using: str | None = None,
+    on_published: Callable[[], None] | None = None,
+    **options: Any,
+) -> None:
+    """`publish(task, *args, **options)` after commit; a failed publish is left to the sweeper.
+    `on_published` runs once the broker took the message."""
     name = task if isinstance(task, str) else task.name
 
     def send() -> None:
@@ -42,5 +50,8 @@ def publish_on_commit(task: str | Task, *args: Any, using: str | None = None, **
             publish(name, *args, **options)
         except Exception:  # the broker is down: the row stays unpublished and the sweeper retries.
             log.exception("publish failed; the sweeper will retry", extra={"task": name})
+            return
+        if on_published is not None:
+            on_published()
 
     transaction.on_commit(send, using=using)

@@ -32,7 +32,6 @@ them — their own purge does both.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -176,9 +175,3 @@ def all_policies() -> list[RetentionPolicy]:
 
 def policy_names() -> list[str]:
     return [p.name for p in all_policies()]
-
-
-def retention_defaults() -> dict[str, Any]:
-    """What each policy keeps by default, in days (settings, else the policy's own default)."""
-    configured: dict[str, int] = getattr(settings, "SIGNALBOX_RETENTION_DAYS", {})
-    return {p.name: configured.get(p.name, p.default_days) for p in all_policies()}

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db.models import Count, QuerySet
 
-from apps.notifications.models import Delivery, DeliveryAttempt, Notification, Template, TemplateVersion
+from apps.notifications.models import Delivery, DeliveryAttempt, Template, TemplateVersion
 from apps.providers.models import Engagement
 
 
@@ -38,24 +38,6 @@ def totals(by_channel: dict[str, dict[str, int]]) -> dict[str, int]:
         for status, n in statuses.items():
             result[status] += n
     return dict(result)
-
-
-def notification_list(*, tenant: Any) -> QuerySet[Notification]:
-    return Notification.objects.filter(tenant=tenant).select_related(
-        "template", "template_version", "category", "topic"
-    )
-
-
-def delivery_list(*, tenant: Any) -> QuerySet[Delivery]:
-    return Delivery.objects.filter(tenant=tenant).select_related("recipient", "template_version")
-
-
-def delivery_attempts(*, delivery: Delivery) -> QuerySet[DeliveryAttempt]:
-    return DeliveryAttempt.objects.filter(delivery=delivery).order_by("number", "id")
-
-
-def template_list(*, tenant: Any) -> QuerySet[Template]:
-    return Template.objects.filter(tenant=tenant).select_related("current_version", "category")
 
 
 def template_versions(*, template: Template) -> QuerySet[TemplateVersion]:

@@ -34,10 +34,11 @@ from django_tasks.utils import normalize_json
 from typing_extensions import ParamSpec
 
 from apps.core import context
+from apps.core.retry import RetryPolicy
 from apps.tasks.models import Kind, Status, TaskExecution
 from apps.tasks.runtime import TaskError
 from apps.tasks.services.executions import django_task_enqueue
-from apps.tasks.types import Job, RetryPolicy
+from apps.tasks.types import Job
 from apps.tenancy.models import Tenant
 from workers.queues import QUEUE_NAMES
 
@@ -71,9 +72,10 @@ class SignalboxBackend(BaseTaskBackend):
         super().__init__(alias, params)
         self.queue_map: dict[str, str] = {"default": "tasks", **self.options.get("QUEUE_MAP", {})}
         self.retry = RetryPolicy(
-            max_retries=int(self.options.get("MAX_RETRIES", 3)),
-            backoff=float(self.options.get("RETRY_BACKOFF", 5.0)),
-            backoff_max=float(self.options.get("RETRY_BACKOFF_MAX", 600.0)),
+            max_attempts=int(self.options.get("MAX_RETRIES", 3)) + 1,
+            base_seconds=float(self.options.get("RETRY_BACKOFF", 5.0)),
+            cap_seconds=float(self.options.get("RETRY_BACKOFF_MAX", 600.0)),
+            jitter="equal",
         )
 
     def celery_queue(self, queue_name: str) -> str:
@@ -165,9 +167,9 @@ def django_job(execution: TaskExecution) -> Job:
     try:
         task = _task_of(execution)
     except (ImportError, TaskResultDoesNotExist):
-        return Job(call=_missing(execution.name), retry=RetryPolicy(max_retries=0))
+        return Job(call=_missing(execution.name), retry=RetryPolicy(max_attempts=1, jitter="equal"))
     backend = task.get_backend()
-    retry = backend.retry if isinstance(backend, SignalboxBackend) else RetryPolicy()
+    retry = backend.retry if isinstance(backend, SignalboxBackend) else RetryPolicy(jitter="equal")
 
     def call(ctx: Any) -> Any:
         args, kwargs = ctx.input.get("args", []), ctx.input.get("kwargs", {})

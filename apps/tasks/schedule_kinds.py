@@ -52,7 +52,3 @@ def get_schedule_kind(name: str) -> ScheduleKindSpec:
             fields={"kind": [f"Choose from {sorted(_KINDS)}."]},
         )
     return spec
-
-
-def schedule_kind_names() -> list[str]:
-    return sorted(_KINDS)

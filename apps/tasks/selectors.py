@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from apps.tasks.models import Schedule, TaskExecution
+from apps.tasks.models import TaskExecution
 
 # The list leaves out the potentially large columns; a client fetches one task for its result.
 LIST_DEFERRED = ("result", "error_traceback")
@@ -21,10 +21,6 @@ def executions_for_api() -> QuerySet[TaskExecution]:
 
 def executions_for_list() -> QuerySet[TaskExecution]:
     return executions_for_api().defer(*LIST_DEFERRED)
-
-
-def schedules_for_api() -> QuerySet[Schedule]:
-    return Schedule.objects.all()
 
 
 def etag_matches(header: str, etag: str) -> bool:

@@ -1,5 +1,6 @@
-"""What a tracked task type is (`TaskType`, its `RetryPolicy`), the registry of them, and the `Job` the
-runner calls: plain data that the services, the runner and the Django Tasks backend share.
+"""What a tracked task type is (`TaskType`, with the shared `apps.core.retry.RetryPolicy`), the
+registry of them, and the `Job` the runner calls: plain data that the services, the runner and
+the Django Tasks backend share.
 
 `@tracked_task` (apps/tasks/registry.py) fills the registry; everything else reads it here.
 """
@@ -7,7 +8,6 @@ runner calls: plain data that the services, the runner and the Django Tasks back
 from __future__ import annotations
 
 import json
-import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,33 +19,12 @@ from django.utils.module_loading import autodiscover_modules
 from rest_framework import serializers
 
 from apps.core.errors import ApplicationError
+from apps.core.retry import RetryPolicy
 from apps.tasks.jsonschema import serializer_json_schema
 
 # `func(ctx: TaskContext, data)`; typed loosely here, since the context (apps/tasks/runtime.py) writes
 # through the services that read this module.
 TaskFunction = Callable[[Any, dict[str, Any]], Any]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter: attempt n waits about `backoff * 2**(n-1)`, capped."""
-
-    max_retries: int = 3
-    backoff: float = 5.0
-    backoff_max: float = 600.0
-    jitter: bool = True
-    retry_for: tuple[type[BaseException], ...] = (Exception,)
-
-    @property
-    def max_attempts(self) -> int:
-        return self.max_retries + 1
-
-    def delay(self, attempts_done: int) -> float:
-        delay = min(self.backoff_max, self.backoff * 2 ** max(0, attempts_done - 1))
-        if self.jitter:
-            # "Equal jitter": never less than half the delay, so retries spread out but still back off.
-            delay = delay / 2 + random.uniform(0, delay / 2)
-        return delay
 
 
 @dataclass(frozen=True)

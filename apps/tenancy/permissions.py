@@ -37,10 +37,3 @@ class HasTenant(BasePermission):
             self.code = "missing_scope"
             return False
         return True
-
-
-class IsPlatformKey(BasePermission):
-    message = "Only a platform key may do this."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return isinstance(request.auth, ApiKey) and request.auth.is_platform

@@ -98,10 +98,11 @@ def _postgres() -> bool:
 
 
 def _copy(sql: str, rows: Iterable[Sequence[Any]]) -> None:
-    """Runs `COPY … FROM STDIN` through Django's cursor, so it is logged and wrapped like execute()."""
+    """Runs `COPY … FROM STDIN` through Django's cursor, so it is logged and wrapped like execute()
+    and its errors are Django's (`IntegrityError` on a conflict, as `deliveries_insert` expects)."""
 
     def run(sql: str, params: Any, many: bool, context: dict[str, Any]) -> None:
-        with context["cursor"].cursor.copy(sql) as copy:
+        with connection.wrap_database_errors, context["cursor"].cursor.copy(sql) as copy:
             for row in rows:
                 copy.write_row(row)
 

@@ -29,8 +29,10 @@ from apps.core.publish import publish_on_commit
 from apps.notifications import conf
 from apps.notifications.models import Delivery, DeliveryAttempt, FanoutChunk, Notification
 from apps.notifications.services.announce import Audience, deliveries_announce
+from apps.notifications.services.fanout import notification_fanout_settle
 from apps.notifications.services.notifications import notification_complete_if_settled, queue_for
 from apps.notifications.services.quiet_hours import deliveries_hold_for_quiet_hours
+from apps.notifications.services.sending import reconciles, retry_policy_for
 from apps.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -179,7 +181,6 @@ def _sweep_leases(now: datetime, limit: int) -> int:
 
     Rows are locked (FOR UPDATE SKIP LOCKED) and the claim token cleared: a sender still alive
     can neither renew, send nor record them afterwards (services/sending.py)."""
-    from apps.notifications.services.sending import reconciles, retry_policy_for
 
     settings = conf.get()
     with transaction.atomic():
@@ -245,7 +246,6 @@ def _sweep_completion(now: datetime, limit: int) -> int:
     for pk, tenant_id in dispatched.values_list("pk", "tenant_id")[:limit]:
         done += notification_complete_if_settled(notification_id=pk, tenant_id=tenant_id, now=now, audience=audience)
     # Fan-out that settled every chunk (done or dead) but lost the race to say so.
-    from apps.notifications.services.fanout import notification_fanout_settle
 
     open_chunks = FanoutChunk.objects.filter(notification=OuterRef("pk"), done_at__isnull=True, dead_at__isnull=True)
     for pk, tenant_id in (

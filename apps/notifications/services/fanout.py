@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache, partial
 from typing import Any
 
 from django.db import connection, transaction
@@ -37,6 +38,7 @@ from django.utils import timezone
 
 from apps.core.ports import event_bus
 from apps.core.publish import publish_on_commit
+from apps.core.retry import RetryPolicy
 from apps.notifications import channels as registry
 from apps.notifications import conf
 from apps.notifications.models import (
@@ -61,7 +63,13 @@ from apps.notifications.services.notifications import (
     notification_lock,
     queue_for,
 )
-from apps.notifications.services.preferences import INTERRUPTING_CHANNELS, PreferenceIndex, quiet_hours_until, zone
+from apps.notifications.services.preferences import (
+    INTERRUPTING_CHANNELS,
+    EffectivePreference,
+    PreferenceIndex,
+    quiet_hours_until,
+    zone,
+)
 from apps.notifications.services.sending import outcome_fields, retry_policy_for
 from apps.notifications.services.suppressions import suppressed_pairs
 from apps.observability import metrics
@@ -254,19 +262,44 @@ def _default_destinations(notification: Notification, channels: Sequence[str], r
     }
 
 
-def _expand(
-    notification: Notification, chunk: FanoutChunk, now: datetime, result: ChunkResult, audience: Audience
-) -> None:
-    recipients = _chunk_recipients(notification, chunk)
-    result.recipients = len(recipients)
-    if not recipients:
-        return
+@dataclass
+class ChunkContext:
+    """What deciding a chunk's deliveries needs, loaded at once for all its recipients."""
+
+    notification: Notification
+    now: datetime
+    recipients: list[Any]
+    preferences: PreferenceIndex
+    with_devices: set[int]  # recipients with an active device (push)
+    duplicates: set[tuple[int, str]]  # (recipient, channel) that got this dedup_key already
+    listed: set[tuple[int, str]]  # (recipient, channel) whose address is on the suppression list
+    defaults: set[str]  # channels whose chain serves a recipient without an address
+    inline: dict[str, Any]  # channel -> its inline adapter (the in-app inbox)
+    renderer: NotificationRenderer
+    policy: RetryPolicy
+
+    @property
+    def critical(self) -> bool:
+        return bool(self.notification.category.critical)
+
+
+@dataclass
+class ChunkDecisions:
+    """A chunk's delivery rows as decided, and what goes on from them."""
+
+    rows: list[Row] = field(default_factory=list)
+    digests: list[Row] = field(default_factory=list)
+    inline: dict[str, list[tuple[Row, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
+    suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+def chunk_context(notification: Notification, recipients: list[Any], now: datetime) -> ChunkContext:
+    """Loads preferences, devices, prior duplicates, listed addresses and default destinations for
+    the chunk's recipients, with a constant number of queries whatever their number."""
     ids = [r.id for r in recipients]
     channels: list[str] = list(notification.channels)
     category = notification.category
-    critical = category.critical
     tenant_settings = notification.tenant.settings or {}
-
     preferences = PreferenceIndex(
         Preference.objects.filter(
             Q(recipient__any=ids) | Q(recipient__isnull=True), tenant_id=notification.tenant_id
@@ -281,10 +314,6 @@ def _expand(
             .values_list("recipient_id", flat=True)
             .distinct()
         )
-    duplicates = _duplicates(notification, ids, now) if notification.dedup_key else set()
-    listed = suppressed_pairs(tenant_id=notification.tenant_id, channels=channels, recipients=recipients)
-    defaults = _default_destinations(notification, channels, recipients)
-
     # Only the in-app channel can complete inside fan-out: its adapter writes nothing outside
     # this transaction. (Asking the resolver about external channels here would cost queries.)
     inline = {}
@@ -292,13 +321,83 @@ def _expand(
         first = registry.provider_for_attempt(registry.chain_for(Channel.IN_APP, notification.tenant), 1)
         if registry.adapter_flag(first, "inline", False):
             inline[Channel.IN_APP.value] = first
-    renderer = NotificationRenderer(notification, default_locale=str(tenant_settings.get("default_locale", "")))
-    policy = retry_policy_for(tenant_settings)
+    return ChunkContext(
+        notification=notification,
+        now=now,
+        recipients=recipients,
+        preferences=preferences,
+        with_devices=with_devices,
+        duplicates=_duplicates(notification, ids, now) if notification.dedup_key else set(),
+        listed=suppressed_pairs(tenant_id=notification.tenant_id, channels=channels, recipients=recipients),
+        defaults=_default_destinations(notification, channels, recipients),
+        inline=inline,
+        renderer=NotificationRenderer(notification, default_locale=str(tenant_settings.get("default_locale", ""))),
+        policy=retry_policy_for(tenant_settings),
+    )
 
-    rows: list[Row] = []
-    digests: list[Row] = []
-    inline_work: dict[str, list[tuple[Row, dict[str, Any]]]] = defaultdict(list)
-    suppressed: Counter[tuple[str, str]] = Counter()
+
+def suppression_reason(context: ChunkContext, recipient: Any, preference: EffectivePreference, channel: str) -> str:
+    """Why this (recipient, channel) gets no message, in the module docstring's order, or ""."""
+    if (recipient.id, channel) in context.duplicates:
+        return Reason.DUPLICATE
+    if not context.critical and recipient.unsubscribed_at is not None:
+        return Reason.UNSUBSCRIBED
+    if not context.critical and not preference.channel_enabled(channel):
+        return Reason.OPTED_OUT
+    if not _has_address(channel, recipient, context.with_devices, context.defaults):
+        return Reason.NO_ADDRESS
+    if (recipient.id, channel) in context.listed:  # bounced, STOP, 410: even critical ones would fail
+        return Reason.SUPPRESSED_ADDRESS
+    return ""
+
+
+def _quiet_hours_end(preference: EffectivePreference, recipient: Any, now: datetime) -> datetime | None:
+    """When the recipient's quiet hours end, if `now` is inside them."""
+    if not preference.has_quiet_hours:
+        return None
+    assert preference.quiet_hours_start and preference.quiet_hours_end
+    return quiet_hours_until(
+        now=now, tz=zone(recipient.timezone), start=preference.quiet_hours_start, end=preference.quiet_hours_end
+    )
+
+
+def delivery_decide(
+    context: ChunkContext,
+    recipient: Any,
+    preference: EffectivePreference,
+    channel: str,
+    quiet_until: Callable[[], datetime | None],
+) -> dict[str, Any]:
+    """The fields of one (recipient, channel)'s row (see the module docstring). An inline channel's
+    row gets only `rendered`: its status is the inline adapter's answer, in this transaction.
+    `quiet_until` is asked only for a row that quiet hours could defer."""
+    reason = suppression_reason(context, recipient, preference, channel)
+    if reason:
+        return {"status": Status.SUPPRESSED, "suppression_reason": reason}
+    if not context.critical and channel in INTERRUPTING_CHANNELS:
+        if preference.digest != Digest.IMMEDIATE or context.notification.digest:
+            return {"status": Status.DIGEST}
+        until = quiet_until()
+        if until is not None:
+            return {"status": Status.DEFERRED, "next_attempt_at": until}
+    if channel in context.inline:
+        try:
+            content = context.renderer.render(channel, recipient)
+        except RenderError as exc:
+            return {
+                "status": Status.FAILED,
+                "failed_at": context.now,
+                "error_code": "render_error",
+                "last_error": str(exc),
+            }
+        return {"rendered": {"to": registry.address_for(channel, recipient), **content}}
+    return {"status": Status.QUEUED, "queued_at": context.now}
+
+
+def chunk_decide(context: ChunkContext) -> ChunkDecisions:
+    """One new row per (recipient, channel) of the chunk, each decided by `delivery_decide`."""
+    notification, now = context.notification, context.now
+    decisions = ChunkDecisions()
     base = {
         "tenant_id": notification.tenant_id,
         "notification_id": notification.pk,
@@ -306,83 +405,75 @@ def _expand(
         "dedup_key": notification.dedup_key or None,
         "created_at": now,
     }
-    for recipient in recipients:
-        preference = preferences.for_recipient(recipient.id)
-        quiet_until: datetime | bool | None = False  # computed once per recipient, when needed
-        for channel in channels:
+    for recipient in context.recipients:
+        preference = context.preferences.for_recipient(recipient.id)
+        quiet_until = cache(partial(_quiet_hours_end, preference, recipient, now))  # once per recipient
+        for channel in notification.channels:
             row: Row = {**base, "id": uuid7(), "recipient_id": recipient.id, "channel": channel}
-            rows.append(row)
-            reason = ""
-            if (recipient.id, channel) in duplicates:
-                reason = Reason.DUPLICATE
-            elif not critical and recipient.unsubscribed_at is not None:
-                reason = Reason.UNSUBSCRIBED
-            elif not critical and not preference.channel_enabled(channel):
-                reason = Reason.OPTED_OUT
-            elif not _has_address(channel, recipient, with_devices, defaults):
-                reason = Reason.NO_ADDRESS
-            elif (recipient.id, channel) in listed:  # bounced, STOP, 410: even critical ones would fail
-                reason = Reason.SUPPRESSED_ADDRESS
-            if reason:
-                row.update(status=Status.SUPPRESSED, suppression_reason=reason)
-                suppressed[(channel, reason)] += 1
+            decisions.rows.append(row)
+            fields = delivery_decide(context, recipient, preference, channel, quiet_until)
+            if "status" not in fields:
+                decisions.inline[channel].append((row, fields["rendered"]))
                 continue
-            if not critical and channel in INTERRUPTING_CHANNELS:
-                if preference.digest != Digest.IMMEDIATE or notification.digest:
-                    row["status"] = Status.DIGEST
-                    digests.append(row)
-                    continue
-                if quiet_until is False:
-                    quiet_until = None
-                    if preference.has_quiet_hours:
-                        assert preference.quiet_hours_start and preference.quiet_hours_end
-                        quiet_until = quiet_hours_until(
-                            now=now,
-                            tz=zone(recipient.timezone),
-                            start=preference.quiet_hours_start,
-                            end=preference.quiet_hours_end,
-                        )
-                if isinstance(quiet_until, datetime):
-                    row.update(status=Status.DEFERRED, next_attempt_at=quiet_until)
-                    continue
-            if channel in inline:
-                try:
-                    rendered = {"to": registry.address_for(channel, recipient), **renderer.render(channel, recipient)}
-                except RenderError as exc:
-                    row.update(status=Status.FAILED, failed_at=now, error_code="render_error", last_error=str(exc))
-                    continue
-                inline_work[channel].append((row, rendered))
-                continue
-            row.update(status=Status.QUEUED, queued_at=now)
+            row.update(fields)
+            if fields["status"] == Status.SUPPRESSED:
+                decisions.suppressed[(channel, fields["suppression_reason"])] += 1
+            elif fields["status"] == Status.DIGEST:
+                decisions.digests.append(row)
+    return decisions
 
-    for channel, items in inline_work.items():
-        _send_inline(notification, inline[channel], items, policy, now)
 
+def chunk_write(context: ChunkContext, decisions: ChunkDecisions, audience: Audience) -> set[Any]:
+    """Sends the inline rows, inserts every row (returns the ids that went in), publishes the
+    inbox's, announces their statuses and hands the digest rows to their windows."""
+    notification, now = context.notification, context.now
+    for channel, items in decisions.inline.items():
+        _send_inline(notification, context.inline[channel], items, context.policy, now)
+    rows = decisions.rows
     # A chunk commits all its rows or none, so a chunk not marked done has none yet: nothing is
     # looked up beforehand (that lookup grew with the notification), and the unique constraint
     # (ON CONFLICT DO NOTHING ... RETURNING) says which rows went in.
     inserted = deliveries_insert(rows)
-    inbox_publish((r["id"], r["recipient_id"]) for r in rows if r["id"] in inserted and r["channel"] in inline)
+    inbox_publish((r["id"], r["recipient_id"]) for r in rows if r["id"] in inserted and r["channel"] in context.inline)
     deliveries_announce(
         ((row["tenant_id"], row["id"], row["status"]) for row in rows if row["id"] in inserted), audience
     )
     digest_enqueue(
-        deliveries=[row for row in digests if row["id"] in inserted],
-        category_id=category.pk,
-        preferences=preferences,
+        deliveries=[row for row in decisions.digests if row["id"] in inserted],
+        category_id=notification.category.pk,
+        preferences=context.preferences,
         now=now,
         notification=notification,
-        recipients=recipients,
+        recipients=context.recipients,
     )
+    return inserted
 
-    for (channel, reason), count in suppressed.items():
+
+def chunk_count(decisions: ChunkDecisions, inserted: set[Any], result: ChunkResult) -> None:
+    """Counts the suppressed rows in the metrics, and the inserted rows (and queued ids per
+    channel, for the send batches) in the chunk's result."""
+    for (channel, reason), count in decisions.suppressed.items():
         metrics.SUPPRESSED.labels(channel=channel, reason=reason).inc(count)
-    for row in rows:
+    for row in decisions.rows:
         if row["id"] not in inserted:
             continue
         result.statuses[row["status"]] += 1
         if row["status"] == Status.QUEUED:
             result.queued.setdefault(row["channel"], []).append(str(row["id"]))
+
+
+def _expand(
+    notification: Notification, chunk: FanoutChunk, now: datetime, result: ChunkResult, audience: Audience
+) -> None:
+    """Expands one chunk: load → decide → write → count."""
+    recipients = _chunk_recipients(notification, chunk)
+    result.recipients = len(recipients)
+    if not recipients:
+        return
+    context = chunk_context(notification, recipients, now)
+    decisions = chunk_decide(context)
+    inserted = chunk_write(context, decisions, audience)
+    chunk_count(decisions, inserted, result)
 
 
 def _send_inline(

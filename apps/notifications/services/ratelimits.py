@@ -37,6 +37,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from apps.core import redis_client
@@ -222,86 +223,119 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _admit(
-    conn: redis.Redis, provider: str, candidates: list[Candidate], now: float
-) -> tuple[list[Candidate], list[Held]]:
-    held: dict[int, Held] = {}
-    window_counted: list[Candidate] = []  # added to a recipient window by this call
-    charges: dict[int, list[str]] = defaultdict(list)  # quota keys each candidate was charged to
+@dataclass
+class Admission:
+    """One `admit` call's bookkeeping, shared by its checks: who is held, and what each candidate
+    took from a recipient window or a quota (given back when a later check holds it)."""
 
-    def hold(c: Candidate, wait: float, reason: str, detail: str, spread: float = SPREAD_SECONDS) -> None:
-        until = datetime.fromtimestamp(now + max(wait, 0.0) + random.random() * spread, tz=UTC)
-        held[id(c)] = Held(c.id, c.channel, until, reason, detail)
+    now: float
+    held: dict[int, Held] = field(default_factory=dict)
+    window_counted: list[Candidate] = field(default_factory=list)  # added to a recipient window here
+    charges: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))  # quota keys charged
 
-    # 1. Per recipient and channel, per rolling hour (critical categories exempt).
+    def hold(self, c: Candidate, wait: float, reason: str, detail: str, spread: float = SPREAD_SECONDS) -> None:
+        until = datetime.fromtimestamp(self.now + max(wait, 0.0) + random.random() * spread, tz=UTC)
+        self.held[id(c)] = Held(c.id, c.channel, until, reason, detail)
+
+    def passing(self, candidates: Sequence[Candidate]) -> list[Candidate]:
+        return [c for c in candidates if id(c) not in self.held]
+
+
+def recipient_windows_check(conn: redis.Redis, admission: Admission, candidates: Sequence[Candidate]) -> None:
+    """Per recipient and channel, per rolling hour (critical categories exempt); a retry of a
+    delivery already counted passes."""
+    now = admission.now
     capped = [c for c in candidates if not c.critical and c.limits.recipient_per_hour.get(c.channel)]
-    if capped:
-        args: list[Any] = [repr(now), HOUR]
-        for c in capped:
-            args += [str(c.id), c.limits.recipient_per_hour[c.channel]]
-        answers = _WINDOW(conn, keys=[_recipient_key(c) for c in capped], args=args)
-        for c, answer in zip(capped, answers, strict=True):
-            text = _text(answer)
-            if text == "new":
-                window_counted.append(c)
-            elif text != "seen":
-                limit = c.limits.recipient_per_hour[c.channel]
-                hold(
-                    c,
-                    float(text) - now,
-                    "recipient_cap",
-                    f"At most {limit} {c.channel} messages per hour to one recipient.",
-                )
+    if not capped:
+        return
+    args: list[Any] = [repr(now), HOUR]
+    for c in capped:
+        args += [str(c.id), c.limits.recipient_per_hour[c.channel]]
+    answers = _WINDOW(conn, keys=[_recipient_key(c) for c in capped], args=args)
+    for c, answer in zip(capped, answers, strict=True):
+        text = _text(answer)
+        if text == "new":
+            admission.window_counted.append(c)
+        elif text != "seen":
+            limit = c.limits.recipient_per_hour[c.channel]
+            detail = f"At most {limit} {c.channel} messages per hour to one recipient."
+            admission.hold(c, float(text) - now, "recipient_cap", detail)
 
-    # 2. The tenant's daily quota, per channel and for all channels ("*").
+
+def daily_quotas_check(conn: redis.Redis, admission: Admission, candidates: Sequence[Candidate]) -> None:
+    """The tenant's daily quota per channel, then for all channels ("*"); the excess waits for
+    the next UTC midnight."""
+    now = admission.now
     day = datetime.fromtimestamp(now, tz=UTC)
     midnight = (day + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     stamp = day.strftime("%Y%m%d")
     for all_channels in (False, True):
         groups: dict[tuple[Any, str], list[Candidate]] = defaultdict(list)
-        for c in candidates:
+        for c in admission.passing(candidates):
             scope = "*" if all_channels else c.channel
-            if id(c) not in held and scope in c.limits.daily_quota:
+            if scope in c.limits.daily_quota:
                 groups[(c.tenant_id, scope)].append(c)
         for (tenant_id, scope), group in groups.items():
             key = _quota_key(tenant_id, scope, stamp)
             limit = group[0].limits.daily_quota[scope]
             granted = int(_QUOTA(conn, keys=[key], args=[limit, len(group), 2 * 86400]))
             for c in group[:granted]:
-                charges[id(c)].append(key)
+                admission.charges[id(c)].append(key)
             what = "messages" if scope == "*" else f"{scope} messages"
             for c in group[granted:]:
-                hold(c, midnight - now, "daily_quota", f"The tenant's daily quota of {limit} {what} is used up.")
+                admission.hold(
+                    c, midnight - now, "daily_quota", f"The tenant's daily quota of {limit} {what} is used up."
+                )
 
-    # 3. The provider's throughput.
+
+def provider_buckets_check(
+    conn: redis.Redis, admission: Admission, provider: str, candidates: Sequence[Candidate]
+) -> None:
+    """The provider's throughput: the environment's shared bucket, or the tenant's own when it set
+    the limit itself; the excess waits its turn of tokens."""
     buckets: dict[tuple[Any, bool], list[Candidate]] = defaultdict(list)
-    for c in candidates:
-        if id(c) not in held and provider in c.limits.provider_per_second:
+    for c in admission.passing(candidates):
+        if provider in c.limits.provider_per_second:
             own = provider in c.limits.own_buckets
             buckets[(c.tenant_id if own else None, own)].append(c)
     for (tenant_id, own), group in buckets.items():
         rate, burst = group[0].limits.provider_per_second[provider]
         granted_raw, left_raw = _BUCKET(
-            conn, keys=[_bucket_key(provider, tenant_id, own)], args=[rate, burst, repr(now), len(group)]
+            conn, keys=[_bucket_key(provider, tenant_id, own)], args=[rate, burst, repr(admission.now), len(group)]
         )
         granted, left = int(granted_raw), float(_text(left_raw))
         for position, c in enumerate(group[granted:]):
             wait = (position + 1 - left) / rate
             detail = f"{provider} takes at most {rate:g} messages per second."
-            hold(c, wait, "provider_rate", detail, spread=1 / rate)
+            admission.hold(c, wait, "provider_rate", detail, spread=1 / rate)
 
-    if held:
-        # What a held delivery took from a recipient window or a quota goes back: it was not sent.
-        pipe = conn.pipeline(transaction=False)
-        for c in window_counted:
-            if id(c) in held:
-                pipe.zrem(_recipient_key(c), str(c.id))
-        for c in candidates:
-            if id(c) in held:
-                for key in charges.get(id(c), ()):
-                    pipe.decrby(key, 1)
-        pipe.execute()
-    return [c for c in candidates if id(c) not in held], list(held.values())
+
+def held_refund(conn: redis.Redis, admission: Admission, candidates: Sequence[Candidate]) -> None:
+    """Gives back what a held delivery took from a recipient window or a quota: it was not sent."""
+    if not admission.held:
+        return
+    pipe = conn.pipeline(transaction=False)
+    for c in admission.window_counted:
+        if id(c) in admission.held:
+            pipe.zrem(_recipient_key(c), str(c.id))
+    for c in candidates:
+        if id(c) in admission.held:
+            for key in admission.charges.get(id(c), ()):
+                pipe.decrby(key, 1)
+    pipe.execute()
+
+
+def _admit(
+    conn: redis.Redis, provider: str, candidates: list[Candidate], now: float
+) -> tuple[list[Candidate], list[Held]]:
+    """The three checks in order (a candidate held by one is not counted by the next), then the
+    refund of what the held ones took."""
+    admission = Admission(now=now)
+    recipient_windows_check(conn, admission, candidates)
+    daily_quotas_check(conn, admission, candidates)
+    provider_buckets_check(conn, admission, provider, candidates)
+    held_refund(conn, admission, candidates)
+    return admission.passing(candidates), list(admission.held.values())
 
 
 # --- Holding --------------------------------------------------------------------------------------
@@ -328,8 +362,6 @@ def deliveries_hold(held: Sequence[Held]) -> int:
             )
             updated = int(cursor.rowcount)
     else:
-        from django.db.models import F
-
         updated = 0
         for h in held:
             updated += Delivery.objects.filter(pk=h.id, status=Delivery.Status.SENDING).update(

@@ -27,7 +27,13 @@ from django.utils import timezone
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict
 from apps.notifications.models import Notification
+from apps.notifications.serializers import notification_url
+from apps.notifications.services.digest import digest_rule_errors
+from apps.notifications.services.notifications import _check, notification_create
 from apps.observability.audit import audit_record
+from apps.tasks import schedule_kinds
+from apps.tasks.models import TaskExecution
+from apps.tasks.services import execution_create_for_intent, execution_mark_running, execution_mark_succeeded
 
 SCHEDULE_KIND = "notification"
 SCHEDULED_SEND = "signalbox.notifications.scheduled_send"
@@ -92,9 +98,6 @@ def _target_error(exc: ApplicationError) -> ApplicationError:
 
 def schedule_target_validate(tenant: Any, target: Any) -> dict[str, Any]:
     """The target to store: the notification's fields, validated as `POST /notifications/` would."""
-    from apps.notifications.services.digest import digest_rule_errors
-    from apps.notifications.services.notifications import _check
-
     if not isinstance(target, Mapping):
         raise ApplicationError(
             "The target is the notification to send, as POST /api/v1/notifications/ takes it.",
@@ -148,15 +151,6 @@ def schedule_fire_notification(schedule: Any, tick: datetime) -> Any:
     Runs inside the tasks app's transaction (schedule_fire); the tick claim comes first, so a
     second beat's run fails on the unique (schedule, scheduled_for) before writing anything else.
     """
-    from apps.notifications.serializers import notification_url
-    from apps.notifications.services.notifications import notification_create
-    from apps.tasks.models import TaskExecution
-    from apps.tasks.services import (
-        execution_create_for_intent,
-        execution_mark_running,
-        execution_mark_succeeded,
-    )
-
     target: dict[str, Any] = dict(schedule.target)
     execution = execution_create_for_intent(
         tenant=schedule.tenant,
@@ -188,8 +182,8 @@ def schedule_fire_notification(schedule: Any, tick: datetime) -> Any:
 
 def register_schedule_kind() -> None:
     """Called from the app's ready(): web processes validate the kind, workers fire it."""
-    from apps.tasks.schedule_kinds import ScheduleKindSpec, register_schedule_kind
-
-    register_schedule_kind(
-        ScheduleKindSpec(name=SCHEDULE_KIND, validate=schedule_target_validate, fire=schedule_fire_notification)
+    schedule_kinds.register_schedule_kind(
+        schedule_kinds.ScheduleKindSpec(
+            name=SCHEDULE_KIND, validate=schedule_target_validate, fire=schedule_fire_notification
+        )
     )

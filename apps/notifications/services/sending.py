@@ -2,25 +2,29 @@
 
 A send task carries a batch of delivery ids. For each batch:
 
-1. **claim** (`deliveries_claim`) — one conditional UPDATE moves the rows from `queued` to
-   `sending` with a lease and a claim token; a row another worker claimed, or one that was
+1. **claim** (`batch_claim`, `deliveries_claim`) — one conditional UPDATE moves the rows from
+   `queued` to `sending` with a lease and a claim token; a row another worker claimed, or one that was
    cancelled, is skipped, so no two workers ever send the same delivery;
-2. **load** the recipients, notifications, device tokens and suppression-list entries at once;
-3. **render** and build each `Message` (the address is resolved here, at send time) and choose
+2. **load** (`batch_load`) the recipients, notifications, device tokens and suppression-list
+   entries at once;
+3. **render** (`batch_render`: `delivery_unsendable`, `delivery_message`, `delivery_provider`)
+   and build each `Message` (the address is resolved here, at send time) and choose
    its provider: the chain's turn for the attempt, skipping providers whose circuit breaker is
    open (`apps/providers/circuit.py`), but the provider an earlier request may still have
    reached when there is one (`in_flight_provider`). Anything that goes wrong for one recipient
    (a template error, a MemoryError) fails that delivery alone, with the reason;
-4. **send**, one provider request at a time: an adapter's `plan_requests` says which messages
-   share a request (SendGrid: one content, up to 1000 personalizations), anything else is sent
-   one message per request. Before each request the rows are marked in flight to that provider
-   (`in_flight_provider`) by an UPDATE that also renews their lease and returns the rows this
-   claim still holds: only those are sent. The time budget is checked between requests; what is
+4. **send** (`batch_send`: `batch_admit`, `request_begin`, `request_call`), one provider request
+   at a time: an adapter's `plan_requests` says which messages share a request (SendGrid: one
+   content, up to 1000 personalizations), anything else is sent one message per request.
+   Before each request the rows are marked in flight to that provider (`in_flight_provider`)
+   by an UPDATE that also renews their lease and returns the rows this claim still holds: only
+   those are sent. The time budget is checked between requests; what is
    left when it is used up goes back to the queue. Send limits (`ratelimits.py`), an address put
    on the suppression list since fan-out, or a chain whose every provider is failing hold or
    suppress a delivery instead (see docs/reliability.md);
-5. **record** each request's outcomes as soon as it answers, in one short transaction guarded by
-   the claim token (a sender whose rows the sweeper took back records nothing): accepted ->
+5. **record** (`request_record`; `batch_settle` for what needed no request) each request's
+   outcomes as soon as it answers, in one short transaction guarded by the claim token (a sender
+   whose rows the sweeper took back records nothing): accepted ->
    `sent` (or `delivered`); transient -> `pending` with `next_attempt_at` (exponential backoff
    with full jitter, per tenant and channel, never sooner than the provider's retry_after; the
    dispatcher re-queues it), or `dead` after the last attempt; ambiguous (a timeout after the
@@ -60,29 +64,27 @@ from django.utils import timezone
 from apps.core.actors import SYSTEM, Actor
 from apps.core.db import reconnecting
 from apps.core.publish import publish_on_commit
+from apps.core.retry import RetryPolicy
 from apps.notifications import channels as registry
 from apps.notifications import conf
 from apps.notifications.models import Delivery, Device, Notification, Recipient
 from apps.notifications.rendering import RenderError
-from apps.notifications.services import bulk, ratelimits, suppressions
+from apps.notifications.services import ratelimits, suppressions
 from apps.notifications.services.announce import Audience, deliveries_announce
 from apps.notifications.services.bulk import attempts_insert, deliveries_record
 from apps.notifications.services.content import NotificationRenderer, email_options, message_metadata
+from apps.notifications.services.notifications import notification_complete_if_settled
 from apps.notifications.services.recipients import devices_deactivate_tokens, recipient_webhook_secret
 from apps.observability import metrics
+from apps.observability.audit import audit_record
 from apps.providers import circuit
 from apps.providers.base import Channel, Message, Outcome, Provider, SendResult, provider_session
+from apps.providers.registry import ADAPTERS
+from apps.tenancy.models import Tenant
 
 log = logging.getLogger(__name__)
 
 Status = Delivery.Status
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int
-    base_seconds: float
-    cap_seconds: float
 
 
 def retry_policy_for(tenant_settings: Mapping[str, Any] | None, channel: str | None = None) -> RetryPolicy:
@@ -104,18 +106,12 @@ def backoff_seconds(
 ) -> float:
     """Exponential backoff with full jitter (uniform in [0, min(cap, base * 2^(attempt-1))]);
     a provider's retry_after is a floor, never shortened by the jitter."""
-    ceiling = min(policy.cap_seconds, policy.base_seconds * 2 ** max(attempt - 1, 0))
-    delay = rng() * ceiling
-    if retry_after:
-        delay = max(delay, float(retry_after))
-    return delay
+    return policy.delay(attempt, retry_after=retry_after, rng=rng)
 
 
 def reconciles(provider: str) -> bool:
     """Whether this provider's callbacks report each message by its delivery id, so a send whose
     answer was lost can wait for them instead of being retried blind."""
-    from apps.providers.registry import ADAPTERS
-
     return registry.adapter_flag(ADAPTERS.get(provider), "reconciles", False)
 
 
@@ -305,13 +301,13 @@ class SendSummary:
 
 
 @dataclass
-class _Work:
+class SendItem:
     delivery: Claimed
     message: Message
     rendered: dict[str, Any]
 
 
-def _call_adapter(adapter: Provider, messages: Sequence[Message]) -> tuple[list[SendResult], float]:
+def request_call(adapter: Provider, messages: Sequence[Message]) -> tuple[list[SendResult], float]:
     """One provider request: results in order and the milliseconds per message; an adapter that
     raises is a transient failure."""
     started = time.perf_counter()
@@ -330,7 +326,7 @@ def _call_adapter(adapter: Provider, messages: Sequence[Message]) -> tuple[list[
     return results, elapsed_ms / max(len(messages), 1)
 
 
-def _request_groups(adapter: Provider, items: list[_Work]) -> list[list[_Work]]:
+def _request_groups(adapter: Provider, items: list[SendItem]) -> list[list[SendItem]]:
     """The batch split into provider requests, each recorded before the next is made, so a worker
     killed mid-batch leaves at most one request unrecorded. An adapter's `plan_requests` says
     which messages share one (SendGrid: one content, up to 1000 personalizations); the built-in
@@ -398,7 +394,7 @@ class _Tally:
                 histogram.observe(value)
 
 
-def _log_answer(adapter: Provider, group: Sequence[_Work], results: Sequence[SendResult], latency_ms: float) -> None:
+def _log_answer(adapter: Provider, group: Sequence[SendItem], results: Sequence[SendResult], latency_ms: float) -> None:
     """One line per provider call, with the ids that follow a notification from its request (the
     request id and tenant are in the context) to the provider's answer; no addresses or content."""
     notification_ids = sorted({str(item.delivery.notification_id) for item in group})
@@ -438,7 +434,7 @@ def _listed(
 
 
 @dataclass
-class _Batch:
+class SendBatch:
     """One send task's claimed rows and what it loaded for them, shared by the steps."""
 
     token: uuid.UUID
@@ -470,17 +466,17 @@ class _Batch:
 
 
 @dataclass
-class _Plan:
+class SendPlan:
     """What rendering decided: rows settled without a request, holds, and the requests to make."""
 
     settled: list[dict[str, Any]] = field(default_factory=list)
     held: list[ratelimits.Held] = field(default_factory=list)
     # Keyed by adapter instance: two tenants' adapters may share a name but not credentials.
-    work: dict[int, tuple[Provider, list[_Work]]] = field(default_factory=dict)
+    work: dict[int, tuple[Provider, list[SendItem]]] = field(default_factory=dict)
 
 
 def _flush(
-    batch: _Batch,
+    batch: SendBatch,
     *,
     rows: Sequence[dict[str, Any]] = (),
     attempts: Sequence[dict[str, Any]] = (),
@@ -521,12 +517,7 @@ def _flush(
             suppressions.suppressions_add([entry for entry in listed if str(entry["delivery_id"]) in owned])
             return owned
 
-    def forget_staging() -> None:
-        staged = getattr(bulk, "_staged", None)
-        if isinstance(staged, set):
-            staged.clear()  # temporary staging tables died with the connection
-
-    owned = reconnecting(write, before_retry=forget_staging)
+    owned = reconnecting(write)
     batch.open_ids -= ids
     if ids - owned:
         log.warning("rows taken back from this sender were not recorded", extra={"deliveries": len(ids - owned)})
@@ -536,11 +527,12 @@ def _flush(
 # --- The steps: claim → load → render → send → record ----------------------------------------------
 
 
-def _claim(delivery_ids: Sequence[Any]) -> _Batch:
+def batch_claim(delivery_ids: Sequence[Any]) -> SendBatch:
+    """Claims the rows (`deliveries_claim`) under a new token and starts the batch's clocks."""
     token = uuid.uuid4()
     claimed = reconnecting(lambda: deliveries_claim(delivery_ids=delivery_ids, token=token))
     settings = conf.get()
-    return _Batch(
+    return SendBatch(
         token=token,
         claimed=claimed,
         started=time.monotonic(),
@@ -553,7 +545,9 @@ def _claim(delivery_ids: Sequence[Any]) -> _Batch:
     )
 
 
-def _load(batch: _Batch) -> None:
+def batch_load(batch: SendBatch) -> None:
+    """Loads what the claimed rows need at once: recipients, notifications, device tokens, and
+    which addresses went on the suppression list since fan-out."""
     claimed = batch.claimed
 
     def load() -> None:
@@ -575,117 +569,158 @@ def _load(batch: _Batch) -> None:
     reconnecting(load)
 
 
-def _render(batch: _Batch) -> _Plan:
-    """Renders and builds each claimed delivery's message and chooses its provider, or settles it
-    without a request (no address, a listed address, content that cannot be rendered, no
-    confirmation of an uncertain last attempt) or holds it (every provider failing)."""
-    plan = _Plan()
-    now = timezone.now()
-    notifications, recipients = batch.notifications, batch.recipients
-    renderers = {
-        pk: NotificationRenderer(n, default_locale=str((n.tenant.settings or {}).get("default_locale", "")))
-        for pk, n in notifications.items()
-    }
-    emails = {pk: email_options(n) for pk, n in notifications.items()}
-    chains: dict[tuple[Any, str], list[Provider]] = {}
-    breakers: dict[tuple[Any, str], dict[str, float]] = {}
+class RenderContext:
+    """What rendering resolves once per batch: each notification's renderer and email options,
+    and each tenant's provider chain and open circuits per channel."""
 
-    def chain_of(notification: Notification, channel: str) -> list[Provider]:
-        """The tenant's chain for the channel, resolved once per batch."""
+    def __init__(self, batch: SendBatch) -> None:
+        self.now = timezone.now()
+        self.renderers = {
+            pk: NotificationRenderer(n, default_locale=str((n.tenant.settings or {}).get("default_locale", "")))
+            for pk, n in batch.notifications.items()
+        }
+        self.emails = {pk: email_options(n) for pk, n in batch.notifications.items()}
+        self._chains: dict[tuple[Any, str], list[Provider]] = {}
+        self._breakers: dict[tuple[Any, str], dict[str, float]] = {}
+
+    def chain(self, notification: Notification, channel: str) -> list[Provider]:
+        """The tenant's chain for the channel."""
         key = (notification.tenant_id, channel)
-        if key not in chains:
-            chains[key] = registry.chain_for(channel, notification.tenant)
-        return chains[key]
+        if key not in self._chains:
+            self._chains[key] = registry.chain_for(channel, notification.tenant)
+        return self._chains[key]
 
-    def suppress(delivery: Claimed, reason: str) -> None:
-        plan.settled.append({"id": delivery.id, "status": Status.SUPPRESSED, "suppression_reason": reason})
-        batch.tally.suppressed[(delivery.channel, reason)] += 1
-
-    def fail(delivery: Claimed, status: str, code: str, reason: str) -> None:
-        plan.settled.append(
-            {"id": delivery.id, "status": status, "failed_at": now, "error_code": code, "last_error": reason[:2000]}
-        )
-        if status == Status.DEAD:
-            batch.tally.dead[delivery.channel] += 1
-
-    for delivery in batch.claimed:
-        notification = notifications[delivery.notification_id]
-        recipient = recipients[delivery.recipient_id]
-        to = registry.address_for(delivery.channel, recipient, batch.device_tokens.get(recipient.id, ()))
-        # No address: the chain's default destination, if any, serves it; the adapter applies it,
-        # so `to` stays empty (a default webhook URL is a secret).
-        if not to and not registry.has_default_destination(delivery.channel, chain_of(notification, delivery.channel)):
-            suppress(delivery, Delivery.SuppressionReason.NO_ADDRESS)
-            continue
-        if delivery.id in batch.listed:
-            suppress(delivery, Delivery.SuppressionReason.SUPPRESSED_ADDRESS)
-            continue
-        if delivery.attempts > batch.policy(notification, delivery.channel).max_attempts:
-            # Only an `unknown` last attempt comes back past the budget: no report confirmed it.
-            fail(
-                delivery,
-                Status.DEAD,
-                "unconfirmed",
-                f"The last attempt's answer was lost and {delivery.in_flight_provider or 'the provider'} "
-                "did not report the message within the reconciliation window.",
-            )
-            continue
-        # One recipient's content must never fail its batch-mates: whatever rendering or building
-        # raises (a template error, a MemoryError from a runaway expression) fails this one alone.
-        try:
-            rendered = {"to": to, **renderers[notification.pk].render(delivery.channel, recipient)}
-            message = registry.message_build(
-                delivery_id=str(delivery.id),
-                tenant_id=str(delivery.tenant_id),
-                channel=delivery.channel,
-                to=to,
-                rendered=rendered,
-                metadata=message_metadata(notification, delivery_id=str(delivery.id), attempt=delivery.attempts),
-                recipient_id=delivery.recipient_id,
-                email=emails[notification.pk],
-                signing_secret=(
-                    recipient_webhook_secret(recipient.webhook_secret_encrypted)
-                    if delivery.channel == Channel.WEBHOOK
-                    else ""
-                ),
-            )
-        except RenderError as exc:
-            fail(delivery, Status.FAILED, "render_error", str(exc))
-            continue
-        except Exception as exc:  # MemoryError included: it is an Exception
-            log.warning(
-                "rendering a delivery failed", extra={"delivery_id": str(delivery.id), "error": type(exc).__name__}
-            )
-            fail(delivery, Status.FAILED, "render_error", f"{type(exc).__name__} while rendering: {exc}")
-            continue
-        chain_key = (notification.tenant_id, delivery.channel)
-        chain = chain_of(notification, delivery.channel)
-        if chain_key not in breakers:
-            breakers[chain_key] = circuit.open_until(
+    def open_circuits(self, notification: Notification, channel: str) -> dict[str, float]:
+        """The chain's providers whose circuit breaker is open, with when it closes (epoch)."""
+        key = (notification.tenant_id, channel)
+        if key not in self._breakers:
+            self._breakers[key] = circuit.open_until(
                 scope=notification.tenant_id,
-                providers=[p.name for p in chain if p.name not in registry.BUILTIN_ADAPTERS],
+                providers=[
+                    p.name for p in self.chain(notification, channel) if p.name not in registry.BUILTIN_ADAPTERS
+                ],
             )
-        is_open = breakers[chain_key]
-        prefer = delivery.in_flight_provider
-        if prefer in is_open and any(p.name == prefer for p in chain):
-            # An earlier request to it may have gone out: a copy through another provider could not
-            # be absorbed, so the retry waits for this provider's breaker instead of failing over.
-            adapter, until, waits_for = None, is_open[prefer], prefer
-        else:
-            adapter = circuit.choose(chain, delivery.attempts, is_open=is_open, prefer=prefer)
-            until, waits_for = (min(is_open.values()) if adapter is None else 0.0), ""
-        if adapter is None:  # the provider it must wait for, or every provider, is failing
-            plan.held.append(
-                ratelimits.held_until_circuit(
-                    delivery_id=delivery.id, channel=delivery.channel, until_epoch=until, provider=waits_for
-                )
-            )
+        return self._breakers[key]
+
+
+def _suppressed(batch: SendBatch, delivery: Claimed, reason: str) -> dict[str, Any]:
+    batch.tally.suppressed[(delivery.channel, reason)] += 1
+    return {"id": delivery.id, "status": Status.SUPPRESSED, "suppression_reason": reason}
+
+
+def _failed(batch: SendBatch, delivery: Claimed, status: str, code: str, reason: str, now: datetime) -> dict[str, Any]:
+    if status == Status.DEAD:
+        batch.tally.dead[delivery.channel] += 1
+    return {"id": delivery.id, "status": status, "failed_at": now, "error_code": code, "last_error": reason[:2000]}
+
+
+def delivery_unsendable(
+    batch: SendBatch, context: RenderContext, delivery: Claimed, *, to: str
+) -> dict[str, Any] | None:
+    """The row that settles a delivery without a request, or None: no address (and no default
+    destination in its chain), an address put on the suppression list since fan-out, or an
+    `unknown` last attempt that came back past the budget because no report confirmed it."""
+    notification = batch.notifications[delivery.notification_id]
+    # No address: the chain's default destination, if any, serves it; the adapter applies it,
+    # so `to` stays empty (a default webhook URL is a secret).
+    if not to and not registry.has_default_destination(delivery.channel, context.chain(notification, delivery.channel)):
+        return _suppressed(batch, delivery, Delivery.SuppressionReason.NO_ADDRESS)
+    if delivery.id in batch.listed:
+        return _suppressed(batch, delivery, Delivery.SuppressionReason.SUPPRESSED_ADDRESS)
+    if delivery.attempts > batch.policy(notification, delivery.channel).max_attempts:
+        reason = (
+            f"The last attempt's answer was lost and {delivery.in_flight_provider or 'the provider'} "
+            "did not report the message within the reconciliation window."
+        )
+        return _failed(batch, delivery, Status.DEAD, "unconfirmed", reason, context.now)
+    return None
+
+
+def delivery_message(
+    batch: SendBatch, context: RenderContext, delivery: Claimed, *, to: str
+) -> SendItem | dict[str, Any]:
+    """The delivery's message and rendered content to send, or the row failing it when rendering or
+    building raises: one recipient's content must never fail its batch-mates (a template error,
+    a MemoryError from a runaway expression)."""
+    notification = batch.notifications[delivery.notification_id]
+    recipient = batch.recipients[delivery.recipient_id]
+    try:
+        rendered = {"to": to, **context.renderers[notification.pk].render(delivery.channel, recipient)}
+        message = registry.message_build(
+            delivery_id=str(delivery.id),
+            tenant_id=str(delivery.tenant_id),
+            channel=delivery.channel,
+            to=to,
+            rendered=rendered,
+            metadata=message_metadata(notification, delivery_id=str(delivery.id), attempt=delivery.attempts),
+            recipient_id=delivery.recipient_id,
+            email=context.emails[notification.pk],
+            signing_secret=(
+                recipient_webhook_secret(recipient.webhook_secret_encrypted)
+                if delivery.channel == Channel.WEBHOOK
+                else ""
+            ),
+        )
+    except RenderError as exc:
+        return _failed(batch, delivery, Status.FAILED, "render_error", str(exc), context.now)
+    except Exception as exc:  # MemoryError included: it is an Exception
+        log.warning("rendering a delivery failed", extra={"delivery_id": str(delivery.id), "error": type(exc).__name__})
+        reason = f"{type(exc).__name__} while rendering: {exc}"
+        return _failed(batch, delivery, Status.FAILED, "render_error", reason, context.now)
+    return SendItem(delivery, message, rendered)
+
+
+def delivery_provider(batch: SendBatch, context: RenderContext, delivery: Claimed) -> Provider | ratelimits.Held:
+    """The adapter to send through (the chain's turn for the attempt, skipping providers whose
+    circuit is open), or a hold until a circuit closes: the provider's an earlier request may
+    have reached, or every provider's."""
+    notification = batch.notifications[delivery.notification_id]
+    chain = context.chain(notification, delivery.channel)
+    is_open = context.open_circuits(notification, delivery.channel)
+    prefer = delivery.in_flight_provider
+    if prefer in is_open and any(p.name == prefer for p in chain):
+        # An earlier request to it may have gone out: a copy through another provider could not
+        # be absorbed, so the retry waits for this provider's breaker instead of failing over.
+        adapter, until, waits_for = None, is_open[prefer], prefer
+    else:
+        adapter = circuit.choose(chain, delivery.attempts, is_open=is_open, prefer=prefer)
+        until, waits_for = (min(is_open.values()) if adapter is None else 0.0), ""
+    if adapter is None:  # the provider it must wait for, or every provider, is failing
+        return ratelimits.held_until_circuit(
+            delivery_id=delivery.id, channel=delivery.channel, until_epoch=until, provider=waits_for
+        )
+    return adapter
+
+
+def batch_render(batch: SendBatch) -> SendPlan:
+    """Renders and builds each claimed delivery's message and chooses its provider, or settles it
+    without a request (`delivery_unsendable`, or content that cannot be rendered) or holds it
+    (its provider's circuit, or every provider's, is open)."""
+    plan = SendPlan()
+    context = RenderContext(batch)
+    for delivery in batch.claimed:
+        recipient = batch.recipients[delivery.recipient_id]
+        to = registry.address_for(delivery.channel, recipient, batch.device_tokens.get(recipient.id, ()))
+        item = delivery_unsendable(batch, context, delivery, to=to) or delivery_message(batch, context, delivery, to=to)
+        if isinstance(item, dict):
+            plan.settled.append(item)
             continue
-        plan.work.setdefault(id(adapter), (adapter, []))[1].append(_Work(delivery, message, rendered))
+        adapter = delivery_provider(batch, context, delivery)
+        if isinstance(adapter, ratelimits.Held):
+            plan.held.append(adapter)
+            continue
+        plan.work.setdefault(id(adapter), (adapter, []))[1].append(item)
     return plan
 
 
-def _admit(batch: _Batch, adapter: Provider, items: list[_Work]) -> list[_Work]:
+def batch_settle(batch: SendBatch, plan: SendPlan) -> None:
+    """Records what rendering settled without a request, and its holds, in one transaction."""
+    _flush(batch, rows=plan.settled, held=plan.held)
+    batch.summary.statuses.update(str(row["status"]) for row in plan.settled)
+    batch.summary.statuses.update(str(Status.PENDING) for _ in plan.held)
+
+
+def batch_admit(batch: SendBatch, adapter: Provider, items: list[SendItem]) -> list[SendItem]:
     """The items the send limits let through now; the others are held (and recorded so at once)."""
     notifications = batch.notifications
     limits: dict[Any, Any] = {}
@@ -713,7 +748,7 @@ def _admit(batch: _Batch, adapter: Provider, items: list[_Work]) -> list[_Work]:
     return [item for item in items if item.delivery.id in allowed]
 
 
-def _begin_request(batch: _Batch, adapter: Provider, group: list[_Work]) -> list[_Work]:
+def request_begin(batch: SendBatch, adapter: Provider, group: list[SendItem]) -> list[SendItem]:
     """The group's items this claim still holds, marked in flight to the adapter's provider (and
     their lease renewed) before its request; every open row's lease is renewed when a third of
     it has passed, so a live sender never loses its rows to the sweeper."""
@@ -732,21 +767,28 @@ def _begin_request(batch: _Batch, adapter: Provider, group: list[_Work]) -> list
     return [item for item in group if str(item.delivery.id) in marked]
 
 
-def _record(
-    batch: _Batch,
+@dataclass
+class RequestRows:
+    """What one request's outcomes write: delivery rows, attempt rows, suppression-list entries."""
+
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    listed: list[dict[str, Any]] = field(default_factory=list)
+
+
+def request_rows(
+    batch: SendBatch,
     adapter: Provider,
-    group: list[_Work],
+    group: Sequence[SendItem],
     results: Sequence[SendResult],
     latency_ms: float,
-    health: Counter[tuple[Any, str]],
-) -> None:
-    """Records one request's outcomes (see the module docstring), in one transaction."""
-    sent_at = timezone.now()
+    sent_at: datetime,
+) -> RequestRows:
+    """The rows one request's outcomes lead to (`outcome_fields`); tokens the provider called
+    invalid are deactivated at once."""
     window = conf.get().RECONCILE_WINDOW_SECONDS if registry.adapter_flag(adapter, "reconciles", False) else None
     records_attempts = registry.adapter_flag(adapter, "records_attempts", True)
-    done: list[dict[str, Any]] = []
-    tried: list[dict[str, Any]] = []
-    listed: list[dict[str, Any]] = []
+    rows = RequestRows()
     for item, result in zip(group, results, strict=True):
         delivery = item.delivery
         notification = batch.notifications[delivery.notification_id]
@@ -758,14 +800,14 @@ def _record(
             now=sent_at,
             reconcile_seconds=window,
         )
-        done.append({"id": delivery.id, "provider": adapter.name, "rendered": item.rendered, **fields})
+        rows.deliveries.append({"id": delivery.id, "provider": adapter.name, "rendered": item.rendered, **fields})
         if result.invalid_tokens:
             devices_deactivate_tokens(
                 tenant_id=delivery.tenant_id, tokens=result.invalid_tokens, reason="invalid_token"
             )
         reason = suppressions.suppression_reason_for(delivery.channel, result)
         if reason:
-            listed.append(
+            rows.listed.append(
                 {
                     "tenant_id": delivery.tenant_id,
                     "channel": delivery.channel,
@@ -777,7 +819,7 @@ def _record(
                 }
             )
         if records_attempts:
-            tried.append(
+            rows.attempts.append(
                 {
                     "delivery_id": delivery.id,
                     "number": delivery.attempts,
@@ -791,10 +833,27 @@ def _record(
                     "created_at": sent_at,
                 }
             )
+    return rows
+
+
+def request_record(
+    batch: SendBatch,
+    adapter: Provider,
+    group: list[SendItem],
+    results: Sequence[SendResult],
+    latency_ms: float,
+    health: Counter[tuple[Any, str]],
+) -> None:
+    """Records one request's outcomes (see the module docstring) in one transaction, then counts
+    those this claim still held: in `health` for the circuit breaker, in the batch's metrics."""
+    sent_at = timezone.now()
+    rows = request_rows(batch, adapter, group, results, latency_ms, sent_at)
     settled = [str(item.delivery.id) for item, result in zip(group, results, strict=True) if not result.ambiguous]
     remote = adapter.name not in registry.BUILTIN_ADAPTERS
-    owned = _flush(batch, rows=done, attempts=tried, listed=listed, remote=remote, settled=settled)
-    for item, result, row in zip(group, results, done, strict=True):
+    owned = _flush(
+        batch, rows=rows.deliveries, attempts=rows.attempts, listed=rows.listed, remote=remote, settled=settled
+    )
+    for item, result, row in zip(group, results, rows.deliveries, strict=True):
         delivery = item.delivery
         if str(delivery.id) not in owned:
             continue
@@ -814,25 +873,25 @@ def _record(
         batch.summary.statuses[str(row["status"])] += 1
 
 
-def _send(batch: _Batch, adapter: Provider, items: list[_Work]) -> None:
+def batch_send(batch: SendBatch, adapter: Provider, items: list[SendItem]) -> None:
     """Sends one adapter's share of the batch, one provider request at a time, each recorded
     before the next; stops when the time budget is used up (the rest is released)."""
     if batch.out_of_time():
         batch.summary.released.extend(str(item.delivery.id) for item in items)
         return
-    groups = _request_groups(adapter, _admit(batch, adapter, items))
+    groups = _request_groups(adapter, batch_admit(batch, adapter, items))
     health: Counter[tuple[Any, str]] = Counter()
     with provider_session(adapter):  # e.g. one SMTP connection for the batch's single sends
         for position, group in enumerate(groups):
             if batch.out_of_time():
                 batch.summary.released.extend(str(item.delivery.id) for later in groups[position:] for item in later)
                 break
-            group = _begin_request(batch, adapter, group)
+            group = request_begin(batch, adapter, group)
             if not group:
                 continue
-            results, latency_ms = _call_adapter(adapter, [item.message for item in group])
+            results, latency_ms = request_call(adapter, [item.message for item in group])
             _log_answer(adapter, group, results, latency_ms)
-            _record(batch, adapter, group, results, latency_ms, health)
+            request_record(batch, adapter, group, results, latency_ms, health)
     # The built-in adapters (inbox, sinks) are not remote services: no breaker.
     for tenant_id in {t for t, _ in health} if adapter.name not in registry.BUILTIN_ADAPTERS else ():
         circuit.record(
@@ -843,7 +902,7 @@ def _send(batch: _Batch, adapter: Provider, items: list[_Work]) -> None:
         )
 
 
-def _finish(batch: _Batch, queue: str | None) -> None:
+def batch_finish(batch: SendBatch, queue: str | None) -> None:
     """Releases what the time budget left unsent (republished at once), counts, and completes
     the notifications that have settled."""
     batch.tally.flush()
@@ -852,8 +911,6 @@ def _finish(batch: _Batch, queue: str | None) -> None:
         _release(released, timezone.now(), batch.token)
         publish_on_commit("signalbox.notifications.send_batch", released, queue=queue)
     batch.summary.released = released
-    from apps.notifications.services.notifications import notification_complete_if_settled
-
     for notification_id, notification in batch.notifications.items():
         notification_complete_if_settled(
             notification_id=notification_id, tenant_id=notification.tenant_id, audience=batch.audience
@@ -862,17 +919,15 @@ def _finish(batch: _Batch, queue: str | None) -> None:
 
 def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) -> SendSummary:
     """Sends a batch of deliveries (see the module docstring). Safe to run twice for the same ids."""
-    batch = _claim(delivery_ids)
+    batch = batch_claim(delivery_ids)
     if not batch.claimed:
         return batch.summary
-    _load(batch)
-    plan = _render(batch)
-    _flush(batch, rows=plan.settled, held=plan.held)
-    batch.summary.statuses.update(str(row["status"]) for row in plan.settled)
-    batch.summary.statuses.update(str(Status.PENDING) for _ in plan.held)
+    batch_load(batch)
+    plan = batch_render(batch)
+    batch_settle(batch, plan)
     for adapter, items in plan.work.values():
-        _send(batch, adapter, items)
-    _finish(batch, queue)
+        batch_send(batch, adapter, items)
+    batch_finish(batch, queue)
     return batch.summary
 
 
@@ -885,9 +940,6 @@ def deliveries_replay(*, tenant_id: Any, delivery_ids: Sequence[Any], actor: Act
     Their attempt history stays. The dispatcher publishes them within seconds; a notification
     that had completed goes back to `dispatched` until they settle. Returns how many were replayed.
     """
-    from apps.observability.audit import audit_record
-    from apps.tenancy.models import Tenant
-
     now = timezone.now()
     with transaction.atomic():
         rows = list(

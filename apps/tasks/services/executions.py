@@ -30,6 +30,7 @@ from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict, Unprocessable
 from apps.core.live import live_listening, live_publish_on_commit
 from apps.core.ports import event_bus
+from apps.core.publish import publish_on_commit
 from apps.core.retention import tenant_retention_days
 from apps.observability import metrics
 from apps.observability.audit import audit_record
@@ -113,7 +114,7 @@ def _celery_name(execution: TaskExecution) -> str:
     return DJANGO_TASK_RUNNER if execution.kind == Kind.DJANGO else execution.name
 
 
-def publish_on_commit(execution: TaskExecution, *, countdown: float | None = None) -> None:
+def execution_publish_on_commit(execution: TaskExecution, *, countdown: float | None = None) -> None:
     """Sends the execution's message after the current transaction commits (at once outside one).
 
     The message carries the execution id (visible in Flower) and the current dispatch token;
@@ -121,33 +122,28 @@ def publish_on_commit(execution: TaskExecution, *, countdown: float | None = Non
     empty and the sweeper publishes it again.
     """
     execution_id, dispatch = execution.id, execution.dispatch
-    name, queue = _celery_name(execution), execution.queue
     kwargs: dict[str, Any] = {"execution_id": str(execution_id), "dispatch": str(dispatch)}
     if execution.kind == Kind.DJANGO:
         kwargs["task_path"] = execution.name  # readable in Flower beside the generic runner's name
 
-    def send() -> None:
-        try:
-            current_app.send_task(
-                name,
-                kwargs=kwargs,
-                queue=queue,
-                countdown=countdown if countdown and countdown > 0 else None,
-                headers={"signalbox_execution_id": str(execution_id)},
-            )
-        except Exception:  # the broker is down: the row stays unpublished and the sweeper retries
-            log.exception("publish failed; the sweeper will retry", extra={"execution_id": str(execution_id)})
-            return
+    def published() -> None:
         TaskExecution.objects.filter(pk=execution_id, dispatch=dispatch).update(published_at=timezone.now())
 
-    transaction.on_commit(send)
+    publish_on_commit(
+        _celery_name(execution),
+        kwargs=kwargs,
+        queue=execution.queue,
+        countdown=countdown if countdown and countdown > 0 else None,
+        headers={"signalbox_execution_id": str(execution_id)},
+        on_published=published,
+    )
 
 
 def _schedule_publish(execution: TaskExecution, now: datetime) -> None:
     """Publishes now, or with a countdown if due soon; a later start waits for the sweeper."""
     wait = (execution.run_after - now).total_seconds()
     if wait <= tasks_settings().countdown_max_seconds:
-        publish_on_commit(execution, countdown=wait)
+        execution_publish_on_commit(execution, countdown=wait)
 
 
 # --- starting ----------------------------------------------------------------------------------
@@ -510,7 +506,7 @@ def execution_requeue_lost(*, execution: TaskExecution, now: datetime) -> bool:
     if updated != 1:
         return False
     execution.dispatch, execution.run_after = dispatch, now
-    publish_on_commit(execution)
+    execution_publish_on_commit(execution)
     return True
 
 
@@ -619,7 +615,7 @@ def execution_retry(*, execution: TaskExecution, actor: Actor | None = None) -> 
                 target=execution,
                 data={"status": execution.status, "name": execution.name, "retry": str(retry.id)},
             )
-            publish_on_commit(retry)
+            execution_publish_on_commit(retry)
     except IntegrityError as exc:
         raise Conflict("This task was already retried.", code="already_retried") from exc
     return retry

@@ -25,7 +25,7 @@ from django.utils import timezone
 from apps.observability import metrics
 from apps.tasks.conf import tasks_settings
 from apps.tasks.models import DISPATCHED_KINDS, WAITING, Status, TaskExecution
-from apps.tasks.services.executions import execution_requeue_lost, publish_on_commit
+from apps.tasks.services.executions import execution_publish_on_commit, execution_requeue_lost
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def executions_sweep(*, now: datetime | None = None, batch_size: int = 500) -> S
         if claimed != 1:
             continue
         execution.dispatch = dispatch
-        publish_on_commit(execution, countdown=(execution.run_after - now).total_seconds())
+        execution_publish_on_commit(execution, countdown=(execution.run_after - now).total_seconds())
         report.published.append(str(execution.pk))
 
     lapsed = TaskExecution.objects.filter(
