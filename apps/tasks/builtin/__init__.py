@@ -1,3 +1,3 @@
 """The task types Signalbox ships, used by operators and tenants alike."""
 
-from apps.tasks.builtin import exports, resend  # noqa: F401  (registers them)
+from apps.tasks.builtin import exports, resend, retention  # noqa: F401  (registers them)
