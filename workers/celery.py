@@ -9,12 +9,14 @@ from celery import Celery
 from celery.signals import worker_init
 
 from workers import broker
+from workers.queues import DEFAULT_QUEUE, task_queues
+from workers.routing import route_task
 
 
 @worker_init.connect
 def _survive_broker_restarts(**_: Any) -> None:
     # A broker restart must never end a worker (workers/broker.py). Patched when a worker starts,
-    # not at import, so the API process does not import the Redis transport it never consumes from.
+    # not at import, so the API process keeps the transport as kombu ships it.
     broker.install()
 
 
@@ -25,9 +27,6 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 
 
 def _configure() -> None:
-    from workers.queues import DEFAULT_QUEUE, task_queues
-    from workers.routing import route_task
-
     app.conf.task_queues = task_queues()
     app.conf.task_default_queue = DEFAULT_QUEUE
     app.conf.task_routes = (route_task,)
