@@ -17,5 +17,6 @@ TWILIO_AUTH_TOKEN = "sandbox-twilio-auth-token"  # noqa: S105
 SLACK_BOT_TOKEN = "xoxb-sandbox-bot-token"  # noqa: S105
 # The public key of the sandbox's SendGrid Event Webhook signing key (seed `signalbox-sandbox`).
 SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY = (
-    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEjJ1sYDemKr6M801sA/QG05oMXTeTBYL0pOkUCE5r5WPuHVHSdvE79EWnGa8EB16zVgrFeYmpJ2QosY2TGsim2g=="
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEjJ1sYDemKr6M801sA/QG05oMXTeTBYL0pOkUCE5r5WPu"
+    "HVHSdvE79EWnGa8EB16zVgrFeYmpJ2QosY2TGsim2g=="
 )

@@ -447,9 +447,7 @@ def _sandboxed(*credentials: str) -> bool:
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Signalbox <noreply@signalbox.localhost>")
 # SendGrid v3 (the EU region is SENDGRID_API_HOST=https://api.eu.sendgrid.com).
 _sendgrid_sandbox = _sandboxed("SENDGRID_API_KEY")
-SENDGRID_API_KEY = env.str(
-    "SENDGRID_API_KEY", default=_sandbox_defaults.SENDGRID_API_KEY if _sendgrid_sandbox else ""
-)
+SENDGRID_API_KEY = env.str("SENDGRID_API_KEY", default=_sandbox_defaults.SENDGRID_API_KEY if _sendgrid_sandbox else "")
 SENDGRID_API_HOST = env.str(
     "SENDGRID_API_HOST", default=SIGNALBOX_SANDBOX_URL if _sendgrid_sandbox else "https://api.sendgrid.com"
 )
@@ -467,9 +465,7 @@ _twilio_sandbox = _sandboxed("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN")
 TWILIO_ACCOUNT_SID = env.str(
     "TWILIO_ACCOUNT_SID", default=_sandbox_defaults.TWILIO_ACCOUNT_SID if _twilio_sandbox else ""
 )
-TWILIO_AUTH_TOKEN = env.str(
-    "TWILIO_AUTH_TOKEN", default=_sandbox_defaults.TWILIO_AUTH_TOKEN if _twilio_sandbox else ""
-)
+TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default=_sandbox_defaults.TWILIO_AUTH_TOKEN if _twilio_sandbox else "")
 TWILIO_FROM = env.str("TWILIO_FROM", default="+15005550006" if _twilio_sandbox else "")
 TWILIO_MESSAGING_SERVICE_SID = env.str("TWILIO_MESSAGING_SERVICE_SID", default="")
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default=SIGNALBOX_SANDBOX_URL if _twilio_sandbox else "")

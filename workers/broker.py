@@ -25,17 +25,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-from kombu.transport import redis as transport
-
 _installed = False
 
 
 def install() -> None:
-    """Patches the Redis transport once per process."""
+    """Patches the Redis transport once per process (a no-op without redis-py)."""
     global _installed
     if _installed:
         return
+    # Late: redis-py imports OpenTelemetry at import (scripts/check_imports.py, LAZY_ALLOWED).
+    try:
+        import redis
+        from kombu.transport import redis as transport
+    except ImportError:  # pragma: no cover - the Redis transport is not in use
+        return
+
     channel: Any = transport.Channel  # kombu's stubs do not declare its private helpers
     original = channel._connparams
 

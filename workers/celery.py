@@ -16,7 +16,7 @@ from workers.routing import route_task
 @worker_init.connect
 def _survive_broker_restarts(**_: Any) -> None:
     # A broker restart must never end a worker (workers/broker.py). Patched when a worker starts,
-    # not at import, so the API process keeps the transport as kombu ships it.
+    # not at import, so the API process does not import the Redis transport it never consumes from.
     broker.install()
 
 

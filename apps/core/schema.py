@@ -8,9 +8,9 @@ import typing
 from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist
+from django.urls import Resolver404, resolve
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
-from django.urls import Resolver404, resolve
 from rest_framework import serializers
 
 from apps.core.deprecation import DEPRECATED_PATHS

@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
 import structlog
 from django.apps import apps
 from django.conf import settings
@@ -30,7 +29,6 @@ from django.db import close_old_connections, connections
 from django.db.models import Min, Q
 from django.utils import timezone
 from kombu import Connection
-from kombu.transport.redis import PRIORITY_STEPS
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -52,17 +50,28 @@ def _describe(metric: Any) -> tuple[str, str]:
 # --- Broker depth ------------------------------------------------------------------------------
 
 
-def redis_queue_keys(queue: str, *, prefix: str = "", priority_steps: Sequence[int] = PRIORITY_STEPS) -> list[str]:
+def _priority_steps() -> Sequence[int]:
+    # Late: kombu's Redis transport imports redis-py, which imports OpenTelemetry (LAZY_ALLOWED).
+    from kombu.transport.redis import PRIORITY_STEPS
+
+    return PRIORITY_STEPS
+
+
+def redis_queue_keys(queue: str, *, prefix: str = "", priority_steps: Sequence[int] | None = None) -> list[str]:
     """Every Redis list kombu may hold `queue`'s messages in, with the broker's global key prefix."""
+    if priority_steps is None:
+        priority_steps = _priority_steps()
     return [prefix + (queue if not step else f"{queue}{REDIS_PRIORITY_SEPARATOR}{step}") for step in priority_steps]
 
 
 def redis_queue_depths(
     url: str, queues: Iterable[str], *, transport_options: Mapping[str, Any] | None = None, timeout: float = 2.0
 ) -> dict[str, int]:
+    import redis  # late: it imports OpenTelemetry (LAZY_ALLOWED)
+
     options = transport_options or {}
     prefix = str(options.get("global_keyprefix", ""))
-    steps = options.get("priority_steps", PRIORITY_STEPS)
+    steps = options["priority_steps"] if "priority_steps" in options else _priority_steps()
     if url.startswith("redis+socket://"):  # kombu's spelling of a Unix socket URL
         url = "unix://" + url.removeprefix("redis+socket://")
     client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)

@@ -176,4 +176,6 @@ def test_the_settings_copies_of_the_sandbox_credentials_are_the_sandboxs_own():
     assert sandbox_defaults.TWILIO_ACCOUNT_SID == sandbox.DEFAULT_TWILIO_ACCOUNT_SID
     assert sandbox_defaults.TWILIO_AUTH_TOKEN == sandbox.DEFAULT_TWILIO_AUTH_TOKEN
     assert sandbox_defaults.SLACK_BOT_TOKEN == sandbox.DEFAULT_SLACK_BOT_TOKEN
-    assert sandbox_defaults.SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY == event_webhook_public_key(sandbox.DEFAULT_EVENT_KEY_SEED)
+    assert event_webhook_public_key(
+        sandbox.DEFAULT_EVENT_KEY_SEED
+    ) == sandbox_defaults.SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY

@@ -33,7 +33,8 @@ class RetentionPurgeInput(serializers.Serializer[Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The apps register their policies at start-up: the choices are read when the input is.
-        self.fields["tables"].child.choices = retention_policy_names()
+        tables: Any = self.fields["tables"]
+        tables.child.choices = retention_policy_names()
 
 
 @tracked_task(
