@@ -17,6 +17,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import django
+from prometheus_client import multiprocess
+
+from apps.observability.checks import check_configuration_or_fail
+from apps.observability.exporter import clear_multiprocess_dir
+from apps.observability.tracing import configure_tracing
+from project.logging import logging_config
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104 - inside a container
@@ -37,8 +45,6 @@ control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "/tmp/gunicorn.ctl") 
 
 
 def _logconfig() -> dict[str, Any]:
-    from project.logging import logging_config
-
     config = logging_config(level=os.environ.get("LOG_LEVEL", "INFO"), fmt=os.environ.get("LOG_FORMAT", "json"))
     # gunicorn makes its loggers non-propagating; ours hand their records to the structured root handler.
     config["loggers"].update(
@@ -54,27 +60,17 @@ logconfig_dict = _logconfig()
 
 
 def on_starting(server: Any) -> None:
-    import django
-
-    from apps.observability.checks import check_configuration_or_fail
-
     django.setup()
     check_configuration_or_fail()  # a bad configuration stops the master, naming the setting
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
-        from apps.observability.exporter import clear_multiprocess_dir
-
         clear_multiprocess_dir(Path(directory))
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    from apps.observability.tracing import configure_tracing
-
     configure_tracing(service_name="signalbox-web")
 
 
 def child_exit(server: Any, worker: Any) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(worker.pid)

@@ -23,6 +23,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from apps.core import context
@@ -139,8 +140,6 @@ def logging_config(*, level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
 def configure(logging_settings: dict[str, Any] | None = None) -> None:
     """Applies a `LOGGING` dict and configures structlog to hand its events to it. Safe to call again."""
     if logging_settings is None:
-        from django.conf import settings
-
         logging_settings = settings.LOGGING
     logging.config.dictConfig(logging_settings)
     structlog.configure(

@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from project import sandbox_defaults as sandbox
+
 OVERRIDE = "SIGNALBOX_ALLOW_INSECURE_SETTINGS"
 
-# The committed development values (project/settings.py's sandbox defaults, sandbox/config.py,
+# The committed development values (the sandbox's credentials, project/sandbox_defaults.py;
 # docker-compose.dev.yml) by the setting that would carry them.
 DEV_WEBHOOK_SIGNING_SECRET = "whsec_c2lnbmFsYm94LWRldmVsb3BtZW50LW9ubHktd2ViaG9vay1rZXk="  # noqa: S105
 DEV_DATABASE_PASSWORD = "signalbox"  # noqa: S105 (docker-compose's PostgreSQL without POSTGRES_PASSWORD)
@@ -26,22 +28,13 @@ DEV_DATABASE_PASSWORD = "signalbox"  # noqa: S105 (docker-compose's PostgreSQL w
 
 def committed_values() -> dict[str, frozenset[str]]:
     """Every value of this repository that production refuses, by setting name."""
-    from sandbox import config as sandbox
-
     return {
         "SIGNALBOX_WEBHOOK_SIGNING_SECRET": frozenset({DEV_WEBHOOK_SIGNING_SECRET}),
-        "SENDGRID_API_KEY": frozenset({sandbox.DEFAULT_SENDGRID_API_KEY}),
-        "TWILIO_ACCOUNT_SID": frozenset({sandbox.DEFAULT_TWILIO_ACCOUNT_SID}),
-        "TWILIO_AUTH_TOKEN": frozenset({sandbox.DEFAULT_TWILIO_AUTH_TOKEN}),
-        "SLACK_BOT_TOKEN": frozenset({sandbox.DEFAULT_SLACK_BOT_TOKEN}),
+        "SENDGRID_API_KEY": frozenset({sandbox.SENDGRID_API_KEY}),
+        "TWILIO_ACCOUNT_SID": frozenset({sandbox.TWILIO_ACCOUNT_SID}),
+        "TWILIO_AUTH_TOKEN": frozenset({sandbox.TWILIO_AUTH_TOKEN}),
+        "SLACK_BOT_TOKEN": frozenset({sandbox.SLACK_BOT_TOKEN}),
     }
-
-
-def _sandbox_event_key() -> str:
-    from sandbox import config as sandbox
-    from sandbox.keys import event_webhook_public_key
-
-    return event_webhook_public_key(sandbox.DEFAULT_EVENT_KEY_SEED)
 
 
 # Caches that every process of a deployment shares; LocMemCache and DummyCache are per process
@@ -61,7 +54,7 @@ def insecure_settings(values: Mapping[str, Any], environ: Mapping[str, str]) -> 
         if values.get(name) and str(values[name]) in committed:
             problems.append(f"{name} is a development value committed to the repository; set your own.")
     event_key = str(values.get("SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY") or "")
-    if event_key and event_key == _sandbox_event_key():
+    if event_key and event_key == sandbox.SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY:
         problems.append("SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY is the sandbox's key: anyone can sign SendGrid events.")
     database = values.get("DATABASES", {}).get("default", {})
     if database.get("PASSWORD") == DEV_DATABASE_PASSWORD:

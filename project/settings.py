@@ -16,7 +16,9 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from project import production as _production
+from project import sandbox_defaults as _sandbox_defaults
 from project.logging import logging_config
+from project.version import __version__
 
 # Lets the code write `admin.ModelAdmin[Model]`, `QuerySet[Model]` for mypy at run time too.
 django_stubs_ext.monkeypatch()
@@ -27,6 +29,8 @@ DATA_DIR = Path(os.environ.get("SIGNALBOX_DATA_DIR", BASE_DIR / "data"))
 env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
+# The release (pyproject.toml's version, project/version.py): /healthz reports it.
+SIGNALBOX_VERSION = __version__
 _INSECURE_DEV_KEY = "insecure-dev-key-only-for-the-embedded-default-do-not-deploy"
 # Empty counts as unset (docker compose passes `SECRET_KEY: ${SECRET_KEY:-}` through as "").
 SECRET_KEY = env.str("SECRET_KEY", default="") or (_INSECURE_DEV_KEY if DEBUG else "")
@@ -440,15 +444,10 @@ def _sandboxed(*credentials: str) -> bool:
     return bool(SIGNALBOX_SANDBOX_URL) and not any(os.environ.get(name) for name in credentials)
 
 
-if SIGNALBOX_SANDBOX_URL:
-    from sandbox import config as _sandbox_config  # its public, sandbox-only credentials
-
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Signalbox <noreply@signalbox.localhost>")
 # SendGrid v3 (the EU region is SENDGRID_API_HOST=https://api.eu.sendgrid.com).
 _sendgrid_sandbox = _sandboxed("SENDGRID_API_KEY")
-SENDGRID_API_KEY = env.str(
-    "SENDGRID_API_KEY", default=_sandbox_config.DEFAULT_SENDGRID_API_KEY if _sendgrid_sandbox else ""
-)
+SENDGRID_API_KEY = env.str("SENDGRID_API_KEY", default=_sandbox_defaults.SENDGRID_API_KEY if _sendgrid_sandbox else "")
 SENDGRID_API_HOST = env.str(
     "SENDGRID_API_HOST", default=SIGNALBOX_SANDBOX_URL if _sendgrid_sandbox else "https://api.sendgrid.com"
 )
@@ -464,11 +463,9 @@ EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=SIGNALBOX_PROVIDER_TIMEOUT)
 # Twilio Messaging: a from-number or a Messaging Service. Empty base URL: https://api.twilio.com.
 _twilio_sandbox = _sandboxed("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN")
 TWILIO_ACCOUNT_SID = env.str(
-    "TWILIO_ACCOUNT_SID", default=_sandbox_config.DEFAULT_TWILIO_ACCOUNT_SID if _twilio_sandbox else ""
+    "TWILIO_ACCOUNT_SID", default=_sandbox_defaults.TWILIO_ACCOUNT_SID if _twilio_sandbox else ""
 )
-TWILIO_AUTH_TOKEN = env.str(
-    "TWILIO_AUTH_TOKEN", default=_sandbox_config.DEFAULT_TWILIO_AUTH_TOKEN if _twilio_sandbox else ""
-)
+TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default=_sandbox_defaults.TWILIO_AUTH_TOKEN if _twilio_sandbox else "")
 TWILIO_FROM = env.str("TWILIO_FROM", default="+15005550006" if _twilio_sandbox else "")
 TWILIO_MESSAGING_SERVICE_SID = env.str("TWILIO_MESSAGING_SERVICE_SID", default="")
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default=SIGNALBOX_SANDBOX_URL if _twilio_sandbox else "")
@@ -485,7 +482,7 @@ FCM_ENDPOINT = env.str(
 FCM_SANDBOX_SERVICE_ACCOUNT_URL = f"{SIGNALBOX_SANDBOX_URL}/_sandbox/fcm/service-account" if _fcm_sandbox else ""
 # Slack: a bot token for chat.postMessage and/or an incoming-webhook URL.
 _slack_sandbox = _sandboxed("SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL")
-SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default=_sandbox_config.DEFAULT_SLACK_BOT_TOKEN if _slack_sandbox else "")
+SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default=_sandbox_defaults.SLACK_BOT_TOKEN if _slack_sandbox else "")
 SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
 SLACK_API_BASE_URL = env.str(
     "SLACK_API_BASE_URL", default=f"{SIGNALBOX_SANDBOX_URL}/slack/api/" if _slack_sandbox else "https://slack.com/api/"
@@ -574,12 +571,9 @@ SIGNALBOX_CALLBACK_MAX_AGE_SECONDS = env.int("SIGNALBOX_CALLBACK_MAX_AGE_SECONDS
 # Applied provider event ids are kept this long to recognise retried events.
 SIGNALBOX_PROVIDER_EVENT_RETENTION_DAYS = env.int("SIGNALBOX_PROVIDER_EVENT_RETENTION_DAYS", default=7)
 # SendGrid's Event Webhook verification key (Settings → Mail Settings → Signed Event Webhook), base64 DER.
-if _sendgrid_sandbox:
-    from sandbox.keys import event_webhook_public_key as _sandbox_event_key
-
 SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY = env.str(
     "SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY",
-    default=_sandbox_event_key(_sandbox_config.DEFAULT_EVENT_KEY_SEED) if _sendgrid_sandbox else "",
+    default=_sandbox_defaults.SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY if _sendgrid_sandbox else "",
 )
 # Retry knobs and the sweeper's patience (the bound on anything stuck), by environment variable.
 for _name, _variable in (

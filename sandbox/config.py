@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# Copied in project/sandbox_defaults.py (the settings never import the sandbox); a test keeps them equal.
 DEFAULT_SENDGRID_API_KEY = "SG.sandbox.signalbox-sandbox-api-key"
 DEFAULT_TWILIO_ACCOUNT_SID = "AC5a4db0c5e0a54f0e8d5c3f2b1a0e9d8c"
 DEFAULT_TWILIO_AUTH_TOKEN = "sandbox-twilio-auth-token"

@@ -27,6 +27,7 @@ from typing import Any, Self
 
 from sandbox.config import DEFAULT_FCM_PROJECT_ID, SandboxConfig
 from sandbox.keys import new_service_account, write_service_account
+from sandbox.server import start as start_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -297,15 +298,13 @@ class SandboxThread(_Running):
         self._stop: asyncio.Event | None = None
 
     def start(self, timeout: float = 10.0) -> Self:
-        from sandbox.server import start
-
         ready = threading.Event()
         failure: list[BaseException] = []
 
         async def main() -> None:
             self._stop = asyncio.Event()
             try:
-                running = await start(self.config)
+                running = await start_sandbox(self.config)
             except BaseException as exc:
                 failure.append(exc)
                 ready.set()

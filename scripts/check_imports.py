@@ -24,6 +24,9 @@ PROJECT_PACKAGES = {"apps", "workers", "project", "sandbox"}
 LAZY_ALLOWED: dict[str, str] = {
     "opentelemetry": "optional: tracing is off unless OTEL_EXPORTER_OTLP_ENDPOINT is set, and it is heavy",
     "prometheus_client": "its multiprocess mode reads PROMETHEUS_MULTIPROC_DIR at import: a worker sets it first",
+    "redis": "redis-py imports OpenTelemetry at import when it is installed (heavy, and tracing stays off unless "
+    "configured): only the code that talks to Redis loads it",
+    "kombu.transport.redis": "it imports redis-py (see `redis`)",
 }
 
 

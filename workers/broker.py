@@ -33,9 +33,10 @@ def install() -> None:
     global _installed
     if _installed:
         return
+    # Late: redis-py imports OpenTelemetry at import (scripts/check_imports.py, LAZY_ALLOWED).
     try:
+        import kombu.transport.redis as transport
         import redis
-        from kombu.transport import redis as transport
     except ImportError:  # pragma: no cover - the Redis transport is not in use
         return
 

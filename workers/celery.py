@@ -9,6 +9,8 @@ from celery import Celery
 from celery.signals import worker_init
 
 from workers import broker
+from workers.queues import DEFAULT_QUEUE, task_queues
+from workers.routing import route_task
 
 
 @worker_init.connect
@@ -25,9 +27,6 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 
 
 def _configure() -> None:
-    from workers.queues import DEFAULT_QUEUE, task_queues
-    from workers.routing import route_task
-
     app.conf.task_queues = task_queues()
     app.conf.task_default_queue = DEFAULT_QUEUE
     app.conf.task_routes = (route_task,)

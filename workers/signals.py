@@ -1,14 +1,17 @@
-"""Worker signal handlers: correlation context across the publish boundary, and connection hygiene."""
+"""Worker signal handlers: correlation context across the publish boundary, connection hygiene, and
+the project's logging in workers and beat (Celery's `setup_logging`, which also keeps Celery from
+installing its own handlers)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from celery import signals
+from django.db import close_old_connections
 
 from apps.core import context
-
-HEADER = "signalbox_context"
+from apps.core.context import HEADER
+from project.logging import configure as configure_logging
 
 
 @signals.before_task_publish.connect
@@ -21,8 +24,6 @@ def _attach_context(headers: dict[str, Any] | None = None, **kwargs: Any) -> Non
 
 @signals.task_prerun.connect
 def _bind_context(task: Any = None, task_id: str | None = None, **kwargs: Any) -> None:
-    from django.db import close_old_connections
-
     # Connections are reused across tasks; this drops one that is broken or past CONN_MAX_AGE.
     close_old_connections()
     inherited = getattr(task.request, HEADER, None) if task is not None else None
@@ -34,3 +35,8 @@ def _bind_context(task: Any = None, task_id: str | None = None, **kwargs: Any) -
 @signals.task_postrun.connect
 def _clear_context(**kwargs: Any) -> None:
     context.replace({})
+
+
+@signals.setup_logging.connect
+def _setup_logging(**kwargs: Any) -> None:
+    configure_logging()

@@ -8,11 +8,14 @@ class CoreConfig(AppConfig):
     verbose_name = "Signalbox core"
 
     def ready(self) -> None:
-        from apps.core import jsontypes
-        from workers.beat import setup_schedules_after_migrate
+        from apps.core import jsontypes, operations
+        from apps.core.periodic import register_periodic_jobs, setup_schedules_after_migrate
+        from apps.core.retention import register_retention_policies
 
         # Request bodies are read with JSON's types: no `1` for `true`, no `42` for `"42"`.
         jsontypes.install()
 
+        register_retention_policies([operations.idempotency_retention_policy()])
+        register_periodic_jobs(operations.PERIODIC_JOBS)
         # A fresh deploy (or test database) has every periodic job once `migrate` is done.
         post_migrate.connect(setup_schedules_after_migrate, sender=self, dispatch_uid="signalbox.setup_schedules")

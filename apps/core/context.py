@@ -11,6 +11,10 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
+# The task header the context travels in (written by workers/signals.py, read by the worker's
+# `task received` log line in apps/observability/workers.py).
+HEADER = "signalbox_context"
+
 _context: ContextVar[dict[str, Any]] = ContextVar("signalbox_context", default={})  # noqa: B039
 
 

@@ -23,7 +23,14 @@ and the rows deleted with them (a delivery's attempts and digest item, an event'
 webhook messages and their attempts) beside it in `<stamp>-<n>.<app>.<model>.jsonl`, all in the
 same transaction as the delete: a batch rolled back after its files were written is exported again
 by the next run (at least once). Rows purged are counted in `signalbox_rows_purged_total{table}`
-(cascaded rows under their own model label) and in the report.
+(cascaded rows under their own model label: the observability app listens with `on_rows_purged`)
+and in the report.
+
+Core knows no table of its own accord: each app registers its policies from its `AppConfig.ready()`
+(`register_retention_policies`), and the tenancy app tells the purge who the tenants are
+(`register_tenants`). The hourly `signalbox.maintenance.purge` runs the policies registered for the
+shared purge; a policy its app purges with its own beat job is registered with `shared_purge=False`
+and is still listed (dry runs, operator runs: `signalbox.maintenance.retention_purge`).
 """
 
 from __future__ import annotations
@@ -42,11 +49,43 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models, transaction
+from django.db.models import signals
+from django.db.models.deletion import CASCADE, DO_NOTHING, SET_NULL
 from django.utils import timezone
 
-from apps.observability import metrics
-
 log = logging.getLogger(__name__)
+
+
+def _no_tenants() -> Iterable[Any]:
+    return []
+
+
+_tenants: Callable[[], Iterable[Any]] = _no_tenants
+
+
+def register_tenants(source: Callable[[], Iterable[Any]]) -> None:
+    """Called once by the tenancy app's `ready()`: how the purge lists every tenant."""
+    global _tenants
+    _tenants = source
+
+
+def all_tenants() -> Iterable[Any]:
+    """Every tenant, as the tenancy app lists them (none before it registers)."""
+    return _tenants()
+
+
+_purged_listeners: list[Callable[[str, int], None]] = []
+
+
+def on_rows_purged(listener: Callable[[str, int], None]) -> None:
+    """`listener(table, rows)` after each batch; the observability app's `ready()` counts them."""
+    if listener not in _purged_listeners:
+        _purged_listeners.append(listener)
+
+
+def _announce_purged(table: str, rows: int) -> None:
+    for listener in _purged_listeners:
+        listener(table, rows)
 
 
 def _nothing() -> models.Q:
@@ -157,8 +196,6 @@ def _expired(policy: RetentionPolicy, tenant: Any, now: datetime) -> models.Quer
 def _cascaded_rows(rows: models.QuerySet[Any]) -> dict[str, list[dict[str, Any]]]:
     """The rows that deleting `rows` deletes with them (CASCADE relations, followed down), children
     first, by model label: what an export must hold besides the policy's own rows."""
-    from django.db.models.deletion import CASCADE
-
     found: dict[str, list[dict[str, Any]]] = {}
     for relation in rows.model._meta.related_objects:
         related: Any = relation.related_model
@@ -190,9 +227,6 @@ def _export(policy: RetentionPolicy, tenant: Any, batch: models.QuerySet[Any], s
 def _direct_plan(model: type[models.Model]) -> list[tuple[Any, str]] | None:
     """How to delete `model` rows with one statement per table: [(relation, "cascade"|"set_null")],
     or None when some relation needs Django's collector (a protected or deeper cascade, signals)."""
-    from django.db.models import signals
-    from django.db.models.deletion import CASCADE, DO_NOTHING, SET_NULL
-
     if any(s.has_listeners(model) for s in (signals.pre_delete, signals.post_delete)):
         return None
     plan: list[tuple[Any, str]] = []
@@ -325,11 +359,11 @@ def purge_policy_run(
             since = picked[-1][1]
             own = per_model.pop(model._meta.label, 0)
             result.rows += own
-            metrics.ROWS_PURGED.labels(table=policy.name).inc(own)
+            _announce_purged(policy.name, own)
             for label, count in per_model.items():
                 if count:
                     result.cascaded[label] += count
-                    metrics.ROWS_PURGED.labels(table=label.lower()).inc(count)
+                    _announce_purged(label.lower(), count)
             if on_batch is not None:
                 on_batch(own)
             if len(picked) < batch_size:
@@ -348,13 +382,14 @@ def purge(
     tenants: Iterable[Any] | None = None,
     on_batch: Callable[[str, int], None] | None = None,
 ) -> PurgeReport:
-    """Runs each policy in order (children before parents), within `max_seconds` for the whole run."""
-    from apps.tenancy.models import Tenant
+    """Runs each policy in order (children before parents), within `max_seconds` for the whole run.
 
+    `tenants` None: every tenant (`all_tenants()`).
+    """
     report = PurgeReport(dry_run=dry_run)
     started = time.monotonic()
     deadline = started + max_seconds if max_seconds is not None else None
-    owners = list(tenants) if tenants is not None else list(Tenant.objects.all())
+    owners = list(tenants) if tenants is not None else list(all_tenants())
     now = now or timezone.now()
     for policy in policies:
         if not policy.per_tenant and tenants is not None:
@@ -380,3 +415,45 @@ def purge(
             break
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+# --- The registry: each app's policies ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Registered:
+    policy: RetentionPolicy
+    shared_purge: bool
+
+
+_REGISTRY: dict[str, _Registered] = {}
+
+
+def register_retention_policies(policies: Iterable[RetentionPolicy], *, shared_purge: bool = True) -> None:
+    """Called from an app's `ready()` with its policies, children before parents.
+
+    `shared_purge=False`: the app purges them with its own beat job; they are only listed here (dry
+    runs and operator runs). A policy registered again under its name replaces the first.
+    """
+    for policy in policies:
+        _REGISTRY[policy.name] = _Registered(policy, shared_purge)
+
+
+def retention_policies() -> list[RetentionPolicy]:
+    """Every registered policy: the shared purge's (per tenant, then whole-table passes), then the others.
+
+    Within each group, the order the apps registered them (INSTALLED_APPS order, children before
+    parents within an app).
+    """
+    entries = sorted(_REGISTRY.values(), key=lambda e: (not e.shared_purge, not e.policy.per_tenant))
+    return [entry.policy for entry in entries]
+
+
+def shared_purge_policies() -> list[RetentionPolicy]:
+    """The policies `signalbox.maintenance.purge` runs every hour."""
+    shared = {name for name, entry in _REGISTRY.items() if entry.shared_purge}
+    return [policy for policy in retention_policies() if policy.name in shared]
+
+
+def retention_policy_names() -> list[str]:
+    return [policy.name for policy in retention_policies()]

@@ -8,9 +8,13 @@ import typing
 from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist
+from django.urls import Resolver404, resolve
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
+
+from apps.core.deprecation import DEPRECATED_PATHS
+from apps.core.idempotency import honours_idempotency_key
 
 ErrorSerializer = inline_serializer(
     name="Error",
@@ -56,8 +60,6 @@ def document_errors(result: dict[str, Any]) -> dict[str, Any]:
 
 def mark_deprecated(result: dict[str, Any]) -> dict[str, Any]:
     """Marks the operations registered by `@deprecated(...)` as deprecated, with the note and sunset date."""
-    from apps.core.deprecation import DEPRECATED_PATHS
-
     for path, methods in result.get("paths", {}).items():
         for method, operation in methods.items():
             if method not in HTTP_METHODS:
@@ -84,8 +86,6 @@ _SAMPLE_VALUES = ("x", "00000000-0000-0000-0000-000000000000", "1")
 
 def _post_handler(path: str) -> Any:
     """The view method that answers `POST path` (a schema path with `{parameters}`), or None."""
-    from django.urls import Resolver404, resolve
-
     for sample in _SAMPLE_VALUES:
         try:
             match = resolve(re.sub(r"\{[^}]+\}", sample, path))
@@ -105,8 +105,6 @@ def document_idempotency(result: dict[str, Any]) -> dict[str, Any]:
     The view's marker is the one list: a POST decorated with `@idempotent_create` (or marked
     `@accepts_idempotency_key`) gets the header and the 422 `idempotency_key_reused`, and no other does.
     """
-    from apps.core.idempotency import honours_idempotency_key
-
     for path, methods in result.get("paths", {}).items():
         operation = methods.get("post")
         if operation is None or not honours_idempotency_key(_post_handler(path)):

@@ -10,7 +10,7 @@ from django.db import connection
 
 from apps.core import (
     context,
-    retention_tasks,  # noqa: F401  (signalbox.maintenance.purge and retention_purge)
+    retention_tasks,  # noqa: F401  (signalbox.maintenance.purge)
 )
 
 

@@ -16,7 +16,7 @@ from django.db.models import Q
 
 from apps.core import context
 from apps.core.actors import SYSTEM, Actor
-from apps.core.retention import RetentionPolicy, purge_policy_run
+from apps.core.retention import RetentionPolicy, all_tenants, purge_policy_run
 from apps.observability.models import AuditEntry
 
 # An API key's primary key is `<prefix>.<its SHA-512 hash>` (djangorestframework-api-key), and a clear
@@ -87,13 +87,9 @@ def audit_purge(*, now: datetime | None = None, batch_size: int = 5000, max_seco
 
     Bounded in time (under the task's soft limit): what is left goes at the next run.
     """
-    from apps.tenancy.models import Tenant
-
     deadline = time.monotonic() + max_seconds
     purged = 0
     for policy in (audit_retention_policy(), _platform_audit_retention_policy()):
-        result = purge_policy_run(
-            policy, tenants=Tenant.objects.all(), batch_size=batch_size, now=now, deadline=deadline
-        )
+        result = purge_policy_run(policy, tenants=all_tenants(), batch_size=batch_size, now=now, deadline=deadline)
         purged += result.rows
     return purged

@@ -6,7 +6,8 @@ processes that never run management commands run them too: gunicorn's master (pr
 each Celery worker and beat (apps/observability/workers.py) and the metrics exporter, through
 `check_configuration_or_fail()`. Values that are wrong in themselves already raise
 ImproperlyConfigured in project/settings.py; these are the ones that need other settings, the
-environment or an import to judge.
+environment or an import to judge. An app registers its own checks under `TAG` (the notifications
+app: every provider named in the chains exists, apps/notifications/checks.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register, run_checks
 from django.core.exceptions import ImproperlyConfigured
@@ -173,37 +175,9 @@ def check_secrets(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     return errors
 
 
-@register(TAG)
-def check_providers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """Every provider named in the environment's chains exists and serves that channel."""
-    from apps.notifications import channels
-    from apps.providers import registry
-
-    errors: list[CheckMessage] = []
-    for channel in getattr(settings, "SIGNALBOX_PROVIDER_CHAINS", {}) or {}:
-        try:
-            registry.environment_names(channel)
-        except ImproperlyConfigured as exc:
-            errors.append(
-                Error(
-                    str(exc),
-                    hint=f"Known {channel} providers: {', '.join(registry.names_for(channel)) or 'none'} "
-                    f"(SIGNALBOX_{channel.upper()}_PROVIDERS).",
-                    id="signalbox.E010",
-                )
-            )
-    try:
-        channels.reset()  # built once per process and cached: judge the current settings
-        channels.available()
-    except ImproperlyConfigured as exc:
-        errors.append(Error(str(exc), id="signalbox.E010"))
-    return errors
-
-
 def check_configuration_or_fail(messages: Iterable[CheckMessage] | None = None) -> None:
-    """Runs the checks above; raises ImproperlyConfigured listing every error (warnings are only logged)."""
-    import structlog
-
+    """Runs every check of the tag (the apps register theirs); raises ImproperlyConfigured listing every
+    error (warnings are only logged)."""
     found = list(messages if messages is not None else run_checks(tags=[TAG]))
     log = structlog.get_logger(__name__)
     for message in found:

@@ -8,7 +8,7 @@ worker that consumes it is down, and one reporter means no duplicate series to d
   queue's list (and of its priority lists), under the broker's `global_keyprefix`; on RabbitMQ (and
   any other kombu transport) the message count of a passive `queue_declare`.
 - `signalbox_queue_oldest_age_seconds{queue}`: the age of the oldest intent waiting in PostgreSQL for a
-  worker of that queue (`WAITING_SOURCES`), 0 when none waits. It keeps growing when messages were
+  worker of that queue (the `WaitingSource`s the apps register), 0 when none waits. It keeps growing when messages were
   lost or never published, which the broker depth cannot show.
 - `signalbox_queue_collector_up{source}`: 1 when the broker / the database answered this scrape.
 """
@@ -23,13 +23,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
+from django.apps import apps
+from django.conf import settings
+from django.db import close_old_connections, connections
 from django.db.models import Min, Q
-from django.db.models.functions import Coalesce
-from kombu.transport.redis import PRIORITY_STEPS
+from django.utils import timezone
+from kombu import Connection
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from apps.observability import metrics
+from workers.queues import QUEUE_NAMES
 
 log = structlog.get_logger(__name__)
 
@@ -46,19 +50,28 @@ def _describe(metric: Any) -> tuple[str, str]:
 # --- Broker depth ------------------------------------------------------------------------------
 
 
-def redis_queue_keys(queue: str, *, prefix: str = "", priority_steps: Sequence[int] = PRIORITY_STEPS) -> list[str]:
+def _priority_steps() -> Sequence[int]:
+    # Late: kombu's Redis transport imports redis-py, which imports OpenTelemetry (LAZY_ALLOWED).
+    from kombu.transport.redis import PRIORITY_STEPS
+
+    return PRIORITY_STEPS
+
+
+def redis_queue_keys(queue: str, *, prefix: str = "", priority_steps: Sequence[int] | None = None) -> list[str]:
     """Every Redis list kombu may hold `queue`'s messages in, with the broker's global key prefix."""
+    if priority_steps is None:
+        priority_steps = _priority_steps()
     return [prefix + (queue if not step else f"{queue}{REDIS_PRIORITY_SEPARATOR}{step}") for step in priority_steps]
 
 
 def redis_queue_depths(
     url: str, queues: Iterable[str], *, transport_options: Mapping[str, Any] | None = None, timeout: float = 2.0
 ) -> dict[str, int]:
-    import redis
+    import redis  # late: it imports OpenTelemetry (LAZY_ALLOWED)
 
     options = transport_options or {}
     prefix = str(options.get("global_keyprefix", ""))
-    steps = options.get("priority_steps", PRIORITY_STEPS)
+    steps = options["priority_steps"] if "priority_steps" in options else _priority_steps()
     if url.startswith("redis+socket://"):  # kombu's spelling of a Unix socket URL
         url = "unix://" + url.removeprefix("redis+socket://")
     client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
@@ -79,8 +92,6 @@ def amqp_queue_depths(
     url: str, queues: Iterable[str], *, transport_options: Mapping[str, Any] | None = None, timeout: float = 2.0
 ) -> dict[str, int]:
     """A passive `queue_declare` per queue (it creates nothing); a queue not declared yet counts 0."""
-    from kombu import Connection
-
     depths: dict[str, int] = {}
     with Connection(url, connect_timeout=timeout, transport_options=dict(transport_options or {})) as conn:
         conn.ensure_connection(max_retries=1, timeout=max(1, int(timeout)))
@@ -128,8 +139,6 @@ class WaitingSource:
     queue_by_value: Mapping[str, str] = field(default_factory=dict)
 
     def oldest_per_queue(self, now: datetime) -> dict[str, datetime]:
-        from django.apps import apps
-
         rows = apps.get_model(self.model)._default_manager.filter(self.waiting(now))
         if not self.queue_field:
             oldest = rows.aggregate(oldest=Min(self.since))["oldest"]
@@ -145,82 +154,24 @@ class WaitingSource:
         return found
 
 
-def _priority_queues() -> dict[str, str]:
-    from workers.queues import PRIORITY_QUEUES
+# What waits in PostgreSQL for each queue: each app registers its own from its `AppConfig.ready()`,
+# with its models' waiting states (a new intent table that waits on a queue registers a source).
+_WAITING_SOURCES: list[WaitingSource] = []
 
-    return dict(PRIORITY_QUEUES)
+
+def register_waiting_sources(sources: Iterable[WaitingSource]) -> None:
+    """Called from an app's `ready()`; a source registered twice counts once."""
+    for source in sources:
+        if source not in _WAITING_SOURCES:
+            _WAITING_SOURCES.append(source)
 
 
-# What waits in PostgreSQL for each queue, in one place. Each app's "waiting" states are read from
-# its models (apps/<app>/models.py); a new intent table that waits on a queue belongs here.
-WAITING_SOURCES: tuple[WaitingSource, ...] = (
-    # Accepted, fan-out task published on the notification's priority queue, not started yet.
-    WaitingSource(
-        model="notifications.Notification",
-        waiting=lambda now: Q(status="accepted"),
-        since="created_at",
-        queue_field="priority",
-        queue_by_value=_priority_queues(),
-    ),
-    # A fan-out chunk published and not done.
-    WaitingSource(
-        model="notifications.FanoutChunk",
-        waiting=lambda now: Q(published_at__isnull=False, done_at__isnull=True),
-        since="published_at",
-        queue_field="notification__priority",
-        queue_by_value=_priority_queues(),
-    ),
-    # A delivery whose send task is on the broker.
-    WaitingSource(
-        model="notifications.Delivery",
-        waiting=lambda now: Q(status="queued"),
-        since="queued_at",
-        queue_field="notification__priority",
-        queue_by_value=_priority_queues(),
-    ),
-    # A retry or quiet-hours deferral that is due: the dispatcher (maintenance) should have sent it on.
-    WaitingSource(
-        model="notifications.Delivery",
-        waiting=lambda now: Q(status__in=("pending", "deferred"), next_attempt_at__lte=now),
-        since="next_attempt_at",
-        queue_field="notification__priority",
-        queue_by_value=_priority_queues(),
-    ),
-    # A tracked task due to run (first attempt or retry).
-    WaitingSource(
-        model="tasks.TaskExecution",
-        waiting=lambda now: Q(status__in=("queued", "retrying"), run_after__lte=now),
-        since="run_after",
-        queue_field="queue",
-        queue_by_value={"": "tasks"},
-    ),
-    # An event due for processing (first attempt or retry).
-    WaitingSource(
-        model="events.Event",
-        waiting=lambda now: Q(status="pending") & (Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True)),
-        since=Coalesce("next_attempt_at", "created_at"),
-        queue="events",
-    ),
-    # An outbound webhook due for its next attempt.
-    WaitingSource(
-        model="events.WebhookMessage",
-        waiting=lambda now: Q(status="pending") & (Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True)),
-        since=Coalesce("next_attempt_at", "created_at"),
-        queue="webhooks",
-    ),
-    WaitingSource(
-        model="workflows.TransitionIntent",
-        waiting=lambda now: Q(status="pending"),
-        since="created_at",
-        queue="transitions",
-    ),
-)
+def waiting_sources() -> tuple[WaitingSource, ...]:
+    return tuple(_WAITING_SOURCES)
 
 
 def oldest_waiting_ages(sources: Iterable[WaitingSource], *, now: datetime | None = None) -> dict[str, float]:
     """Seconds the oldest waiting row of each queue has waited (queues with none are absent)."""
-    from django.utils import timezone
-
     now = now or timezone.now()
     ages: dict[str, float] = {}
     for source in sources:
@@ -248,10 +199,6 @@ class QueueCollector(Collector):
 
     @classmethod
     def from_settings(cls) -> QueueCollector:
-        from django.conf import settings
-
-        from workers.queues import QUEUE_NAMES
-
         return cls(
             queues=QUEUE_NAMES,
             depths=lambda: broker_queue_depths(
@@ -298,11 +245,9 @@ class QueueCollector(Collector):
 
 
 def _database_ages() -> dict[str, float]:
-    from django.db import close_old_connections, connections
-
     # Each scrape runs in a thread of its own: open, query, close, so no connection is left behind.
     close_old_connections()
     try:
-        return oldest_waiting_ages(WAITING_SOURCES)
+        return oldest_waiting_ages(waiting_sources())
     finally:
         connections.close_all()

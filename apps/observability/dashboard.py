@@ -1,22 +1,27 @@
 """The operations dashboard in admin: today's intents, deliveries by status, dead letters, running tasks,
 and what waits on each queue, each number linking to the admin list it counts.
 
-Reads only (selectors). Deliveries and notifications are counted by id range: their ids are UUIDv7,
-ordered by creation, so "since midnight" is a primary-key range scan, not a scan of the table.
+Reads only. The numbers are the apps' own: each registers what it shows in a section from its
+`AppConfig.ready()` (`register_dashboard_figures`), so this page knows no domain model. The queues
+come from the queue table (workers/queues.py), the broker and the apps' waiting sources (collectors.py).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import structlog
-from django.db.models import Count
+from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
+
+from apps.observability.collectors import broker_queue_depths, oldest_waiting_ages, waiting_sources
+from workers.queues import QUEUE_SPECS
 
 log = structlog.get_logger(__name__)
 
@@ -51,108 +56,65 @@ def start_of_today(now: datetime | None = None) -> datetime:
     return timezone.localtime(now or timezone.now()).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _changelist(model: str, **params: Any) -> str:
+def changelist(model: str, **params: Any) -> str:
+    """The admin list of `model` ("app_label.model"), filtered by `params`."""
     app_label, model_name = model.split(".")
     url = reverse(f"admin:{app_label}_{model_name}_changelist")
     return f"{url}?{urlencode(params)}" if params else url
 
 
-def _day(since: datetime) -> dict[str, int]:
+def day_of(since: datetime) -> dict[str, int]:
     """The date_hierarchy parameters of that day."""
     return {"created_at__year": since.year, "created_at__month": since.month, "created_at__day": since.day}
 
 
+# --- What the apps show -------------------------------------------------------------------------
+
+SECTIONS = ("intents", "deliveries", "dead_letters", "tasks")
+
+
+@dataclass(frozen=True)
+class _Contribution:
+    order: int
+    figures: Callable[[datetime], list[Figure]]
+
+
+_CONTRIBUTIONS: dict[str, dict[str, _Contribution]] = {section: {} for section in SECTIONS}
+
+
+def register_dashboard_figures(
+    section: str, figures: Callable[[datetime], list[Figure]], *, order: int, key: str = ""
+) -> None:
+    """Called from an app's `ready()`: `figures(since)` are today's numbers of `section`.
+
+    Sections list their contributions by `order`; one registered again under its key (default:
+    the function's qualified name) replaces the first.
+    """
+    if section not in SECTIONS:
+        raise ValueError(f"unknown dashboard section {section!r}; choose from {SECTIONS}")
+    name = key or f"{figures.__module__}.{figures.__qualname__}"
+    _CONTRIBUTIONS[section][name] = _Contribution(order, figures)
+
+
+def _section(section: str, since: datetime) -> list[Figure]:
+    contributions = sorted(_CONTRIBUTIONS[section].values(), key=lambda c: c.order)
+    return [figure for contribution in contributions for figure in contribution.figures(since)]
+
+
 def dashboard_build(*, now: datetime | None = None, with_queues: bool = True) -> Dashboard:
-    from apps.events.models import Event, WebhookMessage
-    from apps.notifications.models import Delivery, Notification
-    from apps.tasks.models import TaskExecution
-    from apps.workflows.models import TransitionIntent
-
     since = start_of_today(now)
-    floor = uuid7_floor(since)
     board = Dashboard(since=since)
-
-    board.intents = [
-        Figure(
-            "Notifications",
-            Notification.objects.filter(id__gte=floor).count(),
-            _changelist("notifications.notification", **_day(since)),
-        ),
-        Figure(
-            "Tracked tasks",
-            TaskExecution.objects.filter(created_at__gte=since).count(),
-            _changelist("tasks.taskexecution", **_day(since)),
-        ),
-        Figure(
-            "Transition intents",
-            TransitionIntent.objects.filter(created_at__gte=since).count(),
-            _changelist("workflows.transitionintent", created_at__gte=since.isoformat()),
-        ),
-        Figure(
-            "Events",
-            Event.objects.filter(created_at__gte=since).count(),
-            _changelist("events.event", created_at__gte=since.isoformat()),
-        ),
-    ]
-
-    by_status = dict(Delivery.objects.filter(id__gte=floor).values_list("status").annotate(n=Count("id")).order_by())
-    board.deliveries = [
-        Figure(
-            str(label),
-            by_status.get(value, 0),
-            _changelist("notifications.delivery", status=value, created_at__gte=since.isoformat()),
-        )
-        for value, label in Delivery.Status.choices
-    ]
-
-    board.dead_letters = [
-        Figure(
-            "Deliveries dead (out of attempts)",
-            by_status.get(Delivery.Status.DEAD, 0),
-            _changelist("notifications.delivery", status="dead", created_at__gte=since.isoformat()),
-        ),
-        Figure(
-            "Deliveries failed (permanent)",
-            by_status.get(Delivery.Status.FAILED, 0),
-            _changelist("notifications.delivery", status="failed", created_at__gte=since.isoformat()),
-        ),
-        # These two count rows that went bad today (whenever they were created): by updated_at, and
-        # the link filters the same way, so the list shows exactly the rows counted.
-        Figure(
-            "Webhook messages failed",
-            WebhookMessage.objects.filter(status="failed", updated_at__gte=since).count(),
-            _changelist("events.webhookmessage", status="failed", updated_at__gte=since.isoformat()),
-        ),
-        Figure(
-            "Tracked tasks dead",
-            TaskExecution.objects.filter(status="dead", updated_at__gte=since).count(),
-            _changelist("tasks.taskexecution", status="dead", updated_at__gte=since.isoformat()),
-        ),
-    ]
-
-    task_status = dict(
-        TaskExecution.objects.filter(status__in=("queued", "running", "retrying"))
-        .values_list("status")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    board.tasks = [
-        Figure(f"Tracked tasks {status}", task_status.get(status, 0), _changelist("tasks.taskexecution", status=status))
-        for status in ("running", "queued", "retrying")
-    ]
-
+    board.intents = _section("intents", since)
+    board.deliveries = _section("deliveries", since)
+    board.dead_letters = _section("dead_letters", since)
+    board.tasks = _section("tasks", since)
     if with_queues:
         _add_queues(board)
     return board
 
 
 def _add_queues(board: Dashboard) -> None:
-    from django.conf import settings
-
-    from apps.observability.collectors import WAITING_SOURCES, broker_queue_depths, oldest_waiting_ages
-    from workers.queues import QUEUE_SPECS
-
-    ages = oldest_waiting_ages(WAITING_SOURCES)
+    ages = oldest_waiting_ages(waiting_sources())
     try:
         depths: dict[str, int] | None = broker_queue_depths(
             settings.CELERY_BROKER_URL,

@@ -21,8 +21,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+import django
+import structlog
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    multiprocess,
+    start_http_server,
+)
 from prometheus_client.registry import Collector
+
+from apps.observability.checks import check_configuration_or_fail
+from apps.observability.collectors import QueueCollector
 
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
 
@@ -72,10 +84,6 @@ def multiprocess_registry(directory: str | Path) -> CollectorRegistry:
 
 
 def exporter_registry() -> CollectorRegistry:
-    from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
-
-    from apps.observability.collectors import QueueCollector
-
     registry = CollectorRegistry()
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)
@@ -96,13 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-    import django
-
     django.setup()
-    import structlog
-
-    from apps.observability.checks import check_configuration_or_fail
-
     check_configuration_or_fail()
 
     server = start_server(port=args.port, addr=args.addr, registry=exporter_registry())

@@ -89,3 +89,8 @@ CELERY_TASK_RUNTIME = Histogram(
 WORKER_ACTIVE_TASKS = Gauge(
     "signalbox_worker_active_tasks", "Tasks running now, per queue.", ["queue"], multiprocess_mode="livesum"
 )
+
+
+def count_rows_purged(table: str, rows: int) -> None:
+    """Listens to the retention purges (apps/core/retention.py, `on_rows_purged`)."""
+    ROWS_PURGED.labels(table=table).inc(rows)

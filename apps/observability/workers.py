@@ -4,8 +4,8 @@ Connected by workers/celery.py (signals at import, `WorkerHeartbeat` as a worker
 
 - start: the configuration checks (checks.py) run in the worker's main process and in beat; an
   error stops the process with a message naming the setting.
-- logging: Celery's `setup_logging` signal applies project/logging.py (and so keeps Celery from
-  installing its own handlers); a `task received` line is written with the task's inherited context.
+- logging: a `task received` line is written with the task's inherited context (Celery's
+  `setup_logging` signal, which applies project/logging.py, is connected in workers/signals.py).
 - metrics: every task's final state, run time and the tasks running now, per task name and queue
   (apps/observability/metrics.py). Prefork children write to the Prometheus multiprocess directory
   (`PROMETHEUS_MULTIPROC_DIR`, set in the environment before the worker starts); the main process
@@ -25,9 +25,15 @@ from typing import Any
 
 import structlog
 from celery import bootsteps, signals
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from prometheus_client import multiprocess
 
+from apps.core.context import HEADER as CONTEXT_HEADER
 from apps.observability import metrics
-from workers.signals import HEADER as CONTEXT_HEADER
+from apps.observability.checks import check_configuration_or_fail
+from apps.observability.exporter import clear_multiprocess_dir, multiprocess_registry, start_server
+from apps.observability.tracing import configure_tracing
 
 log = structlog.get_logger(__name__)
 
@@ -43,10 +49,6 @@ def _check_configuration_or_exit() -> None:
 
     SystemExit, because Celery logs and swallows an Exception raised by a signal handler.
     """
-    from django.core.exceptions import ImproperlyConfigured
-
-    from apps.observability.checks import check_configuration_or_fail
-
     try:
         check_configuration_or_fail()
     except ImproperlyConfigured as exc:
@@ -60,13 +62,6 @@ def _check_configuration(**kwargs: Any) -> None:
 
 
 # --- Logging -------------------------------------------------------------------------------------
-
-
-@signals.setup_logging.connect
-def _setup_logging(**kwargs: Any) -> None:
-    from project.logging import configure
-
-    configure()
 
 
 @signals.task_received.connect
@@ -129,8 +124,6 @@ def _clear_multiprocess_dir(**kwargs: Any) -> None:
     """Clears a previous run's files before any child is forked (each worker has its own directory)."""
     directory = _multiprocess_dir()
     if directory is not None:
-        from apps.observability.exporter import clear_multiprocess_dir
-
         clear_multiprocess_dir(directory)
 
 
@@ -141,16 +134,12 @@ _server: Any = None
 def _start_metrics_endpoint(**kwargs: Any) -> None:
     """Serves the sum of every child's metrics on WORKER_METRICS_PORT (main process only)."""
     global _server
-    from django.conf import settings
-
     directory = _multiprocess_dir()
     if not settings.WORKER_METRICS_PORT or _server is not None:
         return
     if directory is None:
         log.warning("WORKER_METRICS_PORT is set but PROMETHEUS_MULTIPROC_DIR is not: no worker metrics endpoint")
         return
-    from apps.observability.exporter import multiprocess_registry, start_server
-
     _server = start_server(
         port=settings.WORKER_METRICS_PORT, addr=settings.METRICS_ADDR, registry=multiprocess_registry(directory)
     )
@@ -169,8 +158,6 @@ def _stop_metrics_endpoint(**kwargs: Any) -> None:
 def _mark_child_dead(pid: int | None = None, **kwargs: Any) -> None:
     """A prefork child leaving: its live gauges (tasks running now) must stop counting."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(pid or os.getpid())
 
 
@@ -180,15 +167,11 @@ def _mark_child_dead(pid: int | None = None, **kwargs: Any) -> None:
 @signals.worker_process_init.connect
 def _trace_worker_child(**kwargs: Any) -> None:
     # Per child: the exporter's background thread does not survive a fork.
-    from apps.observability.tracing import configure_tracing
-
     configure_tracing(service_name="signalbox-worker")
 
 
 @signals.beat_init.connect
 def _start_beat(**kwargs: Any) -> None:
-    from apps.observability.tracing import configure_tracing
-
     _check_configuration_or_exit()
     configure_tracing(service_name="signalbox-beat")
 
@@ -208,8 +191,6 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Timer",)
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
-        from django.conf import settings
-
         super().__init__(parent, **kwargs)
         self.path = Path(settings.WORKER_HEARTBEAT_FILE) if settings.WORKER_HEARTBEAT_FILE else None
         self.interval = float(settings.WORKER_HEARTBEAT_INTERVAL)

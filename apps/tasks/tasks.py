@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import shared_task
 
+from apps.tasks import builtin  # noqa: F401  (registers the task types the tasks app ships)
 from apps.tasks.conf import tasks_settings
 from apps.tasks.runner import TrackedCeleryTask, execute
 from apps.tasks.services.maintenance import executions_purge_expired, executions_sweep

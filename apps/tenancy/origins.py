@@ -18,6 +18,8 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
+from apps.tenancy.models import Tenant
+
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(?::\d{1,5})?$")
 CACHE_KEY = "signalbox:tenancy:tenant-origins"
 CACHE_SECONDS = 60
@@ -40,7 +42,6 @@ def tenant_origins() -> frozenset[str]:
     cached = cache.get(CACHE_KEY)
     if cached is not None:
         return frozenset(cached)
-    from apps.tenancy.models import Tenant
 
     origins: set[str] = set()
     for tenant in Tenant.objects.filter(is_active=True, settings__has_key="inbox").only("settings"):

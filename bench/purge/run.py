@@ -13,7 +13,7 @@ Then, in order:
    (autocommit): INSERT a notification, INSERT 50 deliveries, UPDATE those 50 (as the send
    pipeline records results) and, every fifth iteration, UPDATE one *old* delivery (a replay of
    an expired row: the case that can meet the purge's row locks);
-2. purge: the production `deliveries` policy (apps/core/retention_policies.py) through
+2. purge: the production `deliveries` policy (apps/notifications/operations.py) through
    `purge_policy_run`, batches of `--batch`, while the writers keep writing. A sampler polls
    pg_stat_activity every 50 ms for writer statements waiting on a lock.
 
@@ -388,8 +388,7 @@ def main() -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from django.db import connection, connections
 
-    from apps.core.retention import purge_policy_run
-    from apps.core.retention_policies import notification_policies
+    from apps.core.retention import purge_policy_run, shared_purge_policies
     from apps.tenancy.models import Tenant
 
     loaded = load(args)
@@ -405,7 +404,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log(f"{args.writers} writers running; baseline for {args.baseline:.0f} s")
     time.sleep(args.baseline)
 
-    (policy,) = [p for p in notification_policies() if p.name == "deliveries"]
+    (policy,) = [p for p in shared_purge_policies() if p.name == "deliveries"]
     tenant = Tenant.objects.get(pk=loaded["tenant_id"])
     sampler = LockSampler(args)
     sampler.start()

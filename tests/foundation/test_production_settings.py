@@ -166,3 +166,16 @@ def test_compose_production_like_services_rely_on_no_committed_value():
     assert not {"SIGNALBOX_SANDBOX_URL", "SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE", OVERRIDE} & set(config)
     secret = yaml.safe_load((ROOT / "k8s" / "secret.example.yaml").read_text())["stringData"]
     assert secret["CACHE_URL"].startswith("redis://")
+
+
+def test_the_settings_copies_of_the_sandbox_credentials_are_the_sandboxs_own():
+    # project/ never imports the development sandbox, so it keeps copies; they must not drift.
+    from project import sandbox_defaults
+
+    assert sandbox_defaults.SENDGRID_API_KEY == sandbox.DEFAULT_SENDGRID_API_KEY
+    assert sandbox_defaults.TWILIO_ACCOUNT_SID == sandbox.DEFAULT_TWILIO_ACCOUNT_SID
+    assert sandbox_defaults.TWILIO_AUTH_TOKEN == sandbox.DEFAULT_TWILIO_AUTH_TOKEN
+    assert sandbox_defaults.SLACK_BOT_TOKEN == sandbox.DEFAULT_SLACK_BOT_TOKEN
+    assert (
+        event_webhook_public_key(sandbox.DEFAULT_EVENT_KEY_SEED) == sandbox_defaults.SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY
+    )

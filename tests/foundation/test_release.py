@@ -20,8 +20,8 @@ from django_celery_beat.models import PeriodicTask
 
 from apps.core import crypto
 from apps.core.management.commands.migrate_and_schedule import MIGRATION_LOCK_ID
+from apps.core.periodic import periodic_jobs
 from apps.events.models import WebhookEndpoint
-from workers.beat import PERIODIC_JOBS
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -129,7 +129,7 @@ def test_migrate_and_schedule_waits_for_another_pods_migration_then_migrates_and
     finally:
         other.close()
     call_command("migrate_and_schedule", verbosity=0)
-    assert {job.name for job in PERIODIC_JOBS} <= set(PeriodicTask.objects.values_list("name", flat=True))
+    assert {job.name for job in periodic_jobs()} <= set(PeriodicTask.objects.values_list("name", flat=True))
     with connection.cursor() as cursor:  # released: the next pod can take it
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK_ID])
         assert cursor.fetchone()[0] is True

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from apps.core.periodic import periodic_jobs
 from apps.notifications import tasks
 from apps.notifications.models import Notification
-from workers.beat import PERIODIC_JOBS
 from workers.queues import PRIORITY_QUEUES
 
 PINNED = {
@@ -24,7 +24,7 @@ def test_task_names_and_queues_are_permanent(task, expected):
 
 
 def test_the_dispatcher_and_sweeper_are_beat_jobs():
-    jobs = {job.task: job for job in PERIODIC_JOBS}
+    jobs = {job.task: job for job in periodic_jobs()}
     assert jobs["signalbox.notifications.dispatch_due"].every_seconds <= 10
     assert jobs["signalbox.notifications.sweep"].queue == "maintenance"
 

@@ -11,12 +11,12 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from apps.core.actors import Actor
+from apps.core.periodic import periodic_jobs
 from apps.observability.audit import audit_purge, audit_record
 from apps.observability.models import AuditEntry
 from apps.observability.tasks import purge_audit
 from apps.tenancy.models import ApiKey
 from tests.conftest import client_for
-from workers.beat import PERIODIC_JOBS
 
 pytestmark = pytest.mark.django_db
 
@@ -193,5 +193,5 @@ def test_purge_keeps_entries_for_the_tenants_retention_or_the_default(tenant, ot
 def test_purge_task_has_a_permanent_name_runs_on_maintenance_and_is_scheduled():
     assert purge_audit.name == "signalbox.maintenance.purge_audit"
     assert purge_audit.queue == "maintenance"  # type: ignore[attr-defined]
-    (job,) = [job for job in PERIODIC_JOBS if job.task == purge_audit.name]
+    (job,) = [job for job in periodic_jobs() if job.task == purge_audit.name]
     assert job.queue == "maintenance" and job.every_seconds <= 24 * 3600

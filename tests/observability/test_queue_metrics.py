@@ -15,12 +15,12 @@ from django.utils import timezone
 from kombu import Connection, Exchange, Producer, Queue
 
 from apps.observability.collectors import (
-    WAITING_SOURCES,
     QueueCollector,
     amqp_queue_depths,
     broker_queue_depths,
     oldest_waiting_ages,
     redis_queue_depths,
+    waiting_sources,
 )
 from tests.conftest import wait_for, worker_env
 from tests.observability.conftest import free_port, scrape, value
@@ -72,7 +72,7 @@ def test_amqp_style_depth_is_a_passive_declare_that_creates_nothing():
 
 
 def test_every_waiting_source_reads_a_real_table(db):
-    assert oldest_waiting_ages(WAITING_SOURCES) == {}
+    assert oldest_waiting_ages(waiting_sources()) == {}
 
 
 def make_waiting_rows(tenant, now):
@@ -107,7 +107,7 @@ def test_oldest_waiting_age_per_queue_comes_from_the_intent_tables(tenant):
     now = timezone.now()
     make_waiting_rows(tenant, now)
 
-    ages = oldest_waiting_ages(WAITING_SOURCES, now=now)
+    ages = oldest_waiting_ages(waiting_sources(), now=now)
 
     assert ages == {"notifications.high": 600.0, "notifications.default": 300.0, "tasks": 120.0}
 
@@ -119,7 +119,7 @@ def test_a_broker_outage_still_reports_the_database_ages_and_says_what_failed(te
     def broken() -> dict[str, int]:
         return redis_queue_depths("redis://127.0.0.1:1/0", QUEUE_NAMES, timeout=0.5)
 
-    collector = QueueCollector(queues=QUEUE_NAMES, depths=broken, ages=lambda: oldest_waiting_ages(WAITING_SOURCES))
+    collector = QueueCollector(queues=QUEUE_NAMES, depths=broken, ages=lambda: oldest_waiting_ages(waiting_sources()))
     families = {family.name: family for family in collector.collect()}
 
     up = {s.labels["source"]: s.value for s in families["signalbox_queue_collector_up"].samples}

@@ -174,12 +174,12 @@ def test_email_addresses_are_listed_case_insensitively():
 
 
 def test_the_provider_event_purge_has_a_permanent_name_and_is_a_beat_job():
+    from apps.core.periodic import periodic_jobs
     from apps.providers import tasks
-    from workers.beat import PERIODIC_JOBS
 
     task: Any = tasks.purge_events
     assert (task.name, task.queue) == ("signalbox.providers.purge_events", "maintenance")
-    jobs = {job.task: job for job in PERIODIC_JOBS}
+    jobs = {job.task: job for job in periodic_jobs()}
     assert jobs["signalbox.providers.purge_events"].queue == "maintenance"
 
 

@@ -14,8 +14,7 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.core.models import IdempotencyRecord
-from apps.core.retention import purge
-from apps.core.retention_policies import notification_policies
+from apps.core.retention import purge, retention_policy_names, shared_purge_policies
 from apps.events.models import Event, WebhookAttempt, WebhookEndpoint, WebhookMessage
 from apps.notifications.models import Delivery, DeliveryAttempt, DigestWindow, Notification
 from apps.observability import metrics
@@ -27,7 +26,23 @@ STILL_NEEDED = ["pending", "queued", "sending", "deferred", "digest"]
 
 
 def _policies(*names: str):
-    return [p for p in notification_policies() if p.name in names]
+    return [p for p in shared_purge_policies() if p.name in names]
+
+
+def test_the_hourly_purge_runs_the_policies_the_apps_registered_children_before_parents():
+    shared = [p.name for p in shared_purge_policies()]
+
+    assert shared == [
+        "deliveries",
+        "inbox_read",
+        "inbox_unread",
+        "digest_windows",
+        "notifications",
+        "webhook_messages",
+        "idempotency_keys",
+    ]
+    # Purged by their own apps' jobs, listed for dry runs and operator runs.
+    assert set(retention_policy_names()) == {*shared, "events", "transition_intents", "audit"}
 
 
 def _purged(metric_table: str) -> float:

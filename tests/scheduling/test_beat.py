@@ -10,14 +10,14 @@ import pytest
 from django.core.management import call_command
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from workers.beat import PERIODIC_JOBS, setup_schedules
+from apps.core.periodic import periodic_jobs, setup_schedules
 
 
 @pytest.mark.django_db
 def test_migrate_registered_every_periodic_job():
     # The test database was built by `migrate`: its post_migrate hook ran setup_schedules.
     names = set(PeriodicTask.objects.values_list("name", flat=True))
-    assert {job.name for job in PERIODIC_JOBS} <= names
+    assert {job.name for job in periodic_jobs()} <= names
     flush = PeriodicTask.objects.get(task="signalbox.digests.flush_due")
     assert (flush.queue, flush.interval.every, flush.interval.period) == ("digests", 60, "seconds")
     purge = PeriodicTask.objects.get(task="signalbox.maintenance.purge")
@@ -67,7 +67,7 @@ def test_every_periodic_job_runs_a_registered_task_on_an_existing_queue():
     from workers.routing import route_task
 
     app.loader.import_default_modules()
-    for job in PERIODIC_JOBS:
+    for job in periodic_jobs():
         assert job.task in app.tasks, job.task
         queue = job.queue or route_task(job.task, (), {}, {})["queue"]
         assert queue in QUEUE_NAMES, job

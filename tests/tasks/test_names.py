@@ -5,14 +5,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from apps.core.periodic import periodic_jobs
 from apps.tasks.registry import task_types
-from workers.beat import PERIODIC_JOBS
 from workers.celery import app
 
 PINNED_TASK_TYPES = {
     "signalbox.exports.deliveries_csv": "tasks",
     "signalbox.notifications.resend_deliveries": "tasks",
-    "signalbox.maintenance.retention_purge": "maintenance",  # apps/core/retention_tasks.py
+    "signalbox.maintenance.retention_purge": "maintenance",  # apps/tasks/builtin/retention.py
 }
 PINNED_CELERY_TASKS = {
     "signalbox.tasks.sweep_stale": "maintenance",
@@ -37,7 +37,7 @@ def test_the_apps_celery_tasks_keep_their_names_and_queues():
 
 
 def test_the_upkeep_jobs_are_on_the_beat_schedule():
-    jobs = {job.task: job for job in PERIODIC_JOBS}
+    jobs = {job.task: job for job in periodic_jobs()}
 
     assert jobs["signalbox.tasks.sweep_stale"].every_seconds == 60
     assert jobs["signalbox.tasks.purge_expired"].queue == "maintenance"

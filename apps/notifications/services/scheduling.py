@@ -8,7 +8,8 @@ SKIP LOCKED` through the partial index `notif_notification_due` (`scheduled_at W
 before the dispatcher takes the row or is refused with `not_reschedulable`).
 
 Recurring sends are the tasks app's schedules (`POST /api/v1/schedules/`) of kind
-`notification`, registered here through its seam (`apps/tasks/schedule_kinds.py`): the target is
+`notification`, defined here and registered by `NotificationsConfig.ready()` through the tasks
+app's seam (`apps/tasks/schedule_kinds.py`): the target is
 what `POST /api/v1/notifications/` takes (`template` or `content`, `payload`, `recipients` or
 `topic`, `channels`, `priority`, `category`, `digest`). Each tick records a tracked execution (kind
 `intent`, claimed with the unique (schedule, scheduled_for) of the tasks app, so a second beat
@@ -31,7 +32,6 @@ from apps.notifications.serializers import notification_url
 from apps.notifications.services.digest import digest_rule_errors
 from apps.notifications.services.notifications import _check, notification_create
 from apps.observability.audit import audit_record
-from apps.tasks import schedule_kinds
 from apps.tasks.models import TaskExecution
 from apps.tasks.services import execution_create_for_intent, execution_mark_running, execution_mark_succeeded
 
@@ -178,12 +178,3 @@ def schedule_fire_notification(schedule: Any, tick: datetime) -> Any:
     )
     execution.refresh_from_db()
     return execution
-
-
-def register_schedule_kind() -> None:
-    """Called from the app's ready(): web processes validate the kind, workers fire it."""
-    schedule_kinds.register_schedule_kind(
-        schedule_kinds.ScheduleKindSpec(
-            name=SCHEDULE_KIND, validate=schedule_target_validate, fire=schedule_fire_notification
-        )
-    )

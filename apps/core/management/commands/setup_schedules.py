@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from workers.beat import setup_schedules
+from apps.core.periodic import setup_schedules
 
 
 class Command(BaseCommand):
