@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from apps.notifications.models import SinkRecord
 from apps.providers.base import Channel, Message, Outcome, SendResult
 
 
@@ -96,8 +97,6 @@ class RecordingSinkAdapter(SinkAdapter):
     )
 
     def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
-        from apps.notifications.models import SinkRecord
-
         results = [self._result(m) for m in messages]
         SinkRecord.objects.bulk_create(
             [

@@ -26,6 +26,7 @@ from apps.notifications.validators import (
     validate_phone,
     validate_timezone,
 )
+from apps.observability.audit import audit_record
 
 
 def _validate_name(value: Any) -> str:
@@ -180,8 +181,6 @@ def recipient_webhook_secret_set(*, recipient: Recipient, actor: Actor = SYSTEM)
     """Gives the recipient a signing secret of its own for the webhook channel and returns it (the
     only time it is shown). Until then its webhooks are signed with the provider's secret, which
     every receiver of the tenant shares, so one receiver could sign messages to another."""
-    from apps.observability.audit import audit_record
-
     secret = secret_generate()
     recipient.webhook_secret_encrypted = crypto.encrypt(secret)
     recipient.save(update_fields=["webhook_secret_encrypted", "updated_at"])
@@ -192,8 +191,6 @@ def recipient_webhook_secret_set(*, recipient: Recipient, actor: Actor = SYSTEM)
 @transaction.atomic
 def recipient_webhook_secret_clear(*, recipient: Recipient, actor: Actor = SYSTEM) -> None:
     """Back to the provider's secret."""
-    from apps.observability.audit import audit_record
-
     recipient.webhook_secret_encrypted = ""
     recipient.save(update_fields=["webhook_secret_encrypted", "updated_at"])
     audit_record(action="recipient.webhook_secret_cleared", tenant=recipient.tenant, actor=actor, target=recipient)
