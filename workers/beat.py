@@ -113,6 +113,18 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
         "idempotency keys past retention (SIGNALBOX_RETENTION_DAYS, tenant retention_days), in batches.",
     ),
     PeriodicJob(
+        name="flows: dispatch due runs",
+        task="signalbox.flows.dispatch_due",
+        every_seconds=5,
+        description="Publishes the flow engine's advance task when flow runs are due (delays, waiting branches).",
+    ),
+    PeriodicJob(
+        name="flows: sweep runs",
+        task="signalbox.flows.sweep",
+        every_seconds=30,
+        description="Gives back flow runs whose worker died; ends runs of cancelled flows and finished instances.",
+    ),
+    PeriodicJob(
         # Beat itself writes this row at start (same name, same crontab); registering it here makes
         # it visible in admin from the first deploy. Routed to `maintenance` by workers/routing.py.
         name="celery.backend_cleanup",

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps.core.errors import ApplicationError, Conflict
 from apps.core.publish import publish_on_commit
-from apps.notifications import conf, rendering
+from apps.notifications import conf, hooks, rendering
 from apps.notifications.models import Delivery, Notification, Template, Topic
 from apps.notifications.services import recipients as recipient_services
 from apps.notifications.services.announce import Audience, notification_announce_sent
@@ -241,6 +241,7 @@ def notification_create(
     idempotency_key: str = "",
     metadata: Mapping[str, Any] | None = None,
     digest: Mapping[str, Any] | None = None,
+    flow: str | None = None,
     request: Any = None,
 ) -> Notification:
     """Records a notification intent and publishes its fan-out after commit.
@@ -250,10 +251,17 @@ def notification_create(
     channels. With `idempotency_key`, a second call with the same key returns the first
     notification instead of creating another. `digest` (`{"key", "window_minutes"}`) collects
     the deliveries into digests (docs/scheduling.md); without it the template's rule applies, if
-    any. Raises ApplicationError (`validation_error`, with `fields`) and changes nothing when
-    anything is wrong.
+    any. `flow` (a flow key, apps.flows) runs the notification through that flow's steps, which
+    choose its channels; the template may come from the flow. Raises ApplicationError
+    (`validation_error`, with `fields`) and changes nothing when anything is wrong.
     """
     payload = dict(payload or {})
+    plan = None
+    if flow:
+        plan = hooks.notification_planner(
+            tenant=tenant, key=flow, template=template, content=content, channels=channels, payload=payload
+        )
+        template, channels = plan.template, plan.channels
     if idempotency_key:
         existing = Notification.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -305,6 +313,8 @@ def notification_create(
                 status=Notification.Status.SCHEDULED if scheduled else Notification.Status.ACCEPTED,
                 enqueued_at=None if scheduled else now,
             )
+            if plan is not None:
+                plan.attach(notification)
             if not scheduled:
                 _publish_fan_out(notification)
     except IntegrityError:
@@ -360,6 +370,8 @@ def notification_complete_if_settled(
     the tenant listens (`audience`, shared by a batch, asks once per tenant).
     """
     if Delivery.objects.filter(notification_id=notification_id, status__in=Delivery.IN_FLIGHT).exists():
+        return False
+    if hooks.holds_open(notification_id):  # a flow still has steps to run for it
         return False
     announce = (audience or Audience()).observes(tenant_id, "notification.sent")
     with transaction.atomic() if announce else nullcontext():
