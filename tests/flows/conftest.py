@@ -17,8 +17,9 @@ from apps.flows.services.definitions import flow_save
 from apps.notifications.models import SinkRecord
 from tests.conftest import wait_for
 from tests.notifications.conftest import make_recipients, make_template, recording_tenant
+from tests.reliability.conftest import own_queue
 
-__all__ = ["make_recipients", "make_template", "recording_tenant"]
+__all__ = ["make_recipients", "make_template", "own_queue", "recording_tenant"]
 
 
 @pytest.fixture

@@ -725,7 +725,7 @@ def flows_sweep(*, now: datetime | None = None, limit: int = 10_000) -> SweepRes
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {RUN_TABLE} SET status = 'waiting', claim_token = NULL, lease_expires_at = NULL, "  # noqa: S608
-            "due_at = %s, history = history || %s::jsonb WHERE id IN (SELECT id FROM "
+            "due_at = LEAST(%s, now()), history = history || %s::jsonb WHERE id IN (SELECT id FROM "
             f"{RUN_TABLE} WHERE status = 'running' AND lease_expires_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)",
             [now, entry, now, limit],
         )
