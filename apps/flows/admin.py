@@ -48,7 +48,7 @@ class FlowVersionInline(admin.TabularInline):  # type: ignore[type-arg]
     extra = 0
     can_delete = False
     fields = ["version", "template_key", "cancel_on", "created_at"]
-    readonly_fields = fields
+    readonly_fields = ["version", "template_key", "cancel_on", "created_at"]
 
 
 @admin.register(Flow)

@@ -13,5 +13,5 @@ def install() -> None:
     hooks.on_fan_out(engine.flow_take_over)
     hooks.on_completion_check(engine.flow_holds_open)
     hooks.on_delivery_outcome(engine.flows_on_outcomes)
-    hooks.on_inbox_read(engine.flows_wake)
-    ports.on_event_recorded(engine.flows_cancel_for_event)
+    hooks.on_inbox_read(engine.flows_on_inbox_read)
+    ports.on_event_recorded(engine.flows_on_event)

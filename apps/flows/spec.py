@@ -236,7 +236,8 @@ def parse(document: Any) -> tuple[Parsed | None, dict[str, list[str]]]:
             digest_key = step.get("key", step["id"])
             if not isinstance(digest_key, str) or not digest_key or len(digest_key) > 200:
                 errors[f"{where}.key"] = ["A key (Jinja over the payload), at most 200 characters."]
-            if nxt is None or next((s for s in raw if s.get("id") == nxt), {}).get("type") not in ("send", "fallback"):
+            following_type = next((s.get("type") for s in raw if s.get("id") == nxt), None)
+            if nxt is None or following_type not in ("send", "fallback"):
                 errors[f"{where}.next"] = ["A digest collects what the following step sends: it must be a send."]
             expanded.append({**base, "window_minutes": minutes, "key": digest_key, "next": nxt})
         elif kind == "branch":
@@ -270,7 +271,7 @@ def parse(document: Any) -> tuple[Parsed | None, dict[str, list[str]]]:
     _check_graph(expanded, errors)
     if errors:
         return None, errors
-    parsed = Parsed(key=key, name=name, template=template, cancel_on=cancel_on, steps=expanded)
+    parsed = Parsed(key=str(key), name=name, template=template, cancel_on=cancel_on, steps=expanded)
     return parsed, errors
 
 

@@ -85,9 +85,7 @@ def notification_planner(
         raise ApplicationError(
             "Flows are not available here.", code="validation_error", fields={"flow": ["No flow engine installed."]}
         )
-    return _planners[0](
-        tenant=tenant, key=key, template=template, content=content, channels=channels, payload=payload
-    )
+    return _planners[0](tenant=tenant, key=key, template=template, content=content, channels=channels, payload=payload)
 
 
 def fan_out_taken_over(notification_id: Any) -> bool:

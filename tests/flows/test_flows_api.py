@@ -18,7 +18,13 @@ GOOD = {
     "steps": [
         {"id": "inbox", "type": "send", "channels": ["in_app"]},
         {"id": "later", "type": "delay", "duration": "30m"},
-        {"id": "check", "type": "branch", "if": {"channel": "in_app", "state": ["read"]}, "then": "end", "else": "mail"},
+        {
+            "id": "check",
+            "type": "branch",
+            "if": {"channel": "in_app", "state": ["read"]},
+            "then": "end",
+            "else": "mail",
+        },
         {"id": "mail", "type": "fallback", "channels": ["email", "sms"]},
         {"id": "end", "type": "exit"},
     ],
@@ -38,7 +44,11 @@ def test_an_unknown_channel_an_unreachable_step_and_a_loop_are_refused_with_fiel
     steps = [{"id": "a", "type": "send", "channels": ["pigeon"]}]
     assert "pigeon" in refused(api, {"key": "x", "steps": steps})["steps[0].channels"][0]
 
-    unreachable = [{"id": "a", "type": "send", "channels": ["email"]}, {"id": "b", "type": "exit"}, {"id": "c", "type": "exit"}]
+    unreachable = [
+        {"id": "a", "type": "send", "channels": ["email"]},
+        {"id": "b", "type": "exit"},
+        {"id": "c", "type": "exit"},
+    ]
     assert "unreachable" in refused(api, {"key": "x", "steps": unreachable})["steps[2]"][0]
 
     loop = [
@@ -89,10 +99,14 @@ def test_another_tenant_cannot_read_a_flow_or_its_runs(
 
 
 @pytest.mark.django_db
-def test_a_notification_naming_an_unknown_flow_or_channels_is_refused(api: Any, make_template: Any, make_recipients: Any):
+def test_a_notification_naming_an_unknown_flow_or_channels_is_refused(
+    api: Any, make_template: Any, make_recipients: Any
+):
     make_template()
     make_recipients(1)
-    answer = api.post("/api/v1/notifications/", {"flow": "nope", "template": "order_shipped", "recipients": ["user-0"]}, format="json")
+    answer = api.post(
+        "/api/v1/notifications/", {"flow": "nope", "template": "order_shipped", "recipients": ["user-0"]}, format="json"
+    )
     assert answer.status_code == 400 and "flow" in answer.json()["fields"]
     api.post("/api/v1/flows/", {**GOOD, "template": "order_shipped"}, format="json")
     answer = api.post(

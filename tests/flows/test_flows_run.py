@@ -82,7 +82,13 @@ def test_in_app_then_email_only_for_whoever_has_not_read_it_after_30_minutes(
     ada_branch = [h for h in by_recipient["user-0"]["history"] if h["step"] == "check" and h["event"] == "branched"]
     assert ada_branch[0]["result"] is True and "read" in ada_branch[0]["why"]
     bob_steps = [(h["step"], h["event"]) for h in by_recipient["user-1"]["history"]]
-    assert bob_steps == [("inbox", "sent"), ("check", "waiting"), ("check", "branched"), ("email", "sent"), ("end", "exit")]
+    assert bob_steps == [
+        ("inbox", "sent"),
+        ("check", "waiting"),
+        ("check", "branched"),
+        ("email", "sent"),
+        ("end", "exit"),
+    ]
     summary = api.get(f"/api/v1/notifications/{notification.pk}/flow/").json()
     assert summary["status"] == "finished" and summary["counts"]["end"] == {"done": 2}
     assert summary["mermaid"].startswith("flowchart TD")
@@ -95,7 +101,13 @@ def test_email_then_sms_when_the_email_bounces_or_has_no_address(
     make_template(default_channels=["email"])
     make_recipients(2, phone="+14155550100")
     make_recipients(1, prefix="nomail", phone="+14155550101", email="")
-    make_flow({"key": "reach", "template": "order_shipped", "steps": [{"id": "reach", "type": "fallback", "channels": ["email", "sms"], "wait": "1h"}]})
+    make_flow(
+        {
+            "key": "reach",
+            "template": "order_shipped",
+            "steps": [{"id": "reach", "type": "fallback", "channels": ["email", "sms"], "wait": "1h"}],
+        }
+    )
     notification = notification_create(
         tenant=recording_tenant, flow="reach", payload={"order_id": "A-2"}, recipients=["user-0", "user-1", "nomail-0"]
     )
@@ -114,7 +126,11 @@ def test_email_then_sms_when_the_email_bounces_or_has_no_address(
         lambda: not FlowRun.objects.filter(notification_id=notification.pk, status__in=FlowRun.ACTIVE).exists(),
         timeout=20,
     )
-    sms = set(Delivery.objects.filter(notification=notification, channel="sms").values_list("recipient__external_id", flat=True))
+    sms = set(
+        Delivery.objects.filter(notification=notification, channel="sms").values_list(
+            "recipient__external_id", flat=True
+        )
+    )
     assert sms == {"user-1", "nomail-0"}
     assert len(sent("sms")) == 2
 
@@ -136,8 +152,12 @@ def test_a_digest_step_collects_what_the_following_send_sends(
         }
     )
     # When two notifications run through it for the same recipient
-    first = notification_create(tenant=recording_tenant, flow="collect", payload={"order_id": "A-1"}, recipients=["user-0"])
-    second = notification_create(tenant=recording_tenant, flow="collect", payload={"order_id": "A-2"}, recipients=["user-0"])
+    first = notification_create(
+        tenant=recording_tenant, flow="collect", payload={"order_id": "A-1"}, recipients=["user-0"]
+    )
+    second = notification_create(
+        tenant=recording_tenant, flow="collect", payload={"order_id": "A-2"}, recipients=["user-0"]
+    )
     for notification in (first, second):
         wait_runs(notification, "mail", 1, status="done")
 
@@ -161,11 +181,18 @@ def test_a_matching_event_cancels_the_reminder_before_it_goes_out(
             "key": "remind",
             "template": "order_shipped",
             "cancel_on": {"event_type": "order.paid", "key": "order_id"},
-            "steps": [{"id": "later", "type": "delay", "duration": "24h"}, {"id": "mail", "type": "send", "channels": ["email"]}],
+            "steps": [
+                {"id": "later", "type": "delay", "duration": "24h"},
+                {"id": "mail", "type": "send", "channels": ["email"]},
+            ],
         }
     )
-    paid = notification_create(tenant=recording_tenant, flow="remind", payload={"order_id": "A-1"}, recipients=["user-0"])
-    unpaid = notification_create(tenant=recording_tenant, flow="remind", payload={"order_id": "A-2"}, recipients=["user-1"])
+    paid = notification_create(
+        tenant=recording_tenant, flow="remind", payload={"order_id": "A-1"}, recipients=["user-0"]
+    )
+    unpaid = notification_create(
+        tenant=recording_tenant, flow="remind", payload={"order_id": "A-2"}, recipients=["user-1"]
+    )
     start = timezone.now()
     wait_runs(paid, "later", 1, phase="wait")
     wait_runs(unpaid, "later", 1, phase="wait")
@@ -189,8 +216,19 @@ def test_a_notification_cancelled_through_the_api_ends_its_runs(
 ):
     make_template(default_channels=["email"])
     make_recipients(3)
-    make_flow({"key": "slow", "template": "order_shipped", "steps": [{"id": "later", "type": "delay", "duration": "1h"}, {"id": "mail", "type": "send", "channels": ["email"]}]})
-    notification = notification_create(tenant=recording_tenant, flow="slow", payload={"order_id": "A-3"}, recipients=["user-0", "user-1", "user-2"])
+    make_flow(
+        {
+            "key": "slow",
+            "template": "order_shipped",
+            "steps": [
+                {"id": "later", "type": "delay", "duration": "1h"},
+                {"id": "mail", "type": "send", "channels": ["email"]},
+            ],
+        }
+    )
+    notification = notification_create(
+        tenant=recording_tenant, flow="slow", payload={"order_id": "A-3"}, recipients=["user-0", "user-1", "user-2"]
+    )
     wait_runs(notification, "later", 3, phase="wait")
     assert api.post(f"/api/v1/notifications/{notification.pk}/cancel/").status_code == 200
     flows_sweep()

@@ -37,7 +37,10 @@ def test_ten_thousand_recipients_pass_a_delay_in_a_few_statements_per_chunk(
         {
             "key": "wait",
             "template": "order_shipped",
-            "steps": [{"id": "hour", "type": "delay", "duration": "1h"}, {"id": "mail", "type": "send", "channels": ["email"]}],
+            "steps": [
+                {"id": "hour", "type": "delay", "duration": "1h"},
+                {"id": "mail", "type": "send", "channels": ["email"]},
+            ],
         }
     )
     notification = notification_create(tenant=tenant, flow="wait", payload={"order_id": "A-1"}, topic="everyone")
@@ -65,8 +68,10 @@ def test_ten_thousand_recipients_pass_a_delay_in_a_few_statements_per_chunk(
     # Releasing: the same, plus for the send the fan-out's own constant set (preferences,
     # suppressions, the bulk insert, ...) and the read-back of what was created.
     assert len(releasing.captured_queries) <= 30 * chunks, len(releasing.captured_queries)
-    print(f"statements: start {len(starting.captured_queries)}, enter {len(entering.captured_queries)}, "
-          f"release+send {len(releasing.captured_queries)} for {N} runs in {chunks} chunks")
+    print(
+        f"statements: start {len(starting.captured_queries)}, enter {len(entering.captured_queries)}, "
+        f"release+send {len(releasing.captured_queries)} for {N} runs in {chunks} chunks"
+    )
 
 
 @pytest.mark.worker
@@ -75,18 +80,43 @@ def test_a_worker_killed_while_advancing_a_step_loses_and_repeats_nothing(
 ):
     # Given a worker of our own (the session's worker is not running: the queue is ours) and a
     # flow that sends an email and an SMS to 3,000 recipients, 500 at a time
-    make_template(default_channels=["email"], content={"default": {"email": {"subject": "Hi", "text": "Order {{ order_id }}"}, "sms": {"text": "Order {{ order_id }}"}}})
+    make_template(
+        default_channels=["email"],
+        content={
+            "default": {
+                "email": {"subject": "Hi", "text": "Order {{ order_id }}"},
+                "sms": {"text": "Order {{ order_id }}"},
+            }
+        },
+    )
     make_recipients(3000, phone="+14155550100")
-    make_flow({"key": "both", "template": "order_shipped", "steps": [{"id": "mail", "type": "send", "channels": ["email"]}, {"id": "text", "type": "send", "channels": ["sms"]}]})
+    make_flow(
+        {
+            "key": "both",
+            "template": "order_shipped",
+            "steps": [
+                {"id": "mail", "type": "send", "channels": ["email"]},
+                {"id": "text", "type": "send", "channels": ["sms"]},
+            ],
+        }
+    )
     own_queue("notifications.bulk")
     worker = ready(start_worker(queues="notifications.bulk", concurrency=1))
     notification = notification_create(
-        tenant=recording_tenant, flow="both", payload={"order_id": "A-1"}, topic=None,
-        recipients=[f"user-{i}" for i in range(3000)], priority="bulk",
+        tenant=recording_tenant,
+        flow="both",
+        payload={"order_id": "A-1"},
+        topic=None,
+        recipients=[f"user-{i}" for i in range(3000)],
+        priority="bulk",
     )
 
     # When it is SIGKILLed while runs are claimed, part way through
-    wait_for(lambda: FlowRun.objects.filter(notification_id=notification.pk, status="running").exists(), timeout=60, message="a step under way")
+    wait_for(
+        lambda: FlowRun.objects.filter(notification_id=notification.pk, status="running").exists(),
+        timeout=60,
+        message="a step under way",
+    )
     for pid in worker.children():
         os.kill(pid, signal.SIGKILL)
     os.kill(worker.proc.pid, signal.SIGKILL)
@@ -108,6 +138,9 @@ def test_a_worker_killed_while_advancing_a_step_loses_and_repeats_nothing(
     assert deliveries.count() == 6000
     per_delivery = SinkRecord.objects.values_list("delivery_id", flat=True)
     assert len(per_delivery) == len(set(per_delivery)) == 6000
-    sends = [sum(1 for h in r.history if h["event"] == "sent") for r in FlowRun.objects.filter(notification_id=notification.pk)]
+    sends = [
+        sum(1 for h in r.history if h["event"] == "sent")
+        for r in FlowRun.objects.filter(notification_id=notification.pk)
+    ]
     assert set(sends) == {2}  # each step ran once per recipient: the killed chunk had committed nothing
     assert Recipient.objects.count() == 3000

@@ -172,14 +172,14 @@ def flow_start(*, notification_id: Any, now: datetime | None = None) -> int:
             "attempts, history, created_at, updated_at"
         )
         values = "%s, %s, %s, rid, %s, 'enter', 'waiting', %s, false, 0, '[]'::jsonb, %s, %s"
-        common = [notification.tenant_id, notification.pk, notification.pk, first, now, now, now]
+        common: list[Any] = [notification.tenant_id, notification.pk, notification.pk, first, now, now, now]
         recipient_table = Recipient._meta.db_table
         if notification.recipient_ids is not None:
             source = (
                 f"SELECT r.id AS rid FROM unnest(%s::bigint[]) AS u(id) JOIN {recipient_table} r "  # noqa: S608
                 "ON r.id = u.id AND r.tenant_id = %s"
             )
-            params = [list(notification.recipient_ids), notification.tenant_id]
+            params: list[Any] = [list(notification.recipient_ids), notification.tenant_id]
         elif notification.topic_id is not None:
             source = "SELECT recipient_id AS rid FROM notifications_topicmembership WHERE topic_id = %s"
             params = [notification.topic_id]
@@ -640,6 +640,14 @@ def flows_wake(delivery_ids: Sequence[Any]) -> int:
     if woken:
         _publish_advance()
     return woken
+
+
+def flows_on_inbox_read(delivery_ids: Sequence[Any]) -> None:
+    flows_wake(delivery_ids)
+
+
+def flows_on_event(event: Any) -> None:
+    flows_cancel_for_event(event)
 
 
 def flows_on_outcomes(outcomes: Sequence[tuple[Any, str]]) -> None:
