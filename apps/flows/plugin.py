@@ -11,7 +11,7 @@ from apps.notifications import hooks
 def install() -> None:
     hooks.register_planner(engine.flow_plan)
     hooks.on_fan_out(engine.flow_take_over)
-    hooks.on_completion_check(engine.flow_holds_open)
+    hooks.on_completion_filter(engine.flow_completion_filter)
     hooks.on_delivery_outcome(engine.flows_on_outcomes)
     hooks.on_inbox_read(engine.flows_on_inbox_read)
     ports.on_event_recorded(engine.flows_on_event)

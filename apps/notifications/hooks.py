@@ -8,7 +8,8 @@ registered every call site costs nothing. The call sites are single lines in the
   template and channels) and lets it attach itself inside the creating transaction;
 - `fan_out_taken_over`: the fan-out task hands an accepted notification to the plug-in that
   attached itself to it, instead of fanning it out at once;
-- `holds_open`: a dispatched notification is not completed while a plug-in still has work for it;
+- `completion_filter`: a condition a dispatched notification must also meet to complete (a plug-in
+  with work left for it says no), folded into the completing UPDATE: no statement of its own;
 - `delivery_outcomes`: deliveries reached an outcome (a provider's report, or failed/dead at send);
 - `inbox_changed`: in-app items were read or seen.
 """
@@ -18,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from django.db.models import Q
 
 from apps.core.errors import ApplicationError
 
@@ -36,7 +39,7 @@ Planner = Callable[..., Plan]
 
 _planners: list[Planner] = []
 _take_over: list[Callable[[Any], bool]] = []
-_holds_open: list[Callable[[Any], bool]] = []
+_completion: list[Callable[[], Q]] = []
 _outcomes: list[Callable[[Sequence[tuple[Any, str]]], None]] = []
 _inbox: list[Callable[[Sequence[Any]], None]] = []
 
@@ -57,9 +60,9 @@ def on_fan_out(callback: Callable[[Any], bool]) -> None:
     _add(_take_over, callback)
 
 
-def on_completion_check(callback: Callable[[Any], bool]) -> None:
-    """`callback(notification_id) -> bool`: True while the notification must stay open."""
-    _add(_holds_open, callback)
+def on_completion_filter(callback: Callable[[], Q]) -> None:
+    """`callback() -> Q` over Notification: only notifications matching it may complete."""
+    _add(_completion, callback)
 
 
 def on_delivery_outcome(callback: Callable[[Sequence[tuple[Any, str]]], None]) -> None:
@@ -92,8 +95,11 @@ def fan_out_taken_over(notification_id: Any) -> bool:
     return any(callback(notification_id) for callback in _take_over)
 
 
-def holds_open(notification_id: Any) -> bool:
-    return any(callback(notification_id) for callback in _holds_open)
+def completion_filter() -> Q:
+    condition = Q()
+    for callback in _completion:
+        condition &= callback()
+    return condition
 
 
 def delivery_outcomes(outcomes: Iterable[tuple[Any, str]]) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 from celery import signature
 from django.apps import apps as django_apps
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from apps.core import cel
@@ -210,8 +210,9 @@ def flow_start(*, notification_id: Any, now: datetime | None = None) -> int:
     return count
 
 
-def flow_holds_open(notification_id: Any) -> bool:
-    return FlowInstance.objects.filter(pk=notification_id, status__in=OPEN).exists()
+def flow_completion_filter() -> Q:
+    """A notification completes only when no open flow instance is attached to it."""
+    return Q(~Exists(FlowInstance.objects.filter(pk=OuterRef("pk"), status__in=OPEN)))
 
 
 # --- Advancing -----------------------------------------------------------------------------------------

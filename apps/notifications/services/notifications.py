@@ -371,13 +371,12 @@ def notification_complete_if_settled(
     """
     if Delivery.objects.filter(notification_id=notification_id, status__in=Delivery.IN_FLIGHT).exists():
         return False
-    if hooks.holds_open(notification_id):  # a flow still has steps to run for it
-        return False
     announce = (audience or Audience()).observes(tenant_id, "notification.sent")
     with transaction.atomic() if announce else nullcontext():
-        completed = Notification.objects.filter(pk=notification_id, status=Notification.Status.DISPATCHED).update(
-            status=Notification.Status.COMPLETED, completed_at=now or timezone.now(), updated_at=timezone.now()
-        )
+        # `completion_filter`: not while a flow still has steps to run for it (apps.flows).
+        completed = Notification.objects.filter(
+            hooks.completion_filter(), pk=notification_id, status=Notification.Status.DISPATCHED
+        ).update(status=Notification.Status.COMPLETED, completed_at=now or timezone.now(), updated_at=timezone.now())
         if completed and announce:
             notification_announce_sent(notification_id=notification_id)
     return bool(completed)
