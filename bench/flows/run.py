@@ -33,7 +33,9 @@ def configure(args: argparse.Namespace) -> None:
             "ALLOWED_HOSTS": "localhost",
             "DATABASE_URL": f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.database}",
             "LOG_LEVEL": "WARNING",
-            "CELERY_TASK_ALWAYS_EAGER": "0",
+            # The local Redis (a database of its own) for the live-stream presence lookups; nothing is published.
+            "CELERY_BROKER_URL": args.redis,
+            "SIGNALBOX_REDIS_URL": args.redis,
         }
     )
 
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--pg-host", default="127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=5432)
     parser.add_argument("--pg-user", default="postgres")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     args = parser.parse_args()
     configure(args)
     database_create(args.database, host=args.pg_host, port=args.pg_port, user=args.pg_user)
