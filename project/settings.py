@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "apps.tasks",
     "apps.workflows",
     "apps.events",
+    "apps.flows",
     "channels",  # the realtime process (apps/realtime, docs/realtime.md)
     "apps.realtime",
     "apps.portal",

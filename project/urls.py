@@ -14,6 +14,7 @@ api_v1 = [
     path("", include("apps.tasks.urls")),
     path("", include("apps.workflows.urls")),
     path("", include("apps.events.urls")),
+    path("", include("apps.flows.urls")),
     path("", include("apps.observability.urls")),
 ]
 

@@ -14,6 +14,7 @@ from workers.queues import DEFAULT_QUEUE, QUEUE_NAMES
 ROUTES: dict[str, str] = {
     "signalbox.notifications.": DEFAULT_QUEUE,
     "signalbox.digests.": "digests",
+    "signalbox.flows.": DEFAULT_QUEUE,  # advance; its dispatcher and sweeper declare `maintenance`
     "signalbox.tasks.": "tasks",
     "signalbox.exports.": "tasks",
     "signalbox.workflows.": "transitions",

@@ -120,6 +120,11 @@ class NotificationCreateSerializer(serializers.Serializer[Any]):
         help_text='Digest rule (default: the template\'s): {"key": "post-{{ post_id }}", "window_minutes": 10}. '
         "Deliveries with the same key collect for that long, then go as one digest (docs/scheduling.md).",
     )
+    flow = serializers.SlugField(
+        required=False,
+        max_length=64,
+        help_text="Run through this flow's steps (docs/flows.md); its steps choose the channels.",
+    )
 
 
 class NotificationAcceptedSerializer(serializers.Serializer[Any]):

@@ -14,13 +14,15 @@ from typing import Any
 
 from celery import shared_task
 
-from apps.notifications import jobs  # noqa: F401  (registers the tracked task types it ships)
+from apps.notifications import hooks, jobs  # noqa: F401  (jobs registers the tracked task types it ships)
 from apps.notifications.services import digests_flush, dispatch, fanout, sending
 
 
 @shared_task(name="signalbox.notifications.fan_out", queue="notifications.default", ignore_result=True)
 def fan_out(notification_id: str) -> None:
     """Plans the chunks of an accepted notification; runs a lone chunk right here."""
+    if hooks.fan_out_taken_over(notification_id):  # a flow runs it step by step (apps.flows)
+        return
     chunk_ids = fanout.notification_fan_out(notification_id=notification_id)
     if len(chunk_ids) == 1:
         fanout.fanout_chunk_run(chunk_id=chunk_ids[0])

@@ -55,6 +55,9 @@ TRANSITIONS = Counter(
     ["stage", "outcome"],
 )
 WEBHOOK_ATTEMPTS = Counter("signalbox_webhook_attempts_total", "Outbound webhook attempts by outcome.", ["outcome"])
+FLOW_STEPS = Counter(
+    "signalbox_flow_steps_total", "Flow runs through a step, by what happened there.", ["flow", "step", "outcome"]
+)
 SWEEPER_RECOVERED = Counter("signalbox_sweeper_recovered_total", "Rows the sweeper put back on a queue.", ["kind"])
 ROWS_PURGED = Counter("signalbox_rows_purged_total", "Rows deleted by retention purges.", ["table"])
 # Computed at scrape time by the metrics exporter (apps/observability/collectors.py), which reports

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from apps.core import ports
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import Conflict, Unprocessable
 from apps.core.publish import publish, publish_on_commit
@@ -77,6 +78,7 @@ def event_record(
         actor=_api_actor(named, recorded_by),
         source=EventSource.API,
     )
+    ports.event_recorded(event)  # e.g. apps.flows ends the flows this event cancels
     metrics.INTENTS.labels(kind="event").inc()
     publish_processing(event.pk)
     return event

@@ -26,6 +26,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.notifications import hooks
 from apps.notifications.models import Delivery
 from apps.notifications.services.announce import deliveries_announce
 from apps.observability import metrics
@@ -101,5 +102,6 @@ def delivery_report(
             filled.filter(Q(provider_message_id="")).update(provider_message_id=provider_message_id[:255])
         owner, channel, sent_by = filled.values_list("tenant_id", "channel", "provider").get()
         deliveries_announce([(owner, delivery_id, status)])
+        hooks.delivery_outcomes([(delivery_id, status)])
     metrics.DELIVERIES.labels(channel=channel, provider=sent_by or provider, status=status).inc()
     return True

@@ -24,6 +24,7 @@ NOTHING (RETURNING what went in) as the last guard.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -512,6 +513,38 @@ def _send_inline(
         histogram = metrics.DELIVERY_LATENCY.labels(channel=channel)
         for _ in range(accepted):
             histogram.observe(latency)
+
+
+def deliveries_create_for(
+    *,
+    notification: Notification,
+    recipient_ids: Sequence[int],
+    channels: Sequence[str],
+    digest: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> ChunkResult:
+    """Creates this notification's deliveries for these recipients on these channels, deciding each
+    one as a fan-out chunk does (preferences, unsubscribes, suppression list, quiet hours, digests,
+    the in-app inbox inline), and publishes their sends on commit.
+
+    For callers that reach an audience step by step (apps.flows). Run it inside a transaction.
+    Idempotent: an existing (notification, recipient, channel) is left as it is and not counted.
+    `digest` (`{"key", "window_minutes"}`, resolved) sends these deliveries to digest windows.
+    """
+    now = now or timezone.now()
+    view = copy.copy(notification)  # the same intent, narrowed to this audience and these channels
+    view.recipient_ids, view.channels, view.topic_id = list(recipient_ids), list(channels), None
+    if digest is not None:
+        view.digest = dict(digest)
+    result = ChunkResult(chunk_id=0)
+    _expand(
+        view, FanoutChunk(notification=view, index=0, start=0, end=len(view.recipient_ids)), now, result, Audience()
+    )
+    size, queue = conf.get().SEND_BATCH_SIZE, queue_for(notification.priority)
+    for ids in result.queued.values():
+        for start in range(0, len(ids), size):
+            publish_on_commit("signalbox.notifications.send_batch", ids[start : start + size], queue=queue)
+    return result
 
 
 def fanout_chunk_run(*, chunk_id: int, now: datetime | None = None) -> ChunkResult | None:

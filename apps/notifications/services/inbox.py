@@ -31,7 +31,7 @@ from django.utils import timezone
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError
 from apps.core.live import live_listening, live_publish_on_commit
-from apps.notifications import conf
+from apps.notifications import conf, hooks
 from apps.notifications.models import Delivery, NextChangeSeq, Recipient
 from apps.notifications.serializers import InboxItemSerializer
 from apps.observability import metrics
@@ -125,6 +125,7 @@ def _change(recipient: Recipient, targets: QuerySet[Delivery], **fields: Any) ->
             return 0
         updated = targets.filter(pk__in=ids).update(**fields, change_seq=next_change_seq())
         inbox_publish((pk, recipient.pk) for pk in ids)
+        hooks.inbox_changed(ids)
     return updated
 
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict
 from apps.core.publish import publish_on_commit
-from apps.notifications import conf, rendering
+from apps.notifications import conf, hooks, rendering
 from apps.notifications.models import Delivery, Notification, Template, Topic
 from apps.notifications.services import recipients as recipient_services
 from apps.notifications.services.announce import Audience, notification_announce_sent
@@ -241,6 +241,7 @@ def notification_create(
     idempotency_key: str = "",
     metadata: Mapping[str, Any] | None = None,
     digest: Mapping[str, Any] | None = None,
+    flow: str | None = None,
 ) -> Notification:
     """Records a notification intent and publishes its fan-out after commit.
 
@@ -249,10 +250,17 @@ def notification_create(
     channels. With `idempotency_key`, a second call with the same key returns the first
     notification instead of creating another. `digest` (`{"key", "window_minutes"}`) collects
     the deliveries into digests (docs/scheduling.md); without it the template's rule applies, if
-    any. Raises ApplicationError (`validation_error`, with `fields`) and changes nothing when
-    anything is wrong.
+    any. `flow` (a flow key, apps.flows) runs the notification through that flow's steps, which
+    choose its channels; the template may come from the flow. Raises ApplicationError
+    (`validation_error`, with `fields`) and changes nothing when anything is wrong.
     """
     payload = dict(payload or {})
+    plan = None
+    if flow:
+        plan = hooks.notification_planner(
+            tenant=tenant, key=flow, template=template, content=content, channels=channels, payload=payload
+        )
+        template, channels = plan.template, plan.channels
     if idempotency_key:
         existing = Notification.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -304,6 +312,8 @@ def notification_create(
                 status=Notification.Status.SCHEDULED if scheduled else Notification.Status.ACCEPTED,
                 enqueued_at=None if scheduled else now,
             )
+            if plan is not None:
+                plan.attach(notification)
             if not scheduled:
                 _publish_fan_out(notification)
     except IntegrityError:
@@ -360,9 +370,10 @@ def notification_complete_if_settled(
         return False
     announce = (audience or Audience()).observes(tenant_id, "notification.sent")
     with transaction.atomic() if announce else nullcontext():
-        completed = Notification.objects.filter(pk=notification_id, status=Notification.Status.DISPATCHED).update(
-            status=Notification.Status.COMPLETED, completed_at=now or timezone.now(), updated_at=timezone.now()
-        )
+        # `completion_filter`: not while a flow still has steps to run for it (apps.flows).
+        completed = Notification.objects.filter(
+            hooks.completion_filter(), pk=notification_id, status=Notification.Status.DISPATCHED
+        ).update(status=Notification.Status.COMPLETED, completed_at=now or timezone.now(), updated_at=timezone.now())
         if completed and announce:
             notification_announce_sent(notification_id=notification_id)
     return bool(completed)

@@ -66,7 +66,7 @@ from apps.core.db import reconnecting
 from apps.core.publish import publish_on_commit
 from apps.core.retry import RetryPolicy
 from apps.notifications import channels as registry
-from apps.notifications import conf
+from apps.notifications import conf, hooks
 from apps.notifications.models import Delivery, Device, Notification, Recipient
 from apps.notifications.rendering import RenderError
 from apps.notifications.services import ratelimits, suppressions
@@ -512,6 +512,7 @@ def _flush(
             deliveries_announce(
                 ((tenant_of[r["id"]], r["id"], r["status"]) for r in rows if str(r["id"]) in written), batch.audience
             )
+            hooks.delivery_outcomes((r["id"], r["status"]) for r in rows if str(r["id"]) in written)
             attempts_insert([a for a in attempts if str(a["delivery_id"]) in owned], now=timezone.now())
             ratelimits.deliveries_hold([h for h in held if str(h.id) in owned])
             suppressions.suppressions_add([entry for entry in listed if str(entry["delivery_id"]) in owned])

@@ -1,0 +1,17 @@
+"""Where flows plug into the apps below them at start-up (FlowsConfig.ready): the notifications
+hooks (planning, fan-out, completion, outcomes, inbox reads) and the events port (cancel keys)."""
+
+from __future__ import annotations
+
+from apps.core import ports
+from apps.flows.services import engine
+from apps.notifications import hooks
+
+
+def install() -> None:
+    hooks.register_planner(engine.flow_plan)
+    hooks.on_fan_out(engine.flow_take_over)
+    hooks.on_completion_filter(engine.flow_completion_filter)
+    hooks.on_delivery_outcome(engine.flows_on_outcomes)
+    hooks.on_inbox_read(engine.flows_on_inbox_read)
+    ports.on_event_recorded(engine.flows_on_event)

@@ -1,0 +1,362 @@
+"""A flow document: parsed, validated and expanded into the steps the engine runs.
+
+A document is `{"key", "name"?, "template"?, "cancel_on"?, "steps": [...]}`. Each step has an
+`id` (letters, digits, `_`, `-`) and a `type`:
+
+- `send`: `{"channels": [...]}` — the notification's content for each, through the fan-out rules;
+- `delay`: `{"duration": "30m"}` or `{"until": "09:00"}` (the next such local time of the recipient);
+- `digest`: `{"window_minutes": n, "key"?: jinja}` — the next step (a send) collects into digest windows;
+- `branch`: `{"if": condition, "then": id, "else": id, "wait"?: duration}` — with `wait`, the
+  branch waits up to that long for the condition to become true (woken by outcomes and reads);
+- `fallback`: `{"channels": [a, b, ...], "on"?: [states], "wait"?: duration}` — send `a`; if its
+  delivery ends in one of `on` (default: bounced, dead, failed, suppressed) within `wait`
+  (default 1 h), send `b`; and so on. Expanded into send and branch steps;
+- `exit`.
+
+`next` (a step id) overrides the following step; the last step ends the run. A condition is
+`{"channel": c, "state": s | [s, ...]}` (this recipient's delivery on that channel: `read`,
+`seen`, `opened`, `clicked`, `delivered`, `sent`, `bounced`, `dead`, `failed`, `suppressed`,
+`cancelled`, `missing`), or `{"cel": "payload.total > 100"}` over `payload` and `recipient`.
+
+A notification delivers each channel at most once per recipient (one delivery per notification,
+recipient and channel), so a channel appears in one send of a flow; that is also what makes a
+send step safe to run twice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import time, timedelta
+from typing import Any
+
+from apps.core import cel
+from apps.notifications import rendering
+
+STEP_TYPES = ("send", "delay", "digest", "branch", "fallback", "exit")
+STATES = (
+    "read",
+    "seen",
+    "opened",
+    "clicked",
+    "delivered",
+    "sent",
+    "bounced",
+    "dead",
+    "failed",
+    "suppressed",
+    "cancelled",
+    "missing",
+)
+FAILED_STATES = ["bounced", "dead", "failed", "suppressed"]
+DEFAULT_FALLBACK_WAIT = 3600
+MAX_STEPS = 100
+MAX_DURATION = 90 * 86400
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+DURATION_RE = re.compile(r"^(\d+)\s*([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+CEL_VARIABLES = ("payload", "recipient")
+
+
+@dataclass
+class Parsed:
+    key: str
+    name: str
+    template: str
+    cancel_on: dict[str, str] | None
+    steps: list[dict[str, Any]]  # expanded: every step has id, type and its targets resolved
+
+    @property
+    def channels(self) -> list[str]:
+        seen: list[str] = []
+        for step in self.steps:
+            if step["type"] == "send":
+                seen.extend(c for c in step["channels"] if c not in seen)
+        return seen
+
+
+def parse_duration(value: Any) -> int | None:
+    """Seconds from `90`, `"30s"`, `"10m"`, `"2h"`, `"1d"`; None when it is none of those."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and (match := DURATION_RE.match(value.strip())):
+        seconds = int(match.group(1)) * UNITS[match.group(2)]
+    else:
+        return None
+    return seconds if 0 < seconds <= MAX_DURATION else None
+
+
+def parse_time_of_day(value: Any) -> time | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return time.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _channels(value: Any, where: str, errors: dict[str, list[str]]) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
+        errors[where] = ["A non-empty list of channels."]
+        return []
+    unknown = [c for c in value if c not in rendering.CHANNELS]
+    if unknown:
+        errors[where] = [f"Unknown channel(s): {', '.join(unknown)}; use {', '.join(rendering.CHANNELS)}."]
+        return []
+    if len(set(value)) != len(value):
+        errors[where] = ["A channel is listed twice."]
+        return []
+    return list(value)
+
+
+def _condition(value: Any, where: str, errors: dict[str, list[str]]) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        errors[where] = ['An object: {"channel", "state"} or {"cel"}.']
+        return None
+    if "cel" in value:
+        source = value["cel"]
+        if not isinstance(source, str):
+            errors[f"{where}.cel"] = ["A CEL expression."]
+            return None
+        try:
+            cel.check(source, variables=CEL_VARIABLES)
+        except cel.CelError as exc:
+            errors[f"{where}.cel"] = [exc.message]
+            return None
+        return {"cel": source}
+    channel, state = value.get("channel"), value.get("state")
+    if channel not in rendering.CHANNELS:
+        errors[f"{where}.channel"] = [f"Unknown channel {channel!r}; use {', '.join(rendering.CHANNELS)}."]
+        return None
+    states = [state] if isinstance(state, str) else state
+    if not isinstance(states, list) or not states or any(s not in STATES for s in states):
+        errors[f"{where}.state"] = [f"A state or a list of states from {', '.join(STATES)}."]
+        return None
+    return {"channel": channel, "state": list(states)}
+
+
+def _target(value: Any, where: str, ids: set[str], errors: dict[str, list[str]]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in ids:
+        errors[where] = [f"No step {value!r} in this flow."]
+        return None
+    return value
+
+
+def parse(document: Any) -> tuple[Parsed | None, dict[str, list[str]]]:  # noqa: C901, PLR0915 - one rule per branch, read top to bottom; not on the delivery path
+    """The document expanded, or None with field errors (`steps[2].channels`: [...])."""
+    errors: dict[str, list[str]] = {}
+    if not isinstance(document, dict):
+        return None, {"non_field_errors": ["A JSON object."]}
+    key = document.get("key")
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        errors["key"] = ["Lowercase letters, digits, `_` and `-`, at most 64, starting with a letter or digit."]
+    name = document.get("name", "")
+    if not isinstance(name, str) or len(name) > 200:
+        errors["name"] = ["Text, at most 200 characters."]
+        name = ""
+    template = document.get("template") or ""
+    if not isinstance(template, str) or len(template) > 100:
+        errors["template"] = ["A template key."]
+        template = ""
+    cancel_on = document.get("cancel_on")
+    if cancel_on is not None:
+        if (
+            not isinstance(cancel_on, dict)
+            or not isinstance(cancel_on.get("event_type"), str)
+            or not cancel_on["event_type"]
+            or not isinstance(cancel_on.get("key"), str)
+            or not cancel_on["key"]
+        ):
+            errors["cancel_on"] = ['{"event_type": "order.paid", "key": "order_id"}: both non-empty text.']
+            cancel_on = None
+        else:
+            cancel_on = {"event_type": cancel_on["event_type"][:200], "key": cancel_on["key"][:200]}
+    raw = document.get("steps")
+    if not isinstance(raw, list) or not raw:
+        errors["steps"] = ["A non-empty list of steps."]
+        return None, errors
+    if len(raw) > MAX_STEPS:
+        errors["steps"] = [f"At most {MAX_STEPS} steps."]
+        return None, errors
+
+    ids: list[str] = []
+    for index, step in enumerate(raw):
+        where = f"steps[{index}]"
+        if not isinstance(step, dict):
+            errors[where] = ["An object with an `id` and a `type`."]
+            continue
+        step_id = step.get("id")
+        if not isinstance(step_id, str) or not ID_RE.match(step_id):
+            errors[f"{where}.id"] = ["Letters, digits, `_` and `-`, at most 64."]
+        elif step_id in ids:
+            errors[f"{where}.id"] = [f"The id {step_id!r} is used twice."]
+        else:
+            ids.append(step_id)
+        if step.get("type") not in STEP_TYPES:
+            errors[f"{where}.type"] = [f"One of {', '.join(STEP_TYPES)}."]
+    if errors:
+        return None, errors
+    known = set(ids)
+
+    expanded: list[dict[str, Any]] = []
+    for index, step in enumerate(raw):
+        where = f"steps[{index}]"
+        following = raw[index + 1]["id"] if index + 1 < len(raw) else None
+        nxt = _target(step.get("next"), f"{where}.next", known, errors) if "next" in step else following
+        kind = step["type"]
+        base = {"id": step["id"], "type": kind, "index": index}
+        if kind == "send":
+            expanded.append(
+                {**base, "channels": _channels(step.get("channels"), f"{where}.channels", errors), "next": nxt}
+            )
+        elif kind == "delay":
+            if "duration" in step:
+                seconds = parse_duration(step["duration"])
+                if seconds is None:
+                    errors[f"{where}.duration"] = [
+                        'A duration: seconds, or "30s", "10m", "2h", "1d" (at most 90 days).'
+                    ]
+                expanded.append({**base, "duration": seconds, "next": nxt})
+            elif "until" in step:
+                at = parse_time_of_day(step["until"])
+                if at is None:
+                    errors[f"{where}.until"] = ['A local time of day, "HH:MM".']
+                expanded.append({**base, "until": at.isoformat("minutes") if at else None, "next": nxt})
+            else:
+                errors[where] = ["A delay needs `duration` or `until`."]
+        elif kind == "digest":
+            minutes = step.get("window_minutes")
+            if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 7 * 24 * 60:
+                errors[f"{where}.window_minutes"] = ["Whole minutes, 1 to 10080."]
+            digest_key = step.get("key", step["id"])
+            if not isinstance(digest_key, str) or not digest_key or len(digest_key) > 200:
+                errors[f"{where}.key"] = ["A key (Jinja over the payload), at most 200 characters."]
+            following_type = next((s.get("type") for s in raw if s.get("id") == nxt), None)
+            if nxt is None or following_type not in ("send", "fallback"):
+                errors[f"{where}.next"] = ["A digest collects what the following step sends: it must be a send."]
+            expanded.append({**base, "window_minutes": minutes, "key": digest_key, "next": nxt})
+        elif kind == "branch":
+            condition = _condition(step.get("if"), f"{where}.if", errors)
+            then = _target(step.get("then"), f"{where}.then", known, errors) if step.get("then") else nxt
+            otherwise = _target(step.get("else"), f"{where}.else", known, errors) if step.get("else") else nxt
+            wait = None
+            if step.get("wait") is not None:
+                wait = parse_duration(step["wait"])
+                if wait is None:
+                    errors[f"{where}.wait"] = ['A duration: seconds, or "30s", "10m", "2h", "1d".']
+            expanded.append({**base, "if": condition, "then": then, "else": otherwise, "wait": wait})
+        elif kind == "fallback":
+            channels = _channels(step.get("channels"), f"{where}.channels", errors)
+            if channels and len(channels) < 2:
+                errors[f"{where}.channels"] = ["A fallback names at least two channels, in order."]
+            on = step.get("on", FAILED_STATES)
+            on_states = [on] if isinstance(on, str) else on
+            if not isinstance(on_states, list) or not on_states or any(s not in STATES for s in on_states):
+                errors[f"{where}.on"] = [f"States from {', '.join(STATES)}."]
+                on_states = FAILED_STATES
+            wait = parse_duration(step.get("wait", DEFAULT_FALLBACK_WAIT))
+            if wait is None:
+                errors[f"{where}.wait"] = ['A duration: seconds, or "30s", "10m", "2h", "1d".']
+            expanded.extend(_expand_fallback(base, channels, on_states, wait, nxt))
+        else:  # exit
+            expanded.append({**base, "next": None})
+    if errors:
+        return None, errors
+
+    _check_graph(expanded, errors)
+    if errors:
+        return None, errors
+    parsed = Parsed(key=str(key), name=name, template=template, cancel_on=cancel_on, steps=expanded)
+    return parsed, errors
+
+
+def _expand_fallback(
+    base: dict[str, Any], channels: list[str], on: list[str], wait: int | None, nxt: str | None
+) -> list[dict[str, Any]]:
+    """`a, b, c`: send a; branch (wait) a failed? -> send b : next; branch b failed? -> send c : next; send c."""
+    out: list[dict[str, Any]] = []
+    step_id = base["id"]
+    for position, channel in enumerate(channels):
+        send_id = step_id if position == 0 else f"{step_id}.{channel}"
+        last = position == len(channels) - 1
+        check_id = f"{step_id}.{channel}-failed"
+        out.append({**base, "id": send_id, "type": "send", "channels": [channel], "next": nxt if last else check_id})
+        if not last:
+            out.append(
+                {
+                    **base,
+                    "id": check_id,
+                    "type": "branch",
+                    "if": {"channel": channel, "state": list(on)},
+                    "wait": wait,
+                    "then": f"{step_id}.{channels[position + 1]}",
+                    "else": nxt,
+                    "fallback": True,
+                }
+            )
+    return out
+
+
+def _edges(step: dict[str, Any]) -> list[str]:
+    if step["type"] == "branch":
+        return [t for t in (step["then"], step["else"]) if t]
+    return [step["next"]] if step.get("next") else []
+
+
+def _check_graph(steps: list[dict[str, Any]], errors: dict[str, list[str]]) -> None:
+    """Refuses loops, unreachable steps, and a channel sent by two steps; field errors name the step."""
+    by_id = {s["id"]: s for s in steps}
+    where = {s["id"]: f"steps[{s['index']}]" for s in steps}
+    # Loops: a depth-first walk that meets a step on its own path.
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def walk(step_id: str, path: list[str]) -> None:
+        state[step_id] = 1
+        for target in _edges(by_id[step_id]):
+            if state.get(target) == 1:
+                cycle = [*path[path.index(target) :], target] if target in path else [step_id, target]
+                errors.setdefault(f"{where[step_id]}.next", []).append(
+                    f"This makes a loop: {' -> '.join(cycle)}. A flow runs forward only."
+                )
+            elif target not in state:
+                walk(target, [*path, target])
+        state[step_id] = 2
+
+    first = steps[0]["id"]
+    walk(first, [first])
+    for step in steps:
+        if step["id"] not in state:
+            errors.setdefault(where[step["id"]], []).append(
+                f"The step {step['id']!r} is unreachable: no step leads to it."
+            )
+    sent: dict[str, str] = {}
+    for step in steps:
+        if step["type"] != "send":
+            continue
+        for channel in step["channels"]:
+            if channel in sent:
+                errors.setdefault(f"{where[step['id']]}.channels", []).append(
+                    f"{channel!r} is already sent by step {sent[channel]!r}: a notification delivers each "
+                    "channel once per recipient. Use another notification for a second message on it."
+                )
+            else:
+                sent[channel] = step["id"]
+    for step in steps:
+        condition = step.get("if") if step["type"] == "branch" else None
+        if condition and "channel" in condition and condition["channel"] not in sent:
+            errors.setdefault(f"{where[step['id']]}.if.channel", []).append(
+                f"No step sends {condition['channel']!r}: the condition could never be about a delivery."
+            )
+
+
+def step_map(steps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {s["id"]: s for s in steps}
+
+
+def delay_of(step: dict[str, Any]) -> timedelta | None:
+    return timedelta(seconds=step["duration"]) if step.get("duration") else None

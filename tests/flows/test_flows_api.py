@@ -1,0 +1,126 @@
+"""Flow definitions through the API: validation with field errors, the Mermaid diagram, tenant
+isolation; and the permanent task names and the beat jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from apps.core.periodic import periodic_jobs
+from apps.flows import tasks
+from apps.flows.models import FlowInstance
+from apps.notifications.services.notifications import notification_create
+from workers.routing import route_task
+
+GOOD = {
+    "key": "nudge",
+    "steps": [
+        {"id": "inbox", "type": "send", "channels": ["in_app"]},
+        {"id": "later", "type": "delay", "duration": "30m"},
+        {
+            "id": "check",
+            "type": "branch",
+            "if": {"channel": "in_app", "state": ["read"]},
+            "then": "end",
+            "else": "mail",
+        },
+        {"id": "mail", "type": "fallback", "channels": ["email", "sms"]},
+        {"id": "end", "type": "exit"},
+    ],
+}
+
+
+def refused(api: Any, document: dict[str, Any]) -> dict[str, Any]:
+    answer = api.post("/api/v1/flows/", document, format="json")
+    assert answer.status_code == 400, answer.json()
+    body = answer.json()
+    assert body["code"] == "validation_error"
+    return body["fields"]
+
+
+@pytest.mark.django_db
+def test_an_unknown_channel_an_unreachable_step_and_a_loop_are_refused_with_field_errors(api: Any):
+    steps = [{"id": "a", "type": "send", "channels": ["pigeon"]}]
+    assert "pigeon" in refused(api, {"key": "x", "steps": steps})["steps[0].channels"][0]
+
+    unreachable = [
+        {"id": "a", "type": "send", "channels": ["email"]},
+        {"id": "b", "type": "exit"},
+        {"id": "c", "type": "exit"},
+    ]
+    assert "unreachable" in refused(api, {"key": "x", "steps": unreachable})["steps[2]"][0]
+
+    loop = [
+        {"id": "a", "type": "send", "channels": ["email"]},
+        {"id": "b", "type": "delay", "duration": "1h", "next": "a"},
+    ]
+    assert "loop" in refused(api, {"key": "x", "steps": loop})["steps[1].next"][0]
+
+    twice = [{"id": "a", "type": "send", "channels": ["email"]}, {"id": "b", "type": "send", "channels": ["email"]}]
+    assert "already sent" in refused(api, {"key": "x", "steps": twice})["steps[1].channels"][0]
+
+    bad_cel = [{"id": "a", "type": "branch", "if": {"cel": "order.total >"}, "then": "b"}, {"id": "b", "type": "exit"}]
+    assert "steps[0].if.cel" in refused(api, {"key": "x", "steps": bad_cel})
+    assert api.get("/api/v1/flows/").json()["results"] == []  # nothing was saved
+
+
+@pytest.mark.django_db
+def test_a_flow_is_saved_as_versions_and_drawn_as_mermaid(api: Any):
+    created = api.post("/api/v1/flows/", GOOD, format="json")
+    assert created.status_code == 201 and created.json()["version"] == 1
+    assert api.post("/api/v1/flows/", GOOD, format="json").status_code == 200  # unchanged: no new version
+    steps = [s["id"] for s in created.json()["steps"]]
+    assert steps == ["inbox", "later", "check", "mail", "mail.email-failed", "mail.sms", "end"]  # fallback expanded
+
+    diagram = api.get("/api/v1/flows/nudge/diagram/")
+    assert diagram.status_code == 200
+    mermaid = diagram.json()["mermaid"]
+    assert mermaid.startswith("flowchart TD")
+    assert "if in_app is read" in mermaid and "-->|yes|" in mermaid and "send email" in mermaid
+
+
+@pytest.mark.django_db
+def test_another_tenant_cannot_read_a_flow_or_its_runs(
+    api: Any, other_api: Any, tenant: Any, make_template: Any, make_recipients: Any
+):
+    make_template()
+    make_recipients(1)
+    assert api.post("/api/v1/flows/", {**GOOD, "template": "order_shipped"}, format="json").status_code == 201
+    notification = notification_create(tenant=tenant, flow="nudge", payload={"order_id": "A-1"}, recipients=["user-0"])
+    assert FlowInstance.objects.filter(pk=notification.pk).exists()
+
+    assert api.get(f"/api/v1/notifications/{notification.pk}/flow-runs/").status_code == 200
+    assert other_api.get("/api/v1/flows/nudge/").status_code == 404
+    assert other_api.get("/api/v1/flows/nudge/diagram/").status_code == 404
+    assert other_api.get(f"/api/v1/notifications/{notification.pk}/flow-runs/").status_code == 404
+    assert other_api.get(f"/api/v1/notifications/{notification.pk}/flow/").status_code == 404
+    assert other_api.get("/api/v1/flows/").json()["results"] == []
+
+
+@pytest.mark.django_db
+def test_a_notification_naming_an_unknown_flow_or_channels_is_refused(
+    api: Any, make_template: Any, make_recipients: Any
+):
+    make_template()
+    make_recipients(1)
+    answer = api.post(
+        "/api/v1/notifications/", {"flow": "nope", "template": "order_shipped", "recipients": ["user-0"]}, format="json"
+    )
+    assert answer.status_code == 400 and "flow" in answer.json()["fields"]
+    api.post("/api/v1/flows/", {**GOOD, "template": "order_shipped"}, format="json")
+    answer = api.post(
+        "/api/v1/notifications/",
+        {"flow": "nudge", "channels": ["email"], "payload": {"order_id": "A-1"}, "recipients": ["user-0"]},
+        format="json",
+    )
+    assert answer.status_code == 400 and "channels" in answer.json()["fields"]
+
+
+def test_task_names_queues_and_beat_jobs_are_permanent():
+    assert (tasks.advance.name, tasks.advance.queue) == ("signalbox.flows.advance", "notifications.default")  # type: ignore[attr-defined]
+    assert (tasks.dispatch_due.name, tasks.dispatch_due.queue) == ("signalbox.flows.dispatch_due", "maintenance")  # type: ignore[attr-defined]
+    assert (tasks.sweep.name, tasks.sweep.queue) == ("signalbox.flows.sweep", "maintenance")  # type: ignore[attr-defined]
+    assert route_task("signalbox.flows.advance", (), {}, {}) == {"queue": "notifications.default"}
+    jobs = {job.task: job.every_seconds for job in periodic_jobs()}
+    assert jobs["signalbox.flows.dispatch_due"] == 5 and jobs["signalbox.flows.sweep"] == 30
