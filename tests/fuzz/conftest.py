@@ -269,6 +269,7 @@ def world(django_db_setup: Any, django_db_blocker: Any) -> Iterator[World]:
             # closing it: they share the fixture's connection instead.
             with (
                 mock.patch("django.db.close_old_connections", return_value=None),
+                mock.patch("workers.signals.close_old_connections", return_value=None),
                 mock.patch.object(celery_app, "send_task", _run_inline),
                 TestCase.captureOnCommitCallbacks(execute=True),
             ):
