@@ -15,15 +15,25 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from django.conf import settings
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
 # A Redis that does not answer within this long is treated as down for this call.
 SOCKET_TIMEOUT_SECONDS = 0.5
+
+
+def errors() -> tuple[type[Exception], ...]:
+    """What a call to Redis raises when Redis is unreachable or refuses (`except errors():`),
+    without importing redis-py where no client was made."""
+    import redis
+
+    return (redis.RedisError,)
 
 
 def redis_url() -> str:
@@ -36,7 +46,11 @@ def redis_url() -> str:
 
 @functools.cache
 def _client_for(url: str) -> redis.Redis:
-    # redis-py's pool notices a fork and reconnects in the child, so prefork workers may share this.
+    # Late: redis-py imports OpenTelemetry when it is installed, and tracing is off by default
+    # (scripts/check_imports.py, LAZY_ALLOWED). redis-py's pool notices a fork and reconnects in
+    # the child, so prefork workers may share this.
+    import redis
+
     return redis.Redis.from_url(
         url,
         socket_timeout=SOCKET_TIMEOUT_SECONDS,

@@ -26,15 +26,17 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from apps.core import redis_client
 from apps.observability import metrics
 from apps.providers.base import Provider
+
+if TYPE_CHECKING:
+    pass
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def record(*, scope: Any, provider: str, failures: int, successes: int, now: flo
     ]
     try:
         state = _RECORD(conn, keys=_keys(scope, provider), args=args)
-    except redis.RedisError as exc:
+    except redis_client.errors() as exc:
         redis_client.unavailable("circuit breaker", exc)
         return "closed"
     state = state.decode() if isinstance(state, bytes) else str(state)
@@ -126,7 +128,7 @@ def open_until(*, scope: Any, providers: Sequence[str]) -> dict[str, float]:
         return {}
     try:
         values = conn.mget([_keys(scope, name)[1] for name in names])
-    except redis.RedisError as exc:
+    except redis_client.errors() as exc:
         redis_client.unavailable("circuit breaker", exc)
         return {}
     return {name: float(value) for name, value in zip(names, values, strict=True) if value is not None}

@@ -32,9 +32,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.db.models import F
@@ -43,6 +42,9 @@ from django.utils import timezone
 from apps.core import redis_client
 from apps.notifications.models import Delivery
 from apps.observability import metrics
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +216,7 @@ def admit(
     clock = now if now is not None else time.time()
     try:
         return _admit(conn, provider, list(candidates), clock)
-    except redis.RedisError as exc:
+    except redis_client.errors() as exc:
         redis_client.unavailable("send rate limits", exc)
         return list(candidates), []
 
