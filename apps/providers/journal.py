@@ -60,7 +60,8 @@ def accepted(provider: str, idempotency_keys: Sequence[str]) -> dict[str, str]:
         values = _client().mget([_key(provider, k) for k in idempotency_keys])
     except (redis.RedisError, OSError) as exc:
         raise JournalUnavailable(str(exc)) from exc
-    return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in zip(idempotency_keys, values) if v is not None}
+    found = zip(idempotency_keys, values, strict=True)
+    return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in found if v is not None}
 
 
 def add(provider: str, idempotency_key: str, message_id: str) -> None:

@@ -232,10 +232,7 @@ class SmtpProvider(Adapter):
     def plan_requests(self, messages: Sequence[Message]) -> list[list[int]]:
         """Up to MAX_MESSAGES_PER_REQUEST messages per `send_batch` call while the journal
         answers; one message per call otherwise (each then recorded as soon as it is answered)."""
-        if len(messages) > 1 and journal.available():
-            size = MAX_MESSAGES_PER_REQUEST
-        else:
-            size = 1
+        size = MAX_MESSAGES_PER_REQUEST if len(messages) > 1 and journal.available() else 1
         return [list(range(start, min(start + size, len(messages)))) for start in range(0, len(messages), size)]
 
     def send_batch(self, messages: list[Message]) -> list[SendResult]:
@@ -313,9 +310,8 @@ class SmtpProvider(Adapter):
 
 def _accepted_before(message_id: str) -> SendResult:
     """An earlier send of this message was accepted but not recorded (its worker died)."""
-    return SendResult.ok(
-        NAME, "" if message_id == "-" else message_id, detail="Accepted by an earlier, interrupted send; not sent again."
-    )
+    detail = "Accepted by an earlier, interrupted send; not sent again."
+    return SendResult.ok(NAME, "" if message_id == "-" else message_id, detail=detail)
 
 
 def _unjournaled(exc: Exception) -> SendResult:
