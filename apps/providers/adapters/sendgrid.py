@@ -38,6 +38,10 @@ from apps.providers.email import Email, address_problem, compose
 NAME = "sendgrid"
 DEFAULT_HOST = "https://api.sendgrid.com"
 MAX_PERSONALIZATIONS = 1000
+# SendGrid's limit on the substitutions of one personalization (keys and values, in bytes).
+MAX_SUBSTITUTION_BYTES = 10_000
+# What our placeholders and skeleton tokens start with (apps/providers/email.py, rendering.py).
+PLACEHOLDER_MARK = "-sbx-"
 _PERSONALIZATION_FIELD = re.compile(r"^personalizations\.(\d+)\b")
 USER_AGENT = "signalbox-sendgrid"
 
@@ -174,6 +178,8 @@ class SendGridProvider(Adapter):
                 "to": [{"email": str(message.to)}],
                 "custom_args": {"idempotency_key": message.idempotency_key, "tenant_id": message.tenant_id},
             }
+            if email.subject != content.subject:
+                personalization["subject"] = email.subject
             if email.recipient_headers:
                 personalization["headers"] = dict(email.recipient_headers)
             if email.substitutions:
@@ -231,9 +237,23 @@ class SendGridProvider(Adapter):
         return self.send_batch([message])[0]
 
     @staticmethod
-    def _content_key(message: Message, email: Email) -> tuple[object, ...]:
-        """Messages with equal keys can share one request (one content, personalizations apart)."""
-        return (*email.content_key, message.category, message.track_opens, message.track_clicks)
+    def _content_key(position: int, message: Message, email: Email) -> tuple[object, ...]:
+        """Messages with equal keys can share one request: one body, each personalization with its
+        own recipient, subject, headers and substitutions. A message whose substitutions pass
+        SendGrid's limit, or whose subject could be mistaken for a placeholder (SendGrid substitutes
+        in subjects too), gets a key of its own."""
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in email.substitutions.items())
+        if size > MAX_SUBSTITUTION_BYTES or PLACEHOLDER_MARK in email.subject:
+            return ("alone", position)
+        return (
+            email.text,
+            email.html,
+            email.reply_to,
+            tuple(sorted(email.headers.items())),
+            message.category,
+            message.track_opens,
+            message.track_clicks,
+        )
 
     def plan_requests(self, messages: Sequence[Message]) -> list[list[int]]:
         """Indexes of `messages` per Mail Send request, as `send_batch` would make them: one per
@@ -244,7 +264,8 @@ class SendGridProvider(Adapter):
             if address_problem(message.to):
                 plan.append([position])
                 continue
-            groups.setdefault(self._content_key(message, compose(message, placeholders=True)), []).append(position)
+            key = self._content_key(position, message, compose(message, placeholders=True))
+            groups.setdefault(key, []).append(position)
         for positions in groups.values():
             plan.extend(
                 positions[start : start + MAX_PERSONALIZATIONS]
@@ -262,7 +283,7 @@ class SendGridProvider(Adapter):
                 results[position] = SendResult.permanent(NAME, problem, code="invalid_address")
                 continue
             email = compose(message, placeholders=True)
-            groups.setdefault(self._content_key(message, email), []).append((position, message, email))
+            groups.setdefault(self._content_key(position, message, email), []).append((position, message, email))
         for items in groups.values():
             if len(items) == 1:
                 # Alone, the body can carry its own URLs rather than placeholders.
