@@ -244,9 +244,9 @@ class SmtpProvider(Adapter):
         state: _Session | None = getattr(self._local, "session", None)
         if state is None:
             with self.session():
-                results = self.send_batch(messages)
+                answered = self.send_batch(messages)
                 self._local.session.noted.clear()  # the caller records after this: keep the notes
-                return results
+                return answered
         # The previous call's messages were recorded before this one was made (base.py).
         journal.forget(NAME, state.noted)
         state.noted.clear()
