@@ -133,6 +133,8 @@ class SendGridProvider(Adapter):
         self.from_email = from_email
         self.host = host.rstrip("/")
         self.timeout = float(timeout or default_timeout())
+        # The compositions of the last `plan_requests` of each thread (adapters may be shared).
+        self._local = threading.local()
 
     @classmethod
     def env_config(cls) -> dict[str, Any]:
@@ -255,17 +257,29 @@ class SendGridProvider(Adapter):
             message.track_clicks,
         )
 
+    def _compose_shared(self, message: Message) -> Email:
+        """`compose(message, placeholders=True)`, made once for a message `plan_requests` saw (its
+        composition signs two URLs: it was half of a batch's cost when made twice)."""
+        planned = getattr(self._local, "planned", None)
+        entry = planned.get(id(message)) if planned else None
+        if entry is not None and entry[0] is message:
+            return entry[1]
+        return compose(message, placeholders=True)
+
     def plan_requests(self, messages: Sequence[Message]) -> list[list[int]]:
         """Indexes of `messages` per Mail Send request, as `send_batch` would make them: one per
         content and 1000 recipients; a message with an unusable address (no request) alone."""
         plan: list[list[int]] = []
         groups: dict[tuple[object, ...], list[int]] = {}
+        planned: dict[int, tuple[Message, Email]] = {}
+        self._local.planned = planned  # for the `send_batch` calls of this plan, in this thread
         for position, message in enumerate(messages):
             if address_problem(message.to):
                 plan.append([position])
                 continue
-            key = self._content_key(position, message, compose(message, placeholders=True))
-            groups.setdefault(key, []).append(position)
+            email = compose(message, placeholders=True)
+            planned[id(message)] = (message, email)
+            groups.setdefault(self._content_key(position, message, email), []).append(position)
         for positions in groups.values():
             plan.extend(
                 positions[start : start + MAX_PERSONALIZATIONS]
@@ -282,7 +296,7 @@ class SendGridProvider(Adapter):
             if problem:
                 results[position] = SendResult.permanent(NAME, problem, code="invalid_address")
                 continue
-            email = compose(message, placeholders=True)
+            email = self._compose_shared(message)
             groups.setdefault(self._content_key(position, message, email), []).append((position, message, email))
         for items in groups.values():
             if len(items) == 1:
