@@ -147,10 +147,7 @@ def run_path(path: str, sandbox: Any, args: argparse.Namespace, log_dir: Path) -
     )
     if states != {"sent": args.emails}:
         raise SystemExit(f"{path}: unexpected delivery states {states}")
-    received = sum(
-        int(entry.get("messages", 0))
-        for entry in sandbox.client.counts()["providers"].values()
-    )
+    received = sum(int(entry.get("messages", 0)) for entry in sandbox.client.counts()["providers"].values())
     return Result(
         path=path,
         emails=args.emails,
