@@ -6,6 +6,11 @@ variable is an error, never an empty string). Only `html` fields are autoescaped
 push are plain text. Compiled templates are cached by source, so a fan-out of 100,000 compiles
 each field once.
 
+A field whose source is only text and `{{ recipient.… }}` / payload lookups renders (under the same
+budgets) to a `RenderedText`: the text, plus the same text with a token where each recipient value
+went (`skeleton`) and those values (`values`), so a provider that substitutes per recipient
+(SendGrid's personalizations) can send one body to many recipients (apps/providers/email.py).
+
 Validation parses and compiles but never evaluates an expression (the sandbox refuses constant
 folding). Rendering runs under budgets (`conf.NotificationSettings.TEMPLATE_*`): a render over one
 raises `TemplateBudgetExceeded`, a `RenderError`, so every caller's permanent-failure path applies.
@@ -21,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from jinja2 import StrictUndefined, meta
+from jinja2 import StrictUndefined, meta, nodes
+from markupsafe import escape
 
 from apps.notifications import conf
 from apps.notifications.template_sandbox import (
@@ -275,13 +281,104 @@ def missing_variables(variables: list[dict[str, Any]], payload: Mapping[str, Any
 
 # --- Rendering ---------------------------------------------------------------------------------
 
+# Marks the tokens of a `RenderedText` skeleton; a literal or a value containing it has none.
+SKELETON_MARK = "-sbx-"
 
-def _render_value(value: Any, context: Mapping[str, Any], html: bool, budget: Budget, room: list[int]) -> Any:
-    """Renders a field (a source, or JSON whose string leaves are sources) into `room[0]` characters."""
+
+class RenderedText(str):
+    """A rendered field (it *is* the text) that also knows its `skeleton`: the text with a token
+    (`-sbx-<field letter><n>-`) where each recipient value went, and `values`, token -> value as
+    rendered (escaped in HTML). Any string operation on it gives a plain `str`."""
+
+    skeleton: str
+    values: dict[str, str]
+
+    def __new__(cls, text: str, skeleton: str, values: dict[str, str]) -> RenderedText:
+        rendered = super().__new__(cls, text)
+        rendered.skeleton = skeleton
+        rendered.values = values
+        return rendered
+
+
+_Part = str | tuple[str, ...]  # literal text, or a lookup path (`("recipient", "name")`, `("order",)`)
+
+
+@functools.lru_cache(maxsize=4096)
+def _flat_parts(source: str) -> tuple[_Part, ...] | None:
+    """The source as literal text and plain lookups (`{{ recipient.name }}`, `{{ order }}`), or None
+    when it has anything else (filters, tests, control flow, expressions), or no recipient lookup."""
+    try:
+        body = _text_env.parse(source).body
+    except jinja2.TemplateSyntaxError:
+        return None
+    parts: list[_Part] = []
+    for statement in body:
+        if not isinstance(statement, nodes.Output):
+            return None
+        for node in statement.nodes:
+            if isinstance(node, nodes.TemplateData):
+                parts.append(node.data)
+                continue
+            path: list[str] = []
+            while isinstance(node, nodes.Getattr):
+                path.insert(0, node.attr)
+                node = node.node
+            if not isinstance(node, nodes.Name):
+                return None
+            parts.append((node.name, *path))
+    if not any(isinstance(p, tuple) and p[0] == RECIPIENT_VARIABLE for p in parts):
+        return None
+    return tuple(parts)
+
+
+def _decompose(text: str, source: str, context: Mapping[str, Any], html: bool, letter: str) -> str:
+    """`text` (rendered from `source`) as a `RenderedText` when its recipient values can be told
+    apart from the rest; else `text` as it is. The result is checked: the skeleton with its values
+    put back is exactly `text`."""
+    parts = _flat_parts(source)
+    if parts is None:
+        return text
+    pieces: list[str] = []
+    skeleton: list[str] = []
+    values: dict[str, str] = {}
+    for part in parts:
+        if isinstance(part, str):
+            pieces.append(part)
+            skeleton.append(part)
+            continue
+        value: Any = context.get(part[0])
+        try:
+            for attr in part[1:]:
+                value = _text_env.getattr(value, attr)
+        except Exception:  # it rendered, so this cannot fail; if it does, no skeleton
+            return text
+        shown = str(escape(value)) if html else str(value)
+        pieces.append(shown)
+        if part[0] == RECIPIENT_VARIABLE:
+            token = f"{SKELETON_MARK}{letter}{len(values)}-"
+            values[token] = shown
+            skeleton.append(token)
+        else:
+            skeleton.append(shown)
+    joined = "".join(skeleton)
+    if (
+        "".join(pieces) != text
+        or joined.count(SKELETON_MARK) != len(values)
+        or any(SKELETON_MARK in v for v in values.values())
+    ):
+        return text
+    return RenderedText(text, joined, values)
+
+
+def _render_value(
+    value: Any, context: Mapping[str, Any], html: bool, budget: Budget, room: list[int], letter: str = ""
+) -> Any:
+    """Renders a field (a source, or JSON whose string leaves are sources) into `room[0]` characters;
+    with a `letter`, a string source may come back as a `RenderedText` (its tokens named by it)."""
     if isinstance(value, str):
         text = render_bounded(_compiled(value, html), context, budget=budget, limit=room[0])
         room[0] -= len(text)
-        return text
+        return _decompose(text, value, context, html, letter) if letter else text
     if isinstance(value, Mapping):
         return {k: _render_value(v, context, html, budget, room) for k, v in value.items()}
     if isinstance(value, list):
@@ -302,7 +399,9 @@ def _render_field(
     budgets = _limits_of(settings)
     budget = Budget(limits=budgets, label=label, deadline=deadline)
     room = [settings.TEMPLATE_OUTPUT_LIMITS.get(label, budgets.max_value_chars)]
-    return _render_value(value, context, name in CHANNEL_SPECS[channel].html_fields, budget, room)
+    # Email bodies carry their skeleton for SendGrid's substitutions (the subject goes per recipient).
+    letter = name[0] if channel == Channel.EMAIL and name in ("text", "html") else ""
+    return _render_value(value, context, name in CHANNEL_SPECS[channel].html_fields, budget, room, letter)
 
 
 def render_fields(

@@ -10,7 +10,8 @@ Conventions every adapter in `apps/providers/adapters/` follows:
 - `from_config(config)` builds it from one flat dict (options and secrets together), the
   same dict whether it came from a tenant's `ProviderConfig` row or from the environment;
 - optionally `send_batch(messages)` when the provider takes many messages in one request
-  (SendGrid's personalizations), with `plan_requests(messages)`: the messages' indexes grouped
+  (SendGrid's personalizations; SMTP's transactions over one connection, each acceptance noted
+  in `apps/providers/journal.py` as it comes), with `plan_requests(messages)`: the messages' indexes grouped
   by the provider request that will carry them. The pipeline hands `send_batch` one planned
   group at a time and records its outcomes before the next request, so a worker killed at any
   instant leaves at most one request's messages unrecorded. An adapter with `send_batch` but no
@@ -21,9 +22,9 @@ Conventions every adapter in `apps/providers/adapters/` follows:
 - a result with `ambiguous=True` says the request may have reached the provider although no
   answer came back (a timeout or a dropped connection after the request was written); one that
   failed before anything was sent (refused, connect timeout, DNS) is not ambiguous;
-- optionally `session()`, a context manager inside which `send()` calls share what is costly to
-  set up (SMTP: one connection). The pipeline sends a batch one message at a time inside it
-  (`provider_session`), recording each answer before the next send;
+- optionally `session()`, a context manager inside which `send()` and `send_batch()` calls share
+  what is costly to set up (SMTP: one connection). The pipeline makes a batch's requests inside it
+  (`provider_session`), recording each request's answers before the next;
 - optionally `check()` when it has a cheap health probe.
 (apps/notifications/adapters.py lists the flags the send pipeline reads besides these.)
 """

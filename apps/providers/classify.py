@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
+from urllib3.exceptions import ProtocolError
 
 from apps.core.net import RedirectRefused, UnresolvableHost, UnsafeUrl
 from apps.providers.base import SendResult
@@ -94,6 +95,20 @@ def from_network_error(provider: str, exc: BaseException) -> SendResult | None:
             return SendResult.transient(provider, f"Timed out: {reason}", code="timeout")
         return SendResult.transient(provider, f"Connection failed: {exc}", code="connection_error")
     return None
+
+
+def sent_then_lost(exc: BaseException) -> bool:
+    """Whether a `requests` call failed after the request was written, so the provider may have it."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ReadTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        # "Connection aborted." (urllib3's ProtocolError) is an answer lost after sending; a
+        # refused or unresolvable host arrives as MaxRetryError before anything was sent.
+        reason = exc.args[0] if exc.args else None
+        return isinstance(reason, ProtocolError)
+    return False
 
 
 def from_message_error(provider: str, exc: BaseException) -> SendResult | None:

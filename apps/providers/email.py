@@ -8,7 +8,11 @@ id, which receivers and the sandbox use as the idempotency key) and, when asked 
 
 For a batch (SendGrid personalizations) `compose(..., placeholders=True)` leaves a
 placeholder where each recipient's own tracking URL goes and returns the values separately,
-so many recipients can share one body.
+so many recipients can share one body. Content rendered per recipient shares one too when its
+parts carry a skeleton (`apps.notifications.rendering.RenderedText`: text and recipient values
+told apart): the skeleton is the body and the recipient's values are substitutions. Not with
+click tracking (a value inside a link would have to be substituted inside its signed URL), nor
+for an HTML-only message (its text part is derived from the recipient's own HTML).
 """
 
 from __future__ import annotations
@@ -55,10 +59,16 @@ class Email:
         return (self.subject, self.text, self.html, self.reply_to, tuple(sorted(self.headers.items())))
 
 
+# A bare address (no display name, comment or list): parseaddr would return it as it is.
+_BARE_ADDRESS = re.compile(r'^[^\s<>(),;:"@\[\]\\]+@[^\s<>(),;:"@\[\]\\]+$')
+
+
 def address_problem(to: object) -> str:
     """Why `to` cannot be an email recipient ("" if it can): refused before any provider sees it."""
     if not isinstance(to, str) or not to.strip():
         return "The recipient has no email address."
+    if _BARE_ADDRESS.match(to):  # the common case, without parseaddr's cost (0.1 ms each)
+        return ""
     _, address = parseaddr(to)
     if "@" not in address or any(c.isspace() for c in address) or "\n" in to or "\r" in to:
         return f"Not an email address: {to!r}."
@@ -74,10 +84,21 @@ def text_from_html(body: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
+def _skeleton(part: str, substitutions: dict[str, str]) -> str:
+    """The part's shared skeleton, its recipient values added to `substitutions`; else the part."""
+    skeleton, values = getattr(part, "skeleton", None), getattr(part, "values", None)
+    if not isinstance(skeleton, str) or not isinstance(values, dict):
+        return part
+    substitutions.update(values)
+    return skeleton
+
+
 def compose(message: Message, *, placeholders: bool = False) -> Email:
     delivery_id = message.idempotency_key
     substitutions: dict[str, str] = {}
-    html = message.html
+    html, body_text = message.html, message.text
+    if placeholders and not message.track_clicks and (message.text or not message.html):
+        html, body_text = _skeleton(html, substitutions), _skeleton(body_text, substitutions)
     if html and (message.track_opens or message.track_clicks):
         pixel = tracking.open_url(delivery_id) if message.track_opens else None
         if placeholders and pixel is not None:
@@ -101,7 +122,7 @@ def compose(message: Message, *, placeholders: bool = False) -> Email:
         recipient_headers["List-Unsubscribe"] = f"<{url}>"
         recipient_headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     own = {k: v for k, v in message.headers.items() if k.lower() not in {h.lower() for h in recipient_headers}}
-    text = message.text or (text_from_html(message.html) if message.html else "")
+    text = body_text or (text_from_html(message.html) if message.html else "")
     # The footer link to the recipient's preference page (apps/providers/links.py), after tracking.
     text, html = with_preferences_link(
         tenant_id=message.tenant_id,

@@ -3,7 +3,9 @@
 Answers like SendGrid: 202 with an empty body and `X-Message-Id`; 400 with
 `{"errors": [{"message", "field", "help"}]}` listing every problem found; 401 for a missing
 or wrong API key; 429 with the `X-RateLimit-*` headers. One message is recorded per
-"to" address of each personalization, since that is what a bulk send fans out to.
+"to" address of each personalization, since that is what a bulk send fans out to, as its
+recipient receives it: the personalization's `substitutions` applied to the subject, the content
+and the reply-to (as SendGrid does), so tests read each recipient's final text.
 """
 
 from __future__ import annotations
@@ -195,6 +197,15 @@ def _content(body: dict[str, Any], content_type: str) -> str | None:
     return None
 
 
+def substitute(text: str | None, substitutions: Any) -> str | None:
+    """Each substitution tag replaced by its value, in one pass (a value is never substituted again)."""
+    if not text or not isinstance(substitutions, dict) or not substitutions:
+        return text
+    tags = sorted((str(k) for k in substitutions), key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(tag) for tag in tags))
+    return pattern.sub(lambda match: str(substitutions[match.group(0)]), text)
+
+
 def expand(body: dict[str, Any], request_key: str | None, message_id: str) -> list[Message]:
     """One message per personalization "to"; personalization fields override the message's."""
     sender = body["from"]
@@ -209,6 +220,11 @@ def expand(body: dict[str, Any], request_key: str | None, message_id: str) -> li
             or lookup_key(body.get("headers"), IDEMPOTENCY_FIELDS)
             or request_key
         )
+        substitutions = personalization.get("substitutions")
+        subject = substitute(personalization.get("subject") or body.get("subject"), substitutions)
+        text = substitute(_content(body, "text/plain"), substitutions)
+        html = substitute(_content(body, "text/html"), substitutions)
+        reply_to = substitute((body.get("reply_to") or {}).get("email"), substitutions)
         for address in personalization["to"]:
             messages.append(
                 Message(
@@ -216,16 +232,16 @@ def expand(body: dict[str, Any], request_key: str | None, message_id: str) -> li
                     recipient=address["email"],
                     provider_message_id=message_id,
                     sender=sender["email"],
-                    subject=personalization.get("subject") or body.get("subject"),
-                    text=_content(body, "text/plain"),
-                    html=_content(body, "text/html"),
+                    subject=subject,
+                    text=text,
+                    html=html,
                     headers={str(k): str(v) for k, v in headers.items()},
                     idempotency_key=key,
                     extra={
                         "personalization_index": index,
                         "to_name": address.get("name"),
                         "from_name": sender.get("name"),
-                        "reply_to": (body.get("reply_to") or {}).get("email"),
+                        "reply_to": reply_to,
                         "cc": [a.get("email") for a in personalization.get("cc") or []],
                         "bcc": [a.get("email") for a in personalization.get("bcc") or []],
                         "custom_args": custom_args,

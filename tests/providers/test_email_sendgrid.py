@@ -1,14 +1,18 @@
-"""SendGrid through its SDK into the sandbox: one send, batches of personalizations, tracking, faults."""
+"""SendGrid into the sandbox: one send, batches of personalizations (per-recipient content as
+substitutions), tracking, faults, one keep-alive connection."""
 
 from __future__ import annotations
 
 import time
 
 from django.conf import settings
+from urllib3.connection import HTTPConnection
 
+from apps.notifications.rendering import render_fields
 from apps.providers import tracking
 from apps.providers.adapters.sendgrid import SendGridProvider
 from apps.providers.base import Channel, Outcome
+from apps.providers.email import compose
 from sandbox.testing import SandboxClient, SandboxProcess
 from tests.providers.conftest import message, sandbox_config_for
 
@@ -75,19 +79,26 @@ def test_a_batch_goes_out_in_requests_of_1000_personalizations(
     assert len(counts) == 1500 and set(counts.values()) == {1}
 
 
-def test_different_contents_in_one_batch_go_in_separate_requests(
+def test_different_bodies_in_one_batch_go_in_separate_requests_and_subjects_per_recipient(
     sendgrid: SendGridProvider, sandbox_client: SandboxClient
 ):
     results = sendgrid.send_batch(
-        [email("a@example.com", "d-1"), email("b@example.com", "d-2", subject="Other"), email("c@example.com", "d-3")]
+        [
+            email("a@example.com", "d-1"),
+            email("b@example.com", "d-2", text="Other"),
+            email("c@example.com", "d-3", subject="Your parcel shipped"),
+        ]
     )
 
     assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 3
-    assert len(sandbox_client.requests("sendgrid")) == 2
-    assert {m["recipient"]: m["subject"] for m in sandbox_client.messages("sendgrid")} == {
-        "a@example.com": "Your order shipped",
-        "b@example.com": "Other",
-        "c@example.com": "Your order shipped",
+    assert [r["recipients"] for r in sandbox_client.requests("sendgrid")] == [
+        ["a@example.com", "c@example.com"],
+        ["b@example.com"],
+    ]
+    assert {m["recipient"]: (m["subject"], m["text"]) for m in sandbox_client.messages("sendgrid")} == {
+        "a@example.com": ("Your order shipped", "It is on its way."),
+        "b@example.com": ("Your order shipped", "Other"),
+        "c@example.com": ("Your parcel shipped", "It is on its way."),
     }
 
 
@@ -97,10 +108,102 @@ def test_a_tracked_batch_carries_each_recipients_urls_as_substitutions(
     sendgrid.send_batch([email(f"u{i}@example.com", f"d-{i}", html=HTML, track_clicks=True) for i in range(3)])
 
     [request] = sandbox_client.requests("sendgrid")
-    messages = sandbox_client.messages("sendgrid")
-    # The sandbox records the shared body; SendGrid replaces the placeholder per personalization.
-    assert all("-sbx-click-0-" in m["html"] for m in messages)
+    messages = {m["idempotency_key"]: m for m in sandbox_client.messages("sendgrid")}
+    # One shared body; SendGrid (and the sandbox) put each recipient's own signed link in place.
     assert request["status"] == 202
+    for i in range(3):
+        html = messages[f"d-{i}"]["html"]
+        assert "-sbx-" not in html
+        assert tracking.click_url(f"d-{i}", "https://shop.test/orders/7?a=1&b=2") in html
+
+
+PERSONAL = {
+    "subject": "Hi {{ recipient.name }}, order {{ order }} shipped",
+    "text": "Hello {{ recipient.name }},\n\norder {{ order }} is on its way to {{ recipient.data.city }}.",
+    "html": "<p>Hello <b>{{ recipient.name }}</b>,</p><p>order {{ order }} is on its way.</p>",
+}
+NAMES = ["Ada", "Bob & <Carol>", "Dana -sbx-h0- Evans", "Émile"]
+
+
+def personal(i: int, name: str, city: str = "", **fields):
+    context = {"order": "A-7", "recipient": {"name": name, "data": {"city": city or f"City {i}"}}}
+    rendered = render_fields("email", PERSONAL, context)
+    return email(f"u{i}@example.com", f"d-{i}", recipient_id=str(100 + i), **rendered, **fields)
+
+
+def test_per_recipient_content_shares_one_request_and_each_recipient_sees_their_own(
+    sendgrid: SendGridProvider, sandbox_client: SandboxClient
+):
+    # Given emails rendered per recipient (one name that would collide with a token, sent alone)
+    messages = [personal(i, name, list_unsubscribe=True, category="orders") for i, name in enumerate(NAMES)]
+
+    # When they are sent as a batch
+    results = sendgrid.send_batch(messages)
+
+    # Then the three that can share a body go in one request, the colliding one in its own
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 4
+    assert sendgrid.plan_requests(messages) == [[0, 1, 3], [2]]
+    assert [len(r["recipients"]) for r in sandbox_client.requests("sendgrid")] == [3, 1]
+    # And each recipient received exactly their own rendering, as a message of its own would be
+    received = {m["idempotency_key"]: m for m in sandbox_client.messages("sendgrid")}
+    for i, sent in enumerate(messages):
+        own = compose(sent)
+        got = received[f"d-{i}"]
+        assert (got["subject"], got["text"], got["html"]) == (own.subject, own.text, own.html)
+        assert f"Hello {NAMES[i]}," in got["text"] and f"City {i}" in got["text"]
+        assert "-sbx-" not in got["text"] or i == 2
+    assert "<b>Bob &amp; &lt;Carol&gt;</b>" in received["d-1"]["html"]
+
+
+def test_substitutions_over_sendgrids_limit_send_that_message_alone(
+    sendgrid: SendGridProvider, sandbox_client: SandboxClient
+):
+    messages = [personal(0, "Ada"), personal(1, "Bo", city="C" * 10_000), personal(2, "Cy")]
+
+    results = sendgrid.send_batch(messages)
+
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 3
+    assert sendgrid.plan_requests(messages) == [[0, 2], [1]]
+    received = {m["idempotency_key"]: m for m in sandbox_client.messages("sendgrid")}
+    assert received["d-1"]["text"] == compose(messages[1]).text
+
+
+def test_a_server_error_on_a_batch_is_transient_for_each_of_its_messages(
+    sendgrid: SendGridProvider, sandbox_client: SandboxClient
+):
+    sandbox_client.add_fault("sendgrid", 503, times=1)
+
+    results = sendgrid.send_batch([personal(i, name) for i, name in enumerate(["Ada", "Bob", "Cy"])])
+
+    assert [(r.outcome, r.status_code) for r in results] == [(Outcome.TRANSIENT, 503)] * 3
+    assert not any(r.ambiguous for r in results)
+    assert sandbox_client.messages("sendgrid") == []
+
+
+def test_a_refused_batch_is_permanent_for_each_of_its_messages(sandbox: SandboxProcess, sandbox_client: SandboxClient):
+    provider = SendGridProvider.from_config(sandbox_config_for(sandbox, "sendgrid", api_key="SG.wrong"))
+
+    results = provider.send_batch([personal(i, name) for i, name in enumerate(["Ada", "Bob"])])
+
+    assert [(r.outcome, r.code) for r in results] == [(Outcome.PERMANENT, "auth_failed")] * 2
+
+
+def test_requests_of_one_worker_share_one_keep_alive_connection(
+    sendgrid: SendGridProvider, sandbox_client: SandboxClient, monkeypatch
+):
+    opened: list[object] = []
+    new_conn = HTTPConnection._new_conn
+
+    def counting(self):
+        opened.append(self.host)
+        return new_conn(self)
+
+    monkeypatch.setattr(HTTPConnection, "_new_conn", counting)
+    for i in range(3):
+        assert sendgrid.send(email(f"u{i}@example.com", f"d-{i}")).accepted
+
+    assert len(opened) <= 1  # one new connection at most (none if an earlier test left one open)
+    assert len(sandbox_client.messages("sendgrid")) == 3
 
 
 def test_an_invalid_address_in_a_batch_fails_alone_and_the_rest_is_sent(

@@ -7,8 +7,9 @@
   `unknown` (not failed over), until the provider's own callback settles it;
 - one recipient whose rendering raises (a MemoryError) fails alone; its batch-mates are sent.
 
-Emails carry per-recipient content, so SendGrid takes one request per message (the worst case of
-issue 13: a batch of requests, each of which may be the one in flight).
+Emails carry per-recipient content that is not a plain lookup (a filter), so it cannot be sent as
+substitutions and SendGrid takes one request per message (the worst case of issue 13: a batch of
+requests, each of which may be the one in flight).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from tests.reliability.conftest import (
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
 
 BULK = "notifications.bulk"
-PERSONAL = {"email": {"subject": "Order {{ order }} shipped", "text": "Hello {{ recipient.name }}, it is on its way."}}
+PERSONAL = {
+    "email": {"subject": "Order {{ order }} shipped", "text": "Hello {{ recipient.name | upper }}, it is on its way."}
+}
 # Loaded by the worker's interpreter at start (PYTHONPATH): in each prefork child, rendering for a
 # recipient whose data says so runs out of memory, as a runaway template would.
 EXPLODING_RENDER = """

@@ -1,6 +1,8 @@
 """SMTP batches through the real send pipeline (in this process) into the sandbox's SMTP server:
-each message is recorded as soon as the server answers it, over one connection for the batch,
-so a worker killed mid-batch re-sends nothing it had recorded (SMTP has no idempotency key)."""
+one connection and one record for the batch, each acceptance noted in the sent-message journal
+before the next message, so a worker killed mid-batch re-sends nothing the relay had accepted
+(SMTP has no idempotency key); a refused recipient fails its delivery alone; without a journal
+each message is recorded as soon as the server answers it."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from apps.notifications.models import Delivery, DeliveryAttempt, Notification
 from apps.notifications.services.dispatch import dispatch_due, sweep
 from apps.notifications.services.fanout import fanout_chunk_run, notification_fan_out
 from apps.notifications.services.sending import deliveries_send
+from apps.providers import journal
 from apps.providers.email import DELIVERY_HEADER
 from apps.providers.services import provider_config_create
 from sandbox.testing import SandboxClient, SandboxProcess
@@ -57,14 +60,68 @@ def on_each_smtp_send(monkeypatch: pytest.MonkeyPatch, before: Callable[[str], N
     monkeypatch.setattr(EmailBackend, "send_messages", wrapped)
 
 
-def test_each_message_is_recorded_as_answered_over_one_connection(
+def test_a_batch_goes_over_one_connection_each_acceptance_noted_before_the_next_and_is_recorded_once(
     smtp_tenant: Any, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
 ):
     # Given five queued emails and an SMTP relay
     _, ids = queued(smtp_tenant, 5)
     connections = count_smtp_connections(monkeypatch)
     handed: list[str] = []
-    unrecorded: list[int] = []  # per message: how many handed over before it were not yet recorded
+    unnoted: list[int] = []  # per message: how many handed over before it were not yet noted as accepted
+    recorded: list[int] = []  # per message: how many of the batch were recorded when it was handed over
+
+    def before(delivery_id: str) -> None:
+        unnoted.append(len(handed) - len(journal.accepted("smtp", handed)))
+        recorded.append(Delivery.objects.filter(pk__in=ids, status="sent").count())
+        handed.append(delivery_id)
+
+    on_each_smtp_send(monkeypatch, before)
+
+    # When the batch is sent
+    summary = deliveries_send(delivery_ids=ids)
+
+    # Then each went out once, over one connection, noted before the next; the batch was recorded
+    # after its last message, with an attempt each, and the notes are gone once recorded
+    assert summary.statuses == {"sent": 5}
+    assert sorted(handed) == sorted(ids)
+    assert unnoted == [0, 0, 0, 0, 0]
+    assert recorded == [0, 0, 0, 0, 0]
+    assert len(connections) == 1
+    assert dict(sandbox_counts(sandbox_client)) == dict.fromkeys(ids, 1)
+    assert DeliveryAttempt.objects.filter(delivery_id__in=ids, outcome="accepted", provider="smtp").count() == 5
+    assert journal.accepted("smtp", ids) == {}
+
+
+def test_a_refused_recipient_fails_its_delivery_alone_in_a_batch(
+    smtp_tenant: Any, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
+):
+    # Given five queued emails, one to an address the relay refuses at RCPT TO
+    _, ids = queued(smtp_tenant, 5)
+    sandbox_client.add_fault("smtp", 550, match="p-2@example.com")
+    connections = count_smtp_connections(monkeypatch)
+
+    # When the batch is sent
+    summary = deliveries_send(delivery_ids=ids)
+
+    # Then that one failed for good with the relay's answer, the four others were sent, over one connection
+    assert summary.statuses == {"sent": 4, "failed": 1}
+    [refused] = Delivery.objects.filter(pk__in=ids, status="failed")
+    assert refused.recipient.email == "p-2@example.com" and refused.error_code == "550"
+    assert sorted(m["recipient"] for m in sandbox_client.messages("smtp")) == sorted(
+        f"p-{i}@example.com" for i in (0, 1, 3, 4)
+    )
+    assert len(connections) == 1
+
+
+def test_without_a_journal_each_message_is_recorded_as_answered(
+    smtp_tenant: Any, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
+):
+    # Given five queued emails, and a Redis that does not answer
+    _, ids = queued(smtp_tenant, 5)
+    monkeypatch.setattr(journal, "available", lambda: False)
+    connections = count_smtp_connections(monkeypatch)
+    handed: list[str] = []
+    unrecorded: list[int] = []
 
     def before(delivery_id: str) -> None:
         unrecorded.append(len(handed) - Delivery.objects.filter(pk__in=handed, status="sent").count())
@@ -75,16 +132,13 @@ def test_each_message_is_recorded_as_answered_over_one_connection(
     # When the batch is sent
     summary = deliveries_send(delivery_ids=ids)
 
-    # Then each went out once, over one connection, and each is recorded with its attempt
+    # Then each message was its own request, recorded before the next, still over one connection
     assert summary.statuses == {"sent": 5}
-    assert sorted(handed) == sorted(ids)
     assert unrecorded == [0, 0, 0, 0, 0]
     assert len(connections) == 1
-    assert dict(sandbox_counts(sandbox_client)) == dict.fromkeys(ids, 1)
-    assert DeliveryAttempt.objects.filter(delivery_id__in=ids, outcome="accepted", provider="smtp").count() == 5
 
 
-def test_a_worker_killed_mid_batch_does_not_resend_what_it_recorded(
+def test_a_worker_killed_mid_batch_does_not_resend_what_the_relay_accepted(
     smtp_tenant: Any, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
 ):
     # Given five queued emails, and a worker that dies as it hands over the third
@@ -102,20 +156,26 @@ def test_a_worker_killed_mid_batch_does_not_resend_what_it_recorded(
     with pytest.raises(WorkerKilled):
         deliveries_send(delivery_ids=ids)
 
-    # Then the two the relay accepted are recorded; the rest wait for their lease to run out
-    rows = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "status"))
-    assert sorted(str(pk) for pk, status in rows.items() if status == "sent") == sorted(handed)
-    assert sorted(rows.values()) == ["sending", "sending", "sending", "sent", "sent"]
+    # Then nothing is recorded (the batch's record comes after its last message), every row is
+    # marked in flight to the relay, and the two it accepted are noted in the journal
+    rows = list(Delivery.objects.filter(pk__in=ids).values_list("status", "in_flight_provider"))
+    assert rows == [("sending", "smtp")] * 5
+    assert sorted(journal.accepted("smtp", ids)) == sorted(handed)
 
     # And when the sweeper takes the lost claims back and they are sent again
     monkeypatch.undo()
     sweep(now=far_future())
     dispatch_due(now=far_future() + timedelta(minutes=5))
     again = list(Delivery.objects.filter(pk__in=ids, status="queued").values_list("pk", flat=True))
-    assert sorted(map(str, again)) == sorted(set(ids) - set(handed))
+    assert sorted(map(str, again)) == sorted(ids)
     deliveries_send(delivery_ids=again)
     sweep(now=timezone.now())
 
-    # Then every email reached the relay exactly once
+    # Then every email reached the relay exactly once: the two accepted ones were answered from the journal
     assert assert_delivered_once(sandbox_client, [notification.pk], max_interrupted=0) == {"sent": 5}
     assert set(sandbox_counts(sandbox_client).values()) == {1}
+    from_journal = DeliveryAttempt.objects.filter(
+        delivery_id__in=ids, outcome="accepted", error__startswith="Accepted by an earlier"
+    )
+    assert sorted(str(a.delivery_id) for a in from_journal) == sorted(handed)
+    assert journal.accepted("smtp", ids) == {}

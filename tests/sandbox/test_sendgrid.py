@@ -126,3 +126,31 @@ def test_a_rate_limit_fault_answers_429_with_rate_limit_headers(
     assert int(headers["X-RateLimit-Reset"]) >= int(time.time()) + 5
     assert retry.status_code == 202
     assert [r["status"] for r in sandbox_client.requests("sendgrid")] == [429, 202]
+
+
+def test_substitutions_apply_per_personalization_to_subject_content_and_reply_to(
+    sandbox: SandboxProcess, sandbox_client: SandboxClient
+) -> None:
+    body = {
+        "from": {"email": "noreply@signalbox.test"},
+        "reply_to": {"email": "-name-@signalbox.test"},
+        "subject": "Hi -name-",
+        "content": [
+            {"type": "text/plain", "value": "Hi -name-, -city-."},
+            {"type": "text/html", "value": "<p>-name-</p>"},
+        ],
+        "personalizations": [
+            {"to": [{"email": "ada@example.com"}], "substitutions": {"-name-": "Ada", "-city-": "Lyon"}},
+            # A value holding another tag is put in as it is, never substituted again.
+            {"to": [{"email": "bob@example.com"}], "substitutions": {"-name-": "Bob -city-", "-city-": "Oslo"}},
+        ],
+    }
+
+    response = client_for(sandbox).client.mail.send.post(request_body=body)
+
+    assert response.status_code == 202
+    got = {m["recipient"]: m for m in sandbox_client.messages("sendgrid")}
+    assert (got["ada@example.com"]["subject"], got["ada@example.com"]["text"]) == ("Hi Ada", "Hi Ada, Lyon.")
+    assert got["ada@example.com"]["extra"]["reply_to"] == "Ada@signalbox.test"
+    assert got["bob@example.com"]["text"] == "Hi Bob -city-, Oslo."
+    assert got["bob@example.com"]["html"] == "<p>Bob -city-</p>"

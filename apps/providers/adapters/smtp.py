@@ -5,10 +5,18 @@ timeout), never from the process-wide EMAIL_* settings directly, so each tenant 
 its own relay. SMTP reply codes decide the outcome: 4xx is transient, 5xx permanent, and a
 dropped or refused connection transient.
 
-There is no `send_batch`: SMTP takes one message per transaction and honours no idempotency
-key, so each message is its own provider call, recorded as soon as it is answered
-(docs/reliability.md). What a batch shares is the connection: inside `with adapter.session():`
-every `send()` of this thread reuses one connection, opened by the first of them. Once the
+A batch is many SMTP transactions over one connection: `plan_requests` puts up to
+`MAX_MESSAGES_PER_REQUEST` messages in one `send_batch` call, whose outcomes the pipeline then
+records in one transaction (docs/reliability.md). Each message is still its own transaction with
+its own answer, so a refused recipient (550 at RCPT) fails that delivery alone. SMTP honours no
+idempotency key, so each acceptance is noted in the sent-message journal
+(`apps/providers/journal.py`) before the next message goes out: a worker killed mid-batch leaves
+the accepted ones noted, and their retry answers "accepted" from the note instead of sending a
+second copy. Without a journal (Redis down) each message is its own request again, recorded as
+soon as it is answered.
+
+What a batch shares is the connection: inside `with adapter.session():` every `send()` and
+`send_batch()` of this thread reuses one connection, opened by the first of them. Once the
 connection is refused or lost, the session's remaining sends fail at once as transient
 (`disconnected`) rather than each waiting for its own timeout. `send()` outside a session opens
 and closes a connection of its own.
@@ -23,7 +31,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from email.utils import make_msgid, parseaddr
 from typing import Any
@@ -33,12 +41,15 @@ from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend
 
 from apps.core.net import GuardedSMTP, GuardedSMTP_SSL
+from apps.providers import journal
 from apps.providers.adapters import Adapter, default_timeout, host_problems
 from apps.providers.base import Channel, Health, Message, SendResult
 from apps.providers.classify import from_message_error, from_network_error, truncate
 from apps.providers.email import address_problem, compose
 
 NAME = "smtp"
+# Messages per `send_batch` call: the pipeline's whole send batch (SEND_BATCH_SIZE) by default.
+MAX_MESSAGES_PER_REQUEST = 500
 # Result codes after which the connection is gone.
 CONNECTION_LOST = frozenset({"disconnected", "connection_error", "timeout"})
 
@@ -187,7 +198,9 @@ class SmtpProvider(Adapter):
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        """Shares one connection between the `send()` calls inside it (in this thread)."""
+        """Shares one connection between the `send()` and `send_batch()` calls inside it (in this
+        thread). On a clean exit the journal notes of its batches are dropped: the pipeline has
+        recorded them by then."""
         if getattr(self._local, "session", None) is not None:  # nested: the outer one owns it
             yield
             return
@@ -195,6 +208,9 @@ class SmtpProvider(Adapter):
         self._local.session = state
         try:
             yield
+        except BaseException:
+            state.noted.clear()  # not recorded: the notes must outlive this worker
+            raise
         finally:
             self._local.session = None
             state.close()
@@ -204,6 +220,59 @@ class SmtpProvider(Adapter):
         if state is None:
             with self.session():
                 return self.send(message)
+        try:
+            noted = journal.accepted(NAME, [message.idempotency_key])
+        except journal.JournalUnavailable:
+            noted = {}
+        if message.idempotency_key in noted:
+            state.noted.append(message.idempotency_key)  # dropped once recorded, with the session's
+            return _accepted_before(noted[message.idempotency_key])
+        return self._send_one(message, state)
+
+    def plan_requests(self, messages: Sequence[Message]) -> list[list[int]]:
+        """Up to MAX_MESSAGES_PER_REQUEST messages per `send_batch` call while the journal
+        answers; one message per call otherwise (each then recorded as soon as it is answered)."""
+        size = MAX_MESSAGES_PER_REQUEST if len(messages) > 1 and journal.available() else 1
+        return [list(range(start, min(start + size, len(messages)))) for start in range(0, len(messages), size)]
+
+    def send_batch(self, messages: list[Message]) -> list[SendResult]:
+        """One SMTP transaction per message over the session's connection; results in order.
+
+        Each acceptance is noted in the journal before the next message; a message an earlier,
+        unrecorded send got accepted is answered from its note, not sent again. If the journal
+        stops answering, the rest of the batch is not sent (transient, `journal_unavailable`)."""
+        state: _Session | None = getattr(self._local, "session", None)
+        if state is None:
+            with self.session():
+                answered = self.send_batch(messages)
+                self._local.session.noted.clear()  # the caller records after this: keep the notes
+                return answered
+        # The previous call's messages were recorded before this one was made (base.py).
+        journal.forget(NAME, state.noted)
+        state.noted.clear()
+        try:
+            noted = journal.accepted(NAME, [m.idempotency_key for m in messages])
+        except journal.JournalUnavailable as exc:
+            return [_unjournaled(exc) for _ in messages]
+        results: list[SendResult] = []
+        for position, message in enumerate(messages):
+            if message.idempotency_key in noted:
+                results.append(_accepted_before(noted[message.idempotency_key]))
+                state.noted.append(message.idempotency_key)
+                continue
+            result = self._send_one(message, state)
+            results.append(result)
+            if not result.accepted:
+                continue
+            try:
+                journal.add(NAME, message.idempotency_key, result.message_id)
+            except journal.JournalUnavailable as exc:
+                results.extend(_unjournaled(exc) for _ in messages[position + 1 :])
+                break
+            state.noted.append(message.idempotency_key)
+        return results
+
+    def _send_one(self, message: Message, state: _Session) -> SendResult:
         problem = address_problem(message.to)
         if problem:
             return SendResult.permanent(NAME, problem, code="invalid_address")
@@ -239,14 +308,30 @@ class SmtpProvider(Adapter):
         return Health(code == 250, f"NOOP {code}")
 
 
+def _accepted_before(message_id: str) -> SendResult:
+    """An earlier send of this message was accepted but not recorded (its worker died)."""
+    detail = "Accepted by an earlier, interrupted send; not sent again."
+    return SendResult.ok(NAME, "" if message_id == "-" else message_id, detail=detail)
+
+
+def _unjournaled(exc: Exception) -> SendResult:
+    return SendResult.transient(
+        NAME, truncate(f"Not sent: the sent-message journal did not answer ({exc})."), code="journal_unavailable"
+    )
+
+
 class _Session:
-    """One `SmtpProvider.session()`: its connection once opened, and the failure that ended it."""
+    """One `SmtpProvider.session()`: its connection once opened, the failure that ended it, and
+    the journal notes of its last batch (dropped once that batch is recorded)."""
 
     def __init__(self) -> None:
         self.backend: EmailBackend | None = None
         self.lost: SendResult | None = None
+        self.noted: list[str] = []
 
     def close(self) -> None:
+        journal.forget(NAME, self.noted)
+        self.noted.clear()
         if self.backend is not None:
             # Closing a broken connection has nothing left to tell.
             with suppress(smtplib.SMTPException, OSError):

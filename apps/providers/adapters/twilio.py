@@ -19,19 +19,24 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-import requests
 from django.conf import settings
 from twilio.base import values
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
-from urllib3.exceptions import ProtocolError
 
 from apps.core.net import guarded_session
 from apps.providers.adapters import Adapter, default_timeout, url_problems
 from apps.providers.base import Channel, Message, SendResult
-from apps.providers.classify import from_network_error, from_status, is_transient_status, parse_retry_after, truncate
+from apps.providers.classify import (
+    from_network_error,
+    from_status,
+    is_transient_status,
+    parse_retry_after,
+    sent_then_lost,
+    truncate,
+)
 
 NAME = "twilio"
 # The SDK logs each request line by line at INFO, a dozen lines per SMS; its own warnings are
@@ -63,20 +68,6 @@ class IdempotentHttpClient(TwilioHttpClient):
         )
         self.last_headers = response.headers or {}
         return response
-
-
-def sent_then_lost(exc: BaseException) -> bool:
-    """Whether the request was written before the failure, so Twilio may have the message."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return False
-    if isinstance(exc, requests.ReadTimeout):
-        return True
-    if isinstance(exc, requests.ConnectionError):
-        # "Connection aborted." (urllib3's ProtocolError) is an answer lost after sending; a
-        # refused or unresolvable host arrives as MaxRetryError before anything was sent.
-        reason = exc.args[0] if exc.args else None
-        return isinstance(reason, ProtocolError)
-    return False
 
 
 def from_rest_error(exc: TwilioRestException, headers: Mapping[str, Any]) -> SendResult:
