@@ -71,23 +71,15 @@ def _key(request: Request) -> str:
 
 
 def idempotent(
-    request: Request,
-    *,
-    scope: str,
-    create: Callable[[], tuple[Response, str]],
-    sealed: bool = False,
-    atomic: bool = True,
+    request: Request, *, scope: str, create: Callable[[], tuple[Response, str]], sealed: bool = False
 ) -> Response:
     """Runs `create` once per (tenant, scope, key); `create` returns the answer and the resource id.
 
     `create` runs inside the same transaction as the idempotency row, so either both exist or
-    neither does. Without a key it runs in a transaction of its own, unless `atomic=False` says
-    that `create` makes the transactions it needs (a single INSERT needs none).
+    neither does.
     """
     key = _key(request)
     if not key:
-        if not atomic:
-            return create()[0]
         with transaction.atomic():
             return create()[0]
     tenant = request.tenant  # type: ignore[attr-defined]

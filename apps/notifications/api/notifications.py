@@ -152,8 +152,7 @@ class NotificationViewSet(
             data = {"id": str(notification.pk), "status": notification.status, "url": url}
             return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": url}), str(notification.pk)
 
-        # notification_create makes the transaction its writes need, if any (one INSERT needs none).
-        response = idempotent(request, scope="notifications.create", create=run, atomic=False)
+        response = idempotent(request, scope="notifications.create", create=run)
         if response.status_code == status.HTTP_202_ACCEPTED and "Location" not in response:
             response["Location"] = response.data["url"]
         return response

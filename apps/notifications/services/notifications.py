@@ -279,10 +279,10 @@ def notification_create(
     digest_rule = _check_digest(digest, checked, payload)
     now = timezone.now()
     scheduled = scheduled_at is not None and scheduled_at > now
-    # A lone INSERT is atomic by itself: a transaction around it would cost BEGIN and COMMIT (two more
-    # round trips, docs/benchmarks.md "API"). Several writes (inline recipients, a category made on first
-    # use) share one; with an idempotency key it is a savepoint, so that losing a race to a concurrent
-    # request with the same key leaves a usable transaction to read the winner in.
+    # A lone INSERT needs no transaction (nor, inside the API's, a savepoint: two more round trips each,
+    # docs/benchmarks.md "API"). Several writes (inline recipients, a category made on first use) share
+    # one; with an idempotency key too, so that losing a race to a concurrent request with the same key
+    # leaves a usable transaction to read the winner in.
     several_writes = bool(checked.inline_recipients) or checked.template is None or bool(idempotency_key)
     try:
         with transaction.atomic() if several_writes else nullcontext():
