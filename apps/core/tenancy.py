@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from django.db import models
-from rest_framework.generics import GenericAPIView
+from rest_framework.generics import GenericAPIView, get_object_or_404
 from rest_framework.request import Request
 
 M = TypeVar("M", bound=models.Model)
@@ -46,6 +46,14 @@ class TenantScopedMixin(_ViewBase):
 
     def get_queryset(self) -> Any:
         return super().get_queryset().filter(tenant=request_tenant(self.request))
+
+    def get_object(self) -> Any:
+        """The object named in the URL, in the caller's tenant: one indexed read. The list's query-parameter
+        filters (filter backends) are not applied to it, as the schema documents them on lists only."""
+        lookup_url_kwarg = self.lookup_url_kwarg or self.lookup_field
+        obj = get_object_or_404(self.get_queryset(), **{self.lookup_field: self.kwargs[lookup_url_kwarg]})
+        self.check_object_permissions(self.request, obj)
+        return obj
 
     def perform_create(self, serializer: Any) -> None:
         serializer.save(tenant=request_tenant(self.request))

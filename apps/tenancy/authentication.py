@@ -59,7 +59,8 @@ class ApiKeyAuthentication(BaseAuthentication):
     @staticmethod
     def _lookup(raw: str) -> ApiKey:
         prefix = raw.partition(".")[0]
-        key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
+        # The prefix is unique: no ORDER BY (`first()` would sort by the model's ordering).
+        key = next(iter(ApiKey.objects.select_related("tenant").filter(prefix=prefix).order_by()[:1]), None)
         if key is None or not key.is_valid(raw):
             raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
         if key.revoked:

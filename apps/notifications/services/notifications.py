@@ -53,6 +53,7 @@ class _Checked:
     recipient_ids: list[int] | None
     inline_recipients: list[dict[str, Any]]
     topic: Topic | None
+    known_recipients: dict[str, int]  # {external_id: pk} of the existing recipients named by id
 
 
 def _check_content(
@@ -96,23 +97,24 @@ def _check_content(
 
 def _check_audience(
     *, tenant: Any, recipients: Sequence[Any] | None, topic: str | None, errors: dict[str, Any]
-) -> tuple[list[str], list[dict[str, Any]], Topic | None]:
+) -> tuple[list[str], list[dict[str, Any]], Topic | None, dict[str, int]]:
+    """(external ids, cleaned inline recipients, topic, {external_id: pk} of the ids that exist)."""
     if (recipients is None) == (topic is None):
         errors["recipients"] = ["Give `recipients` or a `topic` (one of them)."]
-        return [], [], None
+        return [], [], None, {}
     if topic is not None:
-        found = Topic.objects.filter(tenant=tenant, key=topic).first()
-        if found is None:
+        found_topic = Topic.objects.filter(tenant=tenant, key=topic).first()
+        if found_topic is None:
             errors["topic"] = [f"No topic {topic!r}."]
-        return [], [], found
+        return [], [], found_topic, {}
     assert recipients is not None
     limit = conf.get().MAX_RECIPIENTS_PER_REQUEST
     if not isinstance(recipients, Sequence) or isinstance(recipients, str) or not recipients:
         errors["recipients"] = ["A non-empty list of external ids or recipient objects."]
-        return [], [], None
+        return [], [], None, {}
     if len(recipients) > limit:
         errors["recipients"] = [f"At most {limit} per notification; send to a topic for larger audiences."]
-        return [], [], None
+        return [], [], None, {}
     external_ids: list[str] = []
     inline: list[dict[str, Any]] = []
     item_errors: dict[str, Any] = {}
@@ -127,15 +129,15 @@ def _check_audience(
             inline.append(clean)
     if item_errors:
         errors["recipients"] = item_errors
-        return [], [], None
+        return [], [], None, {}
     inline_ids = {r["external_id"] for r in inline}
-    _, unknown = recipient_services.recipients_resolve(
+    found, unknown = recipient_services.recipients_resolve(
         tenant=tenant, external_ids=[e for e in external_ids if e not in inline_ids]
     )
     if unknown:
         shown = ", ".join(unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
         errors["recipients"] = [f"Unknown recipient(s): {shown}. Create them first or pass them as objects."]
-    return external_ids, inline, None
+    return external_ids, inline, None, found
 
 
 def _check(
@@ -183,7 +185,9 @@ def _check(
         errors["scheduled_at"] = ["Give a time zone (e.g. 2030-01-01T09:00:00Z)."]
     if dedup_window_seconds is not None and dedup_window_seconds <= 0:
         errors["dedup_window_seconds"] = ["Must be positive."]
-    external_ids, inline, topic_obj = _check_audience(tenant=tenant, recipients=recipients, topic=topic, errors=errors)
+    external_ids, inline, topic_obj, known = _check_audience(
+        tenant=tenant, recipients=recipients, topic=topic, errors=errors
+    )
     if errors:
         raise ApplicationError(
             "The notification is invalid; nothing was sent. See fields.", code="validation_error", fields=errors
@@ -197,6 +201,7 @@ def _check(
         recipient_ids=None,
         inline_recipients=inline,
         topic=topic_obj,
+        known_recipients=known,
     )
     return checked, external_ids
 
@@ -281,14 +286,24 @@ def notification_create(
     digest_rule = _check_digest(digest, checked, payload)
     now = timezone.now()
     scheduled = scheduled_at is not None and scheduled_at > now
+    # A lone INSERT needs no transaction (nor, inside the API's, a savepoint: two more round trips each,
+    # docs/benchmarks.md "API"). Several writes (inline recipients, a category made on first use) share
+    # one; with an idempotency key too, so that losing a race to a concurrent request with the same key
+    # leaves a usable transaction to read the winner in.
+    several_writes = bool(checked.inline_recipients) or checked.template is None or bool(idempotency_key)
     try:
-        with transaction.atomic():
+        with transaction.atomic() if several_writes else nullcontext():
             recipient_ids: list[int] | None = None
             if checked.topic is None:
+                # The ids named by external id were resolved by the check; only upserted ones are new.
+                found = dict(checked.known_recipients)
                 if checked.inline_recipients:
                     recipient_services._upsert(tenant=tenant, cleaned=checked.inline_recipients)
+                    upserted, _ = recipient_services.recipients_resolve(
+                        tenant=tenant, external_ids=[r["external_id"] for r in checked.inline_recipients]
+                    )
+                    found.update(upserted)
                 wanted = list(dict.fromkeys([*external_ids, *(r["external_id"] for r in checked.inline_recipients)]))
-                found, _ = recipient_services.recipients_resolve(tenant=tenant, external_ids=wanted)
                 recipient_ids = [found[e] for e in wanted if e in found]
             notification = Notification.objects.create(
                 tenant=tenant,
