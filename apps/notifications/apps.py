@@ -17,3 +17,4 @@ class NotificationsConfig(AppConfig):
         from apps.providers.selectors import register_recent_outcomes
 
         register_recent_outcomes(provider_recent_outcomes)  # the providers' health overview reads our attempts
+        from apps.notifications import tracked  # noqa: F401  (registers the recipients import task type)

@@ -3,7 +3,7 @@
 from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import SimpleRouter
 
-from apps.notifications import api, suppressions_api
+from apps.notifications import api, imports_api, suppressions_api
 
 router = SimpleRouter()
 router.register("notifications", api.NotificationViewSet, basename="notification")
@@ -19,6 +19,7 @@ devices = api.DeviceViewSet.as_view({"get": "list", "post": "create"})
 device = api.DeviceViewSet.as_view({"delete": "destroy"})
 
 urlpatterns: list[URLPattern | URLResolver] = [
+    path("recipients/imports/", imports_api.RecipientImportView.as_view(), name="recipient-imports"),
     path("preferences/defaults/", api.DefaultPreferencesView.as_view(), name="preferences-defaults"),
     path("recipients/<str:external_id>/devices/", devices, name="recipient-devices"),
     path("recipients/<str:external_id>/devices/<int:pk>/", device, name="recipient-device"),
