@@ -250,10 +250,13 @@ def test_an_unsupported_content_type_is_415(api, tenant):
 
 
 @pytest.mark.django_db
-def test_an_empty_body_is_refused(api, tenant):
-    response = start_import(api, b"")
+def test_an_empty_body_is_an_empty_file_and_needs_a_supported_content_type_too(api, tenant):
+    empty = start_import(api, b"", "text/csv")
+    wrong = start_import(api, b"", "application/json")
 
-    assert (response.status_code, response.json()["code"]) == (400, "empty_upload")
+    assert empty.status_code == 202, empty.content
+    assert TaskExecution.objects.get().input | {"format": "csv", "bytes": 0} == TaskExecution.objects.get().input
+    assert (wrong.status_code, wrong.json()["code"]) == (415, "unsupported_media_type")
 
 
 @pytest.mark.django_db
