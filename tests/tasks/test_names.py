@@ -9,6 +9,7 @@ from workers.celery import app
 PINNED_TASK_TYPES = {
     "signalbox.exports.deliveries_csv": "tasks",
     "signalbox.notifications.resend_deliveries": "tasks",
+    "signalbox.notifications.import_recipients": "tasks",  # apps/notifications/tracked.py
     "signalbox.maintenance.retention_purge": "maintenance",  # apps/core/retention_tasks.py
 }
 PINNED_CELERY_TASKS = {
