@@ -243,6 +243,9 @@ REST_FRAMEWORK = {
 # bulk upsert of 10,000 recipients (~3 MB with typical fields) with room to spare.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=8 * 1024 * 1024)
 API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=64)
+# POST /api/v1/recipients/imports/ streams its body to disk chunk by chunk (never into memory), so it
+# has a limit of its own: 1 GiB holds about 10 million NDJSON recipients.
+SIGNALBOX_IMPORT_MAX_BYTES = env.int("SIGNALBOX_IMPORT_MAX_BYTES", default=1024 * 1024 * 1024)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Signalbox API",

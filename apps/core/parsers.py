@@ -13,7 +13,8 @@ with 400 in the `{code, message, fields}` shape:
 - `parse_error`: anything else that is not JSON.
 
 Bodies larger than `DATA_UPLOAD_MAX_MEMORY_SIZE` are refused before anything reads them, with 413
-`too_large` (`apps/core/middleware.py`; Django reads no body that announces no length).
+`too_large` (`apps/core/middleware.py`; Django reads no body that announces no length). A view that
+streams its body to disk declares a larger limit of its own (`view_body_limit`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.http import QueryDict
+from django.urls import Resolver404, resolve
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
@@ -50,9 +52,20 @@ def max_body_bytes() -> int | None:
     return int(limit) if limit is not None else None
 
 
-def too_large() -> TooLarge:
-    limit = max_body_bytes()
+def too_large(limit: int | None = None) -> TooLarge:
+    limit = max_body_bytes() if limit is None else limit
     return TooLarge(f"The request body is larger than {limit} bytes.", fields={"limit_bytes": limit})
+
+
+def view_body_limit(request: Any) -> int | None:
+    """The body limit of the view `request` goes to, when it declares its own (`max_body_bytes()` on
+    the view class: an upload streamed to disk, never read into memory), else the API's."""
+    try:
+        match = resolve(request.path_info, getattr(request, "urlconf", None))
+    except Resolver404:
+        return max_body_bytes()
+    declared = getattr(getattr(match.func, "cls", None), "max_body_bytes", None)
+    return int(declared()) if callable(declared) else max_body_bytes()
 
 
 def _invalid_character(path: str) -> ApplicationError:

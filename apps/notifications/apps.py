@@ -39,3 +39,4 @@ class NotificationsConfig(AppConfig):
         register_dashboard_figures("dead_letters", operations.dead_letters_today, order=10)
         # The providers' health overview reads our attempts.
         register_recent_outcomes(provider_recent_outcomes)  # the providers' health overview reads our attempts
+        from apps.notifications import tracked  # noqa: F401  (registers the recipients import task type)

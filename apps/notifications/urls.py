@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from apps.notifications.api.categories import CategoryViewSet
 from apps.notifications.api.deliveries import DeliveryViewSet
 from apps.notifications.api.devices import DeviceViewSet
+from apps.notifications.api.imports import RecipientImportView
 from apps.notifications.api.inbox import InboxViewSet
 from apps.notifications.api.notifications import NotificationViewSet
 from apps.notifications.api.preferences import DefaultPreferencesView
@@ -28,6 +29,7 @@ devices = DeviceViewSet.as_view({"get": "list", "post": "create"})
 device = DeviceViewSet.as_view({"delete": "destroy"})
 
 urlpatterns: list[URLPattern | URLResolver] = [
+    path("recipients/imports/", RecipientImportView.as_view(), name="recipient-imports"),
     path("preferences/defaults/", DefaultPreferencesView.as_view(), name="preferences-defaults"),
     path("recipients/<str:external_id>/devices/", devices, name="recipient-devices"),
     path("recipients/<str:external_id>/devices/<int:pk>/", device, name="recipient-device"),

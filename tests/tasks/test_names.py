@@ -12,6 +12,7 @@ from workers.celery import app
 PINNED_TASK_TYPES = {
     "signalbox.exports.deliveries_csv": "tasks",
     "signalbox.notifications.resend_deliveries": "tasks",
+    "signalbox.notifications.import_recipients": "tasks",  # apps/notifications/tracked.py
     "signalbox.maintenance.retention_purge": "maintenance",  # apps/tasks/builtin/retention.py
 }
 PINNED_CELERY_TASKS = {
