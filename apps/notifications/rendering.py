@@ -163,6 +163,7 @@ def _recipient_attributes(source: str) -> frozenset[str] | None:
     names: set[str] = set()
     read: set[int] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
         target = node.node
         if not (isinstance(target, nodes.Name) and target.name == RECIPIENT_VARIABLE):
             continue
