@@ -8,6 +8,9 @@ plugged in through `SIGNALBOX_CHANNEL_PROVIDERS` (see channels.py). Every adapte
 - `inline = True`: it has no side effect outside our database, so fan-out completes its
   deliveries in the fan-out transaction instead of queueing them;
 - `confirms_delivery = True`: acceptance means the message is at its destination (`delivered`);
+- `accepts_all = True` (an inline adapter only), with `message_id_for(delivery_id) -> str`: it
+  accepts every message and answers with that id, so fan-out writes the answer for a chunk's rows
+  without building a message per row;
 - `records_attempts = False`: nothing external was tried, so no DeliveryAttempt rows.
 """
 
@@ -28,11 +31,15 @@ class InAppAdapter:
     name = "in_app"
     channel = Channel.IN_APP
     inline = True
+    accepts_all = True
     confirms_delivery = True
     records_attempts = False
 
+    def message_id_for(self, delivery_id: str) -> str:
+        return delivery_id
+
     def send(self, message: Message) -> SendResult:
-        return SendResult.ok(self.name, message_id=message.idempotency_key)
+        return SendResult.ok(self.name, message_id=self.message_id_for(message.idempotency_key))
 
     def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
         return [self.send(m) for m in messages]

@@ -169,6 +169,16 @@ def serves_without_address(channel: str, tenant: Any = None) -> bool:
     return channel in DEFAULT_DESTINATION_CHANNELS and has_default_destination(channel, chain_for(channel, tenant))
 
 
+# The recipient column `address_for` reads on each channel (push reads the devices instead).
+ADDRESS_FIELDS = {
+    Channel.EMAIL: "email",
+    Channel.SMS: "phone",
+    Channel.IN_APP: "external_id",
+    Channel.CHAT: "chat_address",
+    Channel.WEBHOOK: "webhook_url",
+}
+
+
 def address_for(channel: str, recipient: Any, device_tokens: Sequence[str] = ()) -> Any:
     """The recipient's address on a channel, or None/"" when there is none."""
     if channel == Channel.EMAIL:

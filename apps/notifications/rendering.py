@@ -156,6 +156,47 @@ def uses_recipient(channel: str, fields: Mapping[str, Any]) -> bool:
     return any(RECIPIENT_VARIABLE in _names_used(source) for _, source in field_sources(channel, fields))
 
 
+@functools.lru_cache(maxsize=4096)
+def _recipient_attributes(source: str) -> frozenset[str] | None:
+    """The names a source reads as `recipient.name` or `recipient["name"]`; None when it uses
+    `recipient` any other way (as a whole, by a computed key, through a filter)."""
+    if RECIPIENT_VARIABLE not in source:
+        return frozenset()
+    try:
+        tree = _text_env.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return None
+    names: set[str] = set()
+    read: set[int] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
+        target = node.node
+        if not (isinstance(target, nodes.Name) and target.name == RECIPIENT_VARIABLE):
+            continue
+        if isinstance(node, nodes.Getattr):
+            names.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            names.add(node.arg.value)
+        else:
+            return None
+        read.add(id(target))
+    if any(n.name == RECIPIENT_VARIABLE and id(n) not in read for n in tree.find_all(nodes.Name)):
+        return None
+    return frozenset(names)
+
+
+def recipient_attributes_read(content: Any) -> frozenset[str] | None:
+    """What the templates of `content` (every locale and channel) read of `recipient`, by name;
+    None when one of them uses it some other way (then all of it may matter)."""
+    names: set[str] = set()
+    for source in _leaves(content):
+        used = _recipient_attributes(source)
+        if used is None:
+            return None
+        names |= used
+    return frozenset(names)
+
+
 # --- Validation --------------------------------------------------------------------------------
 
 

@@ -16,7 +16,10 @@ database number and key prefix, so it never touches development or test data. Ph
    in `--naive-seconds`): one Celery task per delivery saving rows one by one with the ORM, same
    renderer and adapter;
 3. the ceiling: one COPY of as many delivery rows as phase 1 wrote into the same table, with its
-   indexes and foreign keys (best of two).
+   indexes and foreign keys (best of two);
+4. the peer (`--skip-peer` to leave it out): in-app rows only, `--recipients` of them, by the
+   pipeline (a notification on the in-app channel alone) and by django-notifications-community
+   (bench/fanout/peer.py) with the same worker processes, chunk size, PostgreSQL and Redis.
 """
 
 from __future__ import annotations
@@ -276,7 +279,9 @@ def worker_queries() -> int:
 # --- Phases --------------------------------------------------------------------------------------
 
 
-def run_pipeline(size: int, api_key: str, args: argparse.Namespace, log_dir: Path) -> Result:
+def run_pipeline(
+    size: int, api_key: str, args: argparse.Namespace, log_dir: Path, channels: tuple[str, ...] = ("in_app", "email")
+) -> Result:
     from django.db import connection
     from django.db.models import Count
     from django.test.utils import CaptureQueriesContext
@@ -291,7 +296,13 @@ def run_pipeline(size: int, api_key: str, args: argparse.Namespace, log_dir: Pat
     reset_counter()
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
-    body = {"template": TEMPLATE_KEY, "payload": {"period": "2030-01"}, "topic": f"first-{size}", "priority": "bulk"}
+    body = {
+        "template": TEMPLATE_KEY,
+        "payload": {"period": "2030-01"},
+        "topic": f"first-{size}",
+        "priority": "bulk",
+        "channels": list(channels),
+    }
     try:
         started = time.perf_counter()
         with CaptureQueriesContext(connection) as post_queries:
@@ -327,14 +338,14 @@ def run_pipeline(size: int, api_key: str, args: argparse.Namespace, log_dir: Pat
         .order_by()
     )
     deliveries = sum(row["n"] for row in by_channel)
-    expected = {("in_app", "delivered"): size, ("email", "sent"): size}
+    expected = {key: size for key in (("in_app", "delivered"), ("email", "sent")) if key[0] in channels}
     got = {(row["channel"], row["status"]): row["n"] for row in by_channel}
     if got != expected:
         raise SystemExit(f"unexpected delivery states {got}, wanted {expected}")
     assert dispatched_at is not None
     total, fanout = completed_at - started, dispatched_at - started
     return Result(
-        name=f"pipeline {size:,}",
+        name=f"pipeline {size:,}" if len(channels) == 2 else f"pipeline {'+'.join(channels)} {size:,}",
         recipients=size,
         deliveries=deliveries,
         seconds=round(total, 3),
@@ -506,6 +517,30 @@ def run_copy(rows: int) -> Result:
     )
 
 
+def run_peer(size: int, args: argparse.Namespace) -> Result:
+    """django-notifications-community's in-app rows (bench/fanout/peer.py, a process of its own:
+    its Django settings are not ours)."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    command = [
+        sys.executable, "-m", "bench.fanout.peer", "--recipients", str(size), "--concurrency", str(args.concurrency),
+        "--chunk-size", str(args.chunk_size), "--pg-host", args.pg_host, "--pg-port", str(args.pg_port),
+        "--pg-user", args.pg_user, "--redis", args.redis, "--timeout", str(args.timeout),
+    ]  # fmt: skip
+    out = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+    peer = json.loads(out.strip().splitlines()[-1])
+    return Result(
+        name=peer["name"],
+        recipients=peer["recipients"],
+        deliveries=peer["rows"],
+        seconds=peer["seconds"],
+        rate=peer["rate"],
+        fanout_seconds=peer["seconds"],
+        fanout_rate=peer["rate"],
+        peak_worker_rss_mb=peer["peak_worker_rss_mb"],
+        details={"load_1m_before_after": peer["load_1m_before_after"]},
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipients", type=int, default=100000)
@@ -528,6 +563,7 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--skip-peer", action="store_true", help="Leave out the django-notifications-community run.")
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args()
 
@@ -550,11 +586,17 @@ def main() -> None:
         log(f"pipeline: {size:,} recipients x 2 channels")
         results.append(run_pipeline(size, api_key, args, log_dir))
         log(f"  {results[-1]}")
+    if not args.skip_peer:
+        log(f"peer: {args.recipients:,} in-app rows, by the pipeline and by django-notifications-community")
+        results.append(run_pipeline(args.recipients, api_key, args, log_dir, channels=("in_app",)))
+        log(f"  {results[-1]}")
+        results.append(run_peer(args.recipients, args))
+        log(f"  {results[-1]}")
     if not args.skip_naive:
         log(f"naive baseline: {args.naive:,} recipients x 2 channels")
         results.append(run_naive(args.naive, args, log_dir))
         log(f"  {results[-1]}")
-    big = next(r for r in results if r.name.startswith("pipeline") and r.recipients == args.recipients)
+    big = next(r for r in results if r.name == f"pipeline {args.recipients:,}")
     log(f"ceiling: COPY {big.deliveries:,} delivery rows")
     copies = [run_copy(big.deliveries) for _ in range(2)]
     results.append(min(copies, key=lambda r: r.seconds))
@@ -566,7 +608,10 @@ def report(results: list[Result], args: argparse.Namespace, big: Result) -> None
     naive = next((r for r in results if r.name.startswith("naive")), None)
     copy = next(r for r in results if r.name.startswith("COPY"))
     small = next((r for r in results if r.name.startswith("pipeline") and r.recipients != args.recipients), None)
+    in_app = next((r for r in results if r.name.startswith("pipeline in_app")), None)
+    peer = next((r for r in results if r.name.startswith("peer")), None)
     summary = {
+        "in_app_vs_peer": round((in_app.fanout_rate or 0) / peer.rate, 2) if in_app and peer else None,
         "e2e_vs_naive": round(big.rate / naive.rate, 1) if naive else None,
         "fanout_vs_copy": round((big.fanout_rate or 0) / copy.rate, 3),
         "e2e_vs_copy": round(big.rate / copy.rate, 3),

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from apps.notifications.models import Delivery, Notification, Preference, Recipient
+from apps.notifications.models import Delivery, Notification, Preference, Recipient, uuid7, uuid7_many
+from apps.notifications.rendering import recipient_attributes_read
 from apps.notifications.services.announce import Audience
 from apps.notifications.services.fanout import (
     RECIPIENT_FIELDS,
@@ -18,6 +19,7 @@ from apps.notifications.services.fanout import (
     chunk_decide,
     chunk_write,
     delivery_decide,
+    recipient_columns,
     suppression_reason,
 )
 from apps.notifications.services.notifications import notification_create
@@ -138,3 +140,60 @@ def test_writing_inserts_each_row_once_and_counting_sees_only_what_went_in(tenan
     again = chunk_decide(context)
     assert chunk_write(context, again, Audience()) == set()
     assert Delivery.objects.filter(notification=notification).count() == 4
+
+
+def test_inbox_rows_are_written_delivered_with_the_adapters_answer_and_their_rendering(
+    tenant, make_template, make_recipients
+):
+    make_template(default_channels=["email", "in_app"])
+    make_recipients(2)
+    Recipient.objects.filter(tenant=tenant, external_id="user-1").update(locale="fr")
+    notification = _notification(tenant, ["user-0", "user-1"])
+    context = chunk_context(notification, _recipients(tenant, ["user-0", "user-1"]), NOW)
+
+    chunk_write(context, chunk_decide(context), Audience())
+
+    rows = Delivery.objects.filter(notification=notification, channel="in_app").order_by("recipient__external_id")
+    assert [(r.status, r.attempts, r.provider, r.sent_at, r.delivered_at) for r in rows] == [
+        ("delivered", 1, "in_app", NOW, NOW)
+    ] * 2
+    assert [r.provider_message_id for r in rows] == [str(r.pk) for r in rows]  # what InAppAdapter.send answers
+    assert [r.rendered for r in rows] == [
+        {
+            "to": "user-0",
+            "locale": "default",
+            "content": {"title": "Order 7 shipped", "body": "Track it.", "action_url": "/orders/7"},
+        },
+        {"to": "user-1", "locale": "fr", "content": {"title": "Commande 7 expédiée", "body": "Suivez-la."}},
+    ]
+
+
+def test_a_chunk_loads_only_the_recipient_columns_its_channels_and_templates_read(
+    tenant, make_template, make_recipients
+):
+    make_template(default_channels=["email", "in_app"])  # the email text reads recipient.name
+    make_recipients(1)
+    notification = _notification(tenant, ["user-0"])
+    assert set(recipient_columns(notification)) == {
+        "id", "locale", "timezone", "unsubscribed_at", "email", "external_id", "name",
+    }  # fmt: skip
+    notification.channels = ["in_app"]  # its template still reads recipient.name (in the email)
+    assert "email" not in recipient_columns(notification) and "data" not in recipient_columns(notification)
+
+
+def test_the_recipient_names_a_template_reads_are_found_or_all_of_them_are_loaded():
+    assert recipient_attributes_read({"t": "Hi {{ recipient.name }} {{ recipient['data'].plan }}"}) == {"name", "data"}
+    assert recipient_attributes_read({"t": "{{ order_id }}", "u": ["{{ recipient.email|upper }}"]}) == {"email"}
+    assert recipient_attributes_read({"t": "{{ recipient }}"}) is None  # as a whole
+    assert recipient_attributes_read({"t": "{{ recipient|attr('phone') }}"}) is None
+    assert recipient_attributes_read({"t": "{% set r = recipient %}{{ r.phone }}"}) is None
+    assert recipient_attributes_read({"t": "{{ recipient[key] }}"}) is None  # a computed key
+
+
+def test_ids_made_in_bulk_sort_in_creation_order_with_those_made_one_by_one():
+    before = uuid7()
+    many = uuid7_many(5000)  # more than one millisecond's counter
+    after = uuid7()
+    assert len(set(many)) == 5000
+    assert [before, *many, after] == sorted([before, *many, after])
+    assert {u.version for u in many} == {7}

@@ -65,6 +65,9 @@ def deliveries_announce(outcomes: Iterable[tuple[Any, Any, str]], audience: Audi
     outcomes = list(outcomes)
     deliveries_live(outcomes)
     audience = audience or Audience()
+    tenants = {tenant_id for tenant_id, _, _ in outcomes}  # one, from a fan-out chunk
+    if not any(audience.observes(t, e) for t in tenants for e in set(DELIVERY_EVENT_TYPES.values())):
+        return 0  # nobody listens: no need to look at each row
     wanted: dict[str, str] = {}
     for tenant_id, delivery_id, status in outcomes:
         event_type = DELIVERY_EVENT_TYPES.get(str(status))
@@ -85,7 +88,7 @@ def deliveries_announce(outcomes: Iterable[tuple[Any, Any, str]], audience: Audi
 def deliveries_live(outcomes: list[tuple[Any, Any, str]]) -> None:
     """Puts each status change on its tenant's live activity stream after commit (docs/realtime.md),
     only for tenants with a dashboard open: one Redis lookup, no query."""
-    listening = live_listening({f"tenant.{tenant_id}" for tenant_id, _, _ in outcomes})
+    listening = live_listening({f"tenant.{tenant_id}" for tenant_id in {t for t, _, _ in outcomes}})
     if listening:
         live_publish_on_commit(
             [

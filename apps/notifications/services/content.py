@@ -18,28 +18,38 @@ from apps.notifications import rendering
 from apps.notifications.models import Notification
 from apps.providers.base import Channel
 
+RECIPIENT_CONTEXT_FIELDS = ("external_id", "name", "email", "phone", "locale", "timezone", "data")
+
 
 def recipient_context(recipient: Any) -> dict[str, Any]:
-    """What templates see as `recipient`."""
-    return {
-        "external_id": recipient.external_id,
-        "name": recipient.name,
-        "email": recipient.email,
-        "phone": recipient.phone,
-        "locale": recipient.locale,
-        "timezone": recipient.timezone or "UTC",
-        "data": recipient.data or {},
-    }
+    """What templates see as `recipient`. Fan-out loads only the fields its templates read
+    (`recipient_fields_read`): one it did not load is None here, and no template reads it."""
+    context = {name: getattr(recipient, name, None) for name in RECIPIENT_CONTEXT_FIELDS}
+    context["timezone"] = context["timezone"] or "UTC"
+    context["data"] = context["data"] or {}
+    return context
+
+
+def notification_content(notification: Notification) -> Mapping[str, Any]:
+    """The notification's content by locale and channel: its template version's, or its own."""
+    if notification.template_version is not None:
+        return notification.template_version.content
+    return notification.content or {}
+
+
+def recipient_fields_read(notification: Notification) -> tuple[str, ...]:
+    """The RECIPIENT_CONTEXT_FIELDS this notification's templates read (all of them when one
+    uses `recipient` as a whole, or reads a name that is not a field, such as `items()`)."""
+    read = rendering.recipient_attributes_read(notification_content(notification))
+    if read is None or not read <= set(RECIPIENT_CONTEXT_FIELDS):
+        return RECIPIENT_CONTEXT_FIELDS
+    return tuple(name for name in RECIPIENT_CONTEXT_FIELDS if name in read)
 
 
 class NotificationRenderer:
     def __init__(self, notification: Notification, *, default_locale: str = "") -> None:
         self.notification = notification
-        self.content: Mapping[str, Any] = (
-            notification.template_version.content
-            if notification.template_version is not None
-            else notification.content or {}
-        )
+        self.content: Mapping[str, Any] = notification_content(notification)
         self.default_locale = default_locale
         self._shared: dict[tuple[str, str], dict[str, Any]] = {}
         self._per_recipient: dict[tuple[str, str], bool] = {}

@@ -25,6 +25,7 @@ NOTHING (RETURNING what went in) as the last guard.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -51,12 +52,12 @@ from apps.notifications.models import (
     Preference,
     Recipient,
     TopicMembership,
-    uuid7,
+    uuid7_many,
 )
 from apps.notifications.rendering import RenderError
 from apps.notifications.services.announce import Audience, deliveries_announce, notification_announce_sent
-from apps.notifications.services.bulk import deliveries_insert
-from apps.notifications.services.content import NotificationRenderer, message_metadata
+from apps.notifications.services.bulk import JsonText, deliveries_insert
+from apps.notifications.services.content import NotificationRenderer, message_metadata, recipient_fields_read
 from apps.notifications.services.digest import digest_enqueue
 from apps.notifications.services.inbox import inbox_publish
 from apps.notifications.services.notifications import (
@@ -74,7 +75,7 @@ from apps.notifications.services.preferences import (
 from apps.notifications.services.sending import outcome_fields, retry_policy_for
 from apps.notifications.services.suppressions import suppressed_pairs
 from apps.observability import metrics
-from apps.providers.base import Channel
+from apps.providers.base import Channel, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ RECIPIENT_FIELDS = (
     "data",
     "unsubscribed_at",
 )
+# What deciding any row reads of a recipient (the rest: its channels' addresses, what templates read).
+DECISION_FIELDS = {"id", "locale", "timezone", "unsubscribed_at"}
 
 
 # --- Planning ------------------------------------------------------------------------------------
@@ -201,8 +204,17 @@ class _Cancelled(Exception):
 Row = dict[str, Any]
 
 
+def recipient_columns(notification: Notification) -> tuple[str, ...]:
+    """The RECIPIENT_FIELDS a chunk of this notification reads: what deciding reads, its channels'
+    address columns and what its templates read (`data`, a JSON column, only when they use it)."""
+    needed = DECISION_FIELDS | set(recipient_fields_read(notification))
+    needed |= {registry.ADDRESS_FIELDS[c] for c in notification.channels if c in registry.ADDRESS_FIELDS}
+    return tuple(name for name in RECIPIENT_FIELDS if name in needed)
+
+
 def _chunk_recipients(notification: Notification, chunk: FanoutChunk) -> list[Any]:
-    """The chunk's recipients as light named tuples (attribute access, no model instances)."""
+    """The chunk's recipients as light named tuples (attribute access, no model instances), with
+    only the columns the chunk reads (`recipient_columns`)."""
     qs = Recipient.objects.filter(tenant_id=notification.tenant_id)
     if chunk.start is not None:
         ids = (notification.recipient_ids or [])[chunk.start : chunk.end]
@@ -215,7 +227,7 @@ def _chunk_recipients(notification: Notification, chunk: FanoutChunk) -> list[An
             qs = qs.filter(pk__gte=chunk.id_from)
         if chunk.id_to is not None:
             qs = qs.filter(pk__lt=chunk.id_to)
-    return list(qs.order_by("pk").values_list(*RECIPIENT_FIELDS, named=True))
+    return list(qs.order_by("pk").values_list(*recipient_columns(notification), named=True))
 
 
 def _duplicates(notification: Notification, recipient_ids: Sequence[int], now: datetime) -> set[tuple[int, str]]:
@@ -362,6 +374,10 @@ def _quiet_hours_end(preference: EffectivePreference, recipient: Any, now: datet
     )
 
 
+def _no_quiet_hours() -> datetime | None:
+    return None
+
+
 def delivery_decide(
     context: ChunkContext,
     recipient: Any,
@@ -406,11 +422,16 @@ def chunk_decide(context: ChunkContext) -> ChunkDecisions:
         "dedup_key": notification.dedup_key or None,
         "created_at": now,
     }
+    ids = iter(uuid7_many(len(context.recipients) * len(notification.channels)))
     for recipient in context.recipients:
         preference = context.preferences.for_recipient(recipient.id)
-        quiet_until = cache(partial(_quiet_hours_end, preference, recipient, now))  # once per recipient
+        quiet_until = (  # asked once per recipient, and only if it has quiet hours
+            cache(partial(_quiet_hours_end, preference, recipient, now))
+            if preference.has_quiet_hours
+            else _no_quiet_hours
+        )
         for channel in notification.channels:
-            row: Row = {**base, "id": uuid7(), "recipient_id": recipient.id, "channel": channel}
+            row: Row = {**base, "id": next(ids), "recipient_id": recipient.id, "channel": channel}
             decisions.rows.append(row)
             fields = delivery_decide(context, recipient, preference, channel, quiet_until)
             if "status" not in fields:
@@ -435,10 +456,9 @@ def chunk_write(context: ChunkContext, decisions: ChunkDecisions, audience: Audi
     # looked up beforehand (that lookup grew with the notification), and the unique constraint
     # (ON CONFLICT DO NOTHING ... RETURNING) says which rows went in.
     inserted = deliveries_insert(rows)
-    inbox_publish((r["id"], r["recipient_id"]) for r in rows if r["id"] in inserted and r["channel"] in context.inline)
-    deliveries_announce(
-        ((row["tenant_id"], row["id"], row["status"]) for row in rows if row["id"] in inserted), audience
-    )
+    new = rows if len(inserted) == len(rows) else [r for r in rows if r["id"] in inserted]  # usually all
+    inbox_publish((r["id"], r["recipient_id"]) for r in new if r["channel"] in context.inline)
+    deliveries_announce(((row["tenant_id"], row["id"], row["status"]) for row in new), audience)
     digest_enqueue(
         deliveries=[row for row in decisions.digests if row["id"] in inserted],
         category_id=notification.category.pk,
@@ -455,10 +475,11 @@ def chunk_count(decisions: ChunkDecisions, inserted: set[Any], result: ChunkResu
     channel, for the send batches) in the chunk's result."""
     for (channel, reason), count in decisions.suppressed.items():
         metrics.SUPPRESSED.labels(channel=channel, reason=reason).inc(count)
-    for row in decisions.rows:
-        if row["id"] not in inserted:
-            continue
-        result.statuses[row["status"]] += 1
+    rows = decisions.rows
+    if len(inserted) != len(rows):  # a re-run: some rows were there already
+        rows = [row for row in rows if row["id"] in inserted]
+    result.statuses.update(row["status"] for row in rows)
+    for row in rows:
         if row["status"] == Status.QUEUED:
             result.queued.setdefault(row["channel"], []).append(str(row["id"]))
 
@@ -484,7 +505,59 @@ def _send_inline(
     policy: Any,
     now: datetime,
 ) -> None:
-    """Calls an inline adapter (no side effect outside this transaction) for a chunk's rows."""
+    """Calls an inline adapter (no side effect outside this transaction) for a chunk's rows. One
+    that accepts every message (`accepts_all`, the inbox) is not called: the outcome of its answer
+    is worked out once and written on every row, with its message id and the encoded rendering."""
+    if registry.adapter_flag(adapter, "accepts_all", False):
+        outcomes = _accept_inline(adapter, items, policy, now)
+    else:
+        outcomes = _call_inline(notification, adapter, items, policy, now)
+    channel = items[0][0]["channel"]
+    for status, count in outcomes.items():
+        if status in (Status.DELIVERED, Status.SENT, Status.FAILED, Status.DEAD):
+            metrics.DELIVERIES.labels(channel=channel, provider=adapter.name, status=status).inc(count)
+    accepted = outcomes[Status.DELIVERED] + outcomes[Status.SENT]
+    if accepted:
+        latency = max((now - (notification.scheduled_at or notification.created_at)).total_seconds(), 0)
+        histogram = metrics.DELIVERY_LATENCY.labels(channel=channel)
+        for _ in range(accepted):
+            histogram.observe(latency)
+
+
+def _accept_inline(adapter: Any, items: list[tuple[Row, dict[str, Any]]], policy: Any, now: datetime) -> Counter[str]:
+    accepted = outcome_fields(
+        adapter=adapter, result=SendResult.ok(adapter.name, message_id=""), attempt=1, policy=policy, now=now
+    )
+    accepted.update(attempts=1, provider=adapter.name)
+    encode = _RenderedJson()
+    for row, rendered in items:
+        row.update(accepted)
+        row["provider_message_id"] = adapter.message_id_for(str(row["id"]))[:255]
+        row["rendered"] = encode(rendered)
+    return Counter({accepted["status"]: len(items)})
+
+
+class _RenderedJson:
+    """Encodes inline rows' `rendered` (`{"to", "locale", "content"}`) for the insert: the content
+    every recipient of a locale shares (one object, see NotificationRenderer) is encoded once."""
+
+    def __init__(self) -> None:
+        self._encoded: dict[int, tuple[Any, str]] = {}  # id(content) -> (content, its JSON); kept alive
+
+    def __call__(self, rendered: dict[str, Any]) -> JsonText:
+        if rendered.keys() != {"to", "locale", "content"}:
+            return JsonText(json.dumps(rendered))
+        content = rendered["content"]
+        known = self._encoded.get(id(content))
+        if known is None or known[0] is not content:
+            known = self._encoded[id(content)] = (content, json.dumps(content))
+        to, locale = json.dumps(rendered["to"]), json.dumps(rendered["locale"])
+        return JsonText(f'{{"to": {to}, "locale": {locale}, "content": {known[1]}}}')
+
+
+def _call_inline(
+    notification: Notification, adapter: Any, items: list[tuple[Row, dict[str, Any]]], policy: Any, now: datetime
+) -> Counter[str]:
     messages = [
         registry.message_build(
             delivery_id=str(row["id"]),
@@ -503,16 +576,7 @@ def _send_inline(
         row.update(outcome_fields(adapter=adapter, result=sent, attempt=1, policy=policy, now=now))
         row.update(attempts=1, provider=adapter.name, rendered=rendered)
         outcomes[row["status"]] += 1
-    channel = items[0][0]["channel"]
-    for status, count in outcomes.items():
-        if status in (Status.DELIVERED, Status.SENT, Status.FAILED, Status.DEAD):
-            metrics.DELIVERIES.labels(channel=channel, provider=adapter.name, status=status).inc(count)
-    accepted = outcomes[Status.DELIVERED] + outcomes[Status.SENT]
-    if accepted:
-        latency = max((now - (notification.scheduled_at or notification.created_at)).total_seconds(), 0)
-        histogram = metrics.DELIVERY_LATENCY.labels(channel=channel)
-        for _ in range(accepted):
-            histogram.observe(latency)
+    return outcomes
 
 
 def deliveries_create_for(
