@@ -20,6 +20,8 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from apps.core.conf import core_settings
+
 log = logging.getLogger(__name__)
 
 # A Redis that does not answer within this long is treated as down for this call.
@@ -27,10 +29,10 @@ SOCKET_TIMEOUT_SECONDS = 0.5
 
 
 def redis_url() -> str:
-    url = str(getattr(settings, "SIGNALBOX_REDIS_URL", "") or "")
+    url = core_settings().redis_url
     if url:
         return url
-    broker = str(getattr(settings, "CELERY_BROKER_URL", "") or "")
+    broker = str(settings.CELERY_BROKER_URL)
     return broker if broker.startswith(("redis://", "rediss://", "unix://")) else ""
 
 
@@ -53,7 +55,7 @@ def client() -> redis.Redis | None:
 
 def key(*parts: Any) -> str:
     """`<broker global_keyprefix>sbx:<part>:<part>…`"""
-    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
     prefix = str(options.get("global_keyprefix", "") or "")
     return prefix + "sbx:" + ":".join(str(p) for p in parts)
 
