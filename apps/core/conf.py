@@ -136,9 +136,7 @@ def core_settings() -> CoreSettings:
         json_max_depth=as_int(setting("API_JSON_MAX_DEPTH"), "API_JSON_MAX_DEPTH", minimum=1),
         idempotency_ttl_hours=as_float(setting("IDEMPOTENCY_TTL_HOURS"), "IDEMPOTENCY_TTL_HOURS", positive=True),
         encryption_key=_encryption_key(),
-        webhooks_allow_private=as_bool(
-            setting("SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE"), "SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE"
-        ),
+        webhooks_allow_private=as_bool(setting("SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE"), "SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE"),
         redis_url=as_str(setting("SIGNALBOX_REDIS_URL"), "SIGNALBOX_REDIS_URL"),
         retention_days=_retention_days(),
         retention_max_seconds=as_int(

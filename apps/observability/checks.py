@@ -4,10 +4,11 @@ name stops the process with a message naming the setting, instead of failing at 
 They are Django system checks (tag `signalbox`, so `manage.py check` and `migrate` run them) and the
 processes that never run management commands run them too: gunicorn's master (project/gunicorn.py),
 each Celery worker and beat (apps/observability/workers.py) and the metrics exporter, through
-`check_configuration_or_fail()`. A value of the wrong type or out of range is refused by the app's typed
-settings (`check_settings` calls every reader registered with apps/core/conf.py); the other checks are
-the ones that need other settings, the environment or an import to judge. An app registers its own checks under `TAG` (the notifications
-app: every provider named in the chains exists, apps/notifications/checks.py).
+`check_configuration_or_fail()`. A value of the wrong type or out of range is refused by the app's
+typed settings (`check_settings` calls every reader registered with apps/core/conf.py); the other
+checks are the ones that need other settings, the environment or an import to judge. An app registers
+its own checks under `TAG` (the notifications app: every provider named in the chains exists,
+apps/notifications/checks.py).
 """
 
 from __future__ import annotations
