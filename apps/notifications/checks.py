@@ -19,7 +19,11 @@ from apps.providers.conf import providers_settings
 def check_providers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Every provider named in the environment's chains exists and serves that channel."""
     errors: list[CheckMessage] = []
-    for channel in providers_settings().chains:
+    try:
+        chains = providers_settings().chains
+    except ImproperlyConfigured:
+        return errors  # a malformed setting: check_settings (apps/observability/checks.py) names it
+    for channel in chains:
         try:
             registry.environment_names(channel)
         except ImproperlyConfigured as exc:

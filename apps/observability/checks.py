@@ -26,7 +26,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register, run_checks
 from django.core.exceptions import ImproperlyConfigured
 
-from apps.core.conf import core_settings, settings_problems
+from apps.core.conf import settings_problems
 
 TAG = "signalbox"
 
@@ -165,7 +165,7 @@ def check_secrets(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         "SECRET_KEY": settings.SECRET_KEY,
         "DATABASE_URL": str(settings.DATABASES["default"].get("PASSWORD") or ""),
         "CELERY_BROKER_URL": _url_password(settings.CELERY_BROKER_URL),
-        "SIGNALBOX_ENCRYPTION_KEY": core_settings().encryption_key,
+        "SIGNALBOX_ENCRYPTION_KEY": str(settings.SIGNALBOX_ENCRYPTION_KEY),  # its format: check_settings
         "FLOWER_BASIC_AUTH": flower_auth,
     }
     for name, value in candidates.items():
