@@ -9,6 +9,7 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.core import jsontypes, operations
+        from apps.core.conf import core_settings, register_settings
         from apps.core.periodic import register_periodic_jobs, setup_schedules_after_migrate
         from apps.core.retention import register_retention_policies
 
@@ -16,6 +17,7 @@ class CoreConfig(AppConfig):
         jsontypes.install()
 
         register_retention_policies([operations.idempotency_retention_policy()])
+        register_settings(core_settings)
         register_periodic_jobs(operations.PERIODIC_JOBS)
         # A fresh deploy (or test database) has every periodic job once `migrate` is done.
         post_migrate.connect(setup_schedules_after_migrate, sender=self, dispatch_uid="signalbox.setup_schedules")

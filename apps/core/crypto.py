@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 
+from apps.core.conf import core_settings
+
 
 class DecryptionFailed(Exception):
     """The ciphertext was made with a key that is no longer configured."""
@@ -37,7 +39,7 @@ def _fernet(configured: str, secret_key: str) -> MultiFernet:
 
 
 def _current() -> MultiFernet:
-    return _fernet(getattr(settings, "SIGNALBOX_ENCRYPTION_KEY", ""), settings.SECRET_KEY)
+    return _fernet(core_settings().encryption_key, settings.SECRET_KEY)
 
 
 def encrypt(text: str) -> str:
@@ -50,7 +52,7 @@ def rotate(token: str) -> str:
     Decrypts with any configured key or, as a last resort, the key derived from SECRET_KEY, so moving
     from the derived key to an explicit SIGNALBOX_ENCRYPTION_KEY is a rotation like any other.
     """
-    configured = getattr(settings, "SIGNALBOX_ENCRYPTION_KEY", "")
+    configured = core_settings().encryption_key
     keys = [*_configured_keys(configured), _derived_key(settings.SECRET_KEY)]
     try:
         return MultiFernet(keys).rotate(token.encode()).decode()

@@ -23,13 +23,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core import crypto  # the one Fernet keyring for secrets at rest
+from apps.core.conf import core_settings
 from apps.core.errors import ApplicationError, Unprocessable
 from apps.core.models import IdempotencyRecord
 
@@ -92,7 +92,7 @@ def idempotent(
             response, resource_id = create()
             if not 200 <= response.status_code < 300:
                 return response
-            ttl = timedelta(hours=getattr(settings, "IDEMPOTENCY_TTL_HOURS", 24))
+            ttl = timedelta(hours=core_settings().idempotency_ttl_hours)
             body = json.loads(json.dumps(response.data if response.data is not None else {}, default=str))
             IdempotencyRecord.objects.create(
                 tenant=tenant,

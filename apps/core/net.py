@@ -45,9 +45,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from django.conf import settings
 from requests.adapters import HTTPAdapter
 
+from apps.core.conf import core_settings
 from apps.core.errors import Unprocessable
 
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -124,7 +124,7 @@ def address_refusal(ip: IPAddress, *, allow_private: bool = False) -> str | None
 
 
 def allow_private_default() -> bool:
-    return bool(getattr(settings, "SIGNALBOX_WEBHOOKS_ALLOW_PRIVATE", False))
+    return core_settings().webhooks_allow_private
 
 
 def system_resolver(host: str, port: int) -> list[str]:

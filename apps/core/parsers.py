@@ -30,9 +30,9 @@ from django.urls import Resolver404, resolve
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
+from apps.core.conf import core_settings
 from apps.core.errors import ApplicationError
 
-DEFAULT_MAX_DEPTH = 64
 # NUL, and UTF-16 surrogates (which only ever reach a Python str unpaired: a `\ud83d\ude00` pair decodes
 # to one code point).
 _FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
@@ -44,11 +44,11 @@ class TooLarge(ApplicationError):
 
 
 def max_depth() -> int:
-    return int(getattr(settings, "API_JSON_MAX_DEPTH", DEFAULT_MAX_DEPTH))
+    return core_settings().json_max_depth
 
 
 def max_body_bytes() -> int | None:
-    limit = getattr(settings, "DATA_UPLOAD_MAX_MEMORY_SIZE", None)
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # Django's own; None turns the limit off
     return int(limit) if limit is not None else None
 
 

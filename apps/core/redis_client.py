@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from apps.core.conf import core_settings
+
 if TYPE_CHECKING:
     import redis
 
@@ -37,10 +39,10 @@ def errors() -> tuple[type[Exception], ...]:
 
 
 def redis_url() -> str:
-    url = str(getattr(settings, "SIGNALBOX_REDIS_URL", "") or "")
+    url = core_settings().redis_url
     if url:
         return url
-    broker = str(getattr(settings, "CELERY_BROKER_URL", "") or "")
+    broker = str(settings.CELERY_BROKER_URL)
     return broker if broker.startswith(("redis://", "rediss://", "unix://")) else ""
 
 
@@ -67,7 +69,7 @@ def client() -> redis.Redis | None:
 
 def key(*parts: Any) -> str:
     """`<broker global_keyprefix>sbx:<part>:<part>…`"""
-    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
     prefix = str(options.get("global_keyprefix", "") or "")
     return prefix + "sbx:" + ":".join(str(p) for p in parts)
 

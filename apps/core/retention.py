@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.serializers.json import DjangoJSONEncoder
@@ -52,6 +51,8 @@ from django.db import connection, models, transaction
 from django.db.models import signals
 from django.db.models.deletion import CASCADE, DO_NOTHING, SET_NULL
 from django.utils import timezone
+
+from apps.core.conf import core_settings
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class PolicyResult:
 def default_batch_size() -> int:
     """Rows per batch (`SIGNALBOX_RETENTION_BATCH_SIZE`): a writer updating a row being purged
     waits at most one batch, so smaller batches mean shorter waits (see docs/benchmarks.md)."""
-    return int(getattr(settings, "SIGNALBOX_RETENTION_BATCH_SIZE", 1000))
+    return core_settings().retention_batch_size
 
 
 def tenant_retention_days(tenant: Any, name: str) -> int | None:
@@ -168,7 +169,7 @@ def tenant_retention_days(tenant: Any, name: str) -> int | None:
 
 def retention_days(tenant: Any, policy: RetentionPolicy) -> int:
     """The tenant's valid `settings["retention_days"][policy]`, else the settings' or the policy's default."""
-    defaults: dict[str, int] = getattr(settings, "SIGNALBOX_RETENTION_DAYS", {})
+    defaults = core_settings().retention_days
     own = tenant_retention_days(tenant, policy.name)
     return own if own is not None else int(defaults.get(policy.name, policy.default_days))
 

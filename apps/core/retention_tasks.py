@@ -14,13 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
-from django.conf import settings
 
+from apps.core.conf import core_settings
 from apps.core.retention import purge, shared_purge_policies
 
 
 def _max_seconds() -> float:
-    return float(getattr(settings, "SIGNALBOX_RETENTION_MAX_SECONDS", 240))
+    return float(core_settings().retention_max_seconds)
 
 
 @shared_task(name="signalbox.maintenance.purge", queue="maintenance")

@@ -7,15 +7,18 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self) -> None:
+        from apps.core.conf import register_settings
         from apps.core.periodic import register_periodic_jobs
         from apps.core.retention import register_retention_policies
         from apps.notifications import (  # noqa: F401  (schema: the OpenAPI auth extension)
             checks,
+            conf,
             lookups,
             operations,
             schema,
         )
         from apps.notifications.selectors import provider_recent_outcomes
+        from apps.notifications.services.digest import digest_settings
         from apps.notifications.services.scheduling import (
             SCHEDULE_KIND,
             schedule_fire_notification,
@@ -27,6 +30,7 @@ class NotificationsConfig(AppConfig):
         from apps.tasks.schedule_kinds import ScheduleKindSpec, register_schedule_kind
 
         lookups.register()
+        register_settings(conf.get, conf.wiring, digest_settings)
         # `kind: "notification"` schedules (POST /api/v1/schedules/): web processes validate, workers fire.
         register_schedule_kind(
             ScheduleKindSpec(name=SCHEDULE_KIND, validate=schedule_target_validate, fire=schedule_fire_notification)

@@ -35,10 +35,10 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from apps.notifications import conf
 from apps.providers.base import Channel, Message, Provider
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def _instantiate(entry: str) -> Provider:
 
 
 def _configured_chains() -> dict[str, list[str]]:
-    raw = getattr(settings, "SIGNALBOX_CHANNEL_PROVIDERS", {}) or {}
+    raw = conf.wiring().channel_providers
     if not isinstance(raw, Mapping):
         raise ImproperlyConfigured("SIGNALBOX_CHANNEL_PROVIDERS must map channel -> list of providers.")
     unknown = sorted(set(raw) - {c.value for c in Channel})
@@ -82,7 +82,7 @@ def _configured_chains() -> dict[str, list[str]]:
 def _registry() -> tuple[dict[str, Provider], dict[str, list[Provider]]]:
     """(every available adapter by name, the default chain per channel); built once per process."""
     by_entry: dict[str, Provider] = {}
-    extra = list(getattr(settings, "SIGNALBOX_EXTRA_PROVIDERS", []) or [])
+    extra = list(conf.wiring().extra_providers)
     chains = _configured_chains()
     for entry in [*BUILTIN_ADAPTERS, *extra, *(e for entries in chains.values() for e in entries)]:
         if entry not in by_entry:
@@ -104,7 +104,7 @@ def available() -> dict[str, Provider]:
 
 @functools.cache
 def _resolver() -> Callable[..., Sequence[Provider]] | None:
-    path = getattr(settings, "SIGNALBOX_CHANNEL_CHAIN_RESOLVER", "") or ""
+    path = conf.wiring().chain_resolver
     if not path:
         return None
     try:

@@ -6,20 +6,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
 from django.core.exceptions import ImproperlyConfigured
 
 from apps.notifications import channels
 from apps.observability.checks import TAG
 from apps.providers import registry
+from apps.providers.conf import providers_settings
 
 
 @register(TAG)
 def check_providers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Every provider named in the environment's chains exists and serves that channel."""
     errors: list[CheckMessage] = []
-    for channel in getattr(settings, "SIGNALBOX_PROVIDER_CHAINS", {}) or {}:
+    try:
+        chains = providers_settings().chains
+    except ImproperlyConfigured:
+        return errors  # a malformed setting: check_settings (apps/observability/checks.py) names it
+    for channel in chains:
         try:
             registry.environment_names(channel)
         except ImproperlyConfigured as exc:

@@ -1,7 +1,10 @@
-"""Typed access to the notification settings (`SIGNALBOX_NOTIFICATIONS` in project/settings.py).
+"""Typed access to the notifications app's settings.
 
-Every knob has a default here, so the app runs with nothing configured; a bad value raises
-`ImproperlyConfigured` on first use instead of misbehaving later.
+`SIGNALBOX_NOTIFICATIONS`: every knob's single default is its field below; project/settings.py passes
+only what the environment overrides. The app's other settings (`NotificationsWiring`) have their default
+in project/settings.py and are read here without one (apps/core/conf.py says why). A bad value raises
+`ImproperlyConfigured` naming the setting, at start (the start-up check calls both readers) or on first
+use after an override.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from apps.core.conf import as_int, as_mapping, as_str, as_str_list, setting
 
 # The most characters each rendered field may have, by `channel.field` (a JSON field counts all its
 # rendered strings). A render that passes its limit stops there and fails (docs/notifications.md,
@@ -39,6 +44,10 @@ DEFAULT_OUTPUT_LIMITS: Mapping[str, int] = MappingProxyType(
 
 @dataclass(frozen=True)
 class NotificationSettings:
+    # A claim's lease. A live sender renews it between provider requests (a third of it before it
+    # runs out), so an expired lease means the worker is gone, never that it is still sending.
+    # Its default follows the task time limit: CELERY_TASK_TIME_LIMIT + 60 (filled in by `get()`).
+    SEND_LEASE_SECONDS: int
     # Recipients per fan-out chunk task (one transaction, a constant number of queries each).
     FANOUT_CHUNK_SIZE: int = 2000
     # Delivery ids per send task; adapters without a batch API are called one message at a time.
@@ -46,9 +55,6 @@ class NotificationSettings:
     # A send task hands the rest of its batch to a new task after this many seconds, so a slow
     # provider never runs into the task time limit with rows claimed.
     SEND_TIME_BUDGET_SECONDS: int = 120
-    # A claim's lease. A live sender renews it between provider requests (a third of it before it
-    # runs out), so an expired lease means the worker is gone, never that it is still sending.
-    SEND_LEASE_SECONDS: int = 420
     # How long a delivery whose answer was lost (`unknown`) waits for the provider's callback
     # before it is retried with the same provider (docs/reliability.md, "Ambiguous outcomes").
     RECONCILE_WINDOW_SECONDS: float = 600.0
@@ -87,23 +93,27 @@ class NotificationSettings:
     TEMPLATE_OUTPUT_LIMITS: Mapping[str, int] = field(default_factory=lambda: DEFAULT_OUTPUT_LIMITS)
 
 
-# (the settings object, a deep copy of it, what it parsed to): rendering asks for every recipient.
-_parsed: tuple[Any, Any, NotificationSettings] | None = None
+# (the settings object, a deep copy of it, the task time limit, what it parsed to): rendering asks
+# for every recipient.
+_parsed: tuple[Any, Any, Any, NotificationSettings] | None = None
 
 
 def get() -> NotificationSettings:
     global _parsed
-    current = getattr(settings, "SIGNALBOX_NOTIFICATIONS", {}) or {}
+    current = setting("SIGNALBOX_NOTIFICATIONS")
+    time_limit = settings.CELERY_TASK_TIME_LIMIT
     cached = _parsed
-    if cached is not None and cached[0] is current and cached[1] == current:  # unchanged, even in place
-        return cached[2]
-    parsed = _parse(current)
-    _parsed = (current, copy.deepcopy(current), parsed)
+    # Unchanged, even in place.
+    if cached is not None and cached[0] is current and cached[1] == current and cached[2] == time_limit:
+        return cached[3]
+    parsed = _parse(current, time_limit)
+    _parsed = (current, copy.deepcopy(current), time_limit, parsed)
     return parsed
 
 
-def _parse(current: Any) -> NotificationSettings:
-    raw: dict[str, Any] = dict(current)
+def _parse(current: Any, time_limit: Any) -> NotificationSettings:
+    raw: dict[str, Any] = dict(as_mapping(current, "SIGNALBOX_NOTIFICATIONS"))
+    raw.setdefault("SEND_LEASE_SECONDS", as_int(time_limit, "CELERY_TASK_TIME_LIMIT", minimum=1) + 60)
     known = {f.name: f for f in fields(NotificationSettings)}
     unknown = sorted(set(raw) - set(known))
     if unknown:
@@ -138,3 +148,30 @@ def _output_limits(value: Any) -> Mapping[str, int]:
             raise ImproperlyConfigured(f"TEMPLATE_OUTPUT_LIMITS[{key!r}] must be a positive whole number.")
         merged[key] = limit
     return MappingProxyType(merged)
+
+
+@dataclass(frozen=True)
+class NotificationsWiring:
+    """Where providers and limits come from (defaults in project/settings.py)."""
+
+    channel_providers: Mapping[str, Any]  # SIGNALBOX_CHANNEL_PROVIDERS (its entries: apps/notifications/channels.py)
+    extra_providers: tuple[str, ...]  # SIGNALBOX_EXTRA_PROVIDERS
+    chain_resolver: str  # SIGNALBOX_CHANNEL_CHAIN_RESOLVER: an import path, or empty
+    rate_limits: Mapping[str, Any]  # SIGNALBOX_RATE_LIMITS (its entries: apps/notifications/services/ratelimits.py)
+    callback_max_age_seconds: int  # SIGNALBOX_CALLBACK_MAX_AGE_SECONDS: older provider callbacks are replays
+    sendgrid_event_public_key: str  # SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY
+
+
+def wiring() -> NotificationsWiring:
+    return NotificationsWiring(
+        channel_providers=as_mapping(setting("SIGNALBOX_CHANNEL_PROVIDERS"), "SIGNALBOX_CHANNEL_PROVIDERS"),
+        extra_providers=as_str_list(setting("SIGNALBOX_EXTRA_PROVIDERS"), "SIGNALBOX_EXTRA_PROVIDERS"),
+        chain_resolver=as_str(setting("SIGNALBOX_CHANNEL_CHAIN_RESOLVER"), "SIGNALBOX_CHANNEL_CHAIN_RESOLVER"),
+        rate_limits=as_mapping(setting("SIGNALBOX_RATE_LIMITS"), "SIGNALBOX_RATE_LIMITS"),
+        callback_max_age_seconds=as_int(
+            setting("SIGNALBOX_CALLBACK_MAX_AGE_SECONDS"), "SIGNALBOX_CALLBACK_MAX_AGE_SECONDS", minimum=1
+        ),
+        sendgrid_event_public_key=as_str(
+            setting("SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY"), "SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY"
+        ),
+    )

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Count, Exists, ExpressionWrapper, F, OuterRef, Q, Value
 from django.db.models.lookups import GreaterThan
 
+from apps.core.conf import core_settings
 from apps.core.periodic import PeriodicJob
 from apps.core.retention import RetentionPolicy
 from apps.notifications.models import Delivery, DigestWindow, Notification
@@ -68,7 +68,7 @@ def _notification_still_needed() -> Q:
 
 
 def _idempotency_window() -> timedelta:
-    return timedelta(hours=getattr(settings, "IDEMPOTENCY_TTL_HOURS", 24))
+    return timedelta(hours=core_settings().idempotency_ttl_hours)
 
 
 def retention_policies() -> list[RetentionPolicy]:

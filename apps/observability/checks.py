@@ -4,10 +4,11 @@ name stops the process with a message naming the setting, instead of failing at 
 They are Django system checks (tag `signalbox`, so `manage.py check` and `migrate` run them) and the
 processes that never run management commands run them too: gunicorn's master (project/gunicorn.py),
 each Celery worker and beat (apps/observability/workers.py) and the metrics exporter, through
-`check_configuration_or_fail()`. Values that are wrong in themselves already raise
-ImproperlyConfigured in project/settings.py; these are the ones that need other settings, the
-environment or an import to judge. An app registers its own checks under `TAG` (the notifications
-app: every provider named in the chains exists, apps/notifications/checks.py).
+`check_configuration_or_fail()`. A value of the wrong type or out of range is refused by the app's
+typed settings (`check_settings` calls every reader registered with apps/core/conf.py); the other
+checks are the ones that need other settings, the environment or an import to judge. An app registers
+its own checks under `TAG` (the notifications app: every provider named in the chains exists,
+apps/notifications/checks.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import structlog
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register, run_checks
 from django.core.exceptions import ImproperlyConfigured
+
+from apps.core.conf import settings_problems
 
 TAG = "signalbox"
 
@@ -162,7 +165,7 @@ def check_secrets(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         "SECRET_KEY": settings.SECRET_KEY,
         "DATABASE_URL": str(settings.DATABASES["default"].get("PASSWORD") or ""),
         "CELERY_BROKER_URL": _url_password(settings.CELERY_BROKER_URL),
-        "SIGNALBOX_ENCRYPTION_KEY": getattr(settings, "SIGNALBOX_ENCRYPTION_KEY", ""),
+        "SIGNALBOX_ENCRYPTION_KEY": str(settings.SIGNALBOX_ENCRYPTION_KEY),  # its format: check_settings
         "FLOWER_BASIC_AUTH": flower_auth,
     }
     for name, value in candidates.items():
@@ -173,6 +176,12 @@ def check_secrets(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
             )
     return errors
+
+
+@register(TAG)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every app's typed settings (the readers registered with apps/core/conf.py): type and range."""
+    return [Error(problem, id="signalbox.E011") for problem in settings_problems()]
 
 
 def check_configuration_or_fail(messages: Iterable[CheckMessage] | None = None) -> None:

@@ -11,6 +11,9 @@ class PortalConfig(AppConfig):
     def ready(self) -> None:
         from corsheaders.signals import check_request_enabled
 
+        from apps.core.conf import register_settings
+        from apps.portal.conf import inbox_demo_settings
         from apps.portal.cors import origin_allowed
 
         check_request_enabled.connect(origin_allowed, dispatch_uid="signalbox.portal.cors")
+        register_settings(inbox_demo_settings)

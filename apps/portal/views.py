@@ -29,6 +29,7 @@ from apps.notifications.services.inbox import inbox_token_mint
 from apps.notifications.services.preferences import preference_centre, preference_centre_save
 from apps.observability.audit import audit_record
 from apps.portal import services
+from apps.portal.conf import inbox_demo_settings
 from apps.providers import links
 from apps.tenancy.models import ApiKey, Tenant
 
@@ -128,14 +129,11 @@ def inbox_demo(request: HttpRequest) -> HttpResponse:
     Only with DEBUG on or SIGNALBOX_INBOX_DEMO set; the tenant and recipient are
     SIGNALBOX_INBOX_DEMO_TENANT / _RECIPIENT (`make run`'s demo, "demo" / "ada").
     """
-    if not (settings.DEBUG or getattr(settings, "SIGNALBOX_INBOX_DEMO", False)):
+    demo = inbox_demo_settings()
+    if not (settings.DEBUG or demo.enabled):
         raise Http404("No demo here.")
-    tenant = Tenant.objects.filter(slug=getattr(settings, "SIGNALBOX_INBOX_DEMO_TENANT", "demo")).first()
-    recipient = (
-        Recipient.objects.filter(tenant=tenant, external_id=getattr(settings, "SIGNALBOX_INBOX_DEMO_RECIPIENT", "ada"))
-        .select_related("tenant")
-        .first()
-    )
+    tenant = Tenant.objects.filter(slug=demo.tenant).first()
+    recipient = Recipient.objects.filter(tenant=tenant, external_id=demo.recipient).select_related("tenant").first()
     key = (
         ApiKey.objects.filter(tenant=tenant, revoked=False)
         .filter(Q(expiry_date__isnull=True) | Q(expiry_date__gt=timezone.now()))
@@ -154,7 +152,7 @@ def inbox_demo(request: HttpRequest) -> HttpResponse:
         "token": token,
         "recipient": recipient,
         "poll": poll,
-        "stream_url": getattr(settings, "SIGNALBOX_INBOX_DEMO_STREAM_URL", ""),
+        "stream_url": demo.stream_url,
         "preferences_url": links.preferences_url(tenant_id=str(tenant.pk), recipient_id=recipient.pk),
         "nonce": nonce,
     }

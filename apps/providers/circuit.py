@@ -32,6 +32,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from apps.core import redis_client
+from apps.core.conf import as_mapping
 from apps.observability import metrics
 from apps.providers.base import Provider
 
@@ -47,7 +48,11 @@ class BreakerSettings:
 
 
 def breaker_settings() -> BreakerSettings:
-    raw: Mapping[str, Any] = getattr(settings, "SIGNALBOX_CIRCUIT_BREAKER", {}) or {}
+    raw = as_mapping(
+        settings.SIGNALBOX_CIRCUIT_BREAKER,
+        "SIGNALBOX_CIRCUIT_BREAKER",
+        known=("FAILURES", "WINDOW_SECONDS", "COOLDOWN_SECONDS"),
+    )
     try:
         values = BreakerSettings(
             failures=int(raw.get("FAILURES", BreakerSettings.failures)),

@@ -17,6 +17,8 @@ from html import escape
 from django.conf import settings
 from django.core import signing
 
+from apps.providers.conf import providers_settings
+
 SALT = "signalbox.portal.preferences-link"
 PLACEHOLDER = "-sbx-preferences-"
 
@@ -34,7 +36,7 @@ class PreferencesLink:
 
 
 def max_age_seconds() -> int:
-    return int(float(getattr(settings, "SIGNALBOX_PREFERENCES_LINK_MAX_AGE_DAYS", 60)) * 86400)
+    return int(providers_settings().preferences_link_max_age_days * 86400)
 
 
 def preferences_url(*, tenant_id: str, recipient_id: str | int) -> str:

@@ -13,7 +13,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from apps.core.crypto import DecryptionFailed
@@ -25,6 +24,7 @@ from apps.providers.adapters.smtp import SmtpProvider
 from apps.providers.adapters.twilio import TwilioProvider
 from apps.providers.adapters.webhook import DiscordProvider, TeamsProvider, WebhookProvider
 from apps.providers.base import Channel, Provider
+from apps.providers.conf import providers_settings
 from apps.providers.models import ProviderConfig
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def build(name: str, config: Mapping[str, Any], *, trusted: bool = False) -> Ada
 
 
 def environment_names(channel: str) -> list[str]:
-    chains: Mapping[str, list[str]] = getattr(settings, "SIGNALBOX_PROVIDER_CHAINS", {}) or {}
+    chains = providers_settings().chains
     names = list(chains.get(str(channel), []))
     for name in names:
         if name not in ADAPTERS or ADAPTERS[name].channel != channel:

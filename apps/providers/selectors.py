@@ -14,12 +14,12 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from django.conf import settings
 from django.core.cache import cache
 
 from apps.core.crypto import DecryptionFailed
 from apps.providers import registry
 from apps.providers.base import Channel, Health
+from apps.providers.conf import providers_settings
 from apps.providers.models import ProviderConfig
 
 RECENT_ATTEMPTS = 50
@@ -89,7 +89,7 @@ def probe(name: str, config: dict[str, Any], *, trusted: bool = False) -> Health
     if cached is not None:
         return Health(*cached) if cached else None
     health = registry.build(name, config, trusted=trusted).check()
-    cache.set(key, (health.ok, health.detail) if health else (), settings.SIGNALBOX_PROVIDER_HEALTH_TTL)
+    cache.set(key, (health.ok, health.detail) if health else (), providers_settings().health_ttl_seconds)
     return health
 
 

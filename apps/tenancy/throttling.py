@@ -25,12 +25,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
+from apps.tenancy.conf import tenancy_settings
 from apps.tenancy.models import ApiKey
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -43,7 +43,7 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
 
 
 def trusted_networks() -> tuple[Network, ...]:
-    return _networks(tuple(getattr(settings, "SIGNALBOX_TRUSTED_PROXIES", ()) or ()))
+    return _networks(tenancy_settings().trusted_proxies)
 
 
 def _address(text: str) -> Address | None:

@@ -36,10 +36,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
+from apps.core.conf import as_int, as_mapping, setting
 from apps.notifications import rendering
 from apps.notifications.models import Digest, DigestItem, DigestWindow, Notification, Recipient, uuid7
 from apps.notifications.services.preferences import local_instant, zone
@@ -47,6 +47,16 @@ from apps.notifications.validators import MAX_KEY_LENGTH, MAX_RULE_WINDOW_MINUTE
 
 RULE = "rule"
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# The keys of SIGNALBOX_DIGESTS; project/settings.py passes only what the environment sets, and the
+# defaults are DigestSettings' own.
+DIGEST_KEYS = (
+    "DAILY_AT",
+    "WEEKLY_DAY",
+    "ITEM_LIMIT",
+    "FLUSH_BATCH_SIZE",
+    "FLUSH_MAX_WINDOWS",
+    "REPUBLISH_AFTER_SECONDS",
+)
 
 
 # --- Settings ------------------------------------------------------------------------------------
@@ -80,15 +90,23 @@ def _parse_weekday(value: Any, where: str) -> int:
 
 
 def digest_settings() -> DigestSettings:
-    raw: Mapping[str, Any] = getattr(settings, "SIGNALBOX_DIGESTS", {}) or {}
+    raw = as_mapping(setting("SIGNALBOX_DIGESTS"), "SIGNALBOX_DIGESTS", known=DIGEST_KEYS)
     base = DigestSettings()
     return DigestSettings(
         daily_at=_parse_time(raw.get("DAILY_AT", base.daily_at), 'SIGNALBOX_DIGESTS["DAILY_AT"]'),
         weekly_day=_parse_weekday(raw.get("WEEKLY_DAY", base.weekly_day), 'SIGNALBOX_DIGESTS["WEEKLY_DAY"]'),
-        item_limit=int(raw.get("ITEM_LIMIT", base.item_limit)),
-        flush_batch_size=int(raw.get("FLUSH_BATCH_SIZE", base.flush_batch_size)),
-        flush_max_windows=int(raw.get("FLUSH_MAX_WINDOWS", base.flush_max_windows)),
-        republish_after_seconds=int(raw.get("REPUBLISH_AFTER_SECONDS", base.republish_after_seconds)),
+        item_limit=as_int(raw.get("ITEM_LIMIT", base.item_limit), 'SIGNALBOX_DIGESTS["ITEM_LIMIT"]', minimum=1),
+        flush_batch_size=as_int(
+            raw.get("FLUSH_BATCH_SIZE", base.flush_batch_size), 'SIGNALBOX_DIGESTS["FLUSH_BATCH_SIZE"]', minimum=1
+        ),
+        flush_max_windows=as_int(
+            raw.get("FLUSH_MAX_WINDOWS", base.flush_max_windows), 'SIGNALBOX_DIGESTS["FLUSH_MAX_WINDOWS"]', minimum=1
+        ),
+        republish_after_seconds=as_int(
+            raw.get("REPUBLISH_AFTER_SECONDS", base.republish_after_seconds),
+            'SIGNALBOX_DIGESTS["REPUBLISH_AFTER_SECONDS"]',
+            minimum=1,
+        ),
     )
 
 

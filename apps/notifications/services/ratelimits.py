@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
 from apps.core import redis_client
+from apps.notifications import conf
 from apps.notifications.models import Delivery
 from apps.observability import metrics
 
@@ -87,7 +87,7 @@ def limits_for(tenant_settings: Mapping[str, Any] | None) -> Limits:
 
 
 def _limits_for(tenant_settings: Mapping[str, Any] | None) -> Limits:
-    defaults: Mapping[str, Any] = getattr(settings, "SIGNALBOX_RATE_LIMITS", {}) or {}
+    defaults = conf.wiring().rate_limits
     own: Mapping[str, Any] = (tenant_settings or {}).get("rate_limits") or {}
     recipient = _merged(defaults.get("recipient_per_hour") or {}, own.get("recipient_per_hour") or {})
     quota = _merged(defaults.get("daily_quota") or {}, own.get("daily_quota") or {})

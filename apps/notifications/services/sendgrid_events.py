@@ -46,7 +46,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from rest_framework.exceptions import ParseError
@@ -54,6 +53,7 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 
 from apps.core import parsers
 from apps.core.errors import ApplicationError
+from apps.notifications import conf
 from apps.notifications.models import Delivery
 from apps.notifications.services.callbacks import delivery_report, earlier_than
 from apps.notifications.services.suppressions import suppression_add
@@ -93,7 +93,7 @@ class Outcome:
 
 
 def _max_age() -> float:
-    return float(getattr(settings, "SIGNALBOX_CALLBACK_MAX_AGE_SECONDS", 300))
+    return float(conf.wiring().callback_max_age_seconds)
 
 
 def _verifies(public_key: str, payload: str, signature: str, timestamp: str) -> bool:
@@ -150,7 +150,7 @@ def verified_events(*, body: bytes, signature: str, timestamp: str, now: float |
         payload = body.decode("utf-8")
     except UnicodeDecodeError:
         raise forged from None
-    environment_key = str(getattr(settings, "SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY", "") or "")
+    environment_key = conf.wiring().sendgrid_event_public_key
     if environment_key and _verifies(environment_key, payload, signature, timestamp):
         return _parsed(payload)
     try:

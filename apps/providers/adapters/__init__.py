@@ -29,14 +29,13 @@ from collections.abc import Mapping
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from django.conf import settings
-
 from apps.core.net import UnresolvableHost, UnsafeUrl, allow_private_default, check_host, resolve_public_address
 from apps.providers.base import Channel, Health, Message, SendResult
+from apps.providers.conf import providers_settings
 
 
 def default_timeout() -> float:
-    return float(getattr(settings, "SIGNALBOX_PROVIDER_TIMEOUT", 10.0))
+    return providers_settings().timeout
 
 
 def url_problems(url: Any) -> list[str]:
