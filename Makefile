@@ -66,10 +66,12 @@ fuzz: install-dev
 	echo "== fuzz: $(FUZZ_EXAMPLES) examples per operation, SIGNALBOX_FUZZ_SEED=$$seed"; \
 	SIGNALBOX_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SIGNALBOX_FUZZ_SEED=$$seed $(BIN)/python -m pytest tests/fuzz -p no:xdist -q $(ARGS)
 
+# Lint, format, types, and the layering rules (import-linter contracts + no imports hidden in functions).
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/python scripts/check_imports.py
 
 format: install-dev
 	$(BIN)/ruff format .
