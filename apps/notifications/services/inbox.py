@@ -215,6 +215,19 @@ def inbox_publish(items: Iterable[tuple[Any, Any]]) -> int:
     return len(messages)
 
 
+def inbox_delivered(items: Iterable[tuple[Any, Any]]) -> int:
+    """In-app `(delivery id, recipient pk)` rows the sender (not the fan-out) has just made visible:
+    each takes a new cursor, so a stream resuming past the row's insert still replays it, and is
+    published after commit. Call inside the transaction that recorded them."""
+    rows = list(items)
+    if not rows:
+        return 0
+    Delivery.objects.filter(
+        pk__in=[pk for pk, _ in rows], channel=Channel.IN_APP, status__in=Delivery.INBOX_VISIBLE
+    ).update(change_seq=next_change_seq())
+    return inbox_publish(rows)
+
+
 def inbox_changes_since(*, recipient_pk: Any, cursor: int, limit: int) -> list[dict[str, Any]]:
     """The inbox messages after `cursor`, oldest first (at most `limit`): what a resuming stream missed."""
     rows = Delivery.objects.filter(
