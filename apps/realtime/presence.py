@@ -1,8 +1,10 @@
 """Who listens, and how many connections each recipient and tenant holds, in Redis with expiry.
 
-Each open stream refreshes its entries every heartbeat; a crashed process's entries expire after
-two heartbeats, so counts heal by themselves. `listen` lets publishers skip groups nobody follows
-(it may over-answer for a moment after a disconnect, which only costs an unneeded publish).
+A stream takes its entries when it opens (`Presence.enter`) and drops them when it ends; while it
+is open, the process refreshes the entries of all its streams at once every heartbeat
+(`refresh_all`, one pipeline). A crashed process's entries expire after two heartbeats, so counts
+heal by themselves. `listening` lets publishers skip groups nobody follows (it may over-answer for
+a moment after a disconnect, which only costs an unneeded publish).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class Presence:
 
     def __init__(self, conn_id: str, groups: list[str], limits: list[tuple[str, int]]) -> None:
         self.conn_id = conn_id
-        self.groups = groups
+        self.groups = groups  # listened: the layer groups, and markers such as `notifications.<tenant>`
         self.limits = limits  # (counter name, max)
         self.client = _async_client()
         self.left = False
@@ -83,14 +85,7 @@ class Presence:
         return True
 
     async def refresh(self) -> None:
-        """Renews every entry; raises when Redis is unreachable (the stream then closes 1013)."""
-        expires = time.time() + _ttl()
-        pipe = self.client.pipeline(transaction=False)
-        for name, _ in self.limits:
-            pipe.zadd(key("rt:conn", name), {self.conn_id: expires})
-            pipe.expire(key("rt:conn", name), int(_ttl()) + 1)
-        pipe.zadd(key(LISTEN), {g: expires for g in self.groups}, gt=True)
-        await pipe.execute()
+        await refresh_all([self])
 
     async def leave(self) -> None:
         if self.left:
@@ -103,3 +98,30 @@ class Presence:
             await pipe.execute()
         except (redis.RedisError, OSError):
             pass  # expires by itself
+
+
+async def refresh_all(presences: list[Presence], chunk: int = 2000) -> None:
+    """Renews the entries of many streams in one pipeline per `chunk` of them (a process's
+    heartbeat); raises when Redis is unreachable (the caller closes its streams 1013)."""
+    if not presences:
+        return
+    client = presences[0].client
+    now = time.time()
+    expires = now + _ttl()
+    for start in range(0, len(presences), chunk):
+        part = presences[start : start + chunk]
+        members: dict[str, dict[str, float]] = {}
+        groups: dict[str, float] = {}
+        for presence in part:
+            for name, _ in presence.limits:
+                members.setdefault(name, {})[presence.conn_id] = expires
+            groups.update(dict.fromkeys(presence.groups, expires))
+        pipe = client.pipeline(transaction=False)
+        for name, entries in members.items():
+            pipe.zadd(key("rt:conn", name), entries)
+            pipe.expire(key("rt:conn", name), int(_ttl()) + 1)
+        if groups:
+            pipe.zadd(key(LISTEN), groups, gt=True)
+        await pipe.execute()
+    # Groups nobody refreshed for a while (their streams ended) leave the listeners' set.
+    await client.zremrangebyscore(key(LISTEN), "-inf", now - _ttl())

@@ -4,6 +4,12 @@ Order at the seam: the connection joins its groups *before* reading the backlog,
 committed meanwhile is both replayed and queued live; the live copy is dropped by id. Layer
 messages go into a per-connection queue of at most QUEUE_LIMIT; a client too slow to drain it is
 closed (4008) and resumes from its cursor. A failing layer or Redis closes the stream (1013).
+
+Periodic work is per process, not per stream (`Hub`): one timer renews the presence entries of
+all the process's streams in one Redis pipeline and sends their heartbeats every
+HEARTBEAT_SECONDS, and re-checks all their credentials in a few queries every
+AUTH_RECHECK_SECONDS, closing the streams whose key or token was revoked (4001). An idle stream
+costs no timer, no Redis command and no query of its own.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
+from apps.realtime import auth
 from apps.realtime.auth import Principal, Refused
 from apps.realtime.db import database_sync_to_async
-from apps.realtime.presence import Presence
+from apps.realtime.presence import Presence, refresh_all
 from apps.realtime.streams import Msg, Stream
 
 log = logging.getLogger(__name__)
@@ -44,13 +51,97 @@ class Closed(Exception):
 
 
 Send = Callable[[Msg], Awaitable[None]]
+HEARTBEAT = "heartbeat"  # put in a stream's queue by the hub
+
+
+class Conn:
+    """What the hub knows of one open stream."""
+
+    def __init__(self, presence: Presence, principal: Principal, queue: asyncio.Queue[Any]) -> None:
+        self.presence = presence
+        self.principal = principal
+        self.queue = queue
+        self.stop: Closed | None = None  # set by the hub; wins over anything still queued
+
+    def close(self, reason: Closed) -> None:
+        if self.stop is None:
+            self.stop = reason
+            self.queue.put_nowait(reason)
+
+
+class Hub:
+    """The process's open streams and the one timer that does their periodic work."""
+
+    def __init__(self) -> None:
+        self.conns: dict[str, Conn] = {}
+        self.timer: asyncio.Task[None] | None = None
+        self.rechecks = 0  # completed credential re-checks (visible to tests and benchmarks)
+
+    def add(self, conn: Conn) -> None:
+        self.conns[conn.presence.conn_id] = conn
+        if self.timer is None or self.timer.done():
+            self.timer = asyncio.create_task(self._tick())
+
+    def remove(self, conn: Conn) -> None:
+        self.conns.pop(conn.presence.conn_id, None)
+
+    async def _tick(self) -> None:
+        cfg = settings.SIGNALBOX_REALTIME
+        beat, auth_every = float(cfg["HEARTBEAT_SECONDS"]), float(cfg["AUTH_RECHECK_SECONDS"])
+        now = time.monotonic()
+        next_beat, next_auth = now + beat, now + auth_every
+        while self.conns:
+            await asyncio.sleep(max(min(next_beat, next_auth) - time.monotonic(), 0))
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + beat
+                await self._beat()
+            if now >= next_auth:
+                next_auth = now + auth_every
+                await self._recheck()
+        self.timer = None
+
+    async def _beat(self) -> None:
+        conns = list(self.conns.values())
+        try:
+            await refresh_all([c.presence for c in conns])
+        except Exception:
+            log.warning("realtime presence refresh failed; closing this process's streams", exc_info=True)
+            for conn in conns:
+                conn.close(Closed(TRY_AGAIN, "The realtime layer is unavailable; poll and retry later."))
+            return
+        for conn in conns:
+            conn.queue.put_nowait(HEARTBEAT)
+
+    async def _recheck(self) -> None:
+        principals = {conn_id: conn.principal for conn_id, conn in self.conns.items()}
+        try:
+            ended = await database_sync_to_async(auth.recheck)(principals)
+        except Exception:  # the database is away: keep the streams, check again next time
+            log.warning("realtime credential re-check failed", exc_info=True)
+            return
+        self.rechecks += 1
+        for conn_id in ended:
+            conn = self.conns.get(conn_id)
+            if conn is not None:
+                conn.close(Closed(UNAUTHORIZED, "The token or key has been revoked."))
+
+
+_hubs: dict[Any, Hub] = {}
+
+
+def hub() -> Hub:
+    """This event loop's hub (one per process in production)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _hubs:
+        _hubs[loop] = Hub()
+    return _hubs[loop]
 
 
 async def run(
     *,
     stream: Stream,
     principal: Principal,
-    recheck: Callable[[], Principal],
     limits: list[tuple[str, int]],
     cursor: int | None,
     send: Send,
@@ -61,8 +152,9 @@ async def run(
     layer = get_channel_layer()
     if layer is None:
         return Closed(TRY_AGAIN, "The realtime layer is not configured.")
-    presence = Presence(uuid.uuid4().hex, stream.groups, limits)
+    presence = Presence(uuid.uuid4().hex, [*stream.groups, *stream.markers], limits)
     queue: asyncio.Queue[Any] = asyncio.Queue()
+    conn = Conn(presence, principal, queue)
     channel = ""
     reader: asyncio.Task[None] | None = None
     try:
@@ -78,25 +170,28 @@ async def run(
         except Exception as exc:  # Redis down at connect
             log.warning("realtime layer unavailable at connect", exc_info=True)
             raise Closed(TRY_AGAIN, "The realtime layer is unavailable; poll and retry later.") from exc
+        hub().add(conn)
         reader = asyncio.create_task(_read(layer, channel, queue, int(cfg["QUEUE_LIMIT"])))
         for message in await stream.start(cursor):
             await send(message)
         await _flush(stream, send)
         if stream.final:
             return Closed(NORMAL, "final")
-        return await _loop(stream, principal, recheck, presence, queue, send, draining)
+        return await _loop(stream, conn, send, draining)
     except Refused as exc:
         return Closed(exc.close_code, exc.message) if exc.status != 409 else Closed(REPLAY_TOO_LONG, exc.message)
     except Closed as exc:
         return exc
     finally:
+        hub().remove(conn)
         if reader is not None:
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
-        with contextlib.suppress(Exception):
-            for group in stream.groups:
-                await asyncio.wait_for(layer.group_discard(group, channel), 1)
+        if channel:
+            with contextlib.suppress(Exception):
+                for group in stream.groups:
+                    await asyncio.wait_for(layer.group_discard(group, channel), 1)
         await presence.leave()
 
 
@@ -131,58 +226,43 @@ async def _flush(stream: Stream, send: Send) -> None:
         await send(message)
 
 
-async def _loop(
-    stream: Stream,
-    principal: Principal,
-    recheck: Callable[[], Principal],
-    presence: Presence,
-    queue: asyncio.Queue[Any],
-    send: Send,
-    draining: asyncio.Event,
-) -> Closed:
-    cfg = settings.SIGNALBOX_REALTIME
-    heartbeat = float(cfg["HEARTBEAT_SECONDS"])
-    refresh_every = float(cfg["STATE_REFRESH_SECONDS"])
-    auth_every = float(cfg["AUTH_RECHECK_SECONDS"])
-    now = time.monotonic()
-    next_beat, next_refresh, next_auth = now + heartbeat, now + refresh_every, now + auth_every
+async def _loop(stream: Stream, conn: Conn, send: Send, draining: asyncio.Event) -> Closed:
+    """Waits on the queue only: layer messages, the hub's heartbeats and closes. Its own timeouts
+    are the token's expiry (no query: it is in the token) and a state stream's safety re-read."""
+    refresh_every = float(settings.SIGNALBOX_REALTIME["STATE_REFRESH_SECONDS"])
+    next_refresh = time.monotonic() + refresh_every
+    expires_at = conn.principal.expires_at
+    queue = conn.queue
     while True:
-        if draining.is_set():
-            return Closed(RESTART, "reconnect")
-        if principal.expires_at is not None and principal.expires_at <= timezone.now():
-            return Closed(UNAUTHORIZED, "The token or key has expired.")
-        now = time.monotonic()
-        wake = min(next_beat, next_auth, next_refresh if stream.refreshes else next_beat)
-        if principal.expires_at is not None:
-            wake = min(wake, now + max((principal.expires_at - timezone.now()).total_seconds(), 0) + 0.01)
+        deadlines = [next_refresh] if stream.refreshes else []
+        if expires_at is not None:
+            deadlines.append(time.monotonic() + max((expires_at - timezone.now()).total_seconds(), 0) + 0.01)
         try:
-            item = await asyncio.wait_for(queue.get(), timeout=max(wake - now, 0.01))
+            if deadlines:
+                item = await asyncio.wait_for(queue.get(), timeout=max(min(deadlines) - time.monotonic(), 0.01))
+            else:
+                item = await queue.get()
         except TimeoutError:
             item = None
         while item is not None:
+            if conn.stop is not None:
+                return conn.stop
+            if draining.is_set():
+                return Closed(RESTART, "reconnect")
             if isinstance(item, Closed):
                 return item
-            for message in await stream.live(item):
-                await send(message)
+            if item == HEARTBEAT:
+                await send({"type": "heartbeat"})
+            else:
+                for message in await stream.live(item):
+                    await send(message)
             item = None if queue.empty() else queue.get_nowait()
-        now = time.monotonic()
-        if stream.refreshes and now >= next_refresh:
-            next_refresh = now + refresh_every
+        if expires_at is not None and expires_at <= timezone.now():
+            return Closed(UNAUTHORIZED, "The token or key has expired.")
+        if stream.refreshes and time.monotonic() >= next_refresh:
+            next_refresh = time.monotonic() + refresh_every
             for message in await stream.refresh():
                 await send(message)
         await _flush(stream, send)
         if stream.final:
             return Closed(NORMAL, "final")
-        if now >= next_beat:
-            next_beat = now + heartbeat
-            try:
-                await presence.refresh()
-            except Exception:
-                return Closed(TRY_AGAIN, "The realtime layer is unavailable; poll and retry later.")
-            await send({"type": "heartbeat"})
-        if now >= next_auth:
-            next_auth = now + auth_every
-            try:
-                principal = await database_sync_to_async(recheck)()
-            except Refused as exc:
-                return Closed(UNAUTHORIZED, exc.message)

@@ -93,6 +93,11 @@ def inbox_token_read(token: str) -> TokenClaims:
     return TokenClaims(str(data["t"]), int(data["r"]), str(data["k"]), int(data["g"]))
 
 
+def inbox_token_expiry(token: str) -> int:
+    """When a validly signed token expires (a Unix time): a long-lived stream ends on it."""
+    return int(signing.loads(token, salt=TOKEN_SALT)["x"])
+
+
 def inbox_tokens_revoke(*, recipient: Recipient, request: Any = None) -> None:
     """Ends every inbox token of this recipient minted so far, at once (tokens minted later work)."""
     with transaction.atomic():
