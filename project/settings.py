@@ -244,7 +244,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Record intents (notifications, tasks, transitions, events); Celery queues carry them out. "
         "Authenticate with `Authorization: Bearer sbx_…`. Errors share one shape: "
-        "`{code, message, fields}`."
+        "`{code, message, fields}`. Live streams (WebSocket and Server-Sent Events, served by the "
+        "realtime process): their messages are described by the JSON Schema at "
+        "`GET /api/v1/realtime/schema/`."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("apps.workflows.urls")),
     path("", include("apps.events.urls")),
     path("", include("apps.observability.urls")),
+    path("", include("apps.realtime.urls")),
 ]
 
 urlpatterns = [
