@@ -1,5 +1,10 @@
 """The `LiveSink` the realtime app registers in apps.core.live: publishes to the Channels layer.
 
+Publishes run on one event loop per process, in a daemon thread started on first use (and again in
+a forked child, e.g. a Celery prefork worker): the layer keeps its Redis connections per event
+loop, so a loop per publish (`async_to_sync`) would open a new Redis connection every time. The
+groups of one batch are sent concurrently.
+
 The layer and the Redis client are imported on first use, not at start-up: a process that never
 publishes (a management command, the API before its first change) does not load them, nor what
 redis-py loads with them.
@@ -7,14 +12,38 @@ redis-py loads with them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 from collections.abc import Sequence
-
-from asgiref.sync import async_to_sync
 
 from apps.core.live import Message
 
 log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT = 5.0  # seconds a writer waits for its publish; past it the stream resumes from the database
+
+
+class _Loop:
+    """A private event loop in a daemon thread, per process."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="live-publish", daemon=True).start()
+
+
+_loop: _Loop | None = None
+_lock = threading.Lock()
+
+
+def _publisher() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _lock:
+        if _loop is None or _loop.pid != os.getpid():
+            _loop = _Loop()
+        return _loop.loop
 
 
 class ChannelLayerSink:
@@ -24,10 +53,11 @@ class ChannelLayerSink:
         return presence.listening(list(groups))
 
     def publish(self, messages: Sequence[Message]) -> None:
-        """One layer connection for the whole batch; a failure is logged, never raised: the
+        """Sends the batch and waits for it (bounded); a failure is logged, never raised: the
         change is committed, and a stream that missed it reads it back on reconnect."""
         try:
-            async_to_sync(_send_all)(list(messages))
+            future = asyncio.run_coroutine_threadsafe(_send_all(list(messages)), _publisher())
+            future.result(timeout=PUBLISH_TIMEOUT)
         except Exception:
             log.warning("live publish failed; streams will replay from the database", exc_info=True)
 
@@ -37,5 +67,12 @@ async def _send_all(messages: list[Message]) -> None:
 
     layer = get_channel_layer()
     assert layer is not None
+    by_group: dict[str, list[dict[str, object]]] = {}
     for group, message in messages:
-        await layer.group_send(group, {"type": "live", "m": message})
+        by_group.setdefault(group, []).append(message)
+
+    async def send(group: str, batch: list[dict[str, object]]) -> None:
+        for message in batch:  # in order within a group
+            await layer.group_send(group, {"type": "live", "m": message})
+
+    await asyncio.gather(*(send(group, batch) for group, batch in by_group.items()))
