@@ -212,6 +212,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", type=Path, help="run the realtime process under cProfile, stats to this file")
     parser.add_argument("--connect-limit", type=float, default=420.0, help="seconds to wait for all connections")
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle CPU sampled over this long")
     parser.add_argument("--keep-db", action="store_true")
@@ -230,11 +231,25 @@ def main() -> None:
         log(f"setting up {args.connections} recipients and tokens")
         tenant, recipients, tokens, _ = setup(args.connections)
         port = 18000 + os.getpid() % 1000
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--no-access-log", "--log-level", "warning", "--backlog", "4096"],
-            cwd=ROOT, env={**os.environ, "ASGI_THREADS": "8"},
-        )  # fmt: skip
+        command = (
+            ["-m", "bench.realtime.profiled", str(args.profile.resolve()), str(port)]
+            if args.profile
+            else [
+                "-m",
+                "uvicorn",
+                "project.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--backlog",
+                "4096",
+            ]
+        )
+        server = subprocess.Popen([sys.executable, *command], cwd=ROOT, env={**os.environ, "ASGI_THREADS": "8"})
         import httpx
 
         for _ in range(300):
@@ -307,7 +322,7 @@ def main() -> None:
         if server is not None:
             server.terminate()
             try:
-                server.wait(10)
+                server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
         from django.db import connections
