@@ -30,6 +30,7 @@ def _ttl() -> float:
 
 
 LISTEN = "rt:listen"
+ROUTE = "rt:route"  # per group: the layer channels of the processes holding a stream of it
 
 
 @functools.cache
@@ -42,6 +43,21 @@ def listening(groups: list[str]) -> set[str]:
     scores = sync_client(_cfg()["REDIS_URL"]).zmscore(key(LISTEN), groups)
     now = time.time()
     return {g for g, score in zip(groups, scores, strict=True) if score is not None and float(score) > now}
+
+
+def routes(groups: list[str]) -> dict[str, list[str]]:
+    """Which processes (layer channels) hold streams of these groups: channel -> its groups (one
+    pipeline). Publishers send one layer message per process and batch, not one per group."""
+    client = sync_client(_cfg()["REDIS_URL"])
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    for group in groups:
+        pipe.zrangebyscore(key(ROUTE, group), now, "+inf")
+    found: dict[str, list[str]] = {}
+    for group, channels in zip(groups, pipe.execute(), strict=True):
+        for channel in channels:
+            found.setdefault(channel.decode(), []).append(group)
+    return found
 
 
 _clients: dict[Any, aioredis.Redis] = {}
@@ -61,10 +77,14 @@ def _async_client() -> aioredis.Redis:
 class Presence:
     """One connection's entries: its groups, and its slot under the recipient's and tenant's limits."""
 
-    def __init__(self, conn_id: str, groups: list[str], limits: list[tuple[str, int]]) -> None:
+    def __init__(
+        self, conn_id: str, groups: list[str], limits: list[tuple[str, int]], routed: list[str], where: str
+    ) -> None:
         self.conn_id = conn_id
-        self.groups = groups  # listened: the layer groups, and markers such as `notifications.<tenant>`
+        self.groups = groups  # listened: the stream's groups, and markers such as `notifications.<tenant>`
         self.limits = limits  # (counter name, max)
+        self.routed = routed  # the groups whose messages this process receives for the stream
+        self.where = where  # this process's layer channel
         self.client = _async_client()
         self.left = False
 
@@ -122,6 +142,13 @@ async def refresh_all(presences: list[Presence], chunk: int = 2000) -> None:
             pipe.expire(key("rt:conn", name), int(_ttl()) + 1)
         if groups:
             pipe.zadd(key(LISTEN), groups, gt=True)
+        routes: dict[str, dict[str, float]] = {}
+        for presence in part:
+            for group in presence.routed:
+                routes.setdefault(group, {})[presence.where] = expires
+        for group, channels in routes.items():
+            pipe.zadd(key(ROUTE, group), channels, gt=True)
+            pipe.expire(key(ROUTE, group), int(_ttl()) + 1)
         await pipe.execute()
     # Groups nobody refreshed for a while (their streams ended) leave the listeners' set.
     await client.zremrangebyscore(key(LISTEN), "-inf", now - _ttl())

@@ -1,9 +1,14 @@
 """One open stream, whatever its transport: subscribe, replay, then the live feed, until it ends.
 
 Order at the seam: the connection joins its groups *before* reading the backlog, so a change
-committed meanwhile is both replayed and queued live; the live copy is dropped by id. Layer
+committed meanwhile is both replayed and queued live; the live copy is dropped by id. Live
 messages go into a per-connection queue of at most QUEUE_LIMIT; a client too slow to drain it is
 closed (4008) and resumes from its cursor. A failing layer or Redis closes the stream (1013).
+
+A process has one layer channel (`Hub`), not one per stream: publishers send each batch as one
+layer message per process holding streams of its groups, and the hub hands the items out. The
+channel layer receives message by message with several Redis round trips each, so one message
+per recipient would cap a process far below the rate of a fan-out (bench/realtime/layer.py).
 
 Periodic work is per process, not per stream (`Hub`): one timer renews the presence entries of
 all the process's streams in one Redis pipeline and sends their heartbeats every
@@ -15,7 +20,6 @@ costs no timer, no Redis command and no query of its own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -57,11 +61,22 @@ HEARTBEAT = "heartbeat"  # put in a stream's queue by the hub
 class Conn:
     """What the hub knows of one open stream."""
 
-    def __init__(self, presence: Presence, principal: Principal, queue: asyncio.Queue[Any]) -> None:
-        self.presence = presence
+    def __init__(self, principal: Principal, groups: list[str], limit: int) -> None:
+        self.conn_id = uuid.uuid4().hex
         self.principal = principal
-        self.queue = queue
+        self.groups = groups
+        self.limit = limit
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.presence: Presence | None = None  # once it holds its slots
         self.stop: Closed | None = None  # set by the hub; wins over anything still queued
+
+    def deliver(self, message: Any) -> None:
+        if self.stop is not None:
+            return
+        if self.queue.qsize() >= self.limit:
+            self.close(Closed(SLOW, "Too far behind; reconnect with your cursor."))
+        else:
+            self.queue.put_nowait(message)
 
     def close(self, reason: Closed) -> None:
         if self.stop is None:
@@ -70,20 +85,63 @@ class Conn:
 
 
 class Hub:
-    """The process's open streams and the one timer that does their periodic work."""
+    """The process's open streams, its one layer channel and the one timer of their periodic work.
+
+    Publishers send a batch as one layer message per process (`presence.routes`); the hub's reader
+    hands each item to the streams of its group, each into its own bounded queue."""
 
     def __init__(self) -> None:
         self.conns: dict[str, Conn] = {}
+        self.by_group: dict[str, set[Conn]] = {}
+        self.channel = ""
+        self.reader: asyncio.Task[None] | None = None
         self.timer: asyncio.Task[None] | None = None
+        self.opening = asyncio.Lock()
         self.rechecks = 0  # completed credential re-checks (visible to tests and benchmarks)
 
-    def add(self, conn: Conn) -> None:
-        self.conns[conn.presence.conn_id] = conn
+    async def join(self, conn: Conn) -> str:
+        """Registers the stream (its messages are routed to it from now on); returns the process's
+        layer channel, opened on first use. Raises when the layer is unreachable."""
+        async with self.opening:
+            if not self.channel:
+                layer = get_channel_layer()
+                assert layer is not None
+                self.channel = await layer.new_channel()
+                self.reader = asyncio.create_task(self._receive(layer, self.channel))
+        self.conns[conn.conn_id] = conn
+        for group in conn.groups:
+            self.by_group.setdefault(group, set()).add(conn)
         if self.timer is None or self.timer.done():
             self.timer = asyncio.create_task(self._tick())
+        return self.channel
 
-    def remove(self, conn: Conn) -> None:
-        self.conns.pop(conn.presence.conn_id, None)
+    def leave(self, conn: Conn) -> None:
+        self.conns.pop(conn.conn_id, None)
+        for group in conn.groups:
+            held = self.by_group.get(group)
+            if held is not None:
+                held.discard(conn)
+                if not held:
+                    del self.by_group[group]
+
+    def close_all(self, reason: Closed) -> None:
+        for conn in list(self.conns.values()):
+            conn.close(reason)
+
+    async def _receive(self, layer: Any, channel: str) -> None:
+        try:
+            while True:
+                message = await layer.receive(channel)
+                for group, item in message.get("items", ()):
+                    for conn in self.by_group.get(group, ()):
+                        conn.deliver(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("realtime layer receive failed; closing this process's streams", exc_info=True)
+            if self.channel == channel:
+                self.channel = ""  # the next stream opens a new channel (and reader)
+            self.close_all(Closed(TRY_AGAIN, "The realtime layer is unavailable; poll and retry later."))
 
     async def _tick(self) -> None:
         cfg = settings.SIGNALBOX_REALTIME
@@ -104,11 +162,10 @@ class Hub:
     async def _beat(self) -> None:
         conns = list(self.conns.values())
         try:
-            await refresh_all([c.presence for c in conns])
+            await refresh_all([c.presence for c in conns if c.presence is not None])
         except Exception:
             log.warning("realtime presence refresh failed; closing this process's streams", exc_info=True)
-            for conn in conns:
-                conn.close(Closed(TRY_AGAIN, "The realtime layer is unavailable; poll and retry later."))
+            self.close_all(Closed(TRY_AGAIN, "The realtime layer is unavailable; poll and retry later."))
             return
         for conn in conns:
             conn.queue.put_nowait(HEARTBEAT)
@@ -148,30 +205,23 @@ async def run(
     draining: asyncio.Event,
 ) -> Closed:
     """Runs the stream until it ends; returns why (the transport turns it into a close)."""
-    cfg = settings.SIGNALBOX_REALTIME
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return Closed(TRY_AGAIN, "The realtime layer is not configured.")
-    presence = Presence(uuid.uuid4().hex, [*stream.groups, *stream.markers], limits)
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    conn = Conn(presence, principal, queue)
-    channel = ""
-    reader: asyncio.Task[None] | None = None
+    conn = Conn(principal, stream.groups, int(settings.SIGNALBOX_REALTIME["QUEUE_LIMIT"]))
+    the_hub = hub()
     try:
         try:
             async with _gate():  # a reconnect storm queues here rather than exhausting Redis pools
+                where = await the_hub.join(conn)
+                presence = Presence(conn.conn_id, [*stream.groups, *stream.markers], limits, stream.groups, where)
                 if not await presence.enter():
                     raise Refused(429, "too_many_connections", "Too many open streams for this recipient or tenant.")
-                channel = await layer.new_channel()
-                for group in stream.groups:
-                    await layer.group_add(group, channel)
+                conn.presence = presence
         except Refused:
             raise
         except Exception as exc:  # Redis down at connect
             log.warning("realtime layer unavailable at connect", exc_info=True)
             raise Closed(TRY_AGAIN, "The realtime layer is unavailable; poll and retry later.") from exc
-        hub().add(conn)
-        reader = asyncio.create_task(_read(layer, channel, queue, int(cfg["QUEUE_LIMIT"])))
         for message in await stream.start(cursor):
             await send(message)
         await _flush(stream, send)
@@ -183,16 +233,9 @@ async def run(
     except Closed as exc:
         return exc
     finally:
-        hub().remove(conn)
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
-        if channel:
-            with contextlib.suppress(Exception):
-                for group in stream.groups:
-                    await asyncio.wait_for(layer.group_discard(group, channel), 1)
-        await presence.leave()
+        the_hub.leave(conn)
+        if conn.presence is not None:
+            await conn.presence.leave()
 
 
 _gates: dict[Any, asyncio.Semaphore] = {}
@@ -204,21 +247,6 @@ def _gate() -> asyncio.Semaphore:
     if loop not in _gates:
         _gates[loop] = asyncio.Semaphore(32)
     return _gates[loop]
-
-
-async def _read(layer: Any, channel: str, queue: asyncio.Queue[Any], limit: int) -> None:
-    try:
-        while True:
-            message = await layer.receive(channel)
-            if queue.qsize() >= limit:
-                queue.put_nowait(Closed(SLOW, "Too far behind; reconnect with your cursor."))
-                return
-            queue.put_nowait(message.get("m"))
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.warning("realtime layer receive failed", exc_info=True)
-        queue.put_nowait(Closed(TRY_AGAIN, "The realtime layer is unavailable; poll and retry later."))
 
 
 async def _flush(stream: Stream, send: Send) -> None:

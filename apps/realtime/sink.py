@@ -18,6 +18,8 @@ import os
 import threading
 from collections.abc import Sequence
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from apps.core.live import Message
 
 log = logging.getLogger(__name__)
@@ -63,16 +65,26 @@ class ChannelLayerSink:
 
 
 async def _send_all(messages: list[Message]) -> None:
+    """One layer message per realtime process holding streams of these groups (`presence.routes`),
+    carrying all of the batch's messages for them, in order: a process receives a fan-out chunk
+    in one layer message, not one per recipient."""
     from channels.layers import get_channel_layer
+
+    from apps.realtime import presence
 
     layer = get_channel_layer()
     assert layer is not None
-    by_group: dict[str, list[dict[str, object]]] = {}
-    for group, message in messages:
-        by_group.setdefault(group, []).append(message)
+    groups = list(dict.fromkeys(group for group, _ in messages))
+    routes = await asyncio.to_thread(presence.routes, groups)
 
-    async def send(group: str, batch: list[dict[str, object]]) -> None:
-        for message in batch:  # in order within a group
-            await layer.group_send(group, {"type": "live", "m": message})
+    async def send(channel: str, routed: list[str]) -> None:
+        wanted = set(routed)
+        batch = {"type": "live.batch", "items": [[group, message] for group, message in messages if group in wanted]}
+        try:
+            await layer.send(channel, batch)
+        except (ConnectionError, OSError, RedisConnectionError):
+            # A pooled connection that Redis closed (a restart) fails once, then is replaced. At worst
+            # a client gets an item twice, which it upserts by id (state streams drop it by id).
+            await layer.send(channel, batch)
 
-    await asyncio.gather(*(send(group, batch) for group, batch in by_group.items()))
+    await asyncio.gather(*(send(channel, routed) for channel, routed in routes.items()))
