@@ -8,7 +8,9 @@ It creates, migrates and drops its own database (`signalbox_bench_realtime`), ma
 project.asgi, as in the Procfile) and opens one WebSocket per recipient from a client process.
 Then:
 
-1. idle: the process's resident memory before and after the connections (memory per connection);
+1. idle: the process's resident memory before and after the connections (memory per connection),
+   each connection's time to `ready`, and the process's CPU while every stream is idle; the connect
+   phase is bounded (`--connect-limit`) and reports how many opened;
 2. latency: for `--seconds`, every 100 ms one notification to `rate/10` connected recipients goes
    through the production fan-out (`notification_fan_out` + `fanout_chunk_run`: COPY insert, then
    the after-commit publish); each client stamps the arrival of its item. Reported: commit → client
