@@ -124,9 +124,7 @@ def test_an_in_app_item_completed_by_the_sender_is_pushed_and_replayed_after_its
     assert [(m["data"]["id"], m["id"]) for m in replay if m["type"] == "inbox.item"] == [(str(delivery.pk), item["id"])]
 
 
-def test_the_processs_batched_recheck_closes_only_the_revoked_streams(
-    start_realtime: Any, inbox_ready: Any
-) -> None:
+def test_the_processs_batched_recheck_closes_only_the_revoked_streams(start_realtime: Any, inbox_ready: Any) -> None:
     server = start_realtime()  # AUTH_RECHECK_SECONDS 0.5 (conftest)
     revoked, kept = _token(inbox_ready, "user-0"), _token(inbox_ready, "user-1")
     with server.ws(INBOX, token=revoked) as gone, server.ws(INBOX, token=kept) as stays:
@@ -154,9 +152,7 @@ def test_the_message_schema_is_served_by_the_api_and_the_realtime_process_and_ma
     assert set(defs["task.status"]["properties"]["data"]["properties"]["status"]["enum"]) == set(TaskStatus.values)
     notification = defs["notification.status"]["properties"]["data"]["properties"]
     assert set(notification["status"]["enum"]) == set(Notification.Status.values)
-    assert set(notification["channels"]["additionalProperties"]["propertyNames"]["enum"]) == set(
-        Delivery.Status.values
-    )
+    assert set(notification["channels"]["additionalProperties"]["propertyNames"]["enum"]) == set(Delivery.Status.values)
     assert set(defs["delivery.status"]["properties"]["data"]["properties"]["status"]["enum"]) == set(
         Delivery.Status.values
     )
