@@ -249,7 +249,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Record intents (notifications, tasks, transitions, events); Celery queues carry them out. "
         "Authenticate with `Authorization: Bearer sbx_…`. Errors share one shape: "
-        "`{code, message, fields}`."
+        "`{code, message, fields}`. Live streams (WebSocket and Server-Sent Events, served by the "
+        "realtime process): their messages are described by the JSON Schema at "
+        "`GET /api/v1/realtime/schema/`."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -671,8 +673,9 @@ SIGNALBOX_REALTIME = {
     "MAX_PER_TENANT": env.int("SIGNALBOX_REALTIME_MAX_PER_TENANT", default=20000),
     # How often an open stream re-checks its token or key (expiry ends it at once, on time).
     "AUTH_RECHECK_SECONDS": env.float("SIGNALBOX_REALTIME_AUTH_RECHECK_SECONDS", default=30.0),
-    # Task and notification streams re-read their row this often besides each wake-up.
-    "STATE_REFRESH_SECONDS": env.float("SIGNALBOX_REALTIME_STATE_REFRESH_SECONDS", default=2.0),
+    # Task and notification streams are pushed each change; this slow re-read is only a safety net
+    # for the few transitions that publish nothing (docs/realtime.md).
+    "STATE_REFRESH_SECONDS": env.float("SIGNALBOX_REALTIME_STATE_REFRESH_SECONDS", default=30.0),
     "HEARTBEAT_SECONDS": env.float("SIGNALBOX_REALTIME_HEARTBEAT_SECONDS", default=15.0),
     # A resume replays at most this many missed changes; past it the client is told to reload (4009).
     "REPLAY_LIMIT": env.int("SIGNALBOX_REALTIME_REPLAY_LIMIT", default=1000),

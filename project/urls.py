@@ -16,6 +16,7 @@ api_v1 = [
     path("", include("apps.events.urls")),
     path("", include("apps.flows.urls")),
     path("", include("apps.observability.urls")),
+    path("", include("apps.realtime.urls")),
 ]
 
 urlpatterns = [

@@ -12,7 +12,7 @@ source of truth, and a stream that missed a message reads it back from the datab
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from django.db import transaction
@@ -59,3 +59,23 @@ def live_publish_on_commit(messages: Sequence[Message], *, using: str | None = N
         return
     batch = list(messages)
     transaction.on_commit(lambda: sink.publish(batch), using=using)
+
+
+def live_publish_after_commit(build: Callable[[], Sequence[Message]], *, using: str | None = None) -> None:
+    """Like `live_publish_on_commit`, but the messages are built once the transaction has committed:
+    for a state read that must see this commit and every earlier one (a notification's counts).
+    A failing build is logged, never raised: the change is committed, streams read it on reconnect."""
+    sink = _sink
+    if sink is None:
+        return
+
+    def publish() -> None:
+        try:
+            messages = list(build())
+        except Exception:
+            log.warning("live message build failed", exc_info=True)
+            return
+        if messages:
+            sink.publish(messages)
+
+    transaction.on_commit(publish, using=using)

@@ -10,6 +10,7 @@ the recipient's tokens were not revoked since (docs/security.md, "Inbox tokens")
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import Exists, OuterRef, Q
@@ -63,23 +64,55 @@ class RecipientTokenAuthentication(BaseAuthentication):
             raw = request.query_params["token"]
         else:
             return None
-        try:
-            claims = inbox_token_read(raw)
-        except InvalidToken as exc:
-            raise exceptions.AuthenticationFailed(str(exc), code="invalid_recipient_token") from exc
-        recipient = _holder(claims)
-        if recipient is None or not recipient.tenant.is_active:
-            raise exceptions.AuthenticationFailed("The recipient token is invalid.", code="invalid_recipient_token")
-        if not recipient.minting_key_usable or recipient.inbox_token_generation != claims.generation:  # type: ignore[attr-defined]
-            raise exceptions.AuthenticationFailed(
-                "The recipient token has been revoked.", code="revoked_recipient_token"
-            )
+        recipient, _ = recipient_token_check(raw)
         request.tenant = recipient.tenant  # type: ignore[attr-defined]
         context.replace({**context.current(), "tenant": str(recipient.tenant_id)})
         return RecipientPrincipal(recipient), RecipientToken(recipient)
 
     def authenticate_header(self, request: Request) -> str:
         return 'Recipient realm="signalbox-inbox"'
+
+
+def recipient_token_check(raw: str) -> tuple[Recipient, TokenClaims]:
+    """The recipient a raw token opens and its claims, checked as on every request (one query);
+    raises AuthenticationFailed. Public for the realtime streams, which authenticate alike."""
+    try:
+        claims = inbox_token_read(raw)
+    except InvalidToken as exc:
+        raise exceptions.AuthenticationFailed(str(exc), code="invalid_recipient_token") from exc
+    recipient = _holder(claims)
+    if recipient is None or not recipient.tenant.is_active:
+        raise exceptions.AuthenticationFailed("The recipient token is invalid.", code="invalid_recipient_token")
+    if not recipient.minting_key_usable or recipient.inbox_token_generation != claims.generation:  # type: ignore[attr-defined]
+        raise exceptions.AuthenticationFailed("The recipient token has been revoked.", code="revoked_recipient_token")
+    return recipient, claims
+
+
+def recipient_tokens_usable(claims: Iterable[TokenClaims]) -> set[TokenClaims]:
+    """Of these already-read tokens, those still usable (the rule of `recipient_token_check`, for
+    many at once in two queries): a long-lived connection re-checks its token this way in bulk.
+    Expiry is the caller's (it is in the token, not the database)."""
+    wanted = set(claims)
+    if not wanted:
+        return set()
+    recipients = {
+        pk: (str(tenant_id), generation)
+        for pk, tenant_id, generation in Recipient.objects.filter(
+            pk__in={c.recipient_pk for c in wanted}, tenant__is_active=True
+        ).values_list("pk", "tenant_id", "inbox_token_generation")
+    }
+    keys = ApiKey.objects.filter(
+        Q(expiry_date__isnull=True) | Q(expiry_date__gt=timezone.now()),
+        prefix__in={c.key_prefix for c in wanted},
+        revoked=False,
+    ).values_list("prefix", "tenant_id", "is_platform")
+    minted_by = {(prefix, "*" if platform else str(tenant_id)) for prefix, tenant_id, platform in keys}
+    return {
+        c
+        for c in wanted
+        if recipients.get(c.recipient_pk) == (c.tenant_id, c.generation)
+        and ((c.key_prefix, c.tenant_id) in minted_by or (c.key_prefix, "*") in minted_by)
+    }
 
 
 def _holder(claims: TokenClaims) -> Recipient | None:

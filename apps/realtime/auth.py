@@ -1,21 +1,24 @@
-"""Who may open a stream: the REST API's own checks, reused (recipient tokens, API keys and scopes).
+"""Who may open a stream: the REST API's own checks (recipient tokens, API keys and scopes), through
+the public functions of apps.notifications and apps.tenancy.
 
-Each check is a plain sync function run again every AUTH_RECHECK_SECONDS while the stream is
-open, so a revoked key or token, or a deactivated tenant, ends the stream.
+A stream is authenticated once when it opens. While it stays open, the process re-checks all of
+its streams' credentials together every AUTH_RECHECK_SECONDS (`recheck`, a few queries for the
+whole process, not one per stream), so a revoked key or token, or a deactivated tenant, ends them.
+A token's own expiry needs no query: each stream ends on time by itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from django.utils import timezone
 from rest_framework import exceptions
 
-from apps.notifications.authentication import _holder
-from apps.notifications.services.inbox import InvalidToken, inbox_token_read
-from apps.tenancy.authentication import ApiKeyAuthentication
+from apps.notifications.authentication import recipient_token_check, recipient_tokens_usable
+from apps.notifications.services.inbox import TokenClaims, inbox_token_expiry
+from apps.tenancy.authentication import api_key_lookup, api_keys_usable
 from apps.tenancy.models import Scope
 from apps.tenancy.origins import origin_allowed_for
 
@@ -40,40 +43,66 @@ class Principal:
     tenant_settings: dict[str, Any]
     recipient_pk: int | None  # a recipient token's recipient; None for an API key
     expires_at: datetime | None
+    claims: TokenClaims | None = None  # a recipient token's, for the re-check
+    key_id: Any = None  # an API key's, for the re-check
+    scope: str = ""
+
+
+def _refused(exc: exceptions.AuthenticationFailed) -> Refused:
+    codes = exc.get_codes()
+    return Refused(401, codes if isinstance(codes, str) else "not_authenticated", str(exc.detail))
 
 
 def recipient_principal(raw: str) -> Principal:
     try:
-        claims = inbox_token_read(raw)
-    except InvalidToken as exc:
-        raise Refused(401, "invalid_recipient_token", str(exc)) from exc
-    recipient = _holder(claims)
-    if recipient is None or not recipient.tenant.is_active:
-        raise Refused(401, "invalid_recipient_token", "The recipient token is invalid.")
-    if not recipient.minting_key_usable or recipient.inbox_token_generation != claims.generation:  # type: ignore[attr-defined]
-        raise Refused(401, "revoked_recipient_token", "The recipient token has been revoked.")
-    from django.core import signing
-
-    from apps.notifications.services.inbox import TOKEN_SALT
-
-    expires = datetime.fromtimestamp(int(signing.loads(raw, salt=TOKEN_SALT)["x"]), tz=timezone.get_current_timezone())
-    return Principal(str(recipient.tenant_id), dict(recipient.tenant.settings or {}), recipient.pk, expires)
+        recipient, claims = recipient_token_check(raw)
+    except exceptions.AuthenticationFailed as exc:
+        raise _refused(exc) from exc
+    return Principal(
+        str(recipient.tenant_id),
+        dict(recipient.tenant.settings or {}),
+        recipient.pk,
+        datetime.fromtimestamp(inbox_token_expiry(raw), tz=UTC),
+        claims=claims,
+    )
 
 
 def key_principal(raw: str, scope: str, tenant_header: str = "") -> Principal:
     if not raw.startswith("sbx_") or "." not in raw:
         raise Refused(401, "invalid_api_key", "That is not a Signalbox API key.")
     try:
-        key = ApiKeyAuthentication._lookup(raw)
+        key = api_key_lookup(raw)
     except exceptions.AuthenticationFailed as exc:
-        raise Refused(401, str(exc.get_codes()), str(exc.detail)) from exc
+        raise _refused(exc) from exc
     if key.is_platform or key.tenant is None:
         raise Refused(403, "tenant_key_required", "Streams take a tenant's key.")
     if tenant_header and tenant_header not in (str(key.tenant_id), key.tenant.slug):
         raise Refused(403, "cross_tenant", "Only a platform key may act for another tenant.")
     if not key.has_scope(scope):
         raise Refused(403, "permission_denied", f"This key lacks the '{scope}' scope.")
-    return Principal(str(key.tenant_id), dict(key.tenant.settings or {}), None, key.expiry_date)
+    return Principal(
+        str(key.tenant_id), dict(key.tenant.settings or {}), None, key.expiry_date, key_id=key.pk, scope=scope
+    )
+
+
+def recheck(principals: Mapping[str, Principal]) -> set[str]:
+    """Of these open streams (by connection id), those whose credential no longer holds: the key
+    revoked, expired, deleted or its scope gone, the token's key or generation revoked, the tenant
+    deactivated. At most three queries for any number of streams."""
+    tokens = {p.claims for p in principals.values() if p.claims is not None}
+    still_tokens = recipient_tokens_usable(tokens) if tokens else set()
+    key_ids = {p.key_id for p in principals.values() if p.key_id is not None}
+    keys = api_keys_usable(ids=key_ids) if key_ids else {}
+    ended: set[str] = set()
+    for conn_id, p in principals.items():
+        if p.claims is not None:
+            if p.claims not in still_tokens:
+                ended.add(conn_id)
+        elif p.key_id is not None:
+            key = keys.get(p.key_id)
+            if key is None or not key.has_scope(p.scope):
+                ended.add(conn_id)
+    return ended
 
 
 def origin_allowed(origin: str, principal: Principal) -> bool:

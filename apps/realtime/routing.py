@@ -6,6 +6,8 @@ from typing import Any
 
 from django.urls import path, re_path
 
+from apps.realtime.schema import PATH as SCHEMA_PATH
+from apps.realtime.schema import message_schema_bytes
 from apps.realtime.transports import DRAINING, sse, websocket
 
 STREAMS = [
@@ -26,6 +28,12 @@ async def health(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"draining" if status == 503 else b"ok"})
 
 
+async def schema(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The message schema, also here, for clients that only talk to the realtime process."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": message_schema_bytes()})
+
+
 async def not_found(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Everything else lives on the API (WSGI) process."""
     body = b'{"code":"not_found","message":"The realtime process serves only streams.","fields":{}}'
@@ -36,5 +44,6 @@ async def not_found(scope: dict[str, Any], receive: Any, send: Any) -> None:
 http_urlpatterns = [
     *(path(route, sse(kind)) for route, kind in STREAMS),
     path("healthz", health),  # type: ignore[arg-type]
+    path(SCHEMA_PATH, schema),  # type: ignore[arg-type]
     re_path(r"", not_found),  # type: ignore[arg-type]
 ]

@@ -2,8 +2,8 @@
 
 Every message is `{"type": …, "id": <cursor>, "data": {…}}`. The inbox's id is the row's
 `change_seq` (PostgreSQL sequence): resumable. A task's id is its `version`; a notification's is
-the number of states this connection was sent: these two are *state* streams, so a reconnect
-simply starts with the current state. Tenant activity is live only (ids order within one
+the number its state was read under (apps/notifications/services/live.py): these two are *state*
+streams, so a reconnect simply starts with the current state. Tenant activity is live only (ids order within one
 connection). Database work is sync, run through `database_sync_to_async`.
 """
 
@@ -12,20 +12,22 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
 
-from apps.notifications.models import Delivery, Notification
+from apps.notifications.models import Notification, Recipient
 from apps.notifications.services import inbox
+from apps.notifications.services.live import FINAL as NOTIFICATION_FINAL
+from apps.notifications.services.live import notification_group, notification_live_state, notifications_tenant_group
 from apps.realtime.auth import Principal, Refused
 from apps.realtime.db import database_sync_to_async
 from apps.tasks.models import FINISHED, TaskExecution
+from apps.tasks.services.executions import execution_live_message
 
 Msg = dict[str, Any]
-NOTIFICATION_FINAL = ("completed", "cancelled", "failed")
 
 
 class Stream:
-    groups: list[str]
+    groups: list[str]  # layer groups the stream receives
+    markers: list[str] = []  # groups only listened (presence), never received
     refreshes = False  # re-read state every STATE_REFRESH_SECONDS
     final = False  # set once the last message is out: the stream then ends (1000 / `event: end`)
 
@@ -86,105 +88,87 @@ class InboxStream(Stream):
 
 
 def _inbox_counts(recipient_pk: int, tenant_id: str) -> dict[str, int]:
-    from apps.notifications.models import Recipient
-
     return inbox.inbox_counts(recipient=Recipient(pk=recipient_pk, tenant_id=tenant_id))
 
 
-class TaskStream(Stream):
+class StateStream(Stream):
+    """A task's or a notification's state: the current one on (re)connect, then each newer one as
+    pushed after commit by whoever changed it (`execution_live_changed`, `notification_live_changed`
+    and the delivery records). Messages are numbered; one not newer than the last sent is dropped,
+    so a live copy of the state just read at connect, or a late publish, is never sent twice or
+    backwards. `refresh` re-reads the row: the slow safety net (STATE_REFRESH_SECONDS) for the few
+    transitions that publish nothing (docs/realtime.md)."""
+
     refreshes = True
+    final_statuses: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def read(self) -> Msg | None:
+        raise NotImplementedError
+
+    async def start(self, cursor: int | None) -> list[Msg]:
+        found = await database_sync_to_async(self.read)()
+        if found is None:
+            raise Refused(404, "not_found", "Not found.")
+        self.last = cursor or 0  # a client that saw this state already is not sent it again
+        sent = self._newer(found)
+        self.final = found["data"]["status"] in self.final_statuses
+        return sent
+
+    async def live(self, message: Msg) -> list[Msg]:
+        return self._newer(message)
+
+    async def refresh(self) -> list[Msg]:
+        found = await database_sync_to_async(self.read)()
+        return self._newer(found) if found is not None else []
+
+    kind = ""
+
+    def _newer(self, message: Msg) -> list[Msg]:
+        if message.get("type") != self.kind or int(message["id"]) <= self.last:
+            return []
+        self.last = int(message["id"])
+        self.final = message["data"]["status"] in self.final_statuses
+        return [message]
+
+
+class TaskStream(StateStream):
+    kind = "task.status"
+    final_statuses = tuple(FINISHED)
 
     def __init__(self, principal: Principal, execution_id: str) -> None:
+        super().__init__()
         self.tenant_id = principal.tenant_id
         self.execution_id = execution_id
         self.groups = [f"task.{execution_id}"]
-        self.version = 0
 
     def exists(self) -> bool:
         return TaskExecution.objects.filter(pk=self.execution_id, tenant_id=self.tenant_id).exists()
 
-    async def start(self, cursor: int | None) -> list[Msg]:
-        self.version = cursor or 0
-        found = await database_sync_to_async(self._read)()
-        if found is None:
-            raise Refused(404, "not_found", "No such task.")
-        return found
-
-    async def live(self, message: Msg) -> list[Msg]:
-        return await self.refresh()
-
-    async def refresh(self) -> list[Msg]:
-        return await database_sync_to_async(self._read)() or []
-
-    def _read(self) -> list[Msg] | None:
+    def read(self) -> Msg | None:
         row = TaskExecution.objects.filter(pk=self.execution_id, tenant_id=self.tenant_id).first()
-        if row is None:
-            return None
-        if row.version <= self.version:
-            return []
-        self.version = row.version
-        self.final = row.status in FINISHED
-        data = {
-            "id": str(row.id),
-            "name": row.name,
-            "status": row.status,
-            "progress": {
-                "current": row.progress_current,
-                "total": row.progress_total,
-                "percent": row.percent,
-                "message": row.progress_message,
-            },
-            "error": {"code": row.error_code, "message": row.error_message} if row.error_code else None,
-            "updated_at": row.updated_at.isoformat(),
-        }
-        return [{"type": "task.status", "id": row.version, "data": data}]
+        return execution_live_message(row) if row is not None else None
 
 
-class NotificationStream(Stream):
-    refreshes = True
+class NotificationStream(StateStream):
+    kind = "notification.status"
+    final_statuses = tuple(str(s) for s in NOTIFICATION_FINAL)
 
     def __init__(self, principal: Principal, notification_id: str) -> None:
+        super().__init__()
         self.tenant_id = principal.tenant_id
         self.notification_id = notification_id
-        self.groups = [f"notification.{notification_id}"]
-        self.sent = 0
-        self.last: Any = None
+        self.groups = [notification_group(notification_id)]
+        # Listened, never sent to: delivery records look up notifications only for such tenants.
+        self.markers = [notifications_tenant_group(self.tenant_id)]
 
     def exists(self) -> bool:
         return Notification.objects.filter(pk=self.notification_id, tenant_id=self.tenant_id).exists()
 
-    async def start(self, cursor: int | None) -> list[Msg]:
-        found = await database_sync_to_async(self._read)()
-        if found is None:
-            raise Refused(404, "not_found", "No such notification.")
-        return found
-
-    async def refresh(self) -> list[Msg]:
-        return await database_sync_to_async(self._read)() or []
-
-    def _read(self) -> list[Msg] | None:
-        status = (
-            Notification.objects.filter(pk=self.notification_id, tenant_id=self.tenant_id)
-            .values_list("status", flat=True)
-            .first()
-        )
-        if status is None:
-            return None
-        counts: dict[str, dict[str, int]] = {}
-        for channel, state, n in (
-            Delivery.objects.filter(notification_id=self.notification_id)
-            .order_by()
-            .values_list("channel", "status")
-            .annotate(n=Count("id"))
-        ):
-            counts.setdefault(channel, {})[state] = n
-        state_now = (status, counts)
-        if state_now == self.last:
-            return []
-        self.last = state_now
-        self.sent += 1
-        self.final = status in NOTIFICATION_FINAL
-        return [{"type": "notification.status", "id": self.sent, "data": {"status": status, "channels": counts}}]
+    def read(self) -> Msg | None:
+        return notification_live_state(notification_id=self.notification_id, tenant_id=self.tenant_id)
 
 
 class ActivityStream(Stream):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -49,7 +48,7 @@ class Request:
         return int(raw) if raw.isdigit() else None
 
 
-Opened = tuple[Stream, Principal, Callable[[], Principal], list[tuple[str, int]]]
+Opened = tuple[Stream, Principal, list[tuple[str, int]]]
 
 
 def _open(kind: str, request: Request) -> Opened:
@@ -60,22 +59,14 @@ def _open(kind: str, request: Request) -> Opened:
         token = request.credential("Recipient", "token")
         if not token:
             raise Refused(401, "not_authenticated", "Send 'Authorization: Recipient <token>' or ?token=.")
-
-        def check() -> Principal:
-            return auth.recipient_principal(token)
-
-        principal = check()
+        principal = auth.recipient_principal(token)
         stream: Stream = InboxStream(principal)
     else:
         key = request.credential("Bearer", "key")
         if not key:
             raise Refused(401, "not_authenticated", "Send 'Authorization: Bearer <api key>' or ?key=.")
         scope = auth.TASKS if kind == "task" else auth.READ
-
-        def check() -> Principal:
-            return auth.key_principal(key, scope, tenant_header)
-
-        principal = check()
+        principal = auth.key_principal(key, scope, tenant_header)
         if kind == "task":
             stream = TaskStream(principal, str(request.kwargs["id"]))
         elif kind == "notification":
@@ -89,7 +80,7 @@ def _open(kind: str, request: Request) -> Opened:
     limits = [(f"t.{principal.tenant_id}", int(cfg["MAX_PER_TENANT"]))]
     if principal.recipient_pk is not None:
         limits.append((f"r.{principal.recipient_pk}", int(cfg["MAX_PER_RECIPIENT"])))
-    return stream, principal, check, limits
+    return stream, principal, limits
 
 
 def _json(value: Any) -> str:
@@ -107,7 +98,7 @@ def websocket(kind: str) -> Any:
             await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
 
         try:
-            stream, principal, check, limits = await database_sync_to_async(_open)(kind, request)
+            stream, principal, limits = await database_sync_to_async(_open)(kind, request)
         except Refused as exc:
             await close(exc.close_code, exc.message)
             return
@@ -117,7 +108,7 @@ def websocket(kind: str) -> Any:
 
         runner = asyncio.create_task(
             session.run(
-                stream=stream, principal=principal, recheck=check, limits=limits,
+                stream=stream, principal=principal, limits=limits,
                 cursor=request.cursor(), send=out, draining=DRAINING,
             )
         )  # fmt: skip
@@ -175,7 +166,7 @@ def sse(kind: str) -> Any:
             return
         origin = request.headers.get("origin", "")
         try:
-            stream, principal, check, limits = await database_sync_to_async(_open)(kind, request)
+            stream, principal, limits = await database_sync_to_async(_open)(kind, request)
         except Refused as exc:
             body = _json({"code": exc.code, "message": exc.message, "fields": {}}).encode()
             readable = _cors(origin) if exc.code != "origin_not_allowed" else []
@@ -199,7 +190,7 @@ def sse(kind: str) -> Any:
 
         runner = asyncio.create_task(
             session.run(
-                stream=stream, principal=principal, recheck=check, limits=limits,
+                stream=stream, principal=principal, limits=limits,
                 cursor=request.cursor(), send=out, draining=DRAINING,
             )
         )  # fmt: skip

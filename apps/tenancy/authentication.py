@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from rest_framework import exceptions
@@ -14,6 +15,38 @@ from apps.core import context
 from apps.core.actors import Actor
 from apps.observability.audit import audit_record
 from apps.tenancy.models import KEY_PREFIX, ApiKey, Tenant
+
+
+def api_key_refusal(key: ApiKey) -> exceptions.AuthenticationFailed | None:
+    """Why a known key may no longer be used (revoked, expired, tenant deactivated); None when usable."""
+    if key.revoked:
+        return exceptions.AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
+    if key.has_expired:
+        return exceptions.AuthenticationFailed("This API key has expired.", code="expired_api_key")
+    if key.tenant is not None and not key.tenant.is_active:
+        return exceptions.AuthenticationFailed("This tenant is deactivated.", code="tenant_inactive")
+    return None
+
+
+def api_key_lookup(raw: str) -> ApiKey:
+    """The usable key behind a raw `sbx_…` secret (one query); raises AuthenticationFailed.
+    Public for other transports (the realtime streams) that authenticate like the REST API."""
+    prefix = raw.partition(".")[0]
+    # The prefix is unique: no ORDER BY (`first()` would sort by the model's ordering).
+    key = next(iter(ApiKey.objects.select_related("tenant").filter(prefix=prefix).order_by()[:1]), None)
+    if key is None or not key.is_valid(raw):
+        raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
+    refusal = api_key_refusal(key)
+    if refusal is not None:
+        raise refusal
+    return key
+
+
+def api_keys_usable(*, ids: Iterable[Any]) -> dict[Any, ApiKey]:
+    """Of these key ids, the keys still usable, in one query: what a long-lived connection
+    authenticated once re-checks in bulk (revoked, expired, deleted or tenant deactivated drop out)."""
+    keys = ApiKey.objects.select_related("tenant").filter(pk__in=list(ids))
+    return {key.pk: key for key in keys if api_key_refusal(key) is None}
 
 
 class ApiKeyUser:
@@ -58,18 +91,7 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     @staticmethod
     def _lookup(raw: str) -> ApiKey:
-        prefix = raw.partition(".")[0]
-        # The prefix is unique: no ORDER BY (`first()` would sort by the model's ordering).
-        key = next(iter(ApiKey.objects.select_related("tenant").filter(prefix=prefix).order_by()[:1]), None)
-        if key is None or not key.is_valid(raw):
-            raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
-        if key.revoked:
-            raise exceptions.AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
-        if key.has_expired:
-            raise exceptions.AuthenticationFailed("This API key has expired.", code="expired_api_key")
-        if key.tenant is not None and not key.tenant.is_active:
-            raise exceptions.AuthenticationFailed("This tenant is deactivated.", code="tenant_inactive")
-        return key
+        return api_key_lookup(raw)
 
     @staticmethod
     def _tenant_for(key: ApiKey, request: Request) -> Tenant | None:

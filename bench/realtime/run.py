@@ -8,7 +8,9 @@ It creates, migrates and drops its own database (`signalbox_bench_realtime`), ma
 project.asgi, as in the Procfile) and opens one WebSocket per recipient from a client process.
 Then:
 
-1. idle: the process's resident memory before and after the connections (memory per connection);
+1. idle: the process's resident memory before and after the connections (memory per connection),
+   each connection's time to `ready`, and the process's CPU while every stream is idle; the connect
+   phase is bounded (`--connect-limit`) and reports how many opened;
 2. latency: for `--seconds`, every 100 ms one notification to `rate/10` connected recipients goes
    through the production fan-out (`notification_fan_out` + `fanout_chunk_run`: COPY insert, then
    the after-commit publish); each client stamps the arrival of its item. Reported: commit → client
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import multiprocessing
@@ -69,6 +72,11 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -77,21 +85,25 @@ def pct(values: list[float], q: float) -> float:
 # --- the client process ---------------------------------------------------------------------------
 
 
-def clients(port: int, tokens: list[str], control: Any) -> None:
+def clients(port: int, tokens: list[str], control: Any, connect_limit: float) -> None:
     """Holds one WebSocket per token; stamps each inbox item's arrival by notification id."""
     import websockets
 
     arrivals: list[tuple[str, float]] = []
     closed: list[int] = []
 
+    connect_ms: list[float] = []
+
     async def one(token: str, ready: asyncio.Event, counter: list[int]) -> None:
+        started = time.monotonic()
         try:
             async with websockets.connect(
-                f"ws://127.0.0.1:{port}/api/v1/inbox/stream/?token={token}", open_timeout=120, max_queue=64
+                f"ws://127.0.0.1:{port}/api/v1/inbox/stream/?token={token}", open_timeout=600, max_queue=64
             ) as ws:
                 async for raw in ws:
                     message = json.loads(raw)
                     if message["type"] == "ready":
+                        connect_ms.append((time.monotonic() - started) * 1000)
                         counter[0] += 1
                         if counter[0] == len(tokens):
                             ready.set()
@@ -109,8 +121,9 @@ def clients(port: int, tokens: list[str], control: Any) -> None:
             tasks.append(asyncio.create_task(one(token, ready, counter)))
             if i % 200 == 199:
                 await asyncio.sleep(0.05)  # a reconnect storm is not what this measures
-        await ready.wait()
-        control.send(("connected", time.monotonic() - started))
+        with contextlib.suppress(TimeoutError):  # bounded: report how far it got
+            await asyncio.wait_for(ready.wait(), timeout=connect_limit)
+        control.send(("connected", time.monotonic() - started, counter[0], connect_ms, len(closed)))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, control.recv)  # "report"
         control.send(("arrivals", arrivals, len(closed)))
@@ -173,8 +186,9 @@ def drive(tenant: Any, recipients: list[Any], rate: int, seconds: float) -> dict
         notification = notification_create(tenant=tenant, template="ping", payload={"n": "1"}, recipients=audience)
         for chunk_id in notification_fan_out(notification_id=notification.pk):
             with transaction.atomic():
-                fanout_chunk_run(chunk_id=chunk_id)
+                # Registered first, so it runs first at commit: before the publish it measures.
                 transaction.on_commit(functools.partial(_stamp, commits, str(notification.pk)))
+                fanout_chunk_run(chunk_id=chunk_id)
         tick += 0.1
         time.sleep(max(0.0, tick - time.monotonic()))
     return commits
@@ -200,6 +214,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", type=Path, help="run the realtime process under cProfile, stats to this file")
+    parser.add_argument("--connect-limit", type=float, default=420.0, help="seconds to wait for all connections")
+    parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle CPU sampled over this long")
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
     configure(args)
@@ -216,11 +233,25 @@ def main() -> None:
         log(f"setting up {args.connections} recipients and tokens")
         tenant, recipients, tokens, _ = setup(args.connections)
         port = 18000 + os.getpid() % 1000
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--no-access-log", "--log-level", "warning", "--backlog", "4096"],
-            cwd=ROOT, env={**os.environ, "ASGI_THREADS": "8"},
-        )  # fmt: skip
+        command = (
+            ["-m", "bench.realtime.profiled", str(args.profile.resolve()), str(port)]
+            if args.profile
+            else [
+                "-m",
+                "uvicorn",
+                "project.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--backlog",
+                "4096",
+            ]
+        )
+        server = subprocess.Popen([sys.executable, *command], cwd=ROOT, env={**os.environ, "ASGI_THREADS": "8"})
         import httpx
 
         for _ in range(300):
@@ -232,12 +263,18 @@ def main() -> None:
         time.sleep(1)
         rss_before = rss_kib(server.pid)
         parent, child = multiprocessing.Pipe()
-        client_proc = multiprocessing.Process(target=clients, args=(port, tokens, child))
+        load_before = os.getloadavg()
+        client_proc = multiprocessing.Process(target=clients, args=(port, tokens, child, args.connect_limit))
         client_proc.start()
-        _, connect_seconds = parent.recv()
+        _, connect_seconds, connected, connect_ms, refused = parent.recv()
         time.sleep(2)
         rss_after = rss_kib(server.pid)
-        log(f"{args.connections} connections in {connect_seconds:.1f}s; RSS {rss_before} -> {rss_after} KiB")
+        load_connected = os.getloadavg()
+        log(f"{connected}/{args.connections} connected in {connect_seconds:.1f}s; RSS {rss_before} -> {rss_after} KiB")
+        idle_cpu = cpu_seconds(server.pid)
+        time.sleep(args.idle_seconds)  # idle: what the open streams cost by themselves
+        idle_cpu = (cpu_seconds(server.pid) - idle_cpu) / args.idle_seconds
+        log(f"idle: the realtime process used {idle_cpu * 100:.1f}% of a core with {connected} streams open")
 
         log(f"driving {args.rate} items/s for {args.seconds}s")
         commits = drive(tenant, recipients, args.rate, args.seconds)
@@ -247,15 +284,19 @@ def main() -> None:
         _, arrivals, closed = parent.recv()
         client_proc.join(10)
         latencies = [(at - commits[nid]) * 1000 for nid, at in arrivals if nid in commits]
-        expected = sum(1 for _ in commits) * max(1, args.rate // 10)
+        expected = sum(1 for _ in commits) * max(1, args.rate // 10)  # every recipient is connected unless refused
         poll = polling_cost(tokens[0], 300)
         p50, p99 = pct(latencies, 0.5), pct(latencies, 0.99)
         report = {
             "connections": args.connections,
+            "connected": connected,
+            "refused_or_failed": refused,
             "connect_seconds": round(connect_seconds, 1),
+            "connect_ms": {"p50": round(pct(connect_ms, 0.5), 1), "p99": round(pct(connect_ms, 0.99), 1)},
+            "idle_cpu_percent_of_a_core": round(idle_cpu * 100, 1),
             "rss_idle_before_mib": round(rss_before / 1024, 1),
             "rss_idle_after_mib": round(rss_after / 1024, 1),
-            "kib_per_connection": round((rss_after - rss_before) / args.connections, 1),
+            "kib_per_connection": round((rss_after - rss_before) / max(connected, 1), 1),
             "rss_after_load_mib": round(rss_loaded / 1024, 1),
             "rate_items_per_s": args.rate,
             "items_expected": expected,
@@ -273,7 +314,7 @@ def main() -> None:
             "pollers_rps_for_p50": round(args.connections / (2 * p50 / 1000)),
             "pollers_rps_for_p99": round(args.connections / (p99 / 1000)),
             "api_cores_for_p99": round(args.connections / (p99 / 1000) * poll, 1),
-            "load_average": os.getloadavg(),
+            "load_average": {"before": load_before, "connected": load_connected, "end": os.getloadavg()},
         }
         print(json.dumps(report, indent=2))
         if args.json:
@@ -283,7 +324,7 @@ def main() -> None:
         if server is not None:
             server.terminate()
             try:
-                server.wait(10)
+                server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
         from django.db import connections

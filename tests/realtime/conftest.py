@@ -14,11 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator, FormatChecker
 from websockets.sync.client import ClientConnection, connect
 
 os.environ["SIGNALBOX_TEST_TASKS"] = "1"  # the test task types, here and in the session worker
 
 import apps.tasks.testing  # noqa: F401 (registers the test task types in this process)
+from apps.realtime.schema import message_schema
 from tests.conftest import ROOT, worker_env
 from tests.notifications.conftest import make_recipients, make_template  # noqa: F401 (fixtures)
 from tests.reliability.conftest import free_port
@@ -30,11 +32,21 @@ FAST = {
 }
 
 
+# Every message a test receives is validated against the published schema (apps/realtime/schema.json).
+MESSAGES = Draft202012Validator(message_schema(), format_checker=FormatChecker())
+CLOSE = Draft202012Validator({"$defs": message_schema()["$defs"], "$ref": "#/$defs/close"})
+
+
+def valid(message: dict[str, Any]) -> dict[str, Any]:
+    MESSAGES.validate(message)
+    return message
+
+
 class Realtime:
     def __init__(self, log: Path, **env: str) -> None:
         self.port = free_port()
         self.log = log
-        self.env = worker_env(**FAST, **env)
+        self.env = worker_env(**{**FAST, **env})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -90,7 +102,7 @@ def receive_until(
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while True:
-        message = json.loads(ws.recv(timeout=max(deadline - time.monotonic(), 0.01)))
+        message = valid(json.loads(ws.recv(timeout=max(deadline - time.monotonic(), 0.01))))
         if message["type"] != "heartbeat":
             got.append(message)
             if predicate(message):
@@ -98,11 +110,17 @@ def receive_until(
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    """Parses a text/event-stream into {event, id, data} dicts (comments skipped)."""
+    """Parses a text/event-stream into {event, id, data} dicts (comments skipped), each `data`
+    validated: a message (whose type is the event and id the SSE id), or a close (end, reconnect)."""
     event: dict[str, Any] = {}
     for line in lines:
         if not line:
             if event:
+                data = json.loads(event["data"])
+                if event["event"] in ("end", "reconnect"):
+                    CLOSE.validate(data)
+                else:
+                    assert valid(data)["type"] == event["event"] and str(data.get("id", "")) == event.get("id", "")
                 yield event
             event = {}
         elif line.startswith(":"):

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from apps.notifications.models import Delivery
 from apps.tenancy.models import ApiKey
 from tests.conftest import client_for, wait_for
-from tests.realtime.conftest import receive_until, sse_events
+from tests.realtime.conftest import receive_until, sse_events, valid
 
 INBOX = "/api/v1/inbox/stream/"
 
@@ -144,7 +144,7 @@ def test_a_tracked_tasks_progress_arrives_in_order_until_it_succeeds(
         seen: list[dict[str, Any]] = []
         with pytest.raises(ConnectionClosed) as closed:
             while True:
-                message = json.loads(ws.recv(timeout=30))
+                message = valid(json.loads(ws.recv(timeout=30)))
                 if message["type"] == "task.status":
                     seen.append(message)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000

@@ -19,6 +19,7 @@ from django.db.models import Count
 from apps.core.live import live_listening, live_publish_on_commit
 from apps.core.ports import Listening, event_bus
 from apps.notifications.models import Delivery, Notification
+from apps.notifications.services.live import notifications_live_deliveries, notifications_tenant_group
 
 Status = Delivery.Status
 
@@ -87,9 +88,12 @@ def deliveries_announce(outcomes: Iterable[tuple[Any, Any, str]], audience: Audi
 
 def deliveries_live(outcomes: list[tuple[Any, Any, str]]) -> None:
     """Puts each status change on its tenant's live activity stream after commit (docs/realtime.md),
-    only for tenants with a dashboard open: one Redis lookup, no query."""
-    listening = live_listening({f"tenant.{tenant_id}" for tenant_id in {t for t, _, _ in outcomes}})
-    if listening:
+    only for tenants with a dashboard open: one Redis lookup, no query; and the new counts on the
+    streams of their notifications, when one is followed (`live.py`)."""
+    tenants = {tenant_id for tenant_id, _, _ in outcomes}
+    listening = live_listening({f"tenant.{t}" for t in tenants} | {notifications_tenant_group(t) for t in tenants})
+    notifications_live_deliveries(outcomes, listening)
+    if any(f"tenant.{t}" in listening for t in tenants):
         live_publish_on_commit(
             [
                 (f"tenant.{t}", {"type": "delivery.status", "data": {"delivery_id": str(d), "status": str(s)}})

@@ -96,6 +96,11 @@ def inbox_token_read(token: str) -> TokenClaims:
     return TokenClaims(str(data["t"]), int(data["r"]), str(data["k"]), int(data["g"]))
 
 
+def inbox_token_expiry(token: str) -> int:
+    """When a validly signed token expires (a Unix time): a long-lived stream ends on it."""
+    return int(signing.loads(token, salt=TOKEN_SALT)["x"])
+
+
 def inbox_tokens_revoke(*, recipient: Recipient, actor: Actor = SYSTEM) -> None:
     """Ends every inbox token of this recipient minted so far, at once (tokens minted later work)."""
     with transaction.atomic():
@@ -210,6 +215,19 @@ def inbox_publish(items: Iterable[tuple[Any, Any]]) -> int:
         [(inbox_group(r), m) for r, m in zip(recipients, messages, strict=True) if m["id"] is not None]
     )
     return len(messages)
+
+
+def inbox_delivered(items: Iterable[tuple[Any, Any]]) -> int:
+    """In-app `(delivery id, recipient pk)` rows the sender (not the fan-out) has just made visible:
+    each takes a new cursor, so a stream resuming past the row's insert still replays it, and is
+    published after commit. Call inside the transaction that recorded them."""
+    rows = list(items)
+    if not rows:
+        return 0
+    Delivery.objects.filter(
+        pk__in=[pk for pk, _ in rows], channel=Channel.IN_APP, status__in=Delivery.INBOX_VISIBLE
+    ).update(change_seq=next_change_seq())
+    return inbox_publish(rows)
 
 
 def inbox_changes_since(*, recipient_pk: Any, cursor: int, limit: int) -> list[dict[str, Any]]:

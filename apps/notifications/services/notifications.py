@@ -25,6 +25,7 @@ from apps.notifications.models import Delivery, Notification, Template, Topic
 from apps.notifications.services import recipients as recipient_services
 from apps.notifications.services.announce import Audience, notification_announce_sent
 from apps.notifications.services.digest import digest_rule_errors, digest_rule_resolve
+from apps.notifications.services.live import notification_live_changed
 from apps.notifications.services.templates import DEFAULT_CATEGORY, category_get_or_create
 from apps.observability import metrics
 from apps.observability.audit import audit_record
@@ -391,6 +392,8 @@ def notification_complete_if_settled(
         ).update(status=Notification.Status.COMPLETED, completed_at=now or timezone.now(), updated_at=timezone.now())
         if completed and announce:
             notification_announce_sent(notification_id=notification_id)
+    if completed:
+        notification_live_changed(notification_id=notification_id)
     return bool(completed)
 
 
@@ -429,6 +432,7 @@ def notification_cancel(*, notification: Notification, actor: Actor = SYSTEM) ->
         current.status = Notification.Status.CANCELLED
         current.cancelled_at = now
         current.save(update_fields=["status", "cancelled_at", "updated_at"])
+        notification_live_changed(notification_id=current.pk)
         audit_record(
             action="notification.cancelled",
             tenant=current.tenant,

@@ -73,6 +73,7 @@ from apps.notifications.services import ratelimits, suppressions
 from apps.notifications.services.announce import Audience, deliveries_announce
 from apps.notifications.services.bulk import attempts_insert, deliveries_record
 from apps.notifications.services.content import NotificationRenderer, email_options, message_metadata
+from apps.notifications.services.inbox import inbox_delivered
 from apps.notifications.services.notifications import notification_complete_if_settled
 from apps.notifications.services.recipients import devices_deactivate_tokens, recipient_webhook_secret
 from apps.observability import metrics
@@ -513,6 +514,9 @@ def _flush(
                 ((tenant_of[r["id"]], r["id"], r["status"]) for r in rows if str(r["id"]) in written), batch.audience
             )
             hooks.delivery_outcomes((r["id"], r["status"]) for r in rows if str(r["id"]) in written)
+            inbox_delivered(
+                (c.id, c.recipient_id) for c in batch.claimed if c.channel == "in_app" and str(c.id) in written
+            )
             attempts_insert([a for a in attempts if str(a["delivery_id"]) in owned], now=timezone.now())
             ratelimits.deliveries_hold([h for h in held if str(h.id) in owned])
             suppressions.suppressions_add([entry for entry in listed if str(entry["delivery_id"]) in owned])

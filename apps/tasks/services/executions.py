@@ -79,12 +79,37 @@ def _count_finished(name: str, status: str) -> None:
 ANNOUNCED = (Status.SUCCEEDED, Status.FAILED, Status.DEAD)
 
 
+def execution_live_message(row: TaskExecution) -> dict[str, Any]:
+    """The `task.status` message of the live task stream (docs/realtime.md): numbered by `version`."""
+    return {
+        "type": "task.status",
+        "id": row.version,
+        "data": {
+            "id": str(row.id),
+            "name": row.name,
+            "status": row.status,
+            "progress": {
+                "current": row.progress_current,
+                "total": row.progress_total,
+                "percent": row.percent,
+                "message": row.progress_message,
+            },
+            "error": {"code": row.error_code, "message": row.error_message} if row.error_code else None,
+            "updated_at": row.updated_at.isoformat(),
+        },
+    }
+
+
 def execution_live_changed(*, execution_id: Any) -> None:
-    """Wakes the live streams following this execution (docs/realtime.md) once the change commits;
-    they read the row themselves, ordered by its `version`. Free when nobody follows it."""
+    """Pushes the execution's new state to the live streams following it (docs/realtime.md) once
+    the change commits. Read right after the write (the row is still locked by it inside a
+    transaction), so each message is one real state, ordered by `version`. Free when nobody follows."""
     group = f"task.{execution_id}"
-    if live_listening([group]):
-        live_publish_on_commit([(group, {"type": "task.changed"})])
+    if not live_listening([group]):
+        return
+    row = TaskExecution.objects.filter(pk=execution_id).first()
+    if row is not None:
+        live_publish_on_commit([(group, execution_live_message(row))])
 
 
 def _announce(execution: TaskExecution, status: str) -> None:
@@ -464,6 +489,7 @@ def execution_retry_later(
         return False
     execution.dispatch, execution.run_after = dispatch, run_after
     _schedule_publish(execution, now)
+    execution_live_changed(execution_id=execution.id)
     return True
 
 
@@ -562,6 +588,7 @@ def execution_cancel(*, execution: TaskExecution, actor: Actor | None = None, te
                     )
             elif current.cancel_requested_at is None and not mine.update(**_bump(now, cancel_requested_at=now)):
                 continue
+            execution_live_changed(execution_id=current.pk)
             audit_record(
                 action="task.cancelled",
                 tenant=current.tenant,
@@ -674,11 +701,12 @@ def execution_mark_running(*, execution_id: Any) -> bool:
 
 def execution_progress(*, execution_id: Any, current: int, total: int | None = None, message: str = "") -> bool:
     """Unthrottled: the caller decides how often (at most about once a second is plenty)."""
-    return bool(
-        _intent(execution_id, Status.RUNNING).update(
-            **_bump(progress_current=current, progress_total=total, progress_message=message[:500])
-        )
+    updated = _intent(execution_id, Status.RUNNING).update(
+        **_bump(progress_current=current, progress_total=total, progress_message=message[:500])
     )
+    if updated:
+        execution_live_changed(execution_id=execution_id)
+    return bool(updated)
 
 
 def execution_cancel_requested(*, execution_id: Any) -> bool:
@@ -750,6 +778,7 @@ def execution_mark_cancelled(*, execution_id: Any) -> bool:
 
 def _count_intent(execution_id: Any, status: str, updated: int) -> None:
     if updated:
+        execution_live_changed(execution_id=execution_id)
         name = TaskExecution.objects.filter(pk=execution_id).values_list("name", flat=True).first() or ""
         _count_finished(name, status)
 
