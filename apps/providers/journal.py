@@ -20,10 +20,12 @@ recorded as answered, as it did before it batched.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-
-import redis
+from typing import TYPE_CHECKING
 
 from apps.core import redis_client
+
+if TYPE_CHECKING:
+    import redis
 
 TTL_SECONDS = 24 * 3600
 
@@ -34,6 +36,11 @@ class JournalUnavailable(Exception):
 
 def _key(provider: str, idempotency_key: str) -> str:
     return redis_client.key("sent", provider, idempotency_key)
+
+
+def _failures(*more: type[Exception]) -> tuple[type[Exception], ...]:
+    """Redis's errors and OSError (and `more`), without importing redis-py at start-up."""
+    return (*more, *redis_client.errors(), OSError)
 
 
 def _client() -> redis.Redis:
@@ -47,7 +54,7 @@ def available() -> bool:
     """Whether the journal answers now (a batch that cannot note its acceptances must not start)."""
     try:
         return bool(_client().ping())
-    except (JournalUnavailable, redis.RedisError, OSError) as exc:
+    except _failures(JournalUnavailable) as exc:
         redis_client.unavailable("the sent-message journal", exc)
         return False
 
@@ -58,7 +65,7 @@ def accepted(provider: str, idempotency_keys: Sequence[str]) -> dict[str, str]:
         return {}
     try:
         values = _client().mget([_key(provider, k) for k in idempotency_keys])
-    except (redis.RedisError, OSError) as exc:
+    except _failures() as exc:
         raise JournalUnavailable(str(exc)) from exc
     found = zip(idempotency_keys, values, strict=True)
     return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in found if v is not None}
@@ -68,7 +75,7 @@ def add(provider: str, idempotency_key: str, message_id: str) -> None:
     """Notes that the provider accepted this message (raises JournalUnavailable if it could not)."""
     try:
         _client().set(_key(provider, idempotency_key), message_id or "-", ex=TTL_SECONDS)
-    except (redis.RedisError, OSError) as exc:
+    except _failures() as exc:
         raise JournalUnavailable(str(exc)) from exc
 
 
@@ -79,5 +86,5 @@ def forget(provider: str, idempotency_keys: Iterable[str]) -> None:
         return
     try:
         _client().delete(*keys)
-    except (JournalUnavailable, redis.RedisError, OSError) as exc:
+    except _failures(JournalUnavailable) as exc:
         redis_client.unavailable("forgetting recorded sends", exc)
