@@ -11,6 +11,8 @@ $BIN/ruff check .
 $BIN/ruff format --check .
 echo "== mypy"
 $BIN/mypy .
+echo "== layering (import-linter contracts, no imports hidden in functions)"
+$BIN/python scripts/check_imports.py
 
 echo "== pytest"
 export SIGNALBOX_TEST_RUN="${SIGNALBOX_TEST_RUN:-$(date +%s)$$}"
