@@ -237,7 +237,8 @@ class Move:
     due_at: datetime | None = None
     deadline_at: datetime | None = None
     watching: bool = False
-    entry: dict[str, Any] | None = None
+    entry: dict[str, Any] | None = None  # what this step adds to the run's history
+    entries: list[dict[str, Any]] | None = None  # every entry of the chunk (steps run at once), once final
 
 
 @dataclass
@@ -282,6 +283,10 @@ def flows_advance(
 
 
 def _run_chunk(claimed: list[Claimed], now: datetime, token: uuid.UUID, result: AdvanceResult) -> None:
+    """Runs a chunk's steps and writes its moves in one transaction. A run that moves to a step due
+    at once (a delay that is over, then its send; a send, then a branch) goes on in the same chunk:
+    one claim and one write per run, whatever the number of steps it passes (flows run forward
+    only, so this ends within the flow's number of steps)."""
     by_instance: dict[Any, list[Claimed]] = defaultdict(list)
     for run in claimed:
         by_instance[run.instance_id].append(run)
@@ -299,25 +304,7 @@ def _run_chunk(claimed: list[Claimed], now: datetime, token: uuid.UUID, result: 
     with transaction.atomic():
         moves: list[Move] = []
         for instance_id, runs in by_instance.items():
-            instance = instances[instance_id]
-            notification = instance.notification
-            steps = spec.step_map(instance.flow_version.steps)
-            if notification.status == Notification.Status.CANCELLED or instance.status == FlowInstance.Status.CANCELLED:
-                moves += _end_all(runs, now, "cancelled", "the notification was cancelled")
-                continue
-            groups: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
-            for run in runs:
-                groups[(run.step, run.phase)].append(run)
-            for (step_id, phase), group in groups.items():
-                step = steps.get(step_id)
-                if step is None:  # not in this version (never happens for a saved version)
-                    moves += _end_all(group, now, "failed", f"no step {step_id!r}")
-                    continue
-                made = _STEPS[step["type"]](instance, steps, step, phase, group, now)
-                moves += made
-                for move in made:
-                    outcome = (move.entry or {}).get("event", "waiting")
-                    counted[(instance.flow_version.flow.key, step_id, outcome)] += 1
+            moves += _run_instance(instances[instance_id], runs, now, counted)
         _apply(moves, token, now)
     for (flow_key, step_id, outcome), n in counted.items():
         metrics.FLOW_STEPS.labels(flow=flow_key, step=step_id, outcome=outcome).inc(n)
@@ -325,34 +312,85 @@ def _run_chunk(claimed: list[Claimed], now: datetime, token: uuid.UUID, result: 
     _finish_instances(list(by_instance), now)
 
 
+def _run_instance(
+    instance: FlowInstance, runs: list[Claimed], now: datetime, counted: Counter[tuple[str, str, str]]
+) -> list[Move]:
+    """One instance's runs of a chunk, step after step while they are due at once; their final
+    moves, each carrying the history entries of every step it passed."""
+    notification = instance.notification
+    if notification.status == Notification.Status.CANCELLED or instance.status == FlowInstance.Status.CANCELLED:
+        return _end_all(runs, now, "cancelled", "the notification was cancelled")
+    steps = spec.step_map(instance.flow_version.steps)
+    flow_key = instance.flow_version.flow.key
+    passed: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    final: list[Move] = []
+    for _ in range(len(steps) + 1):
+        if not runs:
+            break
+        groups: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
+        for run in runs:
+            groups[(run.step, run.phase)].append(run)
+        by_id = {run.id: run for run in runs}
+        runs = []
+        for (step_id, phase), group in groups.items():
+            step = steps.get(step_id)
+            if step is None:  # not in this version (never happens for a saved version)
+                made = _end_all(group, now, "failed", f"no step {step_id!r}")
+            else:
+                made = _STEPS[step["type"]](instance, steps, step, phase, group, now)
+            for move in made:
+                counted[(flow_key, step_id, (move.entry or {}).get("event", "waiting"))] += 1
+                if move.entry:
+                    passed[move.run_id].append(move.entry)
+                if _due_at_once(move, now):
+                    run = by_id[move.run_id]
+                    runs.append(Claimed(run.id, run.instance_id, run.recipient_id, move.step, move.phase, None))
+                else:
+                    final.append(move)
+    final += [Move(r.id, r.step, r.phase, due_at=now) for r in runs]  # only on a bug: written as due
+    for move in final:
+        move.entries = passed.get(move.run_id, [])
+    return final
+
+
+def _due_at_once(move: Move, now: datetime) -> bool:
+    return (
+        move.status == FlowRun.Status.WAITING
+        and move.phase == FlowRun.Phase.ENTER
+        and move.due_at is not None
+        and move.due_at <= now
+    )
+
+
 def _apply(moves: list[Move], token: uuid.UUID, now: datetime) -> int:
-    """Writes every move of a chunk in one statement, only for runs this claim still holds."""
+    """Writes every move of a chunk in one statement, only for runs this claim still holds. The
+    moves go as one JSON document (`jsonb_to_recordset`): much cheaper to send than arrays."""
     if not moves:
         return 0
-    finals = (FlowRun.Status.DONE, FlowRun.Status.CANCELLED, FlowRun.Status.FAILED)
+    finals = [FlowRun.Status.DONE, FlowRun.Status.CANCELLED, FlowRun.Status.FAILED]
+    rows = [
+        {
+            "id": m.run_id,
+            "step": m.step,
+            "phase": m.phase,
+            "status": m.status,
+            "due_at": m.due_at.isoformat() if m.due_at else None,
+            "deadline_at": m.deadline_at.isoformat() if m.deadline_at else None,
+            "watching": m.watching,
+            "entries": m.entries if m.entries is not None else ([m.entry] if m.entry else []),
+        }
+        for m in moves
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {RUN_TABLE} AS r SET step = v.step, phase = v.phase, status = v.status, "  # noqa: S608
             "due_at = v.due_at, deadline_at = v.deadline_at, watching = v.watching, lease_expires_at = NULL, "
-            "claim_token = NULL, updated_at = %s, history = r.history || v.entry, "
+            "claim_token = NULL, updated_at = %s, history = r.history || v.entries, "
             "finished_at = CASE WHEN v.status = ANY(%s) THEN %s::timestamptz ELSE NULL END "
-            "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], "
-            "%s::boolean[], %s::jsonb[]) AS v(id, step, phase, status, due_at, deadline_at, watching, entry) "
+            "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, step text, phase text, status text, "
+            "due_at timestamptz, deadline_at timestamptz, watching boolean, entries jsonb) "
             "WHERE r.id = v.id AND r.claim_token = %s",
-            [
-                now,
-                list(finals),
-                now,
-                [m.run_id for m in moves],
-                [m.step for m in moves],
-                [m.phase for m in moves],
-                [m.status for m in moves],
-                [m.due_at for m in moves],
-                [m.deadline_at for m in moves],
-                [m.watching for m in moves],
-                [json.dumps([m.entry] if m.entry else [], default=str) for m in moves],
-                token,
-            ],
+            [now, finals, now, json.dumps(rows, default=str), token],
         )
         return cursor.rowcount
 
