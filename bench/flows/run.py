@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_total_relation_size('flows_flowrun')")
             results["waiting"]["flow_run_table_mb"] = round(cursor.fetchone()[0] / 2**20, 1)
+
         def release() -> Any:
             return engine.flows_advance(now=t0 + timedelta(hours=1, seconds=1), budget_seconds=3600)
 

@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery import signature
-from django.apps import apps as django_apps
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
@@ -41,6 +40,7 @@ from apps.flows import spec
 from apps.flows.models import Flow, FlowInstance, FlowRun
 from apps.notifications import hooks
 from apps.notifications.models import Delivery, Notification, Recipient
+from apps.notifications.selectors import engagement_kinds
 from apps.notifications.services.digest import digest_rule_resolve
 from apps.notifications.services.fanout import deliveries_create_for
 from apps.notifications.services.notifications import (
@@ -58,6 +58,7 @@ ADVANCE_TASK = "signalbox.flows.advance"
 LEASE_SECONDS = 120
 CHUNK_SIZE = 1000
 BUDGET_SECONDS = 20.0
+CANCEL_AT_ONCE = 10_000  # waiting runs a cancel ends in its own transaction; the sweeper ends the rest
 OPEN = (FlowInstance.Status.PENDING, FlowInstance.Status.ACTIVE)
 # Outcomes that may make a waiting branch true: a run watching them is woken at once.
 WAKING_STATUSES = frozenset({"failed", "dead", "bounced", "suppressed", "delivered", "read"})
@@ -540,14 +541,8 @@ def _delivery_states(
         delivery_of[pk] = rid
     wanted = {"opened": "open", "clicked": "click"}
     kinds = [wanted[s] for s in states if s in wanted]
-    if kinds and delivery_of:
-        # Opens and clicks are the providers app's rows (tracking links); read by model name, as
-        # flows sits beside providers, not above it.
-        engagement = django_apps.get_model("providers", "Engagement")
-        for delivery_id, kind in engagement.objects.filter(
-            delivery_id__in=list(delivery_of), kind__in=kinds
-        ).values_list("delivery_id", "kind"):
-            found[delivery_of[delivery_id]].add("opened" if kind == "open" else "clicked")
+    for delivery_id, kind in engagement_kinds(delivery_ids=list(delivery_of), kinds=kinds):
+        found[delivery_of[delivery_id]].add("opened" if kind == "open" else "clicked")
     return found
 
 
@@ -685,6 +680,10 @@ def flows_on_inbox_read(delivery_ids: Sequence[Any]) -> None:
     flows_wake(delivery_ids)
 
 
+def flows_on_engagement(delivery_ids: Sequence[Any]) -> None:
+    flows_wake(delivery_ids)
+
+
 def flows_on_event(event: Any) -> None:
     flows_cancel_for_event(event)
 
@@ -714,16 +713,33 @@ def flows_cancel_for_event(event: Any) -> int:
 
 
 def flow_instance_cancel(*, instance: FlowInstance, reason: str) -> None:
-    """Cancels the notification (what is not sent yet stays unsent) and ends the instance; its
+    """Ends the instance and cancels its notification (what is not sent yet stays unsent); its
     runs end at once where they wait (the sweeper ends the rest in chunks)."""
     now = timezone.now()
     with transaction.atomic():
-        with contextlib.suppress(Conflict):  # already over: nothing left to stop
-            notification_cancel(notification=instance.notification)
+        # The notification's lock first, as notification_cancel and a send step take it.
+        notification_lock(instance.pk)
         FlowInstance.objects.filter(pk=instance.pk, status__in=OPEN).update(
             status=FlowInstance.Status.CANCELLED, cancel_reason=reason[:500], finished_at=now
         )
-        _cancel_waiting_runs(instance_ids=[instance.pk], now=now, why=reason, limit=10_000)
+        _cancel_waiting_runs(instance_ids=[instance.pk], now=now, why=reason, limit=CANCEL_AT_ONCE)
+        with contextlib.suppress(Conflict):  # already over: nothing left to stop
+            notification_cancel(notification=instance.notification)
+
+
+def flows_on_cancelled(notification_id: Any) -> None:
+    """The notifications hook: a notification was cancelled (the API, the admin): its flow ends,
+    and its waiting runs end at once, the first CANCEL_AT_ONCE of them; the sweeper ends the
+    rest. Runs under way see the cancel at their next step and end there."""
+    now = timezone.now()
+    if not FlowInstance.objects.filter(pk=notification_id).exists():
+        return
+    FlowInstance.objects.filter(pk=notification_id, status__in=OPEN).update(
+        status=FlowInstance.Status.CANCELLED, cancel_reason="the notification was cancelled", finished_at=now
+    )
+    _cancel_waiting_runs(
+        instance_ids=[notification_id], now=now, why="the notification was cancelled", limit=CANCEL_AT_ONCE
+    )
 
 
 def _cancel_waiting_runs(*, instance_ids: Sequence[Any] | None, now: datetime, why: str, limit: int) -> int:

@@ -414,6 +414,7 @@ def notification_cancel(*, notification: Notification, actor: Actor = SYSTEM) ->
         current.status = Notification.Status.CANCELLED
         current.cancelled_at = now
         current.save(update_fields=["status", "cancelled_at", "updated_at"])
+        hooks.cancelled(current.pk)
         audit_record(
             action="notification.cancelled",
             tenant=current.tenant,
