@@ -186,8 +186,10 @@ def _header(document: dict[str, Any], errors: dict[str, list[str]]) -> dict[str,
     if not isinstance(name, str) or len(name) > 200:
         errors["name"] = ["Text, at most 200 characters."]
         name = ""
-    template = document.get("template") or ""
-    if not isinstance(template, str) or len(template) > 100:
+    template = document.get("template")
+    if template is None:
+        template = ""
+    elif not isinstance(template, str) or len(template) > 100:
         errors["template"] = ["A template key."]
         template = ""
     return {"key": str(key), "name": name, "template": template, "cancel_on": _cancel_on(document, errors)}

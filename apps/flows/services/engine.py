@@ -269,25 +269,31 @@ def flows_advance(
     publishes itself again). `now`: the clock the steps see (a test moves it forward)."""
     started = clock.monotonic()
     result = AdvanceResult()
+    touched: set[Any] = set()
     while True:
         at = now or timezone.now()
         token = uuid.uuid4()
         claimed = _claim(at, chunk_size, token)
-        if not claimed:
-            return result
-        result.claimed += len(claimed)
-        result.chunks += 1
-        _run_chunk(claimed, at, token, result)
-        if clock.monotonic() - started > budget_seconds:
-            _publish_advance(on_commit=False)
+        if claimed:
+            result.claimed += len(claimed)
+            result.chunks += 1
+            touched.update(_run_chunk(claimed, at, token, result))
+        over = clock.monotonic() - started > budget_seconds
+        if not claimed or over:
+            # Whether an instance has ended is asked once per call, not once per chunk: the
+            # question reads the instance's runs, and would grow with every chunk of a large one.
+            _finish_instances(list(touched), at)
+            if claimed:
+                _publish_advance(on_commit=False)
             return result
 
 
-def _run_chunk(claimed: list[Claimed], now: datetime, token: uuid.UUID, result: AdvanceResult) -> None:
-    """Runs a chunk's steps and writes its moves in one transaction. A run that moves to a step due
-    at once (a delay that is over, then its send; a send, then a branch) goes on in the same chunk:
-    one claim and one write per run, whatever the number of steps it passes (flows run forward
-    only, so this ends within the flow's number of steps)."""
+def _run_chunk(claimed: list[Claimed], now: datetime, token: uuid.UUID, result: AdvanceResult) -> list[Any]:
+    """Runs a chunk's steps and writes its moves in one transaction; the instances it touched.
+
+    A run that moves to a step due at once (a delay that is over, then its send; a send, then a
+    branch) goes on in the same chunk: one claim and one write per run, whatever the number of
+    steps it passes (flows run forward only, so this ends within the flow's number of steps)."""
     by_instance: dict[Any, list[Claimed]] = defaultdict(list)
     for run in claimed:
         by_instance[run.instance_id].append(run)
@@ -310,7 +316,7 @@ def _run_chunk(claimed: list[Claimed], now: datetime, token: uuid.UUID, result: 
     for (flow_key, step_id, outcome), n in counted.items():
         metrics.FLOW_STEPS.labels(flow=flow_key, step=step_id, outcome=outcome).inc(n)
         result.outcomes[outcome] += n
-    _finish_instances(list(by_instance), now)
+    return list(by_instance)
 
 
 def _run_instance(
