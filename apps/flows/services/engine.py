@@ -12,7 +12,7 @@ How a run moves (docs/flows.md, "Timing guarantees"):
   a delivery is unique per (notification, recipient, channel) and inserted ON CONFLICT DO NOTHING.
 - A delay or a waiting branch is a `due_at`; nothing is on the broker while a run waits. The
   dispatcher (beat, every few seconds) publishes `advance` when runs are due; steps due at once
-  are run in the same task, and wake-ups publish it on commit.
+  run in the same chunk (one claim, one write per run), and wake-ups publish it on commit.
 """
 
 from __future__ import annotations
