@@ -1,5 +1,6 @@
 """Where flows plug into the apps below them at start-up (FlowsConfig.ready): the notifications
-hooks (planning, fan-out, completion, outcomes, inbox reads) and the events port (cancel keys)."""
+hooks (planning, fan-out, completion, outcomes, inbox reads, email opens and clicks, cancels)
+and the events port (cancel keys)."""
 
 from __future__ import annotations
 
@@ -14,4 +15,6 @@ def install() -> None:
     hooks.on_completion_filter(engine.flow_completion_filter)
     hooks.on_delivery_outcome(engine.flows_on_outcomes)
     hooks.on_inbox_read(engine.flows_on_inbox_read)
+    hooks.on_engagement(engine.flows_on_engagement)
+    hooks.on_cancel(engine.flows_on_cancelled)
     ports.on_event_recorded(engine.flows_on_event)

@@ -42,9 +42,17 @@ class FlowDocumentSerializer(serializers.Serializer[Any]):
     """A flow definition (checked whole by the service, which answers field errors)."""
 
     key = serializers.SlugField(max_length=64)
-    name = serializers.CharField(required=False)
-    template = serializers.SlugField(required=False, help_text="The template a notification uses by default.")
-    cancel_on = CancelOnSerializer(required=False)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    template = serializers.SlugField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=100,
+        help_text="The template a notification uses by default (empty or null: none; each notification names one).",
+    )
+    cancel_on = CancelOnSerializer(
+        required=False, allow_null=True, help_text="Ends the flow on a matching event; null: none."
+    )
     steps = FlowStepSerializer(many=True)
 
 

@@ -147,11 +147,38 @@ def _target(value: Any, where: str, ids: set[str], errors: dict[str, list[str]])
     return value
 
 
-def parse(document: Any) -> tuple[Parsed | None, dict[str, list[str]]]:  # noqa: C901, PLR0915 - one rule per branch, read top to bottom; not on the delivery path
-    """The document expanded, or None with field errors (`steps[2].channels`: [...])."""
-    errors: dict[str, list[str]] = {}
+def parse(document: Any) -> tuple[Parsed | None, dict[str, list[str]]]:
+    """The document expanded, or None with field errors (`steps[2].channels`: [...]).
+
+    In order: the document's own fields, the steps' ids and types, each step by its type (a
+    fallback expanded into sends and branches), then the graph (loops, unreachable steps, a
+    channel sent twice, conditions on channels no step sends). Each stage stops at its errors."""
     if not isinstance(document, dict):
         return None, {"non_field_errors": ["A JSON object."]}
+    errors: dict[str, list[str]] = {}
+    header = _header(document, errors)
+    raw = _step_list(document.get("steps"), errors)
+    if raw is None:
+        return None, errors
+    known = _step_ids(raw, errors)
+    if errors:
+        return None, errors
+    expanded: list[dict[str, Any]] = []
+    for index, step in enumerate(raw):
+        expanded.extend(_PARSERS[step["type"]](step, _At.of(raw, index, known, errors)))
+    if errors:
+        return None, errors
+    _check_graph(expanded, errors)
+    if errors:
+        return None, errors
+    return Parsed(steps=expanded, **header), errors
+
+
+# --- The document's own fields -------------------------------------------------------------------------
+
+
+def _header(document: dict[str, Any], errors: dict[str, list[str]]) -> dict[str, Any]:
+    """key, name, template and cancel_on, each checked (a bad one is an error and left empty)."""
     key = document.get("key")
     if not isinstance(key, str) or not KEY_RE.match(key):
         errors["key"] = ["Lowercase letters, digits, `_` and `-`, at most 64, starting with a letter or digit."]
@@ -159,31 +186,39 @@ def parse(document: Any) -> tuple[Parsed | None, dict[str, list[str]]]:  # noqa:
     if not isinstance(name, str) or len(name) > 200:
         errors["name"] = ["Text, at most 200 characters."]
         name = ""
-    template = document.get("template") or ""
-    if not isinstance(template, str) or len(template) > 100:
+    template = document.get("template")
+    if template is None:
+        template = ""
+    elif not isinstance(template, str) or len(template) > 100:
         errors["template"] = ["A template key."]
         template = ""
-    cancel_on = document.get("cancel_on")
-    if cancel_on is not None:
-        if (
-            not isinstance(cancel_on, dict)
-            or not isinstance(cancel_on.get("event_type"), str)
-            or not cancel_on["event_type"]
-            or not isinstance(cancel_on.get("key"), str)
-            or not cancel_on["key"]
-        ):
-            errors["cancel_on"] = ['{"event_type": "order.paid", "key": "order_id"}: both non-empty text.']
-            cancel_on = None
-        else:
-            cancel_on = {"event_type": cancel_on["event_type"][:200], "key": cancel_on["key"][:200]}
-    raw = document.get("steps")
+    return {"key": str(key), "name": name, "template": template, "cancel_on": _cancel_on(document, errors)}
+
+
+def _cancel_on(document: dict[str, Any], errors: dict[str, list[str]]) -> dict[str, str] | None:
+    value = document.get("cancel_on")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(value.get(field), str) and value[field] for field in ("event_type", "key")
+    ):
+        errors["cancel_on"] = ['{"event_type": "order.paid", "key": "order_id"}: both non-empty text.']
+        return None
+    return {"event_type": value["event_type"][:200], "key": value["key"][:200]}
+
+
+def _step_list(raw: Any, errors: dict[str, list[str]]) -> list[Any] | None:
     if not isinstance(raw, list) or not raw:
         errors["steps"] = ["A non-empty list of steps."]
-        return None, errors
+        return None
     if len(raw) > MAX_STEPS:
         errors["steps"] = [f"At most {MAX_STEPS} steps."]
-        return None, errors
+        return None
+    return raw
 
+
+def _step_ids(raw: list[Any], errors: dict[str, list[str]]) -> set[str]:
+    """Every step is an object with a unique id and a known type; the ids."""
     ids: list[str] = []
     for index, step in enumerate(raw):
         where = f"steps[{index}]"
@@ -199,80 +234,107 @@ def parse(document: Any) -> tuple[Parsed | None, dict[str, list[str]]]:  # noqa:
             ids.append(step_id)
         if step.get("type") not in STEP_TYPES:
             errors[f"{where}.type"] = [f"One of {', '.join(STEP_TYPES)}."]
-    if errors:
-        return None, errors
-    known = set(ids)
+    return set(ids)
 
-    expanded: list[dict[str, Any]] = []
-    for index, step in enumerate(raw):
-        where = f"steps[{index}]"
+
+# --- Each step, by its type --------------------------------------------------------------------------
+
+
+@dataclass
+class _At:
+    """Where a step is: its field prefix, what it starts from, its following step, the flow's ids."""
+
+    raw: list[dict[str, Any]]
+    where: str
+    base: dict[str, Any]
+    next: str | None
+    known: set[str]
+    errors: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, raw: list[dict[str, Any]], index: int, known: set[str], errors: dict[str, list[str]]) -> _At:
+        step, where = raw[index], f"steps[{index}]"
         following = raw[index + 1]["id"] if index + 1 < len(raw) else None
         nxt = _target(step.get("next"), f"{where}.next", known, errors) if "next" in step else following
-        kind = step["type"]
-        base = {"id": step["id"], "type": kind, "index": index}
-        if kind == "send":
-            expanded.append(
-                {**base, "channels": _channels(step.get("channels"), f"{where}.channels", errors), "next": nxt}
-            )
-        elif kind == "delay":
-            if "duration" in step:
-                seconds = parse_duration(step["duration"])
-                if seconds is None:
-                    errors[f"{where}.duration"] = [
-                        'A duration: seconds, or "30s", "10m", "2h", "1d" (at most 90 days).'
-                    ]
-                expanded.append({**base, "duration": seconds, "next": nxt})
-            elif "until" in step:
-                at = parse_time_of_day(step["until"])
-                if at is None:
-                    errors[f"{where}.until"] = ['A local time of day, "HH:MM".']
-                expanded.append({**base, "until": at.isoformat("minutes") if at else None, "next": nxt})
-            else:
-                errors[where] = ["A delay needs `duration` or `until`."]
-        elif kind == "digest":
-            minutes = step.get("window_minutes")
-            if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 7 * 24 * 60:
-                errors[f"{where}.window_minutes"] = ["Whole minutes, 1 to 10080."]
-            digest_key = step.get("key", step["id"])
-            if not isinstance(digest_key, str) or not digest_key or len(digest_key) > 200:
-                errors[f"{where}.key"] = ["A key (Jinja over the payload), at most 200 characters."]
-            following_type = next((s.get("type") for s in raw if s.get("id") == nxt), None)
-            if nxt is None or following_type not in ("send", "fallback"):
-                errors[f"{where}.next"] = ["A digest collects what the following step sends: it must be a send."]
-            expanded.append({**base, "window_minutes": minutes, "key": digest_key, "next": nxt})
-        elif kind == "branch":
-            condition = _condition(step.get("if"), f"{where}.if", errors)
-            then = _target(step.get("then"), f"{where}.then", known, errors) if step.get("then") else nxt
-            otherwise = _target(step.get("else"), f"{where}.else", known, errors) if step.get("else") else nxt
-            wait = None
-            if step.get("wait") is not None:
-                wait = parse_duration(step["wait"])
-                if wait is None:
-                    errors[f"{where}.wait"] = ['A duration: seconds, or "30s", "10m", "2h", "1d".']
-            expanded.append({**base, "if": condition, "then": then, "else": otherwise, "wait": wait})
-        elif kind == "fallback":
-            channels = _channels(step.get("channels"), f"{where}.channels", errors)
-            if channels and len(channels) < 2:
-                errors[f"{where}.channels"] = ["A fallback names at least two channels, in order."]
-            on = step.get("on", FAILED_STATES)
-            on_states = [on] if isinstance(on, str) else on
-            if not isinstance(on_states, list) or not on_states or any(s not in STATES for s in on_states):
-                errors[f"{where}.on"] = [f"States from {', '.join(STATES)}."]
-                on_states = FAILED_STATES
-            wait = parse_duration(step.get("wait", DEFAULT_FALLBACK_WAIT))
-            if wait is None:
-                errors[f"{where}.wait"] = ['A duration: seconds, or "30s", "10m", "2h", "1d".']
-            expanded.extend(_expand_fallback(base, channels, on_states, wait, nxt))
-        else:  # exit
-            expanded.append({**base, "next": None})
-    if errors:
-        return None, errors
+        return cls(raw, where, {"id": step["id"], "type": step["type"], "index": index}, nxt, known, errors)
 
-    _check_graph(expanded, errors)
-    if errors:
-        return None, errors
-    parsed = Parsed(key=str(key), name=name, template=template, cancel_on=cancel_on, steps=expanded)
-    return parsed, errors
+    def error(self, field: str, message: str) -> None:
+        self.errors[f"{self.where}.{field}" if field else self.where] = [message]
+
+
+def _parse_send(step: dict[str, Any], at: _At) -> list[dict[str, Any]]:
+    return [
+        {**at.base, "channels": _channels(step.get("channels"), f"{at.where}.channels", at.errors), "next": at.next}
+    ]
+
+
+def _parse_delay(step: dict[str, Any], at: _At) -> list[dict[str, Any]]:
+    if "duration" in step:
+        seconds = parse_duration(step["duration"])
+        if seconds is None:
+            at.error("duration", 'A duration: seconds, or "30s", "10m", "2h", "1d" (at most 90 days).')
+        return [{**at.base, "duration": seconds, "next": at.next}]
+    if "until" in step:
+        local = parse_time_of_day(step["until"])
+        if local is None:
+            at.error("until", 'A local time of day, "HH:MM".')
+        return [{**at.base, "until": local.isoformat("minutes") if local else None, "next": at.next}]
+    at.error("", "A delay needs `duration` or `until`.")
+    return []
+
+
+def _parse_digest(step: dict[str, Any], at: _At) -> list[dict[str, Any]]:
+    minutes = step.get("window_minutes")
+    if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 7 * 24 * 60:
+        at.error("window_minutes", "Whole minutes, 1 to 10080.")
+    digest_key = step.get("key", step["id"])
+    if not isinstance(digest_key, str) or not digest_key or len(digest_key) > 200:
+        at.error("key", "A key (Jinja over the payload), at most 200 characters.")
+    following_type = next((s.get("type") for s in at.raw if s.get("id") == at.next), None)
+    if at.next is None or following_type not in ("send", "fallback"):
+        at.error("next", "A digest collects what the following step sends: it must be a send.")
+    return [{**at.base, "window_minutes": minutes, "key": digest_key, "next": at.next}]
+
+
+def _parse_branch(step: dict[str, Any], at: _At) -> list[dict[str, Any]]:
+    condition = _condition(step.get("if"), f"{at.where}.if", at.errors)
+    then = _target(step.get("then"), f"{at.where}.then", at.known, at.errors) if step.get("then") else at.next
+    otherwise = _target(step.get("else"), f"{at.where}.else", at.known, at.errors) if step.get("else") else at.next
+    wait = None
+    if step.get("wait") is not None:
+        wait = parse_duration(step["wait"])
+        if wait is None:
+            at.error("wait", 'A duration: seconds, or "30s", "10m", "2h", "1d".')
+    return [{**at.base, "if": condition, "then": then, "else": otherwise, "wait": wait}]
+
+
+def _parse_fallback(step: dict[str, Any], at: _At) -> list[dict[str, Any]]:
+    channels = _channels(step.get("channels"), f"{at.where}.channels", at.errors)
+    if channels and len(channels) < 2:
+        at.error("channels", "A fallback names at least two channels, in order.")
+    on = step.get("on", FAILED_STATES)
+    on_states = [on] if isinstance(on, str) else on
+    if not isinstance(on_states, list) or not on_states or any(s not in STATES for s in on_states):
+        at.error("on", f"States from {', '.join(STATES)}.")
+        on_states = FAILED_STATES
+    wait = parse_duration(step.get("wait", DEFAULT_FALLBACK_WAIT))
+    if wait is None:
+        at.error("wait", 'A duration: seconds, or "30s", "10m", "2h", "1d".')
+    return _expand_fallback(at.base, channels, on_states, wait, at.next)
+
+
+def _parse_exit(step: dict[str, Any], at: _At) -> list[dict[str, Any]]:
+    return [{**at.base, "next": None}]
+
+
+_PARSERS = {
+    "send": _parse_send,
+    "delay": _parse_delay,
+    "digest": _parse_digest,
+    "branch": _parse_branch,
+    "fallback": _parse_fallback,
+    "exit": _parse_exit,
+}
 
 
 def _expand_fallback(
@@ -309,10 +371,18 @@ def _edges(step: dict[str, Any]) -> list[str]:
 
 
 def _check_graph(steps: list[dict[str, Any]], errors: dict[str, list[str]]) -> None:
-    """Refuses loops, unreachable steps, and a channel sent by two steps; field errors name the step."""
-    by_id = {s["id"]: s for s in steps}
+    """Refuses loops, unreachable steps, a channel sent by two steps and a condition on a channel
+    no step sends; field errors name the step."""
     where = {s["id"]: f"steps[{s['index']}]" for s in steps}
-    # Loops: a depth-first walk that meets a step on its own path.
+    reached = _check_loops(steps, where, errors)
+    _check_reachable(steps, reached, where, errors)
+    sent = _check_channels_once(steps, where, errors)
+    _check_conditions(steps, sent, where, errors)
+
+
+def _check_loops(steps: list[dict[str, Any]], where: dict[str, str], errors: dict[str, list[str]]) -> set[str]:
+    """A depth-first walk from the first step that meets a step on its own path; the steps reached."""
+    by_id = {s["id"]: s for s in steps}
     state: dict[str, int] = {}  # 1: on the path, 2: done
 
     def walk(step_id: str, path: list[str]) -> None:
@@ -329,11 +399,23 @@ def _check_graph(steps: list[dict[str, Any]], errors: dict[str, list[str]]) -> N
 
     first = steps[0]["id"]
     walk(first, [first])
+    return set(state)
+
+
+def _check_reachable(
+    steps: list[dict[str, Any]], reached: set[str], where: dict[str, str], errors: dict[str, list[str]]
+) -> None:
     for step in steps:
-        if step["id"] not in state:
+        if step["id"] not in reached:
             errors.setdefault(where[step["id"]], []).append(
                 f"The step {step['id']!r} is unreachable: no step leads to it."
             )
+
+
+def _check_channels_once(
+    steps: list[dict[str, Any]], where: dict[str, str], errors: dict[str, list[str]]
+) -> dict[str, str]:
+    """Each channel is sent by one step; {channel: the step that sends it}."""
     sent: dict[str, str] = {}
     for step in steps:
         if step["type"] != "send":
@@ -346,6 +428,12 @@ def _check_graph(steps: list[dict[str, Any]], errors: dict[str, list[str]]) -> N
                 )
             else:
                 sent[channel] = step["id"]
+    return sent
+
+
+def _check_conditions(
+    steps: list[dict[str, Any]], sent: dict[str, str], where: dict[str, str], errors: dict[str, list[str]]
+) -> None:
     for step in steps:
         condition = step.get("if") if step["type"] == "branch" else None
         if condition and "channel" in condition and condition["channel"] not in sent:

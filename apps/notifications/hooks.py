@@ -11,7 +11,9 @@ registered every call site costs nothing. The call sites are single lines in the
 - `completion_filter`: a condition a dispatched notification must also meet to complete (a plug-in
   with work left for it says no), folded into the completing UPDATE: no statement of its own;
 - `delivery_outcomes`: deliveries reached an outcome (a provider's report, or failed/dead at send);
-- `inbox_changed`: in-app items were read or seen.
+- `inbox_changed`: in-app items were read or seen;
+- `engaged`: an email was opened or a link in it clicked (its first such view);
+- `cancelled`: a notification was cancelled (what is not sent yet stays unsent).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ _take_over: list[Callable[[Any], bool]] = []
 _completion: list[Callable[[], Q]] = []
 _outcomes: list[Callable[[Sequence[tuple[Any, str]]], None]] = []
 _inbox: list[Callable[[Sequence[Any]], None]] = []
+_engaged: list[Callable[[Sequence[Any]], None]] = []
+_cancelled: list[Callable[[Any], None]] = []
 
 
 def _add(registry: list[Any], callback: Any) -> None:
@@ -73,6 +77,16 @@ def on_delivery_outcome(callback: Callable[[Sequence[tuple[Any, str]]], None]) -
 def on_inbox_read(callback: Callable[[Sequence[Any]], None]) -> None:
     """`callback([delivery_id, ...])`, inside the transaction that marked them read or seen."""
     _add(_inbox, callback)
+
+
+def on_engagement(callback: Callable[[Sequence[Any]], None]) -> None:
+    """`callback([delivery_id, ...])`, inside the transaction that recorded a first open or click."""
+    _add(_engaged, callback)
+
+
+def on_cancel(callback: Callable[[Any], None]) -> None:
+    """`callback(notification_id)`, inside the transaction that cancelled it (holding its lock)."""
+    _add(_cancelled, callback)
 
 
 def notification_planner(
@@ -116,3 +130,16 @@ def inbox_changed(delivery_ids: Iterable[Any]) -> None:
         if listed:
             for callback in _inbox:
                 callback(listed)
+
+
+def engaged(delivery_ids: Iterable[Any]) -> None:
+    if _engaged:
+        listed = list(delivery_ids)
+        if listed:
+            for callback in _engaged:
+                callback(listed)
+
+
+def cancelled(notification_id: Any) -> None:
+    for callback in _cancelled:
+        callback(notification_id)

@@ -56,6 +56,16 @@ def engagement_summary(*, tenant_id: Any, delivery_id: Any) -> dict[str, Any]:
     return {"opens": opens, "clicks": clicks}
 
 
+def engagement_kinds(*, delivery_ids: Iterable[Any], kinds: Iterable[str]) -> list[tuple[Any, str]]:
+    """(delivery id, kind) for each of these deliveries opened (`open`) or clicked (`click`) at
+    least once: what a flow's branch on `opened` / `clicked` reads."""
+    ids, wanted = list(delivery_ids), list(kinds)
+    if not ids or not wanted:
+        return []
+    rows = Engagement.objects.filter(delivery_id__in=ids, kind__in=wanted).order_by().values_list("delivery_id", "kind")
+    return list(rows.distinct())
+
+
 def provider_recent_outcomes(*, tenant: Any, provider: str, limit: int) -> list[bool]:
     """Whether each of the tenant's last `limit` attempts through `provider` was accepted, newest
     first: the error rate of the providers' health overview (plugged into apps.providers.selectors

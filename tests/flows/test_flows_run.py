@@ -1,21 +1,25 @@
-"""Flows run end to end through the real worker: in-app then email if unread, fallback on a
-bounce, a digest step, cancellation by an event. The clock is `now` given to flows_advance."""
+"""Flows run end to end through the real worker: in-app then email if unread, a digest step,
+cancellation by an event or through the API, a branch woken by an email open. The clock is `now`
+given to flows_advance. (Fallbacks on what providers report: test_flows_providers.py.)"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from apps.flows.models import FlowInstance, FlowRun
+from apps.flows.services import engine
 from apps.flows.services.engine import flows_advance, flows_sweep
 from apps.notifications.models import Delivery, DigestWindow, Notification, Recipient
-from apps.notifications.services.callbacks import delivery_report
 from apps.notifications.services.digests_flush import digest_windows_flush
 from apps.notifications.services.inbox import inbox_mark_read
 from apps.notifications.services.notifications import notification_create
+from apps.providers.tracking import open_url
 from tests.conftest import wait_for
 from tests.flows.conftest import sent, wait_runs
 
@@ -94,47 +98,6 @@ def test_in_app_then_email_only_for_whoever_has_not_read_it_after_30_minutes(
     assert summary["mermaid"].startswith("flowchart TD")
 
 
-def test_email_then_sms_when_the_email_bounces_or_has_no_address(
-    worker: Any, recording_tenant: Any, make_template: Any, make_recipients: Any, make_flow: Any
-):
-    # Given a fallback flow: email, then SMS if the email bounced (or never could go)
-    make_template(default_channels=["email"])
-    make_recipients(2, phone="+14155550100")
-    make_recipients(1, prefix="nomail", phone="+14155550101", email="")
-    make_flow(
-        {
-            "key": "reach",
-            "template": "order_shipped",
-            "steps": [{"id": "reach", "type": "fallback", "channels": ["email", "sms"], "wait": "1h"}],
-        }
-    )
-    notification = notification_create(
-        tenant=recording_tenant, flow="reach", payload={"order_id": "A-2"}, recipients=["user-0", "user-1", "nomail-0"]
-    )
-    start = timezone.now()
-    wait_runs(notification, "reach.email-failed", 2, phase="wait")
-    wait_for(lambda: len(sent("email")) == 2, timeout=20, message="two emails")
-
-    # When the provider reports a bounce for user-1's email (what its callback records)
-    bounced = Delivery.objects.get(notification=notification, channel="email", recipient__external_id="user-1")
-    assert delivery_report(delivery_id=bounced.pk, status="bounced", error_code="bounce", detail="550 no such user")
-
-    # Then SMS goes to user-1 at once (woken by the outcome) and to nomail-0 (suppressed), not to user-0
-    wait_for(lambda: len(sent("sms")) == 2, timeout=20, message="two SMS")
-    flows_advance(now=start + timedelta(hours=2))  # user-0's wait ends: its email did not fail
-    wait_for(
-        lambda: not FlowRun.objects.filter(notification_id=notification.pk, status__in=FlowRun.ACTIVE).exists(),
-        timeout=20,
-    )
-    sms = set(
-        Delivery.objects.filter(notification=notification, channel="sms").values_list(
-            "recipient__external_id", flat=True
-        )
-    )
-    assert sms == {"user-1", "nomail-0"}
-    assert len(sent("sms")) == 2
-
-
 def test_a_digest_step_collects_what_the_following_send_sends(
     worker: Any, recording_tenant: Any, make_template: Any, make_recipients: Any, make_flow: Any
 ):
@@ -211,28 +174,116 @@ def test_a_matching_event_cancels_the_reminder_before_it_goes_out(
     assert Delivery.objects.get(notification=unpaid).recipient.external_id == "user-1"
 
 
-def test_a_notification_cancelled_through_the_api_ends_its_runs(
+SLOW = {
+    "key": "slow",
+    "template": "order_shipped",
+    "steps": [
+        {"id": "later", "type": "delay", "duration": "1h"},
+        {"id": "mail", "type": "send", "channels": ["email"]},
+    ],
+}
+
+
+def test_a_notification_cancelled_through_the_api_ends_its_waiting_runs_at_once(
     worker: Any, recording_tenant: Any, make_template: Any, make_recipients: Any, make_flow: Any, api: Any
 ):
+    # Given three runs waiting an hour before an email
     make_template(default_channels=["email"])
     make_recipients(3)
-    make_flow(
-        {
-            "key": "slow",
-            "template": "order_shipped",
-            "steps": [
-                {"id": "later", "type": "delay", "duration": "1h"},
-                {"id": "mail", "type": "send", "channels": ["email"]},
-            ],
-        }
-    )
+    make_flow(SLOW)
     notification = notification_create(
         tenant=recording_tenant, flow="slow", payload={"order_id": "A-3"}, recipients=["user-0", "user-1", "user-2"]
     )
     wait_runs(notification, "later", 3, phase="wait")
+
+    # When the notification is cancelled through the API
     assert api.post(f"/api/v1/notifications/{notification.pk}/cancel/").status_code == 200
-    flows_sweep()
-    assert FlowRun.objects.filter(notification_id=notification.pk, status="cancelled").count() == 3
+
+    # Then its runs and its flow have ended already (no sweeper ran), saying why
+    runs = FlowRun.objects.filter(notification_id=notification.pk)
+    assert [r.status for r in runs] == ["cancelled"] * 3
+    assert runs[0].history[-1]["why"] == "the notification was cancelled"
+    assert FlowInstance.objects.get(pk=notification.pk).status == "cancelled"
+    # ... and an hour later nothing is sent
     flows_advance(now=timezone.now() + timedelta(hours=2))
     assert not Delivery.objects.filter(notification=notification).exists()
     assert Recipient.objects.count() == 3
+
+
+def test_a_cancel_ends_the_first_runs_at_once_and_the_sweeper_the_rest(
+    worker: Any,
+    recording_tenant: Any,
+    make_template: Any,
+    make_recipients: Any,
+    make_flow: Any,
+    api: Any,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    # Given a cancel ends 2 runs in its own transaction (10,000 normally) and 3 runs wait
+    monkeypatch.setattr(engine, "CANCEL_AT_ONCE", 2)
+    make_template(default_channels=["email"])
+    make_recipients(3)
+    make_flow(SLOW)
+    notification = notification_create(
+        tenant=recording_tenant, flow="slow", payload={"order_id": "A-4"}, recipients=["user-0", "user-1", "user-2"]
+    )
+    wait_runs(notification, "later", 3, phase="wait")
+
+    # When it is cancelled through the API
+    assert api.post(f"/api/v1/notifications/{notification.pk}/cancel/").status_code == 200
+
+    # Then two runs ended at once, the third with the next sweep
+    runs = FlowRun.objects.filter(notification_id=notification.pk)
+    assert sorted(runs.values_list("status", flat=True)) == ["cancelled", "cancelled", "waiting"]
+    assert flows_sweep().cancelled == 1
+    assert list(runs.values_list("status", flat=True)) == ["cancelled"] * 3
+    flows_advance(now=timezone.now() + timedelta(hours=2))
+    assert not Delivery.objects.filter(notification=notification).exists()
+
+
+def test_an_email_opened_wakes_the_branch_waiting_for_it(
+    worker: Any, recording_tenant: Any, make_template: Any, make_recipients: Any, make_flow: Any
+):
+    # Given an email, then an SMS unless the email is opened within a day
+    make_template(default_channels=["email"])
+    make_recipients(2, phone="+14155550100")
+    make_flow(
+        {
+            "key": "opened",
+            "template": "order_shipped",
+            "steps": [
+                {"id": "mail", "type": "send", "channels": ["email"]},
+                {
+                    "id": "check",
+                    "type": "branch",
+                    "if": {"channel": "email", "state": "opened"},
+                    "wait": "1d",
+                    "then": "end",
+                    "else": "text",
+                },
+                {"id": "text", "type": "send", "channels": ["sms"]},
+                {"id": "end", "type": "exit"},
+            ],
+        }
+    )
+    notification = notification_create(
+        tenant=recording_tenant, flow="opened", payload={"order_id": "A-5"}, recipients=["user-0", "user-1"]
+    )
+    start = timezone.now()
+    wait_runs(notification, "check", 2, phase="wait")
+
+    # When user-0 opens the email (its tracking pixel is fetched)
+    email = Delivery.objects.get(notification=notification, channel="email", recipient__external_id="user-0")
+    pixel = urlsplit(open_url(str(email.pk))).path
+    assert Client().get(pixel).status_code == 200
+
+    # Then its branch is woken and takes `then` at once (no clock moved), and it never gets the SMS
+    wait_runs(notification, "end", 1, status="done")
+    run = FlowRun.objects.get(notification_id=notification.pk, recipient__external_id="user-0")
+    branched = [h for h in run.history if h["event"] == "branched"]
+    assert branched[0]["result"] is True and "opened" in branched[0]["why"]
+    # ... while user-1, who never opened it, gets the SMS once the day is over
+    flows_advance(now=start + timedelta(days=1, minutes=1))
+    wait_for(lambda: len(sent("sms")) == 1, timeout=20, message="one SMS")
+    sms = Delivery.objects.filter(notification=notification, channel="sms")
+    assert list(sms.values_list("recipient__external_id", flat=True)) == ["user-1"]

@@ -136,6 +136,23 @@ def _seed_tenant(client: APIClient, tag: str, world: World) -> None:
         {"template": f"{own}order_shipped", "payload": {"order_id": "A-1"}, "recipients": people},
     )
     note("notifications", notification["id"])
+    post(
+        "/api/v1/flows/",
+        {
+            "key": f"{own}nudge",
+            "template": f"{own}order_shipped",
+            "steps": [
+                {"id": "inbox", "type": "send", "channels": ["in_app"]},
+                {"id": "check", "type": "branch", "if": {"channel": "in_app", "state": "read"}, "wait": "30m"},
+                {"id": "email", "type": "send", "channels": ["email"]},
+            ],
+        },
+    )
+    note("flows", f"{own}nudge")
+    flowing = post(
+        "/api/v1/notifications/", {"flow": f"{own}nudge", "payload": {"order_id": "A-2"}, "recipients": people}
+    )
+    note("notifications", flowing["id"])
     endpoint = post("/api/v1/webhook-endpoints/", {"url": "http://127.0.0.1:9/hook", "event_types": ["order.*"]})
     note("webhook-endpoints", endpoint["id"])
     rule = post(

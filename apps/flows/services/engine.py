@@ -12,7 +12,7 @@ How a run moves (docs/flows.md, "Timing guarantees"):
   a delivery is unique per (notification, recipient, channel) and inserted ON CONFLICT DO NOTHING.
 - A delay or a waiting branch is a `due_at`; nothing is on the broker while a run waits. The
   dispatcher (beat, every few seconds) publishes `advance` when runs are due; steps due at once
-  are run in the same task, and wake-ups publish it on commit.
+  run in the same chunk (one claim, one write per run), and wake-ups publish it on commit.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery import signature
-from django.apps import apps as django_apps
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
@@ -41,6 +40,7 @@ from apps.flows import spec
 from apps.flows.models import Flow, FlowInstance, FlowRun
 from apps.notifications import hooks
 from apps.notifications.models import Delivery, Notification, Recipient
+from apps.notifications.selectors import engagement_kinds
 from apps.notifications.services.digest import digest_rule_resolve
 from apps.notifications.services.fanout import deliveries_create_for
 from apps.notifications.services.notifications import (
@@ -58,6 +58,7 @@ ADVANCE_TASK = "signalbox.flows.advance"
 LEASE_SECONDS = 120
 CHUNK_SIZE = 1000
 BUDGET_SECONDS = 20.0
+CANCEL_AT_ONCE = 10_000  # waiting runs a cancel ends in its own transaction; the sweeper ends the rest
 OPEN = (FlowInstance.Status.PENDING, FlowInstance.Status.ACTIVE)
 # Outcomes that may make a waiting branch true: a run watching them is woken at once.
 WAKING_STATUSES = frozenset({"failed", "dead", "bounced", "suppressed", "delivered", "read"})
@@ -237,7 +238,8 @@ class Move:
     due_at: datetime | None = None
     deadline_at: datetime | None = None
     watching: bool = False
-    entry: dict[str, Any] | None = None
+    entry: dict[str, Any] | None = None  # what this step adds to the run's history
+    entries: list[dict[str, Any]] | None = None  # every entry of the chunk (steps run at once), once final
 
 
 @dataclass
@@ -267,21 +269,31 @@ def flows_advance(
     publishes itself again). `now`: the clock the steps see (a test moves it forward)."""
     started = clock.monotonic()
     result = AdvanceResult()
+    touched: set[Any] = set()
     while True:
         at = now or timezone.now()
         token = uuid.uuid4()
         claimed = _claim(at, chunk_size, token)
-        if not claimed:
-            return result
-        result.claimed += len(claimed)
-        result.chunks += 1
-        _run_chunk(claimed, at, token, result)
-        if clock.monotonic() - started > budget_seconds:
-            _publish_advance(on_commit=False)
+        if claimed:
+            result.claimed += len(claimed)
+            result.chunks += 1
+            touched.update(_run_chunk(claimed, at, token, result))
+        over = clock.monotonic() - started > budget_seconds
+        if not claimed or over:
+            # Whether an instance has ended is asked once per call, not once per chunk: the
+            # question reads the instance's runs, and would grow with every chunk of a large one.
+            _finish_instances(list(touched), at)
+            if claimed:
+                _publish_advance(on_commit=False)
             return result
 
 
-def _run_chunk(claimed: list[Claimed], now: datetime, token: uuid.UUID, result: AdvanceResult) -> None:
+def _run_chunk(claimed: list[Claimed], now: datetime, token: uuid.UUID, result: AdvanceResult) -> list[Any]:
+    """Runs a chunk's steps and writes its moves in one transaction; the instances it touched.
+
+    A run that moves to a step due at once (a delay that is over, then its send; a send, then a
+    branch) goes on in the same chunk: one claim and one write per run, whatever the number of
+    steps it passes (flows run forward only, so this ends within the flow's number of steps)."""
     by_instance: dict[Any, list[Claimed]] = defaultdict(list)
     for run in claimed:
         by_instance[run.instance_id].append(run)
@@ -299,60 +311,93 @@ def _run_chunk(claimed: list[Claimed], now: datetime, token: uuid.UUID, result: 
     with transaction.atomic():
         moves: list[Move] = []
         for instance_id, runs in by_instance.items():
-            instance = instances[instance_id]
-            notification = instance.notification
-            steps = spec.step_map(instance.flow_version.steps)
-            if notification.status == Notification.Status.CANCELLED or instance.status == FlowInstance.Status.CANCELLED:
-                moves += _end_all(runs, now, "cancelled", "the notification was cancelled")
-                continue
-            groups: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
-            for run in runs:
-                groups[(run.step, run.phase)].append(run)
-            for (step_id, phase), group in groups.items():
-                step = steps.get(step_id)
-                if step is None:  # not in this version (never happens for a saved version)
-                    moves += _end_all(group, now, "failed", f"no step {step_id!r}")
-                    continue
-                made = _STEPS[step["type"]](instance, steps, step, phase, group, now)
-                moves += made
-                for move in made:
-                    outcome = (move.entry or {}).get("event", "waiting")
-                    counted[(instance.flow_version.flow.key, step_id, outcome)] += 1
+            moves += _run_instance(instances[instance_id], runs, now, counted)
         _apply(moves, token, now)
     for (flow_key, step_id, outcome), n in counted.items():
         metrics.FLOW_STEPS.labels(flow=flow_key, step=step_id, outcome=outcome).inc(n)
         result.outcomes[outcome] += n
-    _finish_instances(list(by_instance), now)
+    return list(by_instance)
+
+
+def _run_instance(
+    instance: FlowInstance, runs: list[Claimed], now: datetime, counted: Counter[tuple[str, str, str]]
+) -> list[Move]:
+    """One instance's runs of a chunk, step after step while they are due at once; their final
+    moves, each carrying the history entries of every step it passed."""
+    notification = instance.notification
+    if notification.status == Notification.Status.CANCELLED or instance.status == FlowInstance.Status.CANCELLED:
+        return _end_all(runs, now, "cancelled", "the notification was cancelled")
+    steps = spec.step_map(instance.flow_version.steps)
+    flow_key = instance.flow_version.flow.key
+    passed: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    final: list[Move] = []
+    for _ in range(len(steps) + 1):
+        if not runs:
+            break
+        groups: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
+        for run in runs:
+            groups[(run.step, run.phase)].append(run)
+        by_id = {run.id: run for run in runs}
+        runs = []
+        for (step_id, phase), group in groups.items():
+            step = steps.get(step_id)
+            if step is None:  # not in this version (never happens for a saved version)
+                made = _end_all(group, now, "failed", f"no step {step_id!r}")
+            else:
+                made = _STEPS[step["type"]](instance, steps, step, phase, group, now)
+            for move in made:
+                counted[(flow_key, step_id, (move.entry or {}).get("event", "waiting"))] += 1
+                if move.entry:
+                    passed[move.run_id].append(move.entry)
+                if _due_at_once(move, now):
+                    run = by_id[move.run_id]
+                    runs.append(Claimed(run.id, run.instance_id, run.recipient_id, move.step, move.phase, None))
+                else:
+                    final.append(move)
+    final += [Move(r.id, r.step, r.phase, due_at=now) for r in runs]  # only on a bug: written as due
+    for move in final:
+        move.entries = passed.get(move.run_id, [])
+    return final
+
+
+def _due_at_once(move: Move, now: datetime) -> bool:
+    return (
+        move.status == FlowRun.Status.WAITING
+        and move.phase == FlowRun.Phase.ENTER
+        and move.due_at is not None
+        and move.due_at <= now
+    )
 
 
 def _apply(moves: list[Move], token: uuid.UUID, now: datetime) -> int:
-    """Writes every move of a chunk in one statement, only for runs this claim still holds."""
+    """Writes every move of a chunk in one statement, only for runs this claim still holds. The
+    moves go as one JSON document (`jsonb_to_recordset`): much cheaper to send than arrays."""
     if not moves:
         return 0
-    finals = (FlowRun.Status.DONE, FlowRun.Status.CANCELLED, FlowRun.Status.FAILED)
+    finals = [FlowRun.Status.DONE, FlowRun.Status.CANCELLED, FlowRun.Status.FAILED]
+    rows = [
+        {
+            "id": m.run_id,
+            "step": m.step,
+            "phase": m.phase,
+            "status": m.status,
+            "due_at": m.due_at.isoformat() if m.due_at else None,
+            "deadline_at": m.deadline_at.isoformat() if m.deadline_at else None,
+            "watching": m.watching,
+            "entries": m.entries if m.entries is not None else ([m.entry] if m.entry else []),
+        }
+        for m in moves
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {RUN_TABLE} AS r SET step = v.step, phase = v.phase, status = v.status, "  # noqa: S608
             "due_at = v.due_at, deadline_at = v.deadline_at, watching = v.watching, lease_expires_at = NULL, "
-            "claim_token = NULL, updated_at = %s, history = r.history || v.entry, "
+            "claim_token = NULL, updated_at = %s, history = r.history || v.entries, "
             "finished_at = CASE WHEN v.status = ANY(%s) THEN %s::timestamptz ELSE NULL END "
-            "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], "
-            "%s::boolean[], %s::jsonb[]) AS v(id, step, phase, status, due_at, deadline_at, watching, entry) "
+            "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, step text, phase text, status text, "
+            "due_at timestamptz, deadline_at timestamptz, watching boolean, entries jsonb) "
             "WHERE r.id = v.id AND r.claim_token = %s",
-            [
-                now,
-                list(finals),
-                now,
-                [m.run_id for m in moves],
-                [m.step for m in moves],
-                [m.phase for m in moves],
-                [m.status for m in moves],
-                [m.due_at for m in moves],
-                [m.deadline_at for m in moves],
-                [m.watching for m in moves],
-                [json.dumps([m.entry] if m.entry else [], default=str) for m in moves],
-                token,
-            ],
+            [now, finals, now, json.dumps(rows, default=str), token],
         )
         return cursor.rowcount
 
@@ -502,14 +547,8 @@ def _delivery_states(
         delivery_of[pk] = rid
     wanted = {"opened": "open", "clicked": "click"}
     kinds = [wanted[s] for s in states if s in wanted]
-    if kinds and delivery_of:
-        # Opens and clicks are the providers app's rows (tracking links); read by model name, as
-        # flows sits beside providers, not above it.
-        engagement = django_apps.get_model("providers", "Engagement")
-        for delivery_id, kind in engagement.objects.filter(
-            delivery_id__in=list(delivery_of), kind__in=kinds
-        ).values_list("delivery_id", "kind"):
-            found[delivery_of[delivery_id]].add("opened" if kind == "open" else "clicked")
+    for delivery_id, kind in engagement_kinds(delivery_ids=list(delivery_of), kinds=kinds):
+        found[delivery_of[delivery_id]].add("opened" if kind == "open" else "clicked")
     return found
 
 
@@ -647,6 +686,10 @@ def flows_on_inbox_read(delivery_ids: Sequence[Any]) -> None:
     flows_wake(delivery_ids)
 
 
+def flows_on_engagement(delivery_ids: Sequence[Any]) -> None:
+    flows_wake(delivery_ids)
+
+
 def flows_on_event(event: Any) -> None:
     flows_cancel_for_event(event)
 
@@ -676,16 +719,33 @@ def flows_cancel_for_event(event: Any) -> int:
 
 
 def flow_instance_cancel(*, instance: FlowInstance, reason: str) -> None:
-    """Cancels the notification (what is not sent yet stays unsent) and ends the instance; its
+    """Ends the instance and cancels its notification (what is not sent yet stays unsent); its
     runs end at once where they wait (the sweeper ends the rest in chunks)."""
     now = timezone.now()
     with transaction.atomic():
-        with contextlib.suppress(Conflict):  # already over: nothing left to stop
-            notification_cancel(notification=instance.notification)
+        # The notification's lock first, as notification_cancel and a send step take it.
+        notification_lock(instance.pk)
         FlowInstance.objects.filter(pk=instance.pk, status__in=OPEN).update(
             status=FlowInstance.Status.CANCELLED, cancel_reason=reason[:500], finished_at=now
         )
-        _cancel_waiting_runs(instance_ids=[instance.pk], now=now, why=reason, limit=10_000)
+        _cancel_waiting_runs(instance_ids=[instance.pk], now=now, why=reason, limit=CANCEL_AT_ONCE)
+        with contextlib.suppress(Conflict):  # already over: nothing left to stop
+            notification_cancel(notification=instance.notification)
+
+
+def flows_on_cancelled(notification_id: Any) -> None:
+    """The notifications hook: a notification was cancelled (the API, the admin): its flow ends,
+    and its waiting runs end at once, the first CANCEL_AT_ONCE of them; the sweeper ends the
+    rest. Runs under way see the cancel at their next step and end there."""
+    now = timezone.now()
+    if not FlowInstance.objects.filter(pk=notification_id).exists():
+        return
+    FlowInstance.objects.filter(pk=notification_id, status__in=OPEN).update(
+        status=FlowInstance.Status.CANCELLED, cancel_reason="the notification was cancelled", finished_at=now
+    )
+    _cancel_waiting_runs(
+        instance_ids=[notification_id], now=now, why="the notification was cancelled", limit=CANCEL_AT_ONCE
+    )
 
 
 def _cancel_waiting_runs(*, instance_ids: Sequence[Any] | None, now: datetime, why: str, limit: int) -> int:

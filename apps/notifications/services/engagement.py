@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.notifications import hooks
 from apps.notifications.models import Delivery
 from apps.notifications.services.announce import engagement_announce
 from apps.providers.models import Engagement
@@ -39,6 +40,7 @@ def engagement_record(*, delivery_id: str, kind: str, url: str = "", now: dateti
                 tenant_id=tenant_id, delivery_id=delivery_id, kind=kind, url=url, first_at=now, last_at=now
             )
             engagement_announce(tenant_id=tenant_id, delivery_id=delivery_id, kind=kind, url=url)
+            hooks.engaged([delivery_id])
     except IntegrityError:  # a concurrent first view won the insert (and the event): count this one
         Engagement.objects.filter(delivery_id=delivery_id, kind=kind, url=url).update(count=F("count") + 1, last_at=now)
     return True

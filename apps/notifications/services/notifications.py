@@ -433,6 +433,7 @@ def notification_cancel(*, notification: Notification, actor: Actor = SYSTEM) ->
         current.cancelled_at = now
         current.save(update_fields=["status", "cancelled_at", "updated_at"])
         notification_live_changed(notification_id=current.pk)
+        hooks.cancelled(current.pk)
         audit_record(
             action="notification.cancelled",
             tenant=current.tenant,
