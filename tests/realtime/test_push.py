@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -50,9 +51,12 @@ def test_a_notifications_counts_and_final_status_are_pushed_when_committed(
     start_realtime: Any, inbox_ready: Any, tenant: Any
 ) -> None:
     server = start_realtime(**NO_POLL)
-    notification = notification_create(
-        tenant=tenant, template="order_shipped", payload={"order_id": "N1"}, recipients=["user-0", "user-1"]
-    )
+    # The test drives the fan-out itself: the worker must not take it first (it would complete the
+    # notification before the stream opens), so the fan-out task is not published.
+    with mock.patch("apps.core.publish.publish"):
+        notification = notification_create(
+            tenant=tenant, template="order_shipped", payload={"order_id": "N1"}, recipients=["user-0", "user-1"]
+        )
     with server.ws(f"/api/v1/notifications/{notification.pk}/stream/", key=inbox_ready.api_key) as ws:
         [first] = receive_until(ws, lambda m: m["type"] == "notification.status")
         assert first["data"] == {"status": "accepted", "channels": {}}
