@@ -8,16 +8,23 @@ It creates, migrates and drops its own database (`signalbox_bench_realtime`), ma
 project.asgi, as in the Procfile) and opens one WebSocket per recipient from a client process.
 Then:
 
-1. idle: the process's resident memory before and after the connections (memory per connection),
-   each connection's time to `ready`, and the process's CPU while every stream is idle; the connect
-   phase is bounded (`--connect-limit`) and reports how many opened;
-2. latency: for `--seconds`, every 100 ms one notification to `rate/10` connected recipients goes
-   through the production fan-out (`notification_fan_out` + `fanout_chunk_run`: COPY insert, then
-   the after-commit publish); each client stamps the arrival of its item. Reported: commit → client
-   (the commit time is taken in `transaction.on_commit`), p50 / p99 / max, and items lost;
-3. polling: the same recipients' `GET /api/v1/inbox/?unread=true` answered in-process by the API
+1. connect: one WebSocket per recipient, paced as real clients are (at most `--connect-concurrency`
+   handshakes in flight; a failed one retried with backoff), every failure counted by its cause
+   (exception type or close code); the process's resident memory before and after (memory per
+   connection), each stream's time to `ready`, and the process's CPU while every stream is idle;
+   bounded by `--connect-limit`, reporting how many opened;
+2. commit -> client: for `--seconds`, every 100 ms one notification to `rate/10` connected
+   recipients goes through the production fan-out in this process (`notification_fan_out` +
+   `fanout_chunk_run`: COPY insert, then the after-commit publish); the commit time is taken in
+   `transaction.on_commit`, registered before the publish; each client stamps its item's arrival;
+3. POST -> client: `--post-rate` POST /api/v1/notifications/ per second, each to `--post-audience`
+   connected recipients, through the API in-process (Django's test client), fanned out by a real
+   Celery worker (the production app, `-c 2`); latency from just before the POST to the client;
+4. polling: the same recipients' `GET /api/v1/inbox/?unread=true` answered in-process by the API
    (Django's test client, so no network): its cost per request, hence the requests per second and
    the API processes a fleet of pollers needs to be as fresh as the stream's p50 and p99.
+
+The load average is reported beside each phase: the machine is shared.
 """
 
 from __future__ import annotations
@@ -396,7 +403,7 @@ def main() -> None:
         log(f"commit -> client: {args.rate} items/s for {args.seconds}s through the fan-out in this process")
         load_start = os.getloadavg()
         commits = drive(tenant, recipients, args.rate, args.seconds)
-        time.sleep(3)
+        time.sleep(10)  # what is still queued arrives (and is counted) before the next phase
         parent.send("report")
         _, arrivals, _ = parent.recv()
         from_commit = latency_summary(arrivals, commits, len(commits) * max(1, args.rate // 10))
@@ -410,7 +417,7 @@ def main() -> None:
                 log(f"POST -> client: {args.post_rate}/s POSTs x {args.post_audience} recipients for {args.seconds}s")
                 load_start = os.getloadavg()
                 posts = drive_posts(clear_key, recipients, args.post_rate, args.post_audience, args.seconds)
-                time.sleep(10)  # the worker drains what was accepted last
+                time.sleep(20)  # the worker drains what was accepted last
                 parent.send("report")
                 _, arrivals, _ = parent.recv()
                 from_post = latency_summary(arrivals, posts["posted"], len(posts["posted"]) * args.post_audience)
