@@ -7,6 +7,12 @@ domain never depends on the realtime process being there.
 
 Messages are published only after the surrounding transaction commits: PostgreSQL stays the
 source of truth, and a stream that missed a message reads it back from the database.
+
+Who listens is asked **after** the commit (`live_publish_to_listeners`), never inside the writing
+transaction: a stream registers as a listener before it reads its backlog, so a listener that
+appears after the question reads the committed change from the database, and one that was there
+before it is sent the message. Asked inside the transaction, a stream opening between the
+question and the commit would get neither (docs/realtime.md, "Resume").
 """
 
 from __future__ import annotations
@@ -61,17 +67,24 @@ def live_publish_on_commit(messages: Sequence[Message], *, using: str | None = N
     transaction.on_commit(lambda: sink.publish(batch), using=using)
 
 
-def live_publish_after_commit(build: Callable[[], Sequence[Message]], *, using: str | None = None) -> None:
-    """Like `live_publish_on_commit`, but the messages are built once the transaction has committed:
-    for a state read that must see this commit and every earlier one (a notification's counts).
-    A failing build is logged, never raised: the change is committed, streams read it on reconnect."""
+def live_publish_to_listeners(
+    groups: Iterable[str], build: Callable[[set[str]], Sequence[Message]], *, using: str | None = None
+) -> None:
+    """Once the current transaction commits (now, outside one): asks which of `groups` someone
+    listens to (one Redis lookup) and, only if any, publishes `build(listened groups)`, built then,
+    so it reads the committed state. Nothing is read when nobody listens. A failing build is
+    logged, never raised: the change is committed, and streams read it on reconnect."""
     sink = _sink
-    if sink is None:
+    wanted = list(dict.fromkeys(groups))
+    if sink is None or not wanted:
         return
 
     def publish() -> None:
+        listened = live_listening(wanted)
+        if not listened:
+            return
         try:
-            messages = list(build())
+            messages = list(build(listened))
         except Exception:
             log.warning("live message build failed", exc_info=True)
             return

@@ -95,19 +95,22 @@ class Presence:
         self.left = False
 
     async def enter(self) -> bool:
-        """Takes a slot under every limit; False (and nothing held) when one is full."""
+        """Takes a slot under every limit and writes its routes and listeners, in one round trip;
+        False (and its slots given back) when a limit is full. A refused stream's routes and
+        listeners stay until they expire: a publisher may send to it for a while, which costs only
+        an unneeded message."""
         now = time.time()
         pipe = self.client.pipeline(transaction=False)
         for name, _ in self.limits:
             pipe.zremrangebyscore(key("rt:conn", name), "-inf", now)
             pipe.zadd(key("rt:conn", name), {self.conn_id: now + _ttl()})
             pipe.zcard(key("rt:conn", name))
+        _renew(pipe, [self], now + _ttl())
         results = await pipe.execute()
-        counts = results[2::3]
+        counts = results[2 : 3 * len(self.limits) : 3]
         if any(count > limit for count, (_, limit) in zip(counts, self.limits, strict=True)):
             await self.leave()
             return False
-        await self.refresh()
         return True
 
     async def refresh(self) -> None:
@@ -136,26 +139,31 @@ async def refresh_all(presences: list[Presence], chunk: int = 2000) -> None:
     now = time.time()
     expires = now + _ttl()
     for start in range(0, len(presences), chunk):
-        part = presences[start : start + chunk]
-        members: dict[str, dict[str, float]] = {}
-        groups: dict[str, float] = {}
-        for presence in part:
-            for name, _ in presence.limits:
-                members.setdefault(name, {})[presence.conn_id] = expires
-            groups.update(dict.fromkeys(presence.groups, expires))
         pipe = client.pipeline(transaction=False)
-        for name, entries in members.items():
-            pipe.zadd(key("rt:conn", name), entries)
-            pipe.expire(key("rt:conn", name), int(_ttl()) + 1)
-        if groups:
-            pipe.zadd(key(LISTEN), groups, gt=True)
-        routes: dict[str, dict[str, float]] = {}
-        for presence in part:
-            for group in presence.routed:
-                routes.setdefault(group, {})[presence.where] = expires
-        for group, channels in routes.items():
-            pipe.zadd(key(ROUTE, group), channels, gt=True)
-            pipe.expire(key(ROUTE, group), int(_ttl()) + 1)
+        _renew(pipe, presences[start : start + chunk], expires)
         await pipe.execute()
     # Groups nobody refreshed for a while (their streams ended) leave the listeners' set.
     await client.zremrangebyscore(key(LISTEN), "-inf", now - _ttl())
+
+
+def _renew(pipe: Any, presences: list[Presence], expires: float) -> None:
+    """Queues the commands that renew these streams' slots, routes and listeners until `expires`."""
+    members: dict[str, dict[str, float]] = {}
+    groups: dict[str, float] = {}
+    for presence in presences:
+        for name, _ in presence.limits:
+            members.setdefault(name, {})[presence.conn_id] = expires
+        groups.update(dict.fromkeys(presence.groups, expires))
+    for name, entries in members.items():
+        pipe.zadd(key("rt:conn", name), entries)
+        pipe.expire(key("rt:conn", name), int(_ttl()) + 1)
+    routes: dict[str, dict[str, float]] = {}
+    for presence in presences:
+        for group in presence.routed:
+            routes.setdefault(group, {})[presence.where] = expires
+    for group, channels in routes.items():
+        pipe.zadd(key(ROUTE, group), channels, gt=True)
+        pipe.expire(key(ROUTE, group), int(_ttl()) + 1)
+    # Listeners last: a publisher that sees a group listened finds its routes already written.
+    if groups:
+        pipe.zadd(key(LISTEN), groups, gt=True)

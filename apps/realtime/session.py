@@ -98,6 +98,7 @@ class Hub:
         self.timer: asyncio.Task[None] | None = None
         self.opening = asyncio.Lock()
         self.rechecks = 0  # completed credential re-checks (visible to tests and benchmarks)
+        self.refreshed = time.monotonic()  # the last presence renewal that succeeded
 
     async def join(self, conn: Conn) -> str:
         """Registers the stream (its messages are routed to it from now on); returns the process's
@@ -160,13 +161,21 @@ class Hub:
         self.timer = None
 
     async def _beat(self) -> None:
+        """Renews every stream's presence; a failed renewal is tried again next beat while the
+        entries written last time still hold (they last two beats): one slow Redis answer under
+        load must not close, and so reconnect, every stream of the process at once."""
         conns = list(self.conns.values())
         try:
             await refresh_all([c.presence for c in conns if c.presence is not None])
         except Exception:
-            log.warning("realtime presence refresh failed; closing this process's streams", exc_info=True)
+            lapse = 2 * float(settings.SIGNALBOX_REALTIME["HEARTBEAT_SECONDS"])
+            if time.monotonic() - self.refreshed < lapse:
+                log.warning("realtime presence refresh failed; trying again next beat", exc_info=True)
+                return
+            log.warning("realtime presence refresh failed again; closing this process's streams", exc_info=True)
             self.close_all(Closed(TRY_AGAIN, "The realtime layer is unavailable; poll and retry later."))
             return
+        self.refreshed = time.monotonic()
         for conn in conns:
             conn.queue.put_nowait(HEARTBEAT)
 

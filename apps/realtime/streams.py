@@ -50,34 +50,55 @@ class Stream:
 
 
 class InboxStream(Stream):
+    """Delivers exactly the changes after its starting point (the client's cursor, or the newest one
+    read after subscribing), each once. It is subscribed before `start` reads, so a change that
+    commits meanwhile is both read and queued live: the live copy is dropped by id (`sent`), and so
+    is anything at or below the starting point (the client has it already). A change committing
+    after the read arrives live only (apps/core/live.py asks who listens after the commit)."""
+
     def __init__(self, principal: Principal) -> None:
         assert principal.recipient_pk is not None
         self.recipient_pk = principal.recipient_pk
         self.tenant_id = principal.tenant_id
         self.groups = [inbox.inbox_group(self.recipient_pk)]
-        self.replayed: set[int] = set()
+        self.start_at = 0
+        self.sent: dict[int, None] = {}  # ids sent, oldest first, at most `remember` of them
+        self.remember = int(settings.SIGNALBOX_REALTIME["REPLAY_LIMIT"]) + int(
+            settings.SIGNALBOX_REALTIME["QUEUE_LIMIT"]
+        )
         self.counts_dirty = True
 
     async def start(self, cursor: int | None) -> list[Msg]:
         limit = int(settings.SIGNALBOX_REALTIME["REPLAY_LIMIT"])
-        if cursor is None:
-            cursor = await database_sync_to_async(inbox.inbox_cursor_now)(recipient_pk=self.recipient_pk)
-            return [{"type": "ready", "id": cursor}]
+        if cursor is None:  # where it starts and the counts there: one query
+            self.start_at, counts = await database_sync_to_async(inbox.inbox_stream_start)(
+                recipient_pk=self.recipient_pk, tenant_id=self.tenant_id
+            )
+            self.counts_dirty = False
+            return [{"type": "ready", "id": self.start_at}, {"type": "inbox.counts", "data": counts}]
         missed = await database_sync_to_async(inbox.inbox_changes_since)(
             recipient_pk=self.recipient_pk, cursor=cursor, limit=limit + 1
         )
         if len(missed) > limit:
             raise Refused(409, "replay_too_long", "Too much was missed: reload the inbox over REST, then reconnect.")
-        # Live messages of these ids, already queued behind the replay, are dropped (the seam).
-        self.replayed = {m["id"] for m in missed}
+        self.start_at = cursor
+        for message in missed:
+            self._sent(int(message["id"]))
         last = missed[-1]["id"] if missed else cursor
         return [*missed, {"type": "ready", "id": last}]
 
     async def live(self, message: Msg) -> list[Msg]:
-        if message.get("id") in self.replayed:
+        seq = int(message.get("id") or 0)
+        if seq <= self.start_at or seq in self.sent:
             return []
+        self._sent(seq)
         self.counts_dirty = True
         return [message]
+
+    def _sent(self, seq: int) -> None:
+        self.sent[seq] = None
+        if len(self.sent) > self.remember:
+            del self.sent[next(iter(self.sent))]
 
     async def after_batch(self) -> list[Msg]:
         if not self.counts_dirty:

@@ -23,14 +23,14 @@ from typing import Any
 
 from django.core import signing
 from django.db import connection, transaction
-from django.db.models import Case, F, QuerySet, Value, When
+from django.db.models import Case, Count, F, Max, Q, QuerySet, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError
-from apps.core.live import live_listening, live_publish_on_commit
+from apps.core.live import live_publish_to_listeners
 from apps.notifications import conf, hooks
 from apps.notifications.models import Delivery, NextChangeSeq, Recipient
 from apps.notifications.serializers import InboxItemSerializer
@@ -167,11 +167,12 @@ def inbox_unarchive(*, recipient: Recipient, ids: Sequence[Any]) -> int:
 
 
 def inbox_counts(*, recipient: Recipient) -> dict[str, int]:
-    live = inbox_queryset(recipient=recipient).filter(archived_at__isnull=True)
-    return {
-        "unread": live.filter(read_at__isnull=True).count(),
-        "unseen": live.filter(seen_at__isnull=True).count(),
-    }
+    """Unread and unseen items not archived (one query)."""
+    live = Q(status__in=Delivery.INBOX_VISIBLE, archived_at__isnull=True)
+    return inbox_queryset(recipient=recipient).aggregate(
+        unread=Count("pk", filter=live & Q(read_at__isnull=True)),
+        unseen=Count("pk", filter=live & Q(seen_at__isnull=True)),
+    )
 
 
 # --- Live streams --------------------------------------------------------------------------------
@@ -196,25 +197,25 @@ def inbox_messages(deliveries: Iterable[Delivery]) -> list[dict[str, Any]]:
     return [{"type": "inbox.item", "id": row.change_seq, "data": item} for row, item in zip(rows, items, strict=True)]
 
 
-def inbox_publish(items: Iterable[tuple[Any, Any]]) -> int:
-    """Publishes `(delivery id, recipient pk)` inbox rows to their recipients' live streams after
-    commit; only rows of recipients someone listens to are read. Call inside the writing transaction."""
+def inbox_publish(items: Iterable[tuple[Any, Any]]) -> None:
+    """Publishes `(delivery id, recipient pk)` inbox rows to their recipients' live streams once the
+    transaction commits. Who listens is asked after the commit, and only the rows of recipients
+    someone listens to are read then (their committed state and cursor): nobody listening, nothing
+    read. Call inside the writing transaction."""
     by_recipient: dict[str, list[Any]] = {}
     for delivery_id, recipient_pk in items:
         by_recipient.setdefault(inbox_group(recipient_pk), []).append(delivery_id)
-    listening = live_listening(by_recipient)
-    if not listening:
-        return 0
-    ids = [pk for group in listening for pk in by_recipient[group]]
-    rows = Delivery.objects.filter(pk__in=ids, channel=Channel.IN_APP, status__in=Delivery.INBOX_VISIBLE).order_by(
-        "change_seq"
-    )
-    recipients = [row.recipient_id for row in rows]
-    messages = inbox_messages(rows)
-    live_publish_on_commit(
-        [(inbox_group(r), m) for r, m in zip(recipients, messages, strict=True) if m["id"] is not None]
-    )
-    return len(messages)
+
+    def build(listening: set[str]) -> list[tuple[str, dict[str, Any]]]:
+        ids = [pk for group in listening for pk in by_recipient[group]]
+        rows = Delivery.objects.filter(pk__in=ids, channel=Channel.IN_APP, status__in=Delivery.INBOX_VISIBLE).order_by(
+            "change_seq"
+        )
+        recipients = [row.recipient_id for row in rows]
+        messages = inbox_messages(rows)
+        return [(inbox_group(r), m) for r, m in zip(recipients, messages, strict=True) if m["id"] is not None]
+
+    live_publish_to_listeners(by_recipient, build)
 
 
 def inbox_delivered(items: Iterable[tuple[Any, Any]]) -> int:
@@ -227,7 +228,8 @@ def inbox_delivered(items: Iterable[tuple[Any, Any]]) -> int:
     Delivery.objects.filter(
         pk__in=[pk for pk, _ in rows], channel=Channel.IN_APP, status__in=Delivery.INBOX_VISIBLE
     ).update(change_seq=next_change_seq())
-    return inbox_publish(rows)
+    inbox_publish(rows)
+    return len(rows)
 
 
 def inbox_changes_since(*, recipient_pk: Any, cursor: int, limit: int) -> list[dict[str, Any]]:
@@ -238,8 +240,20 @@ def inbox_changes_since(*, recipient_pk: Any, cursor: int, limit: int) -> list[d
     return inbox_messages(rows)
 
 
+def inbox_stream_start(*, recipient_pk: Any, tenant_id: Any) -> tuple[int, dict[str, int]]:
+    """Where a fresh stream starts, in one query: the newest cursor of this recipient's inbox (0 when
+    empty) and the counts as of it (`inbox_counts`)."""
+    live = Q(status__in=Delivery.INBOX_VISIBLE, archived_at__isnull=True)
+    found = Delivery.objects.filter(tenant_id=tenant_id, recipient_id=recipient_pk, channel=Channel.IN_APP).aggregate(
+        cursor=Max("change_seq"),
+        unread=Count("pk", filter=live & Q(read_at__isnull=True)),
+        unseen=Count("pk", filter=live & Q(seen_at__isnull=True)),
+    )
+    return int(found["cursor"] or 0), {"unread": found["unread"], "unseen": found["unseen"]}
+
+
 def inbox_cursor_now(*, recipient_pk: Any) -> int:
-    """The newest cursor of this recipient's inbox (0 when empty): where a fresh stream starts."""
+    """The newest cursor of this recipient's inbox (0 when empty)."""
     latest = (
         Delivery.objects.filter(recipient_id=recipient_pk, channel=Channel.IN_APP, change_seq__isnull=False)
         .order_by("-change_seq")

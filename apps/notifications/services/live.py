@@ -20,7 +20,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Count
 
-from apps.core.live import live_listening, live_publish_after_commit
+from apps.core.live import live_publish_to_listeners
 from apps.notifications.models import Delivery, Notification
 
 FINAL = (Notification.Status.COMPLETED, Notification.Status.CANCELLED, Notification.Status.FAILED)
@@ -70,15 +70,12 @@ def notification_live_state(*, notification_id: Any, tenant_id: Any = None) -> d
 
 def _publish_states(notification_ids: Iterable[Any]) -> None:
     groups = {notification_group(pk): pk for pk in notification_ids}
-    listened = live_listening(groups)
-    if not listened:
-        return
 
-    def build() -> list[tuple[str, dict[str, Any]]]:
+    def build(listened: set[str]) -> list[tuple[str, dict[str, Any]]]:
         states = ((group, notification_live_state(notification_id=groups[group])) for group in sorted(listened))
         return [(group, state) for group, state in states if state is not None]
 
-    live_publish_after_commit(build)
+    live_publish_to_listeners(groups, build)
 
 
 def notification_live_changed(*, notification_id: Any) -> None:

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict, Unprocessable
-from apps.core.live import live_listening, live_publish_on_commit
+from apps.core.live import live_publish_to_listeners
 from apps.core.ports import event_bus
 from apps.core.publish import publish_on_commit
 from apps.core.retention import tenant_retention_days
@@ -102,14 +102,15 @@ def execution_live_message(row: TaskExecution) -> dict[str, Any]:
 
 def execution_live_changed(*, execution_id: Any) -> None:
     """Pushes the execution's new state to the live streams following it (docs/realtime.md) once
-    the change commits. Read right after the write (the row is still locked by it inside a
-    transaction), so each message is one real state, ordered by `version`. Free when nobody follows."""
+    the change commits: who follows is asked then, and the row read then (a committed state,
+    ordered by `version`; a stream drops one not newer than it has). Free when nobody follows."""
     group = f"task.{execution_id}"
-    if not live_listening([group]):
-        return
-    row = TaskExecution.objects.filter(pk=execution_id).first()
-    if row is not None:
-        live_publish_on_commit([(group, execution_live_message(row))])
+
+    def build(_: set[str]) -> list[tuple[str, dict[str, Any]]]:
+        row = TaskExecution.objects.filter(pk=execution_id).first()
+        return [(group, execution_live_message(row))] if row is not None else []
+
+    live_publish_to_listeners([group], build)
 
 
 def _announce(execution: TaskExecution, status: str) -> None:
