@@ -243,6 +243,9 @@ def _drop(
             cursor.execute(f"SELECT count(*) FROM {partition.name}")  # noqa: S608
             rows = int(cursor.fetchone()[0])
             cascaded = spec.before_drop(partition.name) if spec.before_drop else {}
+            # A table with foreign-key checks still pending in this transaction cannot be dropped
+            # (only a caller inside a transaction that wrote to it has any): run them now.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute(f"ALTER TABLE {spec.table} DETACH PARTITION {partition.name}")
             cursor.execute(f"DROP TABLE {partition.name}")
     except DatabaseError:
