@@ -79,8 +79,14 @@ class PartitionedTable:
     policies: tuple[str, ...]
     # Does the key range [lower, upper) still hold a row that must stay at `now`? Rows created at
     # or after `horizon` (now minus the longest retention) always stay; this adds the rest (in
-    # flight, in a dedup window, a parent row still there). Called with the partition locked.
+    # flight, in a dedup window, a parent row still there). May read the whole partition: called
+    # without a lock, so writers never wait for it.
     in_use: Callable[[uuid.UUID, uuid.UUID, datetime, datetime], bool]
+    # The same question, asked again with the partition locked against writes, about what a write
+    # could have changed since `in_use` answered (a row put back in flight, a late fan-out): it must
+    # be answered from indexes in milliseconds, because writers of the table wait meanwhile.
+    # None: `in_use` again.
+    recheck: Callable[[uuid.UUID, uuid.UUID, datetime, datetime], bool] | None = None
     # Deletes the rows of other tables that go with this partition's rows (what CASCADE did).
     before_drop: Callable[[str], dict[str, int]] | None = None
 
@@ -227,21 +233,28 @@ class DropReport:
 def _drop(
     spec: PartitionedTable, partition: Partition, *, now: datetime, horizon: datetime
 ) -> tuple[int, dict[str, int]] | None:
-    """Locks the partition against writes, checks nothing in it must stay, detaches and drops it.
+    """Checks nothing in the partition must stay, then locks it against writes, checks again what a
+    write could have changed, detaches and drops it.
 
-    Returns (rows it held, rows deleted with them by label), or None when it stays (in use, or the
-    table too busy for the lock).
+    The full check (which may read the whole partition) runs first without a lock; under the lock
+    only `recheck`, from indexes, so writers that touch every partition (an update by id alone)
+    wait milliseconds, not the length of a scan. Returns (rows it held, rows deleted with them by
+    label), or None when it stays (in use, or the table too busy for the lock).
     """
-    assert partition.lower is not None and partition.upper is not None
+    lower, upper = partition.lower, partition.upper
+    assert lower is not None and upper is not None
+    if spec.in_use(lower, upper, now, horizon):
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {partition.name}")  # noqa: S608
+        rows = int(cursor.fetchone()[0])
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL lock_timeout = {_lock_timeout_ms()}")
             # No insert, update or delete reaches it from now on; reads go on until the DETACH.
             cursor.execute(f"LOCK TABLE {partition.name} IN SHARE ROW EXCLUSIVE MODE")
-            if spec.in_use(partition.lower, partition.upper, now, horizon):
+            if (spec.recheck or spec.in_use)(lower, upper, now, horizon):
                 return None
-            cursor.execute(f"SELECT count(*) FROM {partition.name}")  # noqa: S608
-            rows = int(cursor.fetchone()[0])
             cascaded = spec.before_drop(partition.name) if spec.before_drop else {}
             # A table with foreign-key checks still pending in this transaction cannot be dropped
             # (only a caller inside a transaction that wrote to it has any): run them now.

@@ -133,9 +133,22 @@ DELIVERY_POLICIES = ("deliveries", "inbox_read", "inbox_unread")
 
 
 def _deliveries_in_use(lower: uuid.UUID, upper: uuid.UUID, now: datetime, horizon: datetime) -> bool:
-    """A row of these notifications still inside the longest retention, in flight, or in a dedup window."""
+    """A row of these notifications still inside the longest retention, in flight, or in a dedup
+    window, or one of these notifications still open (it could fan out more rows into the range)."""
     rows = Delivery.objects.filter(notification_id__gte=lower, notification_id__lt=upper)
-    return rows.filter(Q(created_at__gte=horizon) | _delivery_in_flight() | _inside_dedup_window(now)).exists()
+    needed = rows.filter(Q(created_at__gte=horizon) | _delivery_in_flight() | _inside_dedup_window(now))
+    return _deliveries_in_use_since(lower, upper, now, horizon) or needed.exists()
+
+
+def _deliveries_in_use_since(lower: uuid.UUID, upper: uuid.UUID, now: datetime, horizon: datetime) -> bool:
+    """What a write can change after `_deliveries_in_use` said no, asked from indexes under the lock: a
+    delivery put back in flight (a replay, a retry: the `notif_delivery_inflight` partial index), or a
+    notification of the range still open, which could still fan out new rows into it."""
+    in_flight = Delivery.objects.filter(
+        notification_id__gte=lower, notification_id__lt=upper, status__in=Delivery.IN_FLIGHT
+    )
+    still_open = Notification.objects.filter(id__gte=lower, id__lt=upper, status__in=NOTIFICATION_OPEN)
+    return in_flight.exists() or still_open.exists()
 
 
 def _delivery_partition_dependents(partition: str) -> dict[str, int]:
@@ -159,6 +172,7 @@ PARTITIONED_TABLES = (
         key="notification_id",
         policies=DELIVERY_POLICIES,
         in_use=_deliveries_in_use,
+        recheck=_deliveries_in_use_since,
         before_drop=_delivery_partition_dependents,
     ),
     PartitionedTable(

@@ -223,3 +223,16 @@ def test_the_api_reads_deliveries_across_partitions(build, api):
     ids = {row["id"] for row in everything.json()["results"]}
     assert {str(delivery.pk), str(recent.pk)} <= ids
     assert [row["id"] for row in listed.json()["results"]] == [str(delivery.pk)]
+
+
+def test_a_partition_whose_notification_is_still_fanning_out_stays(build):
+    month = month_start(timezone.now(), add=-9)
+    partitions_ensure(now=month, ahead=0)
+    at = month + timedelta(days=2)
+    _deliveries_made_at(build, _notification_made_at(build, at, status="fanning_out"), ["sent"], at)
+
+    report = purge_expired_rows()
+
+    assert partition_name(DELIVERIES, month) in report["partitions"]["kept"]
+    assert report["partitions"]["dropped"] == {}
+    assert partition_name(DELIVERIES, month) in _names(DELIVERIES)
