@@ -21,7 +21,7 @@ Then, in order:
 the monthly partitions whose rows are all expired (apps/core/partitions.py), then lets the batched
 DELETE take what is left (the partitions holding an in-flight row). Both load the same data: the
 notifications spread over four months, 150 to 60 days old, with UUIDv7 ids of their time, so their
-deliveries land in those months' partitions; the in-flight rows only in the newest 15 days of
+deliveries land in those months' partitions; the in-flight rows only in the newest 5 days of
 them. Every retention is set to 30 days (`SIGNALBOX_RETENTION_*_DAYS`), so a partition is past
 the longest retention once its month is more than 30 days old.
 
@@ -182,7 +182,7 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
     for notification in Notification.objects.filter(tenant=tenant).only("pk"):  # past auto_now_add
         at = datetime.fromtimestamp((notification.pk.int >> 80) / 1000, tz=UTC)
         Notification.objects.filter(pk=notification.pk).update(created_at=at)
-    log(f"loading {args.rows:,} expired deliveries (1% of the newest 15 days still queued) with one attempt each")
+    log(f"loading {args.rows:,} expired deliveries (1% of the newest 5 days still queued) with one attempt each")
     with connection.cursor() as cursor:
         cols, exprs, params = _select_list(
             Delivery,
@@ -194,7 +194,7 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
                 "notification_id": "n.id",
                 "recipient_id": "r.id",
                 "channel": "'email'",
-                "status": "CASE WHEN r.id %% 100 = 0 AND n.created_at > now() - interval '75 days' "
+                "status": "CASE WHEN r.id %% 100 = 0 AND n.created_at > now() - interval '65 days' "
                 "THEN 'queued' ELSE 'sent' END",
                 "template_version_id": "n.template_version_id",
                 "attempts": "1",
@@ -245,6 +245,7 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
 class WriterStats:
     baseline: list[float] = field(default_factory=list)
     during: list[float] = field(default_factory=list)
+    during_drop: list[float] = field(default_factory=list)
     old_row_updates: list[float] = field(default_factory=list)
     statements: int = 0
 
@@ -274,7 +275,9 @@ def writer(index: int, rate: float, phase: Any, stop: Any, out: Any) -> None:
         started = time.perf_counter()
         run()
         elapsed = time.perf_counter() - started
-        (stats.during if phase.value == 1 else stats.baseline).append(elapsed)
+        if phase.value == 3:  # partitions mode: while partitions are checked and dropped
+            stats.during_drop.append(elapsed)
+        (stats.during if phase.value in (1, 3) else stats.baseline).append(elapsed)
         stats.statements += 1
         return elapsed
 
@@ -311,7 +314,7 @@ def writer(index: int, rate: float, phase: Any, stop: Any, out: Any) -> None:
         if iteration % 5 == 0 and old_ids:
             target = rng.choice(old_ids)
             elapsed = timed(lambda target=target: Delivery.objects.filter(pk=target).update(last_error="replayed"))
-            if phase.value == 1:
+            if phase.value in (1, 3):
                 stats.old_row_updates.append(elapsed)
         if phase.value == 2:
             break
@@ -441,11 +444,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tenant = Tenant.objects.get(pk=loaded["tenant_id"])
     sampler = LockSampler(args)
     sampler.start()
-    phase.value = 1
+    phase.value = 3 if args.mode == "partitions" else 1
     log(f"purging ({args.mode}; batches of {args.batch:,}) while the writers write")
     started = time.monotonic()
     dropped = partitions_drop_expired(tenants=[tenant]) if args.mode == "partitions" else None
     drop_seconds = time.monotonic() - started
+    phase.value = 1
     result = purge_policy_run(policy, tenants=[tenant], batch_size=args.batch)
     seconds = time.monotonic() - started
     phase.value = 2
@@ -497,6 +501,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "writers_baseline": _summary(baseline),
         "writers_during_purge": _summary(during),
+        "writers_during_partition_drops": _summary([x for s in stats for x in s["during_drop"]]),
         "old_row_updates_during_purge": _summary(old_updates),
         "longest_lock_wait_sampled_ms": round(sampler.longest * 1000, 1),
         "lock_waits_sampled": sampler.waits_seen,
