@@ -20,6 +20,7 @@ from apps.core.partitions import (
     partition_name,
     partitions,
     partitions_ensure,
+    rebuild_table,
     uuid7_floor,
 )
 from apps.core.retention_tasks import create_partitions_ahead, purge_expired_rows
@@ -236,3 +237,29 @@ def test_a_partition_whose_notification_is_still_fanning_out_stays(build):
     assert partition_name(DELIVERIES, month) in report["partitions"]["kept"]
     assert report["partitions"]["dropped"] == {}
     assert partition_name(DELIVERIES, month) in _names(DELIVERIES)
+
+
+def test_the_migration_rebuilds_a_table_with_rows_both_ways(build):
+    old = timezone.now() - timedelta(days=70)
+    partitions_ensure(now=old, ahead=0)
+    rows = _deliveries_made_at(build, _notification_made_at(build, old), ["sent", "queued"], old)
+    rows += build.deliveries(build.notification(days_old=0), ["sent"], days_old=0)
+    last_attempt = DeliveryAttempt.objects.order_by("-id").values_list("id", flat=True)[0]
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # a table with pending checks cannot be dropped
+        for table, key in ((ATTEMPTS, None), (DELIVERIES, None)):
+            rebuild_table(cursor, table=table, pk="id", key=key, now=timezone.now())
+        assert not partitions(DELIVERIES) and Delivery.objects.count() == len(rows)
+        for table, key in ((DELIVERIES, "notification_id"), (ATTEMPTS, "delivery_id")):
+            rebuild_table(cursor, table=table, pk="id", key=key, now=timezone.now())
+
+    assert _partition_of(rows[0]) == partition_name(DELIVERIES, month_start(old))
+    assert _partition_of(rows[2]) == partition_name(DELIVERIES, month_start(timezone.now()))
+    assert {d.status for d in Delivery.objects.filter(pk__in=[d.pk for d in rows])} == {"sent", "queued"}
+    again = DeliveryAttempt.objects.create(delivery_id=rows[2].pk, number=9, outcome="accepted")
+    assert again.id > last_attempt  # the identity sequence carried on
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Delivery.objects.create(
+            tenant_id=rows[0].tenant_id, notification_id=rows[0].notification_id, recipient_id=rows[0].recipient_id,
+            channel=rows[0].channel, status="queued",
+        )  # fmt: skip
