@@ -635,6 +635,10 @@ SIGNALBOX_RETENTION_DAYS: dict[str, int] = {
 # One purge run stops after this long (the rest goes at the next hourly run); rows per batch.
 SIGNALBOX_RETENTION_MAX_SECONDS = env.int("SIGNALBOX_RETENTION_MAX_SECONDS", default=240)
 SIGNALBOX_RETENTION_BATCH_SIZE = env.int("SIGNALBOX_RETENTION_BATCH_SIZE", default=1000)
+# Partitioned history (docs/partitions.md): months of partitions created ahead, and how long dropping
+# an expired one may wait for its lock before leaving it to the next run.
+SIGNALBOX_PARTITIONS_AHEAD = env.int("SIGNALBOX_PARTITIONS_AHEAD", default=3)
+SIGNALBOX_PARTITION_LOCK_TIMEOUT_MS = env.int("SIGNALBOX_PARTITION_LOCK_TIMEOUT_MS", default=2000)
 
 # --- Realtime: Django Channels (apps/realtime, docs/realtime.md) --------------------------------
 # The `realtime` process (uvicorn project.asgi) serves only the live streams; the REST API stays

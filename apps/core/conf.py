@@ -129,6 +129,8 @@ class CoreSettings:
     retention_days: Mapping[str, int]  # SIGNALBOX_RETENTION_DAYS: overrides of the policies' own defaults
     retention_max_seconds: int  # SIGNALBOX_RETENTION_MAX_SECONDS: one purge run's budget
     retention_batch_size: int  # SIGNALBOX_RETENTION_BATCH_SIZE: rows per purge batch
+    partitions_ahead: int  # SIGNALBOX_PARTITIONS_AHEAD: months of partitions created ahead
+    partition_lock_timeout_ms: int  # SIGNALBOX_PARTITION_LOCK_TIMEOUT_MS: a partition drop's lock wait
 
 
 def core_settings() -> CoreSettings:
@@ -147,6 +149,12 @@ def core_settings() -> CoreSettings:
         ),
         retention_batch_size=as_int(
             setting("SIGNALBOX_RETENTION_BATCH_SIZE"), "SIGNALBOX_RETENTION_BATCH_SIZE", minimum=100, maximum=50000
+        ),
+        partitions_ahead=as_int(
+            setting("SIGNALBOX_PARTITIONS_AHEAD"), "SIGNALBOX_PARTITIONS_AHEAD", minimum=1, maximum=24
+        ),
+        partition_lock_timeout_ms=as_int(
+            setting("SIGNALBOX_PARTITION_LOCK_TIMEOUT_MS"), "SIGNALBOX_PARTITION_LOCK_TIMEOUT_MS", minimum=1
         ),
     )
 

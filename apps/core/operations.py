@@ -29,5 +29,12 @@ PERIODIC_JOBS = (
         description="Deletes deliveries, inbox items, notifications, digest windows, webhook messages and "
         "idempotency keys past retention (SIGNALBOX_RETENTION_DAYS, tenant retention_days), in batches.",
     ),
+    PeriodicJob(
+        name="retention: create partitions ahead",
+        task="signalbox.maintenance.partitions",
+        every_seconds=6 * 3600,
+        description="PostgreSQL: keeps SIGNALBOX_PARTITIONS_AHEAD monthly partitions ahead (and DEFAULT) for "
+        "each partitioned history table.",
+    ),
     CELERY_BACKEND_CLEANUP,
 )

@@ -84,7 +84,7 @@ def on_rows_purged(listener: Callable[[str, int], None]) -> None:
         _purged_listeners.append(listener)
 
 
-def _announce_purged(table: str, rows: int) -> None:
+def announce_purged(table: str, rows: int) -> None:
     for listener in _purged_listeners:
         listener(table, rows)
 
@@ -360,11 +360,11 @@ def purge_policy_run(
             since = picked[-1][1]
             own = per_model.pop(model._meta.label, 0)
             result.rows += own
-            _announce_purged(policy.name, own)
+            announce_purged(policy.name, own)
             for label, count in per_model.items():
                 if count:
                     result.cascaded[label] += count
-                    _announce_purged(label.lower(), count)
+                    announce_purged(label.lower(), count)
             if on_batch is not None:
                 on_batch(own)
             if len(picked) < batch_size:

@@ -6,7 +6,11 @@ tenant, bounded to `SIGNALBOX_RETENTION_MAX_SECONDS` per run (the rest goes next
 Operators purge one tenant (any policy, a dry run by default) with the tracked task
 `signalbox.maintenance.retention_purge` (apps/tasks/builtin/retention.py).
 
-Safe to kill and rerun: every batch is its own transaction.
+On PostgreSQL it first drops the partitions whose rows are all past retention (apps/core/partitions.py),
+then deletes the rest in batches. `signalbox.maintenance.partitions` (beat, daily) creates the
+partitions ahead.
+
+Safe to kill and rerun: every batch, and every partition dropped, is its own transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from celery import shared_task
 
 from apps.core.conf import core_settings
+from apps.core.partitions import partitions_drop_expired, partitions_ensure
 from apps.core.retention import purge, shared_purge_policies
 
 
@@ -25,9 +30,17 @@ def _max_seconds() -> float:
 
 @shared_task(name="signalbox.maintenance.purge", queue="maintenance")
 def purge_expired_rows(dry_run: bool = False) -> dict[str, Any]:
-    """Beat, hourly: deletes the registered tables' rows past retention; returns the report."""
-    return purge(
+    """Beat, hourly: drops expired partitions, deletes the rest past retention; returns the report."""
+    dropped = partitions_drop_expired(dry_run=dry_run)
+    report = purge(
         shared_purge_policies(),
         dry_run=dry_run,
         max_seconds=_max_seconds(),
     ).as_dict()
+    return {**report, "partitions": dropped.as_dict()}
+
+
+@shared_task(name="signalbox.maintenance.partitions", queue="maintenance")
+def create_partitions_ahead() -> list[str]:
+    """Beat, daily: this month's partition and SIGNALBOX_PARTITIONS_AHEAD more for each partitioned table."""
+    return partitions_ensure()

@@ -8,6 +8,7 @@ class NotificationsConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.core.conf import register_settings
+        from apps.core.partitions import register_partitioned_tables
         from apps.core.periodic import register_periodic_jobs
         from apps.core.retention import register_retention_policies
         from apps.notifications import (  # noqa: F401  (schema: the OpenAPI auth extension)
@@ -37,6 +38,7 @@ class NotificationsConfig(AppConfig):
         )
         register_retention_policies(operations.retention_policies())
         register_periodic_jobs(operations.PERIODIC_JOBS)
+        register_partitioned_tables(operations.PARTITIONED_TABLES)
         register_waiting_sources(operations.WAITING_SOURCES)
         register_dashboard_figures("intents", operations.intents_today, order=10)
         register_dashboard_figures("deliveries", operations.deliveries_today, order=10)

@@ -524,8 +524,12 @@ class DeliveryAttempt(models.Model):
         PERMANENT = "permanent"
         LOST = "lost"  # the worker vanished mid-send; the sweeper recorded it when the lease ran out
 
+    # No database constraint: on PostgreSQL deliveries are partitioned (docs/partitions.md) and a
+    # foreign key would have to name their partition key. Integrity is kept by code: attempts are
+    # written for a delivery just claimed, and go with it (Django's cascade, the retention purge's
+    # DELETE, or their own partition once no delivery of its range is left).
     delivery = models.ForeignKey(
-        Delivery, on_delete=models.CASCADE, related_name="attempts_log", db_index=False
+        Delivery, on_delete=models.CASCADE, related_name="attempts_log", db_index=False, db_constraint=False
     )  # notif_attempt_delivery leads with it
     number = models.PositiveSmallIntegerField()
     provider = models.CharField(max_length=64, blank=True)
@@ -550,7 +554,9 @@ class DigestItem(TenantOwned):
     `digests` queue, apps/notifications/services/digests_flush.py); it only takes items whose
     delivery is still in status `digest`, and links nothing to a window once it is closed."""
 
-    delivery = models.OneToOneField(Delivery, on_delete=models.CASCADE, related_name="digest_item")
+    # No database constraint (deliveries are partitioned, docs/partitions.md): the item is made with
+    # its delivery, and goes with it (Django's cascade, the purge's DELETE, a dropped partition).
+    delivery = models.OneToOneField(Delivery, on_delete=models.CASCADE, related_name="digest_item", db_constraint=False)
     recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="+")
     category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="+")
     channel = models.CharField(max_length=16, choices=CHANNEL_CHOICES)

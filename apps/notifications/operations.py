@@ -13,20 +13,28 @@ before parents:
 - `digest_windows`: closed digest windows (never an open one);
 - `notifications`: notifications with no delivery left (never scheduled, accepted, fanning out or
   dispatched; never younger than `IDEMPOTENCY_TTL_HOURS`, so an idempotency key still answers).
+
+On PostgreSQL deliveries and attempts are partitioned by month (apps/core/partitions.py,
+docs/partitions.md): before its batched DELETE, the purge drops a deliveries partition once every row
+in it is past the longest of the three delivery policies for any tenant, and none is in flight or in
+a dedup window (their digest items go with it); an attempts partition goes once no delivery of its
+id range is left.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
-from django.db import models
+from django.db import connection, models
 from django.db.models import Count, Exists, ExpressionWrapper, F, OuterRef, Q, Value
 from django.db.models.lookups import GreaterThan
 
 from apps.core.conf import core_settings
+from apps.core.partitions import PartitionedTable
 from apps.core.periodic import PeriodicJob
 from apps.core.retention import RetentionPolicy
-from apps.notifications.models import Delivery, DigestWindow, Notification
+from apps.notifications.models import Delivery, DeliveryAttempt, DigestItem, DigestWindow, Notification
 from apps.observability.collectors import WaitingSource
 from apps.observability.dashboard import Figure, changelist, day_of, uuid7_floor
 from apps.providers.base import Channel
@@ -118,6 +126,63 @@ def retention_policies() -> list[RetentionPolicy]:
         ),
     ]
 
+
+# --- Partitions (PostgreSQL) -----------------------------------------------------------------------
+
+DELIVERY_POLICIES = ("deliveries", "inbox_read", "inbox_unread")
+
+
+def _deliveries_in_use(lower: uuid.UUID, upper: uuid.UUID, now: datetime, horizon: datetime) -> bool:
+    """A row of these notifications still inside the longest retention, in flight, or in a dedup
+    window, or one of these notifications still open (it could fan out more rows into the range)."""
+    rows = Delivery.objects.filter(notification_id__gte=lower, notification_id__lt=upper)
+    needed = rows.filter(Q(created_at__gte=horizon) | _delivery_in_flight() | _inside_dedup_window(now))
+    return _deliveries_in_use_since(lower, upper, now, horizon) or needed.exists()
+
+
+def _deliveries_in_use_since(lower: uuid.UUID, upper: uuid.UUID, now: datetime, horizon: datetime) -> bool:
+    """What a write can change after `_deliveries_in_use` said no, asked from indexes under the lock: a
+    delivery put back in flight (a replay, a retry: the `notif_delivery_inflight` partial index), or a
+    notification of the range still open, which could still fan out new rows into it."""
+    in_flight = Delivery.objects.filter(
+        notification_id__gte=lower, notification_id__lt=upper, status__in=Delivery.IN_FLIGHT
+    )
+    still_open = Notification.objects.filter(id__gte=lower, id__lt=upper, status__in=NOTIFICATION_OPEN)
+    return in_flight.exists() or still_open.exists()
+
+
+def _delivery_partition_dependents(partition: str) -> dict[str, int]:
+    """The digest items of the partition's deliveries (a OneToOne without a database constraint)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {DigestItem._meta.db_table} WHERE delivery_id IN (SELECT id FROM {partition})"  # noqa: S608
+        )
+        return {DigestItem._meta.label: cursor.rowcount} if cursor.rowcount else {}
+
+
+def _attempts_in_use(lower: uuid.UUID, upper: uuid.UUID, now: datetime, horizon: datetime) -> bool:
+    """A delivery of this id range is still there (its attempts stay with it)."""
+    return Delivery.objects.filter(id__gte=lower, id__lt=upper).exists()
+
+
+PARTITIONED_TABLES = (
+    PartitionedTable(
+        table=Delivery._meta.db_table,
+        label=Delivery._meta.label_lower,
+        key="notification_id",
+        policies=DELIVERY_POLICIES,
+        in_use=_deliveries_in_use,
+        recheck=_deliveries_in_use_since,
+        before_drop=_delivery_partition_dependents,
+    ),
+    PartitionedTable(
+        table=DeliveryAttempt._meta.db_table,
+        label=DeliveryAttempt._meta.label_lower,
+        key="delivery_id",
+        policies=DELIVERY_POLICIES,
+        in_use=_attempts_in_use,
+    ),
+)
 
 # --- Periodic jobs -----------------------------------------------------------------------------
 

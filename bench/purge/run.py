@@ -17,9 +17,18 @@ Then, in order:
    `purge_policy_run`, batches of `--batch`, while the writers keep writing. A sampler polls
    pg_stat_activity every 50 ms for writer statements waiting on a lock.
 
+`--mode delete` (the default) purges with the batched DELETE alone; `--mode partitions` first drops
+the monthly partitions whose rows are all expired (apps/core/partitions.py), then lets the batched
+DELETE take what is left (the partitions holding an in-flight row). Both load the same data: the
+notifications spread over four months, 150 to 60 days old, with UUIDv7 ids of their time, so their
+deliveries land in those months' partitions; the in-flight rows only in the newest 5 days of
+them. Every retention is set to 30 days (`SIGNALBOX_RETENTION_*_DAYS`), so a partition is past
+the longest retention once its month is more than 30 days old.
+
 Reported: rows purged per second (deliveries, and all rows with the cascaded attempts), writer
 statement latency (p50 / p99 / max) in the baseline and during the purge, the longest lock wait
-the sampler saw, that every in-flight row survived, and the machine's load average.
+the sampler saw, that every in-flight row survived, and the machine's load average. Written to
+`bench/results/purge_<mode>.json` and compared with the previous run of that mode.
 """
 
 from __future__ import annotations
@@ -34,12 +43,13 @@ import statistics
 import sys
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import database_create, database_drop, log
+from bench.common import database_create, database_drop, log, results_compare, results_write
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITER_APP = "bench-purge-writer"
@@ -61,6 +71,10 @@ def configure(args: argparse.Namespace) -> None:
             "CELERY_BROKER_KEYPREFIX": f"sbxbenchpurge:{os.getpid()}:",
             "LOG_LEVEL": "WARNING",
             "LOG_FORMAT": "console",
+            # One retention for every delivery policy: the longest decides when a partition may go.
+            "SIGNALBOX_RETENTION_DELIVERIES_DAYS": "30",
+            "SIGNALBOX_RETENTION_INBOX_READ_DAYS": "30",
+            "SIGNALBOX_RETENTION_INBOX_UNREAD_DAYS": "30",
         }
     )
     sys.path.insert(0, str(ROOT))
@@ -112,6 +126,7 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
     from django.db import connection
     from django.utils import timezone
 
+    from apps.core.partitions import partitions_ensure, uuid7_floor
     from apps.notifications.models import Delivery, DeliveryAttempt, Notification, Recipient
     from apps.notifications.services.templates import template_create
     from apps.tenancy.services import tenant_create
@@ -146,9 +161,13 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
             [*params, recipients],
         )
     now = timezone.now()
+    oldest = now - timedelta(days=150)
+    partitions_ensure(now=oldest, ahead=8)  # the months of the data (the migration made today's onwards)
+    made_at = [oldest + timedelta(days=90) * n / notifications for n in range(notifications)]
     Notification.objects.bulk_create(
         [
             Notification(
+                id=uuid.UUID(int=uuid7_floor(at).int | random.getrandbits(62)),
                 tenant=tenant,
                 template=template,
                 template_version=template.current_version,
@@ -157,31 +176,37 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
                 channels=["email"],
                 status=Notification.Status.COMPLETED,
             )
-            for n in range(notifications)
+            for n, at in enumerate(made_at)
         ]
     )
-    Notification.objects.filter(tenant=tenant).update(created_at=now - timedelta(days=91))  # past auto_now_add
-    log(f"loading {args.rows:,} expired deliveries (1% still queued) with one attempt each")
+    for notification in Notification.objects.filter(tenant=tenant).only("pk"):  # past auto_now_add
+        at = datetime.fromtimestamp((notification.pk.int >> 80) / 1000, tz=UTC)
+        Notification.objects.filter(pk=notification.pk).update(created_at=at)
+    log(f"loading {args.rows:,} expired deliveries (1% of the newest 5 days still queued) with one attempt each")
     with connection.cursor() as cursor:
         cols, exprs, params = _select_list(
             Delivery,
             {
-                "id": "gen_random_uuid()",
+                # A UUIDv7 of its creation time, as uuid7() makes them.
+                "id": "(lpad(to_hex((extract(epoch FROM n.at) * 1000)::bigint), 12, '0') || '7' "
+                "|| substr(md5(random()::text), 1, 3) || '8' || substr(md5(random()::text), 1, 15))::uuid",
                 "tenant_id": "n.tenant_id",
                 "notification_id": "n.id",
                 "recipient_id": "r.id",
                 "channel": "'email'",
-                "status": "CASE WHEN r.id %% 100 = 0 THEN 'queued' ELSE 'sent' END",
+                "status": "CASE WHEN r.id %% 100 = 0 AND n.created_at > now() - interval '65 days' "
+                "THEN 'queued' ELSE 'sent' END",
                 "template_version_id": "n.template_version_id",
                 "attempts": "1",
                 "provider": "'sink'",
-                "created_at": "now() - interval '31 days' - random() * interval '59 days'",
-                "sent_at": "now() - interval '31 days'",
+                "created_at": "n.at",
+                "sent_at": "n.at",
             },
         )
         cursor.execute(
             f"INSERT INTO {Delivery._meta.db_table} ({cols}) SELECT {exprs} "
-            f"FROM (SELECT id, tenant_id, template_version_id FROM {Notification._meta.db_table} "
+            f"FROM (SELECT id, tenant_id, template_version_id, created_at, "
+            f"created_at + random() * interval '1 hour' AS at FROM {Notification._meta.db_table} "
             "ORDER BY id) n CROSS JOIN (SELECT id FROM notifications_recipient ORDER BY id) r LIMIT %s",
             [*params, args.rows],
         )
@@ -220,6 +245,7 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
 class WriterStats:
     baseline: list[float] = field(default_factory=list)
     during: list[float] = field(default_factory=list)
+    during_drop: list[float] = field(default_factory=list)
     old_row_updates: list[float] = field(default_factory=list)
     statements: int = 0
 
@@ -249,7 +275,9 @@ def writer(index: int, rate: float, phase: Any, stop: Any, out: Any) -> None:
         started = time.perf_counter()
         run()
         elapsed = time.perf_counter() - started
-        (stats.during if phase.value == 1 else stats.baseline).append(elapsed)
+        if phase.value == 3:  # partitions mode: while partitions are checked and dropped
+            stats.during_drop.append(elapsed)
+        (stats.during if phase.value in (1, 3) else stats.baseline).append(elapsed)
         stats.statements += 1
         return elapsed
 
@@ -286,7 +314,7 @@ def writer(index: int, rate: float, phase: Any, stop: Any, out: Any) -> None:
         if iteration % 5 == 0 and old_ids:
             target = rng.choice(old_ids)
             elapsed = timed(lambda target=target: Delivery.objects.filter(pk=target).update(last_error="replayed"))
-            if phase.value == 1:
+            if phase.value in (1, 3):
                 stats.old_row_updates.append(elapsed)
         if phase.value == 2:
             break
@@ -348,6 +376,10 @@ class LockSampler(threading.Thread):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="Expired deliveries to purge.")
+    parser.add_argument(
+        "--mode", choices=("delete", "partitions"), default="delete",
+        help="delete: batched DELETE only; partitions: drop expired partitions, then DELETE the rest.",
+    )  # fmt: skip
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--writers", type=int, default=2, help="Concurrent writer processes.")
     parser.add_argument("--rate", type=float, default=10, help="Iterations per second per writer (50 rows each).")
@@ -381,6 +413,8 @@ def main() -> None:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(results, indent=2))
+    name = f"purge_{args.mode}"
+    results_compare(name, results, results_write(name, results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
@@ -388,7 +422,9 @@ def main() -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from django.db import connection, connections
 
+    from apps.core.partitions import partitions_drop_expired
     from apps.core.retention import purge_policy_run, shared_purge_policies
+    from apps.notifications.models import DeliveryAttempt
     from apps.tenancy.models import Tenant
 
     loaded = load(args)
@@ -408,9 +444,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tenant = Tenant.objects.get(pk=loaded["tenant_id"])
     sampler = LockSampler(args)
     sampler.start()
-    phase.value = 1
-    log(f"purging (batches of {args.batch:,}) while the writers write")
+    phase.value = 3 if args.mode == "partitions" else 1
+    log(f"purging ({args.mode}; batches of {args.batch:,}) while the writers write")
     started = time.monotonic()
+    dropped = partitions_drop_expired(tenants=[tenant]) if args.mode == "partitions" else None
+    drop_seconds = time.monotonic() - started
+    phase.value = 1
     result = purge_policy_run(policy, tenants=[tenant], batch_size=args.batch)
     seconds = time.monotonic() - started
     phase.value = 2
@@ -429,7 +468,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         queued_left = cursor.fetchone()[0]
         cursor.execute("SELECT count(*) FROM notifications_delivery WHERE created_at < now() - interval '30 days'")
         old_left = cursor.fetchone()[0]
-    cascaded = sum(result.cascaded.values())
+    by_drop = {"deliveries": 0, "attempts": 0}
+    for name, rows in (dropped.dropped if dropped else {}).items():
+        by_drop["attempts" if name.startswith(DeliveryAttempt._meta.db_table) else "deliveries"] += rows
+    cascaded = sum(result.cascaded.values()) + by_drop["attempts"]
+    purged = result.rows + by_drop["deliveries"]
     baseline = [x for s in stats for x in s["baseline"]]
     during = [x for s in stats for x in s["during"]]
     old_updates = [x for s in stats for x in s["old_row_updates"]]
@@ -439,23 +482,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "writers": args.writers,
         "writer_rate_per_second": args.rate,
         "load_seconds": round(loaded["load_seconds"], 1),
+        "mode": args.mode,
         "purge": {
-            "deliveries_deleted": result.rows,
+            "deliveries_deleted": purged,
             "cascaded": dict(result.cascaded),
             "seconds": round(seconds, 1),
-            "deliveries_per_second": round(result.rows / seconds),
-            "rows_per_second_with_cascades": round((result.rows + cascaded) / seconds),
+            "deliveries_per_second": round(purged / seconds),
+            "rows_per_second_with_cascades": round((purged + cascaded) / seconds),
+            "partitions": {
+                **(dropped.as_dict() if dropped else {}),
+                "seconds": round(drop_seconds, 1),
+                "deliveries_dropped": by_drop["deliveries"],
+                "attempts_dropped": by_drop["attempts"],
+            },
+            "deliveries_deleted_in_batches": result.rows,
             "in_flight_kept": {"expected": loaded["queued"], "left": queued_left},
             "expired_left": old_left - queued_left,
         },
         "writers_baseline": _summary(baseline),
         "writers_during_purge": _summary(during),
+        "writers_during_partition_drops": _summary([x for s in stats for x in s["during_drop"]]),
         "old_row_updates_during_purge": _summary(old_updates),
         "longest_lock_wait_sampled_ms": round(sampler.longest * 1000, 1),
         "lock_waits_sampled": sampler.waits_seen,
     }
     log(
-        f"purged {result.rows:,} deliveries (+{cascaded:,} attempts) in {seconds:.1f} s: "
+        f"purged {purged:,} deliveries (+{cascaded:,} attempts; {by_drop['deliveries']:,} by dropping partitions "
+        f"in {drop_seconds:.1f} s) in {seconds:.1f} s: "
         f"{results['purge']['deliveries_per_second']:,} deliveries/s; writers p99 "
         f"{results['writers_baseline']['p99_ms']} ms alone, {results['writers_during_purge']['p99_ms']} ms during "
         f"(max {results['writers_during_purge']['max_ms']} ms); longest lock wait sampled "

@@ -31,9 +31,10 @@ GOOD = {
 }
 
 
-def refused(api: Any, document: dict[str, Any]) -> dict[str, Any]:
+def refused(api: Any, document: dict[str, Any], status: int = 400) -> dict[str, Any]:
+    """The field errors of a refusal: 400 a document that breaks the schema, 422 a rule it cannot express."""
     answer = api.post("/api/v1/flows/", document, format="json")
-    assert answer.status_code == 400, answer.json()
+    assert answer.status_code == status, answer.json()
     body = answer.json()
     assert body["code"] == "validation_error"
     return body["fields"]
@@ -49,19 +50,19 @@ def test_an_unknown_channel_an_unreachable_step_and_a_loop_are_refused_with_fiel
         {"id": "b", "type": "exit"},
         {"id": "c", "type": "exit"},
     ]
-    assert "unreachable" in refused(api, {"key": "x", "steps": unreachable})["steps[2]"][0]
+    assert "unreachable" in refused(api, {"key": "x", "steps": unreachable}, 422)["steps[2]"][0]
 
     loop = [
         {"id": "a", "type": "send", "channels": ["email"]},
         {"id": "b", "type": "delay", "duration": "1h", "next": "a"},
     ]
-    assert "loop" in refused(api, {"key": "x", "steps": loop})["steps[1].next"][0]
+    assert "loop" in refused(api, {"key": "x", "steps": loop}, 422)["steps[1].next"][0]
 
     twice = [{"id": "a", "type": "send", "channels": ["email"]}, {"id": "b", "type": "send", "channels": ["email"]}]
-    assert "already sent" in refused(api, {"key": "x", "steps": twice})["steps[1].channels"][0]
+    assert "already sent" in refused(api, {"key": "x", "steps": twice}, 422)["steps[1].channels"][0]
 
     bad_cel = [{"id": "a", "type": "branch", "if": {"cel": "order.total >"}, "then": "b"}, {"id": "b", "type": "exit"}]
-    assert "steps[0].if.cel" in refused(api, {"key": "x", "steps": bad_cel})
+    assert "steps[0].if.cel" in refused(api, {"key": "x", "steps": bad_cel}, 422)
     assert api.get("/api/v1/flows/").json()["results"] == []  # nothing was saved
 
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from apps.core.errors import ApplicationError, NotFound
 from apps.flows import spec
 from apps.flows.models import Flow, FlowVersion
+from apps.flows.services.engine import flows_supported
 from apps.notifications.models import Template
 
 
@@ -40,6 +41,7 @@ def flow_check(*, tenant: Any, document: Any) -> spec.Parsed:
 def flow_save(*, tenant: Any, document: Any) -> tuple[FlowVersion, bool]:
     """Saves the document as the next version of its key; (version, created). The same document as
     the current version is not saved again."""
+    flows_supported()
     parsed = flow_check(tenant=tenant, document=document)
     with transaction.atomic():
         flow = Flow.objects.select_for_update().filter(tenant=tenant, key=parsed.key).first()

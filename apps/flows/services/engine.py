@@ -34,7 +34,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from apps.core import cel
-from apps.core.errors import ApplicationError, Conflict
+from apps.core.errors import ApplicationError, Conflict, Unprocessable
 from apps.core.publish import publish_on_commit
 from apps.flows import spec
 from apps.flows.models import Flow, FlowInstance, FlowRun
@@ -84,6 +84,16 @@ def _match_value(value: Any) -> str:
 # --- Attaching a flow to a notification (notification_create) ---------------------------------------
 
 
+def flows_supported() -> None:
+    """Flows move runs with PostgreSQL statements (jsonb, SKIP LOCKED, arrays): on the embedded
+    default (SQLite) a flow is refused with 422 `flows_need_postgresql`; everything else runs."""
+    if connection.vendor != "postgresql":
+        raise Unprocessable(
+            "Flows need PostgreSQL; the embedded default (SQLite) runs notifications without them.",
+            code="flows_need_postgresql",
+        )
+
+
 def flow_plan(
     *,
     tenant: Any,
@@ -94,6 +104,7 @@ def flow_plan(
     payload: Mapping[str, Any],
 ) -> hooks.Plan:
     """The notifications planner: the flow's template and channels, and the instance to attach."""
+    flows_supported()
     errors: dict[str, list[str]] = {}
     flow = (
         Flow.objects.filter(tenant=tenant, key=key, archived_at__isnull=True).select_related("current_version").first()
@@ -669,6 +680,8 @@ def flows_wake(delivery_ids: Sequence[Any]) -> int:
     branch is evaluated again at once instead of at its deadline. One statement."""
     if not delivery_ids:
         return 0
+    if connection.vendor != "postgresql":  # no flow runs there (flows_supported): nothing to wake
+        return 0
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {RUN_TABLE} AS r SET due_at = now() FROM {Delivery._meta.db_table} AS d "  # noqa: S608
@@ -749,6 +762,8 @@ def flows_on_cancelled(notification_id: Any) -> None:
 
 
 def _cancel_waiting_runs(*, instance_ids: Sequence[Any] | None, now: datetime, why: str, limit: int) -> int:
+    if connection.vendor != "postgresql":  # no flow runs there (flows_supported)
+        return 0
     entry = json.dumps([{"step": None, "at": now.isoformat(), "event": "cancelled", "why": why}])
     if instance_ids is not None:
         scope, params = "instance_id = ANY(%s::uuid[])", [[str(i) for i in instance_ids]]
