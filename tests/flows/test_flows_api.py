@@ -31,9 +31,10 @@ GOOD = {
 }
 
 
-def refused(api: Any, document: dict[str, Any]) -> dict[str, Any]:
+def refused(api: Any, document: dict[str, Any], status: int = 400) -> dict[str, Any]:
+    """The field errors of a refusal: 400 a document that breaks the schema, 422 a rule it cannot express."""
     answer = api.post("/api/v1/flows/", document, format="json")
-    assert answer.status_code == 400, answer.json()
+    assert answer.status_code == status, answer.json()
     body = answer.json()
     assert body["code"] == "validation_error"
     return body["fields"]
@@ -49,19 +50,36 @@ def test_an_unknown_channel_an_unreachable_step_and_a_loop_are_refused_with_fiel
         {"id": "b", "type": "exit"},
         {"id": "c", "type": "exit"},
     ]
-    assert "unreachable" in refused(api, {"key": "x", "steps": unreachable})["steps[2]"][0]
+    assert "unreachable" in refused(api, {"key": "x", "steps": unreachable}, 422)["steps[2]"][0]
 
     loop = [
         {"id": "a", "type": "send", "channels": ["email"]},
         {"id": "b", "type": "delay", "duration": "1h", "next": "a"},
     ]
-    assert "loop" in refused(api, {"key": "x", "steps": loop})["steps[1].next"][0]
+    assert "loop" in refused(api, {"key": "x", "steps": loop}, 422)["steps[1].next"][0]
 
     twice = [{"id": "a", "type": "send", "channels": ["email"]}, {"id": "b", "type": "send", "channels": ["email"]}]
-    assert "already sent" in refused(api, {"key": "x", "steps": twice})["steps[1].channels"][0]
+    assert "already sent" in refused(api, {"key": "x", "steps": twice}, 422)["steps[1].channels"][0]
 
     bad_cel = [{"id": "a", "type": "branch", "if": {"cel": "order.total >"}, "then": "b"}, {"id": "b", "type": "exit"}]
-    assert "steps[0].if.cel" in refused(api, {"key": "x", "steps": bad_cel})
+    assert "steps[0].if.cel" in refused(api, {"key": "x", "steps": bad_cel}, 422)
+    assert api.get("/api/v1/flows/").json()["results"] == []  # nothing was saved
+
+
+@pytest.mark.django_db
+def test_a_malformed_step_is_400_and_a_well_formed_one_broken_by_a_rule_is_422(api: Any):
+    """The schema gives each step type its fields (400 when broken); what it cannot say is 422."""
+    send = {"id": "a", "type": "send", "channels": ["email"]}
+    assert "steps[0].channels" in refused(api, {"key": "x", "steps": [{"id": "a", "type": "send"}]})
+    assert "steps[1].until" in refused(api, {"key": "x", "steps": [send, {"id": "b", "type": "delay", "until": "9am"}]})
+    assert "steps[0].next" in refused(api, {"key": "x", "steps": [{**send, "next": ""}]})
+    assert "No step 'zz'" in refused(api, {"key": "x", "steps": [{**send, "next": "zz"}]}, 422)["steps[0].next"][0]
+    both = {"id": "b", "type": "delay", "duration": "1h", "until": "09:00"}
+    assert "steps[1]" in refused(api, {"key": "x", "steps": [send, both]}, 422)
+    assert (
+        "used twice" in refused(api, {"key": "x", "steps": [send, {"id": "a", "type": "exit"}]}, 422)["steps[1].id"][0]
+    )
+    assert "template" in refused(api, {"key": "x", "template": "nope", "steps": [send]}, 422)
     assert api.get("/api/v1/flows/").json()["results"] == []  # nothing was saved
 
 
