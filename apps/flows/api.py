@@ -189,7 +189,9 @@ class FlowViewSet(TenantScopedMixin, mixins.DestroyModelMixin, viewsets.GenericV
     @extend_schema(
         summary="Save a flow (a new version of its key)",
         description="201 with the new version; 200 when the document equals the current version. "
-        "400 `validation_error` names every problem under `fields` (unknown channel, unreachable step, loop).",
+        "400 `validation_error` names every problem under `fields` when the document breaks its schema "
+        "(unknown channel, malformed duration); 422 when a rule the schema cannot express refuses it "
+        "(a target that is no step, unreachable step, loop, unknown template).",
         request=FlowDocumentSerializer,
         responses={201: FlowSerializer, 200: FlowSerializer, 400: ERROR_RESPONSES[400]},
         examples=FLOW_SAVE_EXAMPLES,

@@ -21,6 +21,12 @@ A document is `{"key", "name"?, "template"?, "cancel_on"?, "steps": [...]}`. Eac
 A notification delivers each channel at most once per recipient (one delivery per notification,
 recipient and channel), so a channel appears in one send of a flow; that is also what makes a
 send step safe to run twice.
+
+Refusals come in two classes (docs/architecture.md, "The schema tells the truth"): a document that
+breaks the shape the OpenAPI schema gives it (`apps/flows/serializers.py` documents this parser) is
+400; a well-formed one refused by a rule the schema cannot express — an id used twice or naming no
+step, a delay with neither or both of `duration` and `until`, a digest not followed by a send, a CEL
+expression that does not compile, the graph — is 422 (`Refused.status`).
 """
 
 from __future__ import annotations
@@ -54,9 +60,18 @@ MAX_STEPS = 100
 MAX_DURATION = 90 * 86400
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-DURATION_RE = re.compile(r"^(\d+)\s*([smhd])$")
+DURATION_RE = re.compile(r"^([0-9]+)\s*([smhd])$")
+TIME_OF_DAY_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 CEL_VARIABLES = ("payload", "recipient")
+
+
+@dataclass
+class Refused:
+    """Field errors (`steps[2].channels`: [...]) and their class: 400 the shape, 422 a rule."""
+
+    status: int
+    fields: dict[str, list[str]]
 
 
 @dataclass
@@ -90,12 +105,10 @@ def parse_duration(value: Any) -> int | None:
 
 
 def parse_time_of_day(value: Any) -> time | None:
-    if not isinstance(value, str):
+    """A local time from `"HH:MM"` (the documented form; the schema's pattern is TIME_OF_DAY_RE)."""
+    if not isinstance(value, str) or not TIME_OF_DAY_RE.fullmatch(value):
         return None
-    try:
-        return time.fromisoformat(value)
-    except ValueError:
-        return None
+    return time.fromisoformat(value)
 
 
 def _channels(value: Any, where: str, errors: dict[str, list[str]]) -> list[str]:
@@ -112,7 +125,8 @@ def _channels(value: Any, where: str, errors: dict[str, list[str]]) -> list[str]
     return list(value)
 
 
-def _condition(value: Any, where: str, errors: dict[str, list[str]]) -> dict[str, Any] | None:
+def _condition(value: Any, where: str, at: _At) -> dict[str, Any] | None:
+    errors = at.errors
     if not isinstance(value, dict):
         errors[where] = ['An object: {"channel", "state"} or {"cel"}.']
         return None
@@ -123,8 +137,8 @@ def _condition(value: Any, where: str, errors: dict[str, list[str]]) -> dict[str
             return None
         try:
             cel.check(source, variables=CEL_VARIABLES)
-        except cel.CelError as exc:
-            errors[f"{where}.cel"] = [exc.message]
+        except cel.CelError as exc:  # well-formed text; the schema cannot say what compiles
+            at.rules[f"{where}.cel"] = [exc.message]
             return None
         return {"cel": source}
     channel, state = value.get("channel"), value.get("state")
@@ -138,40 +152,46 @@ def _condition(value: Any, where: str, errors: dict[str, list[str]]) -> dict[str
     return {"channel": channel, "state": list(states)}
 
 
-def _target(value: Any, where: str, ids: set[str], errors: dict[str, list[str]]) -> str | None:
+def _target(value: Any, where: str, at: _At) -> str | None:
+    """A step id, or None for null; malformed is a shape error, an id of no step a rule error."""
     if value is None:
         return None
-    if not isinstance(value, str) or value not in ids:
-        errors[where] = [f"No step {value!r} in this flow."]
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
+        at.errors[where] = ["A step id: letters, digits, `_` and `-`, at most 64."]
+        return None
+    if value not in at.known:
+        at.rules[where] = [f"No step {value!r} in this flow."]
         return None
     return value
 
 
-def parse(document: Any) -> tuple[Parsed | None, dict[str, list[str]]]:
-    """The document expanded, or None with field errors (`steps[2].channels`: [...]).
+def parse(document: Any) -> tuple[Parsed | None, Refused | None]:
+    """The document expanded, or None and why.
 
     In order: the document's own fields, the steps' ids and types, each step by its type (a
     fallback expanded into sends and branches), then the graph (loops, unreachable steps, a
-    channel sent twice, conditions on channels no step sends). Each stage stops at its errors."""
+    channel sent twice, conditions on channels no step sends). Each stage stops at its errors;
+    shape errors (400) go before rule errors (422), which are only checked on a well-formed document."""
     if not isinstance(document, dict):
-        return None, {"non_field_errors": ["A JSON object."]}
+        return None, Refused(400, {"non_field_errors": ["A JSON object."]})
     errors: dict[str, list[str]] = {}
+    rules: dict[str, list[str]] = {}
     header = _header(document, errors)
     raw = _step_list(document.get("steps"), errors)
     if raw is None:
-        return None, errors
-    known = _step_ids(raw, errors)
+        return None, Refused(400, errors)
+    known = _step_ids(raw, errors, rules)
     if errors:
-        return None, errors
+        return None, Refused(400, errors)
     expanded: list[dict[str, Any]] = []
     for index, step in enumerate(raw):
-        expanded.extend(_PARSERS[step["type"]](step, _At.of(raw, index, known, errors)))
-    if errors:
-        return None, errors
-    _check_graph(expanded, errors)
-    if errors:
-        return None, errors
-    return Parsed(steps=expanded, **header), errors
+        expanded.extend(_PARSERS[step["type"]](step, _At.of(raw, index, known, errors, rules)))
+    if errors or rules:
+        return None, Refused(400, errors) if errors else Refused(422, rules)
+    _check_graph(expanded, rules)
+    if rules:
+        return None, Refused(422, rules)
+    return Parsed(steps=expanded, **header), None
 
 
 # --- The document's own fields -------------------------------------------------------------------------
@@ -180,7 +200,7 @@ def parse(document: Any) -> tuple[Parsed | None, dict[str, list[str]]]:
 def _header(document: dict[str, Any], errors: dict[str, list[str]]) -> dict[str, Any]:
     """key, name, template and cancel_on, each checked (a bad one is an error and left empty)."""
     key = document.get("key")
-    if not isinstance(key, str) or not KEY_RE.match(key):
+    if not isinstance(key, str) or not KEY_RE.fullmatch(key):
         errors["key"] = ["Lowercase letters, digits, `_` and `-`, at most 64, starting with a letter or digit."]
     name = document.get("name", "")
     if not isinstance(name, str) or len(name) > 200:
@@ -217,8 +237,8 @@ def _step_list(raw: Any, errors: dict[str, list[str]]) -> list[Any] | None:
     return raw
 
 
-def _step_ids(raw: list[Any], errors: dict[str, list[str]]) -> set[str]:
-    """Every step is an object with a unique id and a known type; the ids."""
+def _step_ids(raw: list[Any], errors: dict[str, list[str]], rules: dict[str, list[str]]) -> set[str]:
+    """Every step is an object with a well-formed id and a known type, and no id is used twice; the ids."""
     ids: list[str] = []
     for index, step in enumerate(raw):
         where = f"steps[{index}]"
@@ -226,10 +246,10 @@ def _step_ids(raw: list[Any], errors: dict[str, list[str]]) -> set[str]:
             errors[where] = ["An object with an `id` and a `type`."]
             continue
         step_id = step.get("id")
-        if not isinstance(step_id, str) or not ID_RE.match(step_id):
+        if not isinstance(step_id, str) or not ID_RE.fullmatch(step_id):
             errors[f"{where}.id"] = ["Letters, digits, `_` and `-`, at most 64."]
         elif step_id in ids:
-            errors[f"{where}.id"] = [f"The id {step_id!r} is used twice."]
+            rules[f"{where}.id"] = [f"The id {step_id!r} is used twice."]
         else:
             ids.append(step_id)
         if step.get("type") not in STEP_TYPES:
@@ -242,7 +262,8 @@ def _step_ids(raw: list[Any], errors: dict[str, list[str]]) -> set[str]:
 
 @dataclass
 class _At:
-    """Where a step is: its field prefix, what it starts from, its following step, the flow's ids."""
+    """Where a step is: its field prefix, what it starts from, its following step, the flow's ids, and
+    where its errors go (`errors`: the shape, 400; `rules`: what the schema cannot express, 422)."""
 
     raw: list[dict[str, Any]]
     where: str
@@ -250,16 +271,29 @@ class _At:
     next: str | None
     known: set[str]
     errors: dict[str, list[str]]
+    rules: dict[str, list[str]]
 
     @classmethod
-    def of(cls, raw: list[dict[str, Any]], index: int, known: set[str], errors: dict[str, list[str]]) -> _At:
+    def of(
+        cls,
+        raw: list[dict[str, Any]],
+        index: int,
+        known: set[str],
+        errors: dict[str, list[str]],
+        rules: dict[str, list[str]],
+    ) -> _At:
         step, where = raw[index], f"steps[{index}]"
         following = raw[index + 1]["id"] if index + 1 < len(raw) else None
-        nxt = _target(step.get("next"), f"{where}.next", known, errors) if "next" in step else following
-        return cls(raw, where, {"id": step["id"], "type": step["type"], "index": index}, nxt, known, errors)
+        at = cls(raw, where, {"id": step["id"], "type": step["type"], "index": index}, following, known, errors, rules)
+        if "next" in step:
+            at.next = _target(step["next"], f"{where}.next", at)
+        return at
 
     def error(self, field: str, message: str) -> None:
         self.errors[f"{self.where}.{field}" if field else self.where] = [message]
+
+    def rule(self, field: str, message: str) -> None:
+        self.rules[f"{self.where}.{field}" if field else self.where] = [message]
 
 
 def _parse_send(step: dict[str, Any], at: _At) -> list[dict[str, Any]]:
@@ -269,18 +303,17 @@ def _parse_send(step: dict[str, Any], at: _At) -> list[dict[str, Any]]:
 
 
 def _parse_delay(step: dict[str, Any], at: _At) -> list[dict[str, Any]]:
+    seconds = local = None
+    if "duration" in step and (seconds := parse_duration(step["duration"])) is None:
+        at.error("duration", 'A duration: seconds, or "30s", "10m", "2h", "1d" (at most 90 days).')
+    if "until" in step and (local := parse_time_of_day(step["until"])) is None:
+        at.error("until", 'A local time of day, "HH:MM".')
+    if ("duration" in step) == ("until" in step):
+        at.rule("", "A delay takes `duration` or `until`, one of them.")
+        return []
     if "duration" in step:
-        seconds = parse_duration(step["duration"])
-        if seconds is None:
-            at.error("duration", 'A duration: seconds, or "30s", "10m", "2h", "1d" (at most 90 days).')
         return [{**at.base, "duration": seconds, "next": at.next}]
-    if "until" in step:
-        local = parse_time_of_day(step["until"])
-        if local is None:
-            at.error("until", 'A local time of day, "HH:MM".')
-        return [{**at.base, "until": local.isoformat("minutes") if local else None, "next": at.next}]
-    at.error("", "A delay needs `duration` or `until`.")
-    return []
+    return [{**at.base, "until": local.isoformat("minutes") if local else None, "next": at.next}]
 
 
 def _parse_digest(step: dict[str, Any], at: _At) -> list[dict[str, Any]]:
@@ -292,14 +325,15 @@ def _parse_digest(step: dict[str, Any], at: _At) -> list[dict[str, Any]]:
         at.error("key", "A key (Jinja over the payload), at most 200 characters.")
     following_type = next((s.get("type") for s in at.raw if s.get("id") == at.next), None)
     if at.next is None or following_type not in ("send", "fallback"):
-        at.error("next", "A digest collects what the following step sends: it must be a send.")
+        at.rule("next", "A digest collects what the following step sends: it must be a send.")
     return [{**at.base, "window_minutes": minutes, "key": digest_key, "next": at.next}]
 
 
 def _parse_branch(step: dict[str, Any], at: _At) -> list[dict[str, Any]]:
-    condition = _condition(step.get("if"), f"{at.where}.if", at.errors)
-    then = _target(step.get("then"), f"{at.where}.then", at.known, at.errors) if step.get("then") else at.next
-    otherwise = _target(step.get("else"), f"{at.where}.else", at.known, at.errors) if step.get("else") else at.next
+    condition = _condition(step.get("if"), f"{at.where}.if", at)
+    # Absent or null: the following step.
+    then = _target(step["then"], f"{at.where}.then", at) if step.get("then") is not None else at.next
+    otherwise = _target(step["else"], f"{at.where}.else", at) if step.get("else") is not None else at.next
     wait = None
     if step.get("wait") is not None:
         wait = parse_duration(step["wait"])

@@ -67,6 +67,23 @@ def test_an_unknown_channel_an_unreachable_step_and_a_loop_are_refused_with_fiel
 
 
 @pytest.mark.django_db
+def test_a_malformed_step_is_400_and_a_well_formed_one_broken_by_a_rule_is_422(api: Any):
+    """The schema gives each step type its fields (400 when broken); what it cannot say is 422."""
+    send = {"id": "a", "type": "send", "channels": ["email"]}
+    assert "steps[0].channels" in refused(api, {"key": "x", "steps": [{"id": "a", "type": "send"}]})
+    assert "steps[1].until" in refused(api, {"key": "x", "steps": [send, {"id": "b", "type": "delay", "until": "9am"}]})
+    assert "steps[0].next" in refused(api, {"key": "x", "steps": [{**send, "next": ""}]})
+    assert "No step 'zz'" in refused(api, {"key": "x", "steps": [{**send, "next": "zz"}]}, 422)["steps[0].next"][0]
+    both = {"id": "b", "type": "delay", "duration": "1h", "until": "09:00"}
+    assert "steps[1]" in refused(api, {"key": "x", "steps": [send, both]}, 422)
+    assert (
+        "used twice" in refused(api, {"key": "x", "steps": [send, {"id": "a", "type": "exit"}]}, 422)["steps[1].id"][0]
+    )
+    assert "template" in refused(api, {"key": "x", "template": "nope", "steps": [send]}, 422)
+    assert api.get("/api/v1/flows/").json()["results"] == []  # nothing was saved
+
+
+@pytest.mark.django_db
 def test_a_flow_is_saved_as_versions_and_drawn_as_mermaid(api: Any):
     created = api.post("/api/v1/flows/", GOOD, format="json")
     assert created.status_code == 201 and created.json()["version"] == 1

@@ -16,9 +16,21 @@ from apps.notifications.models import Template
 
 
 def flow_check(*, tenant: Any, document: Any) -> spec.Parsed:
-    """The parsed document, or ApplicationError 400 `validation_error` with every problem in `fields`."""
-    parsed, errors = spec.parse(document)
-    if parsed is not None and parsed.template:
+    """The parsed document, or ApplicationError `validation_error` with the problems in `fields`: 400
+    when the document breaks its schema, 422 when it is well formed and refused by a rule the schema
+    cannot express (an id naming no step, a loop, the template: one of the tenant's, with content for
+    each channel the flow sends)."""
+    parsed, refused = spec.parse(document)
+    if refused is not None:
+        raise ApplicationError(
+            "The flow is invalid; nothing was saved. See fields.",
+            code="validation_error",
+            status_code=refused.status,
+            fields=refused.fields,
+        )
+    assert parsed is not None  # parse answers one or the other
+    errors: dict[str, list[str]] = {}
+    if parsed.template:
         template = (
             Template.objects.filter(tenant=tenant, key=parsed.template, archived_at__isnull=True)
             .select_related("current_version")
@@ -31,9 +43,12 @@ def flow_check(*, tenant: Any, document: Any) -> spec.Parsed:
             missing = [c for c in parsed.channels if c not in available]
             if missing:
                 errors["template"] = [f"The template has no content for channel(s): {', '.join(missing)}."]
-    if errors or parsed is None:
+    if errors:
         raise ApplicationError(
-            "The flow is invalid; nothing was saved. See fields.", code="validation_error", fields=errors
+            "The flow is invalid; nothing was saved. See fields.",
+            code="validation_error",
+            status_code=422,
+            fields=errors,
         )
     return parsed
 
