@@ -9,10 +9,15 @@ are a million rows and no broker messages.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db import models
 from django.db.models import Q
 
 from apps.core.tenancy import TenantOwned
+
+if TYPE_CHECKING:
+    from django.db.models.fields.related_descriptors import RelatedManager
 
 
 class Flow(TenantOwned):
@@ -73,6 +78,9 @@ class FlowInstance(TenantOwned):
     cancel_event_type = models.CharField(max_length=200, blank=True)
     cancel_key = models.CharField(max_length=200, blank=True)
     cancel_value = models.CharField(max_length=500, blank=True)
+    # Declared for the type checker: django-stubs' plugin resolves this reverse manager only when it
+    # happens to check FlowRun first.
+    runs: RelatedManager[FlowRun]
     cancel_reason = models.CharField(max_length=500, blank=True)
     recipient_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
