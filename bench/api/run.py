@@ -70,7 +70,7 @@ def seed() -> dict[str, Any]:
 
     django.setup()
     call_command("migrate", verbosity=0)
-    from apps.core.management.commands.bootstrap_demo import DEMO_TEMPLATE
+    from apps.notifications.management.commands.bootstrap_demo import DEMO_TEMPLATE
 
     from bench.api.ceiling import CREATE, TABLE
 
