@@ -71,7 +71,6 @@ def seed() -> dict[str, Any]:
     django.setup()
     call_command("migrate", verbosity=0)
     from apps.notifications.management.commands.bootstrap_demo import DEMO_TEMPLATE
-
     from bench.api.ceiling import CREATE, TABLE
 
     with connection.cursor() as cursor:
