@@ -96,9 +96,13 @@ def test_a_child_that_exits_marks_itself_dead(metrics_worker, runs_table):
     from workers.celery import app
 
     wait_for(lambda: len(metrics_worker.children()) == 2, message="two children")
-    # Two jobs at once, long enough that each child takes one: both children then have live gauges.
-    results = [app.send_task(SLOW_JOB, args=[f"x-{i}", 1.5], queue="maintenance") for i in range(2)]
-    [r.get(timeout=30) for r in results]
+    # One job per child, so both children then have live gauges: the second is sent once the first
+    # is running (its child busy for 5 s), so only the other child can take it. Two sent at once
+    # could both go to one child when the other had just been started.
+    first = app.send_task(SLOW_JOB, args=["x-0", 5], queue="maintenance")
+    wait_for(lambda: any(key == "x-0" for key, _ in runs("started")), timeout=20, message="x-0 to start")
+    second = app.send_task(SLOW_JOB, args=["x-1", 1.5], queue="maintenance")
+    [r.get(timeout=30) for r in (first, second)]
     children = set(metrics_worker.children())
     assert {pid for key, pid in runs("completed") if key.startswith("x-")} == children
     assert all(list(metrics_worker.metrics_dir.glob(f"gauge_livesum_{pid}.db")) for pid in children)
