@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,3 +100,25 @@ def results_compare(name: str, results: dict[str, Any], path: Path, *, fell: flo
     if flagged:
         log(f"{len(flagged)} figure(s) fell more than {fell:.0%} since {previous_path.name}: {', '.join(flagged)}")
     return flagged
+
+
+def bench_environment(*, database_url: str, broker_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    """The environment every benchmark runs the platform under (read by project/settings.py): the
+    production settings with DEBUG off, a throwaway secret, this run's database and broker prefix
+    (one per process id, so a run never meets another's messages). `extra` adds or overrides."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DEBUG": "0",
+        "SIGNALBOX_ALLOW_INSECURE_SETTINGS": "1",  # a measurement, not a deployment: no shared cache needed
+        "SECRET_KEY": "bench-only-secret-key-do-not-deploy-4f1e0c2b9a7d",
+        "SECURE_SSL_REDIRECT": "0",
+        "ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",
+        "DATABASE_URL": database_url,
+        "CONN_MAX_AGE": "600",
+        "CELERY_BROKER_URL": broker_url,
+        "CELERY_BROKER_KEYPREFIX": f"{prefix}:{os.getpid()}:",
+        "LOG_LEVEL": "WARNING",
+        "LOG_FORMAT": "console",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }

@@ -30,7 +30,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import database_create, database_drop, free_port, log, pct, results_compare, results_write
+from bench.common import (
+    bench_environment,
+    database_create,
+    database_drop,
+    free_port,
+    log,
+    pct,
+    results_compare,
+    results_write,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE = "signalbox_bench_api"
@@ -38,22 +47,14 @@ TARGETS = {"notification_post": 0.60, "task_poll": 0.80, "task_poll_304": 0.90}
 
 
 def configure(args: argparse.Namespace) -> dict[str, str]:
-    env = {
-        "DJANGO_SETTINGS_MODULE": "bench.api.settings",
-        "DEBUG": "0",
-        "SIGNALBOX_ALLOW_INSECURE_SETTINGS": "1",  # a measurement, not a deployment
-        "SECRET_KEY": "bench-only-secret-key-do-not-deploy-2c41f",
-        "SECURE_SSL_REDIRECT": "0",
-        "ALLOWED_HOSTS": "localhost,127.0.0.1,testserver",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
-        "CONN_MAX_AGE": "600",
-        "CACHE_URL": f"{args.redis.rstrip('/0')}/14",
-        "CELERY_BROKER_URL": args.redis,
-        "CELERY_BROKER_KEYPREFIX": f"sbxbenchapi:{os.getpid()}:",
-        "API_RATE_LIMIT": "100000000/min",
-        "LOG_LEVEL": "WARNING",
-        "LOG_FORMAT": "console",
-    }
+    env = bench_environment(
+        database_url=f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
+        broker_url=args.redis,
+        prefix="sbxbenchapi",
+        DJANGO_SETTINGS_MODULE="bench.api.settings",
+        CACHE_URL=f"{args.redis.rstrip('/0')}/14",
+        API_RATE_LIMIT="100000000/min",
+    )
     os.environ.update(env)
     sys.path.insert(0, str(ROOT))
     return env

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import log, results_compare, results_write
+from bench.common import bench_environment, log, results_compare, results_write
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUES = "notifications.high,notifications.default,notifications.bulk,maintenance"
@@ -64,25 +64,15 @@ class Result:
 def configure(args: argparse.Namespace) -> None:
     """Environment for this process and the workers it starts (read by project/settings.py)."""
     os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "project.settings",
-            "DEBUG": "0",
-            "SIGNALBOX_ALLOW_INSECURE_SETTINGS": "1",  # a measurement, not a deployment: no shared cache needed
-            "SECRET_KEY": "bench-only-secret-key-do-not-deploy-4f1e0c2b9a7d",
-            "SECURE_SSL_REDIRECT": "0",
-            "ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",
-            "DATABASE_URL": f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.database}",
-            "CONN_MAX_AGE": "600",
-            "CELERY_BROKER_URL": args.redis,
-            "CELERY_BROKER_KEYPREFIX": f"sbxbench:{os.getpid()}:",
-            "BENCH_REDIS_URL": args.redis,
-            "BENCH_COUNTER_KEY": f"sbxbench:{os.getpid()}:queries",
-            "LOG_LEVEL": "WARNING",
-            "LOG_FORMAT": "console",
-            "NOTIFICATIONS_FANOUT_CHUNK_SIZE": str(args.chunk_size),
-            "NOTIFICATIONS_SEND_BATCH_SIZE": str(args.send_batch),
-            "PYTHONUNBUFFERED": "1",
-        }
+        bench_environment(
+            database_url=f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.database}",
+            broker_url=args.redis,
+            prefix="sbxbench",
+            BENCH_REDIS_URL=args.redis,
+            BENCH_COUNTER_KEY=f"sbxbench:{os.getpid()}:queries",
+            NOTIFICATIONS_FANOUT_CHUNK_SIZE=str(args.chunk_size),
+            NOTIFICATIONS_SEND_BATCH_SIZE=str(args.send_batch),
+        )
     )
     sys.path.insert(0, str(ROOT))
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import database_create, database_drop, log, results_compare, results_write
+from bench.common import bench_environment, database_create, database_drop, log, results_compare, results_write
 from bench.fanout.run import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,24 +45,14 @@ IMPORT_TASK = "signalbox.notifications.import_recipients"
 def configure(args: argparse.Namespace) -> None:
     """Environment for this process and the worker it starts (read by project/settings.py)."""
     os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "project.settings",
-            "DEBUG": "0",
-            "SIGNALBOX_ALLOW_INSECURE_SETTINGS": "1",  # a measurement, not a deployment
-            "SECRET_KEY": "bench-only-secret-key-do-not-deploy-4f1e0c2b9a7d",
-            "SECURE_SSL_REDIRECT": "0",
-            "ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",
-            "DATABASE_URL": f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.database}",
-            "CONN_MAX_AGE": "600",
-            "CELERY_BROKER_URL": args.redis,
-            "CELERY_BROKER_KEYPREFIX": f"sbxbench:{os.getpid()}:",
-            "BENCH_REDIS_URL": args.redis,
-            "BENCH_COUNTER_KEY": f"sbxbench:{os.getpid()}:queries",
-            "MEDIA_ROOT": str(args.work / "media"),
-            "LOG_LEVEL": "WARNING",
-            "LOG_FORMAT": "console",
-            "PYTHONUNBUFFERED": "1",
-        }
+        bench_environment(
+            database_url=f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.database}",
+            broker_url=args.redis,
+            prefix="sbxbench",
+            BENCH_REDIS_URL=args.redis,
+            BENCH_COUNTER_KEY=f"sbxbench:{os.getpid()}:queries",
+            MEDIA_ROOT=str(args.work / "media"),
+        )
     )
     sys.path.insert(0, str(ROOT))
 

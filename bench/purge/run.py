@@ -49,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import database_create, database_drop, log, results_compare, results_write
+from bench.common import bench_environment, database_create, database_drop, log, results_compare, results_write
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITER_APP = "bench-purge-writer"
@@ -58,24 +58,15 @@ WRITER_APP = "bench-purge-writer"
 def configure(args: argparse.Namespace) -> None:
     """Environment for this process and the writers it forks (read by project/settings.py)."""
     os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "project.settings",
-            "DEBUG": "0",
-            "SIGNALBOX_ALLOW_INSECURE_SETTINGS": "1",  # a measurement, not a deployment: no shared cache needed
-            "SECRET_KEY": "bench-only-secret-key-do-not-deploy-7d2a91c04e55",
-            "SECURE_SSL_REDIRECT": "0",
-            "ALLOWED_HOSTS": "localhost",
-            "DATABASE_URL": f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.database}",
-            "CONN_MAX_AGE": "600",
-            "CELERY_BROKER_URL": args.redis,
-            "CELERY_BROKER_KEYPREFIX": f"sbxbenchpurge:{os.getpid()}:",
-            "LOG_LEVEL": "WARNING",
-            "LOG_FORMAT": "console",
+        bench_environment(
+            database_url=f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.database}",
+            broker_url=args.redis,
+            prefix="sbxbenchpurge",
             # One retention for every delivery policy: the longest decides when a partition may go.
-            "SIGNALBOX_RETENTION_DELIVERIES_DAYS": "30",
-            "SIGNALBOX_RETENTION_INBOX_READ_DAYS": "30",
-            "SIGNALBOX_RETENTION_INBOX_UNREAD_DAYS": "30",
-        }
+            SIGNALBOX_RETENTION_DELIVERIES_DAYS="30",
+            SIGNALBOX_RETENTION_INBOX_READ_DAYS="30",
+            SIGNALBOX_RETENTION_INBOX_UNREAD_DAYS="30",
+        )
     )
     sys.path.insert(0, str(ROOT))
 

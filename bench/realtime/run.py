@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import database_create, database_drop, log
+from bench.common import bench_environment, database_create, database_drop, log, pct
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE = "signalbox_bench_realtime"
@@ -52,22 +52,13 @@ DATABASE = "signalbox_bench_realtime"
 
 def configure(args: argparse.Namespace) -> None:
     os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "project.settings",
-            "DEBUG": "0",
-            "SIGNALBOX_ALLOW_INSECURE_SETTINGS": "1",  # a measurement, not a deployment
-            "SECRET_KEY": "bench-only-secret-key-do-not-deploy-5b0e7",
-            "SECURE_SSL_REDIRECT": "0",
-            "ALLOWED_HOSTS": "localhost,testserver",
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
-            "CONN_MAX_AGE": "600",
-            "CELERY_BROKER_URL": args.redis,
-            "CELERY_BROKER_KEYPREFIX": f"sbxbenchrt:{os.getpid()}:",
-            "LOG_LEVEL": "WARNING",
-            "LOG_FORMAT": "console",
-            "SIGNALBOX_REALTIME_MAX_PER_TENANT": str(args.connections + 100),
-            "SIGNALBOX_REALTIME_REPLAY_LIMIT": "100000",
-        }
+        bench_environment(
+            database_url=f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
+            broker_url=args.redis,
+            prefix="sbxbenchrt",
+            SIGNALBOX_REALTIME_MAX_PER_TENANT=str(args.connections + 100),
+            SIGNALBOX_REALTIME_REPLAY_LIMIT="100000",
+        )
     )
     sys.path.insert(0, str(ROOT))
 
@@ -82,11 +73,6 @@ def rss_kib(pid: int) -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 # --- the client process ---------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def _as_is(text: str) -> str:
     return text
 
 
-def _copy(sql: str, rows: Iterable[Sequence[Any]], types: Sequence[int] | None = None) -> None:
+def copy_rows(sql: str, rows: Iterable[Sequence[Any]], types: Sequence[int] | None = None) -> None:
     """Runs `COPY … FROM STDIN` through Django's cursor, so it is logged and wrapped like execute()
     and its errors are Django's (`IntegrityError` on a conflict, as `deliveries_insert` expects).
     With `types` (one oid per column) the COPY is binary: `sql` must say `(FORMAT BINARY)`."""
@@ -201,12 +201,12 @@ def deliveries_insert(rows: Sequence[Mapping[str, Any]]) -> set[Any]:
     # A conflict aborts only this savepoint, and the staged path below skips what exists.
     try:
         with transaction.atomic():
-            _copy(f"COPY {Delivery._meta.db_table} ({columns}) FROM STDIN (FORMAT BINARY)", values, types)
+            copy_rows(f"COPY {Delivery._meta.db_table} ({columns}) FROM STDIN (FORMAT BINARY)", values, types)
         return {r["id"] for r in full}
     except IntegrityError:
         pass
     _ensure_stage("notif_delivery_stage")
-    _copy(f"COPY notif_delivery_stage ({columns}) FROM STDIN (FORMAT BINARY)", values, types)
+    copy_rows(f"COPY notif_delivery_stage ({columns}) FROM STDIN (FORMAT BINARY)", values, types)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {Delivery._meta.db_table} ({columns}) "  # noqa: S608 (names are ours)
@@ -249,7 +249,7 @@ def deliveries_record(rows: Sequence[Mapping[str, Any]], *, claim_token: Any = N
         return written
     _ensure_stage("notif_result_stage")
     names = ["id", *(name for name, _ in RESULT_COLUMNS)]
-    _copy(
+    copy_rows(
         f"COPY notif_result_stage ({', '.join(names)}) FROM STDIN",
         (tuple(_json(r[n]) if n == "rendered" else r[n] for n in names) for r in prepared),
     )
@@ -277,7 +277,7 @@ def attempts_insert(rows: Sequence[Mapping[str, Any]], *, now: datetime) -> None
     if not _postgres():
         DeliveryAttempt.objects.bulk_create([DeliveryAttempt(**row) for row in rows])
         return
-    _copy(
+    copy_rows(
         f"COPY {DeliveryAttempt._meta.db_table} ({', '.join(ATTEMPT_COLUMNS)}) FROM STDIN",
         (tuple(row.get(c, now if c == "created_at" else None) for c in ATTEMPT_COLUMNS) for row in rows),
     )

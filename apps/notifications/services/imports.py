@@ -46,8 +46,8 @@ from apps.core.actors import Actor
 from apps.core.errors import ApplicationError
 from apps.core.parsers import check_text, loads
 from apps.notifications.models import Recipient, Topic, TopicMembership
-from apps.notifications.services.bulk import _copy
-from apps.notifications.services.recipients import RECIPIENT_FIELDS, _upsert, recipient_clean
+from apps.notifications.services.bulk import copy_rows
+from apps.notifications.services.recipients import RECIPIENT_FIELDS, recipient_clean, recipients_write
 from apps.tasks.services import task_start
 from apps.tenancy.models import Tenant
 
@@ -385,7 +385,7 @@ def _stage(*, ctx: ImportContext, stage: str, rows: Iterator[Row], stream: IO[by
                 break
         if not batch:
             return last_row
-        _copy(sql, batch)
+        copy_rows(sql, batch)
         counts.valid += len(batch)
         last_row = batch[-1][0]
         ctx.check_cancelled()
@@ -490,7 +490,7 @@ def _merge(*, ctx: ImportContext, stage: str, tenant_id: Any, last_row: int, cou
 
 
 def _run_orm(*, ctx: ImportContext, tenant_id: Any, rows: Iterator[Row], counts: Counts, report: Report) -> None:
-    """The small path: no staging, `ORM_ROWS` rows per `_upsert`. Holds the external ids seen (to
+    """The small path: no staging, `ORM_ROWS` rows per `recipients_write`. Holds the external ids seen (to
     report duplicates) and reads the whole file before writing, as the PostgreSQL path does, by
     spooling the valid rows to a temporary file."""
     tenant = Tenant.objects.get(pk=tenant_id)
@@ -525,7 +525,7 @@ def _orm_batch(
     *, tenant: Any, batch: list[tuple[dict[str, Any], str | None]], topics: dict[str, int], counts: Counts
 ) -> None:
     with transaction.atomic():
-        result = _upsert(tenant=tenant, cleaned=[clean for clean, _ in batch])
+        result = recipients_write(tenant=tenant, cleaned=[clean for clean, _ in batch])
         counts.created += result["created"]
         counts.updated += result["updated"]
         wanted = {(clean["external_id"], topic) for clean, topic in batch if topic}

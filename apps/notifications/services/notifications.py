@@ -299,7 +299,7 @@ def notification_create(
                 # The ids named by external id were resolved by the check; only upserted ones are new.
                 found = dict(checked.known_recipients)
                 if checked.inline_recipients:
-                    recipient_services._upsert(tenant=tenant, cleaned=checked.inline_recipients)
+                    recipient_services.recipients_write(tenant=tenant, cleaned=checked.inline_recipients)
                     upserted, _ = recipient_services.recipients_resolve(
                         tenant=tenant, external_ids=[r["external_id"] for r in checked.inline_recipients]
                     )

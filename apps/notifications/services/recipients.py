@@ -119,10 +119,12 @@ def recipients_upsert(*, tenant: Any, items: Sequence[Any]) -> dict[str, int]:
         raise ApplicationError(
             "Some recipients are invalid; see fields.", code="validation_error", fields={"recipients": errors}
         )
-    return _upsert(tenant=tenant, cleaned=cleaned)
+    return recipients_write(tenant=tenant, cleaned=cleaned)
 
 
-def _upsert(*, tenant: Any, cleaned: list[dict[str, Any]]) -> dict[str, int]:
+def recipients_write(*, tenant: Any, cleaned: list[dict[str, Any]]) -> dict[str, int]:
+    """Creates or updates already-cleaned recipients (`recipient_clean`) by external id, in bulk;
+    the counts of each. Shared by the bulk endpoint, inline recipients and the import's SQLite path."""
     now = timezone.now()
     ids = [c["external_id"] for c in cleaned]
     existing = set(Recipient.objects.filter(tenant=tenant, external_id__in=ids).values_list("external_id", flat=True))
