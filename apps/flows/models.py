@@ -146,6 +146,8 @@ class FlowRun(TenantOwned):
             models.Index(fields=["lease_expires_at"], name="flow_run_leased", condition=Q(status="running")),
             models.Index(fields=["instance", "step", "status"], name="flow_run_counts"),
             models.Index(fields=["tenant", "-id"], name="flow_run_list"),
+            # a recipient's deletion cascades to its runs: without it, each delete scans them all
+            models.Index(fields=["recipient"], name="flow_run_recipient"),
         ]
 
     def __str__(self) -> str:

@@ -13,7 +13,8 @@ registered every call site costs nothing. The call sites are single lines in the
 - `delivery_outcomes`: deliveries reached an outcome (a provider's report, or failed/dead at send);
 - `inbox_changed`: in-app items were read or seen;
 - `engaged`: an email was opened or a link in it clicked (its first such view);
-- `cancelled`: a notification was cancelled (what is not sent yet stays unsent).
+- `cancelled`: a notification was cancelled (what is not sent yet stays unsent);
+- `delivery_run`: a delivery's detail shows the recipient's run through the plug-in's steps.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ _outcomes: list[Callable[[Sequence[tuple[Any, str]]], None]] = []
 _inbox: list[Callable[[Sequence[Any]], None]] = []
 _engaged: list[Callable[[Sequence[Any]], None]] = []
 _cancelled: list[Callable[[Any], None]] = []
+_run_readers: list[Callable[..., Mapping[str, Any] | None]] = []
 
 
 def _add(registry: list[Any], callback: Any) -> None:
@@ -87,6 +89,12 @@ def on_engagement(callback: Callable[[Sequence[Any]], None]) -> None:
 def on_cancel(callback: Callable[[Any], None]) -> None:
     """`callback(notification_id)`, inside the transaction that cancelled it (holding its lock)."""
     _add(_cancelled, callback)
+
+
+def on_delivery_detail(callback: Callable[..., Mapping[str, Any] | None]) -> None:
+    """`callback(*, tenant_id, notification_id, recipient_id) -> dict | None`: the recipient's run
+    through the notification's steps (None when the notification has none)."""
+    _add(_run_readers, callback)
 
 
 def notification_planner(
@@ -143,3 +151,11 @@ def engaged(delivery_ids: Iterable[Any]) -> None:
 def cancelled(notification_id: Any) -> None:
     for callback in _cancelled:
         callback(notification_id)
+
+
+def delivery_run(*, tenant_id: Any, notification_id: Any, recipient_id: Any) -> Mapping[str, Any] | None:
+    for callback in _run_readers:
+        run = callback(tenant_id=tenant_id, notification_id=notification_id, recipient_id=recipient_id)
+        if run is not None:
+            return run
+    return None

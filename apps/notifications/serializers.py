@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.core.errors import Unprocessable
-from apps.notifications import rendering, selectors
+from apps.notifications import hooks, rendering, selectors
 from apps.notifications.models import (
     CHANNEL_CHOICES,
     Category,
@@ -266,13 +266,45 @@ class EngagementSerializer(serializers.Serializer[Any]):
     clicks = EngagementClickSerializer(many=True)
 
 
+class DeliveryRunSerializer(serializers.Serializer[Any]):
+    """The recipient's run through the notification's flow, as the flows app reports it."""
+
+    id = serializers.IntegerField()
+    flow = serializers.CharField(help_text="The flow's key.")
+    version = serializers.IntegerField()
+    step = serializers.CharField(help_text="The step the run is at (or ended at).")
+    phase = serializers.CharField()
+    status = serializers.CharField(help_text="waiting, running, done, cancelled or failed.")
+    due_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    history = serializers.JSONField(help_text="[{step, at, event, why?, to?, deliveries?}]")
+
+
 class DeliveryDetailSerializer(DeliverySerializer):
     attempts_log = DeliveryAttemptSerializer(many=True, read_only=True)
     engagement = serializers.SerializerMethodField(help_text="Email opens and clicks (tracking links).")
+    flow_run = serializers.SerializerMethodField(
+        help_text="The recipient's run through the notification's flow, with its history; null when the "
+        "notification was not sent through a flow."
+    )
 
     class Meta(DeliverySerializer.Meta):
-        fields = [*DeliverySerializer.Meta.fields, "rendered", "lease_expires_at", "attempts_log", "engagement"]
+        fields = [
+            *DeliverySerializer.Meta.fields,
+            "rendered",
+            "lease_expires_at",
+            "attempts_log",
+            "engagement",
+            "flow_run",
+        ]
         read_only_fields = fields
+
+    @extend_schema_field(DeliveryRunSerializer(allow_null=True))
+    def get_flow_run(self, delivery: Delivery) -> dict[str, Any] | None:
+        run = hooks.delivery_run(
+            tenant_id=delivery.tenant_id, notification_id=delivery.notification_id, recipient_id=delivery.recipient_id
+        )
+        return None if run is None else DeliveryRunSerializer(run).data
 
     @extend_schema_field(EngagementSerializer)
     def get_engagement(self, delivery: Delivery) -> dict[str, Any]:

@@ -93,6 +93,11 @@ def test_in_app_then_email_only_for_whoever_has_not_read_it_after_30_minutes(
         ("email", "sent"),
         ("end", "exit"),
     ]
+    # ... and so does the delivery's own detail, on the deliveries API
+    email = api.get(f"/api/v1/deliveries/{emails.get().pk}/").json()
+    assert email["flow_run"]["status"] == "done" and email["flow_run"]["step"] == "end"
+    assert [(h["step"], h["event"]) for h in email["flow_run"]["history"]] == bob_steps
+    assert (email["flow_run"]["flow"], email["flow_run"]["version"]) == ("nudge", 1)
     summary = api.get(f"/api/v1/notifications/{notification.pk}/flow/").json()
     assert summary["status"] == "finished" and summary["counts"]["end"] == {"done": 2}
     assert summary["mermaid"].startswith("flowchart TD")

@@ -210,6 +210,7 @@ def test_detail_and_list_show_counts_per_channel(api, tenant, make_template, mak
     assert deliveries["results"][0]["suppression_reason"] == "no_address"
     one = api.get(f"/api/v1/deliveries/{deliveries['results'][0]['id']}/").json()
     assert one["attempts_log"] == [] and "rendered" in one
+    assert one["flow_run"] is None  # sent without a flow
 
 
 def test_cancel_stops_what_is_not_sent(api, make_template, make_recipients):
