@@ -28,6 +28,7 @@ from apps.notifications.models import (
     Notification,
     Preference,
     Recipient,
+    Suppression,
     Template,
     TemplateVersion,
     Topic,
@@ -37,7 +38,7 @@ from apps.notifications.services import templates as template_services
 from apps.notifications.services.preferences import preference_layer_errors
 from apps.notifications.services.sending import deliveries_replay
 from apps.notifications.services.suppressions import normalize
-from apps.providers.models import ProviderEvent, Suppression
+from apps.providers.models import ProviderEvent
 from apps.tenancy.actors import actor_from_request
 
 

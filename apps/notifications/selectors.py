@@ -8,8 +8,7 @@ from typing import Any
 
 from django.db.models import Count, QuerySet
 
-from apps.notifications.models import Delivery, DeliveryAttempt, Template, TemplateVersion
-from apps.providers.models import Engagement
+from apps.notifications.models import Delivery, DeliveryAttempt, Engagement, Template, TemplateVersion
 
 
 def notification_counts(notification_ids: Iterable[Any]) -> dict[Any, dict[str, dict[str, int]]]:

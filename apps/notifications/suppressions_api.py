@@ -15,9 +15,9 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 
 from apps.core.tenancy import TenantScopedMixin
+from apps.notifications.models import Suppression
 from apps.notifications.services.suppressions import normalize, suppression_delete
 from apps.providers.base import Channel
-from apps.providers.models import Suppression
 from apps.tenancy.actors import actor_from_request
 from apps.tenancy.models import Scope
 

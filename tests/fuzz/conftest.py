@@ -215,8 +215,7 @@ def _collect_ids(world: World) -> None:
 def _pipeline_objects(world: World) -> None:
     """Path values for what the pipeline made (both tenants): deliveries, inbox items, messages, ..."""
     from apps.events.models import WebhookMessage
-    from apps.notifications.models import Delivery
-    from apps.providers.models import Suppression
+    from apps.notifications.models import Delivery, Suppression
     from apps.tasks.models import TaskExecution
     from apps.workflows.models import TransitionIntent
 

@@ -9,10 +9,9 @@ from django.conf import settings
 from django.test import Client
 
 from apps.events.models import Event, Rule
-from apps.notifications.models import Category, Delivery, Notification, Preference, Recipient
+from apps.notifications.models import Category, Delivery, Engagement, Notification, Preference, Recipient
 from apps.notifications.services.preferences import preferences_effective
 from apps.providers import tracking
-from apps.providers.models import Engagement
 
 pytestmark = pytest.mark.django_db
 

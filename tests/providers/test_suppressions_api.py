@@ -7,13 +7,12 @@ from typing import Any
 
 import pytest
 
-from apps.notifications.models import Delivery, Notification
+from apps.notifications.models import Delivery, Notification, Suppression
 from apps.notifications.services.fanout import fanout_chunk_run, notification_fan_out
 from apps.notifications.services.notifications import notification_create
 from apps.notifications.services.sending import deliveries_send
 from apps.notifications.services.suppressions import suppressions_add
 from apps.observability.models import AuditEntry
-from apps.providers.models import Suppression
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
@@ -123,7 +122,7 @@ def test_a_deleted_entry_allows_the_address_again_and_is_audited(
     assert Suppression.objects.filter(tenant__slug="globex", address="ada@example.com").exists()
     [entry] = AuditEntry.objects.filter(action="suppression.deleted")
     assert entry.tenant_id == tenant.pk
-    assert (entry.target_type, entry.target_id) == ("providers.suppression", str(ada.pk))
+    assert (entry.target_type, entry.target_id) == ("notifications.suppression", str(ada.pk))
     assert entry.actor_type == "api_key" and api.api_key.startswith(entry.actor_id)
     assert entry.data == {"channel": "email", "address": "ada@example.com", "reason": "hard_bounce"}
 

@@ -13,8 +13,8 @@ import pytest
 from django.test import Client
 from twilio.request_validator import RequestValidator
 
-from apps.notifications.models import Delivery, Notification
-from apps.providers.models import ProviderEvent, Suppression
+from apps.notifications.models import Delivery, Notification, Suppression
+from apps.providers.models import ProviderEvent
 from apps.providers.services import provider_config_create
 from sandbox import config as sandbox_config
 from sandbox.keys import event_webhook_public_key, sign_event_webhook

@@ -22,10 +22,9 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.notifications import tasks
-from apps.notifications.models import Delivery, DeliveryAttempt, Notification
+from apps.notifications.models import Delivery, DeliveryAttempt, Notification, Suppression
 from apps.notifications.services.dispatch import sweep
 from apps.notifications.services.fanout import fanout_chunk_run, notification_fan_out
-from apps.providers.models import Suppression
 from sandbox.testing import SandboxClient
 from tests.conftest import ROOT, wait_for, worker_env
 from tests.reliability.conftest import (

@@ -21,13 +21,14 @@ from apps.notifications.models import (
     FanoutChunk,
     Notification,
     Recipient,
+    Suppression,
 )
 from apps.notifications.services.dispatch import dispatch_due
 from apps.notifications.services.fanout import fanout_chunk_run, notification_fan_out
 from apps.notifications.services.recipients import device_register
 from apps.notifications.services.sending import deliveries_send
 from apps.providers import circuit
-from apps.providers.models import ProviderConfig, Suppression
+from apps.providers.models import ProviderConfig
 from sandbox.testing import SandboxClient, SandboxProcess
 from tests.reliability.conftest import assert_delivered_once, in_flight, people, send
 

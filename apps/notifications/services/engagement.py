@@ -15,9 +15,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.notifications import hooks
-from apps.notifications.models import Delivery
+from apps.notifications.models import Delivery, Engagement
 from apps.notifications.services.announce import engagement_announce
-from apps.providers.models import Engagement
 
 
 def engagement_record(*, delivery_id: str, kind: str, url: str = "", now: datetime | None = None) -> bool:

@@ -54,11 +54,11 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 from apps.core import parsers
 from apps.core.errors import ApplicationError
 from apps.notifications import conf
-from apps.notifications.models import Delivery
+from apps.notifications.models import Delivery, Suppression
 from apps.notifications.services.callbacks import delivery_report, earlier_than
 from apps.notifications.services.suppressions import suppression_add
 from apps.observability import metrics
-from apps.providers.models import ProviderConfig, ProviderEvent, Suppression
+from apps.providers.models import ProviderConfig, ProviderEvent
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from django.utils import timezone
 
 from apps.core.actors import SYSTEM, Actor
 from apps.notifications import channels as registry
+from apps.notifications.models import Suppression
 from apps.observability.audit import audit_record
 from apps.providers.base import Channel, Outcome, SendResult
-from apps.providers.models import Suppression
 
 Reason = Suppression.Reason
 SUPPRESSIBLE_CHANNELS = frozenset({Channel.EMAIL.value, Channel.SMS.value, Channel.CHAT.value, Channel.WEBHOOK.value})
