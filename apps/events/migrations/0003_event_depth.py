@@ -5,16 +5,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("events", "0002_webhook_message_tenant_time"),
+        ('events', '0002_webhook_message_tenant_time'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="event",
-            name="depth",
-            field=models.PositiveSmallIntegerField(
-                default=0, help_text="How many rule actions led to this event (0: not caused by a rule)."
-            ),
+            model_name='event',
+            name='depth',
+            field=models.PositiveSmallIntegerField(default=0, help_text='How many rule actions led to this event (0: not caused by a rule).'),
         ),
     ]
