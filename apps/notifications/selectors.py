@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Count, QuerySet
@@ -75,3 +76,31 @@ def provider_recent_outcomes(*, tenant: Any, provider: str, limit: int) -> list[
         .values_list("outcome", flat=True)[:limit]
     )
     return [outcome == DeliveryAttempt.Outcome.ACCEPTED for outcome in outcomes]
+
+
+def deliveries_filtered(
+    *,
+    tenant_id: Any,
+    status: Sequence[str] | None = None,
+    channel: Sequence[str] | None = None,
+    notification: Any = None,
+    error_code: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> QuerySet[Delivery]:
+    """The tenant's deliveries matching a bulk filter, oldest first: the one place the export,
+    resend and bulk replay jobs select deliveries by status, channel, notification, error and time."""
+    deliveries = Delivery.objects.filter(tenant_id=tenant_id)
+    if status:
+        deliveries = deliveries.filter(status__in=status)
+    if channel:
+        deliveries = deliveries.filter(channel__in=channel)
+    if notification:
+        deliveries = deliveries.filter(notification_id=notification)
+    if error_code:
+        deliveries = deliveries.filter(error_code=error_code)
+    if created_after:
+        deliveries = deliveries.filter(created_at__gte=created_after)
+    if created_before:
+        deliveries = deliveries.filter(created_at__lt=created_before)
+    return deliveries.order_by("created_at", "id")

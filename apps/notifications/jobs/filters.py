@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from apps.notifications import selectors
 from apps.notifications.models import CHANNEL_CHOICES, Delivery, Notification
 
 
@@ -56,15 +57,11 @@ class DeliveryFilterInput(serializers.Serializer[Any]):
 
 def deliveries_matching(*, tenant_id: Any, data: dict[str, Any]) -> QuerySet[Any]:
     """The tenant's deliveries matching a stored (JSON) filter, oldest first."""
-    deliveries = Delivery.objects.filter(tenant_id=tenant_id)
-    if data.get("status"):
-        deliveries = deliveries.filter(status__in=data["status"])
-    if data.get("channel"):
-        deliveries = deliveries.filter(channel__in=data["channel"])
-    if data.get("notification"):
-        deliveries = deliveries.filter(notification_id=data["notification"])
-    if data.get("created_after"):
-        deliveries = deliveries.filter(created_at__gte=parse_datetime(data["created_after"]))
-    if data.get("created_before"):
-        deliveries = deliveries.filter(created_at__lt=parse_datetime(data["created_before"]))
-    return deliveries.order_by("created_at", "id")
+    return selectors.deliveries_filtered(
+        tenant_id=tenant_id,
+        status=data.get("status"),
+        channel=data.get("channel"),
+        notification=data.get("notification"),
+        created_after=parse_datetime(data["created_after"]) if data.get("created_after") else None,
+        created_before=parse_datetime(data["created_before"]) if data.get("created_before") else None,
+    )

@@ -20,6 +20,7 @@ from django.db.models import QuerySet
 
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import Conflict, NotFound
+from apps.notifications import selectors
 from apps.notifications.models import Delivery
 from apps.notifications.services.sending import deliveries_replay
 
@@ -48,19 +49,19 @@ def delivery_replay(*, tenant: Any, delivery_id: Any, actor: Actor = SYSTEM) -> 
 
 
 def _matching(tenant: Any, filters: Mapping[str, Any]) -> QuerySet[Delivery]:
+    """Only failed and dead deliveries replay, whatever statuses the filter names."""
     statuses = [s for s in (filters.get("status") or REPLAYABLE) if s in REPLAYABLE]
-    deliveries = Delivery.objects.filter(tenant=tenant, status__in=statuses)
-    if filters.get("channel"):
-        deliveries = deliveries.filter(channel__in=filters["channel"])
-    if filters.get("notification"):
-        deliveries = deliveries.filter(notification_id=filters["notification"])
-    if filters.get("error_code"):
-        deliveries = deliveries.filter(error_code=filters["error_code"])
-    if filters.get("created_after"):
-        deliveries = deliveries.filter(created_at__gte=filters["created_after"])
-    if filters.get("created_before"):
-        deliveries = deliveries.filter(created_at__lt=filters["created_before"])
-    return deliveries.order_by("created_at", "id")
+    if not statuses:
+        return Delivery.objects.none()
+    return selectors.deliveries_filtered(
+        tenant_id=tenant.pk,
+        status=statuses,
+        channel=filters.get("channel"),
+        notification=filters.get("notification"),
+        error_code=filters.get("error_code"),
+        created_after=filters.get("created_after"),
+        created_before=filters.get("created_before"),
+    )
 
 
 def deliveries_replay_bulk(
