@@ -13,11 +13,12 @@ from typing import Any
 
 from django.conf import settings
 
-from apps.notifications.models import Notification, Recipient
+from apps.notifications.models import Notification
 from apps.notifications.services import inbox
 from apps.notifications.services.live import FINAL as NOTIFICATION_FINAL
 from apps.notifications.services.live import notification_group, notification_live_state, notifications_tenant_group
 from apps.realtime.auth import Principal, Refused
+from apps.realtime.counts import batcher
 from apps.realtime.db import database_sync_to_async
 from apps.tasks.models import FINISHED, TaskExecution
 from apps.tasks.services.executions import execution_live_message
@@ -104,12 +105,8 @@ class InboxStream(Stream):
         if not self.counts_dirty:
             return []
         self.counts_dirty = False
-        counts = await database_sync_to_async(_inbox_counts)(self.recipient_pk, self.tenant_id)
+        counts = await batcher().counts(self.recipient_pk, self.tenant_id)  # one query for many streams
         return [{"type": "inbox.counts", "data": counts}]
-
-
-def _inbox_counts(recipient_pk: int, tenant_id: str) -> dict[str, int]:
-    return inbox.inbox_counts(recipient=Recipient(pk=recipient_pk, tenant_id=tenant_id))
 
 
 class StateStream(Stream):

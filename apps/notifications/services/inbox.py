@@ -175,6 +175,31 @@ def inbox_counts(*, recipient: Recipient) -> dict[str, int]:
     )
 
 
+def inbox_counts_many(recipients: Iterable[tuple[Any, Any]]) -> dict[Any, dict[str, int]]:
+    """`inbox_counts` of many recipients, `(recipient_pk, tenant_id)` pairs, in one grouped query:
+    the realtime process asks for all its streams whose inbox changed at once."""
+    pairs = list(recipients)
+    if not pairs:
+        return {}
+    live = Q(status__in=Delivery.INBOX_VISIBLE, archived_at__isnull=True)
+    rows = (
+        Delivery.objects.filter(
+            tenant_id__in={tenant_id for _, tenant_id in pairs},
+            recipient_id__in=[pk for pk, _ in pairs],
+            channel=Channel.IN_APP,
+            status__in=Delivery.INBOX_VISIBLE,
+        )
+        .values("recipient_id")
+        .annotate(
+            unread=Count("pk", filter=live & Q(read_at__isnull=True)),
+            unseen=Count("pk", filter=live & Q(seen_at__isnull=True)),
+        )
+        .order_by()
+    )
+    found = {row["recipient_id"]: {"unread": row["unread"], "unseen": row["unseen"]} for row in rows}
+    return {pk: found.get(pk, {"unread": 0, "unseen": 0}) for pk, _ in pairs}
+
+
 # --- Live streams --------------------------------------------------------------------------------
 
 
