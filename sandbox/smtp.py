@@ -150,6 +150,11 @@ def accept_any_login(server: SMTP, session: Session, envelope: Envelope, mechani
 
 
 async def start_smtp(store: Store, host: str, port: int) -> asyncio.Server:
+    # aiosmtpd logs every command line at INFO: at thousands of messages a second that was a
+    # sixth of the sandbox's CPU. Its warnings and errors still show; --log-level DEBUG shows all.
+    aiosmtpd_log = logging.getLogger("mail.log")
+    if not aiosmtpd_log.isEnabledFor(logging.DEBUG):
+        aiosmtpd_log.setLevel(logging.WARNING)
     loop = asyncio.get_running_loop()
     handler = RecordingHandler(store)
 

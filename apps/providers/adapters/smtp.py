@@ -15,9 +15,15 @@ the accepted ones noted, and their retry answers "accepted" from the note instea
 second copy. Without a journal (Redis down) each message is its own request again, recorded as
 soon as it is answered.
 
-What a batch shares is the connection: inside `with adapter.session():` every `send()` and
-`send_batch()` of this thread reuses one connection, opened by the first of them. Once the
-connection is refused or lost, the session's remaining sends fail at once as transient
+What a batch shares is its connections: inside `with adapter.session():` every `send()` and
+`send_batch()` of this thread reuses them, opened by the first call that needs them. A large
+`send_batch` is spread over up to `connections` SMTP connections (config, default
+`DEFAULT_CONNECTIONS`), each driven by its own thread: an SMTP transaction is four round trips
+to the relay, and one connection spends most of its time waiting for answers. Each connection
+notes its own acceptances in the journal before its next message, so a worker killed mid-batch
+repeats at most one message per connection (the one between its answer and its note); a batch
+of fewer than `MIN_MESSAGES_PER_CONNECTION` messages per connection uses fewer connections. Once a
+connection is refused or lost, the remaining sends over it fail at once as transient
 (`disconnected`) rather than each waiting for its own timeout. `send()` outside a session opens
 and closes a connection of its own.
 
@@ -32,6 +38,7 @@ import smtplib
 import ssl
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from email.utils import make_msgid, parseaddr
 from typing import Any
@@ -50,6 +57,11 @@ from apps.providers.email import address_problem, compose
 NAME = "smtp"
 # Messages per `send_batch` call: the pipeline's whole send batch (SEND_BATCH_SIZE) by default.
 MAX_MESSAGES_PER_REQUEST = 500
+# SMTP connections a batch is spread over (each its own thread), unless the config says otherwise.
+DEFAULT_CONNECTIONS = 4
+MAX_CONNECTIONS = 16
+# A connection is opened for at least this many messages of a batch (a handshake costs a few sends).
+MIN_MESSAGES_PER_CONNECTION = 25
 # Result codes after which the connection is gone.
 CONNECTION_LOST = frozenset({"disconnected", "connection_error", "timeout"})
 
@@ -105,7 +117,7 @@ class SmtpProvider(Adapter):
     name = NAME
     channel = Channel.EMAIL
     secret_fields = ("password",)
-    option_fields = ("host", "port", "username", "use_tls", "use_ssl", "timeout", "from_email")
+    option_fields = ("host", "port", "username", "use_tls", "use_ssl", "timeout", "from_email", "connections")
     required_fields = ("host", "from_email")
 
     def __init__(
@@ -119,6 +131,7 @@ class SmtpProvider(Adapter):
         use_tls: bool = False,
         use_ssl: bool = False,
         timeout: float | None = None,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
         self.host = host
         self.port = int(port)
@@ -128,6 +141,7 @@ class SmtpProvider(Adapter):
         self.use_ssl = bool(use_ssl)
         self.timeout = float(timeout or default_timeout())
         self.from_email = from_email
+        self.connections = max(1, min(int(connections or DEFAULT_CONNECTIONS), MAX_CONNECTIONS))
         # The open session of each thread (`session()`): adapters may be shared by threads.
         self._local = threading.local()
 
@@ -153,6 +167,11 @@ class SmtpProvider(Adapter):
             errors["from_email"] = ["Not an email address."]
         if config.get("host") and (problems := host_problems(config["host"], config.get("port"))):
             errors["host"] = problems
+        connections = config.get("connections")
+        if connections is not None and (
+            isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= MAX_CONNECTIONS
+        ):
+            errors["connections"] = [f"A whole number from 1 to {MAX_CONNECTIONS}."]
         return errors
 
     def _backend(self) -> EmailBackend:
@@ -236,11 +255,13 @@ class SmtpProvider(Adapter):
         return [list(range(start, min(start + size, len(messages)))) for start in range(0, len(messages), size)]
 
     def send_batch(self, messages: list[Message]) -> list[SendResult]:
-        """One SMTP transaction per message over the session's connection; results in order.
+        """One SMTP transaction per message over the session's connections; results in order.
 
-        Each acceptance is noted in the journal before the next message; a message an earlier,
-        unrecorded send got accepted is answered from its note, not sent again. If the journal
-        stops answering, the rest of the batch is not sent (transient, `journal_unavailable`)."""
+        The messages are dealt over up to `connections` connections, each sent by its own thread.
+        Each acceptance is noted in the journal before that connection's next message; a message
+        an earlier, unrecorded send got accepted is answered from its note, not sent again. If the
+        journal stops answering, the rest of the batch is not sent (transient,
+        `journal_unavailable`)."""
         state: _Session | None = getattr(self._local, "session", None)
         if state is None:
             with self.session():
@@ -254,23 +275,50 @@ class SmtpProvider(Adapter):
             noted = journal.accepted(NAME, [m.idempotency_key for m in messages])
         except journal.JournalUnavailable as exc:
             return [_unjournaled(exc) for _ in messages]
-        results: list[SendResult] = []
-        for position, message in enumerate(messages):
-            if message.idempotency_key in noted:
-                results.append(_accepted_before(noted[message.idempotency_key]))
-                state.noted.append(message.idempotency_key)
-                continue
-            result = self._send_one(message, state)
-            results.append(result)
-            if not result.accepted:
-                continue
-            try:
-                journal.add(NAME, message.idempotency_key, result.message_id)
-            except journal.JournalUnavailable as exc:
-                results.extend(_unjournaled(exc) for _ in messages[position + 1 :])
-                break
-            state.noted.append(message.idempotency_key)
-        return results
+        results: list[SendResult | None] = [None] * len(messages)
+        batch = _Batch(messages, noted, results)
+        lanes = state.lanes(min(self.connections, max(1, len(messages) // MIN_MESSAGES_PER_CONNECTION)))
+        # Dealt like cards, so a slow stretch of the batch is shared by every connection.
+        others: list[Future[list[str]]] = [
+            state.pool().submit(self._send_lane, lane, range(i, len(messages), len(lanes)), batch)
+            for i, lane in enumerate(lanes[1:], start=1)
+        ]
+        try:
+            state.noted.extend(self._send_lane(lanes[0], range(0, len(messages), len(lanes)), batch))
+        finally:
+            wait(others)  # no thread may go on sending once this call has returned or raised
+        for lane_sent in others:
+            state.noted.extend(lane_sent.result())  # re-raises what a lane raised
+        return [r for r in results if r is not None]
+
+    def _send_lane(self, lane: _Session, positions: range, batch: _Batch) -> list[str]:
+        """Sends `batch.messages[positions]` in order over `lane`'s connection, each acceptance
+        noted before the next; returns the idempotency keys it noted (or found noted)."""
+        noted_keys: list[str] = []
+        try:
+            for position in positions:
+                message = batch.messages[position]
+                if batch.stopped is not None:
+                    batch.results[position] = batch.stopped
+                    continue
+                if message.idempotency_key in batch.noted:
+                    batch.results[position] = _accepted_before(batch.noted[message.idempotency_key])
+                    noted_keys.append(message.idempotency_key)
+                    continue
+                result = self._send_one(message, lane)
+                batch.results[position] = result
+                if not result.accepted:
+                    continue
+                try:
+                    journal.add(NAME, message.idempotency_key, result.message_id)
+                except journal.JournalUnavailable as exc:
+                    batch.stopped = _unjournaled(exc)  # every connection stops before its next message
+                    continue
+                noted_keys.append(message.idempotency_key)
+        except BaseException:
+            batch.stopped = SendResult.transient(NAME, "Another connection of the batch failed.", code="aborted")
+            raise
+        return noted_keys
 
     def _send_one(self, message: Message, state: _Session) -> SendResult:
         problem = address_problem(message.to)
@@ -320,18 +368,49 @@ def _unjournaled(exc: Exception) -> SendResult:
     )
 
 
+class _Batch:
+    """One `send_batch` call, shared by its connections' threads: each writes only its own
+    positions of `results`; `stopped`, once set, answers every message not yet sent."""
+
+    def __init__(self, messages: Sequence[Message], noted: dict[str, str], results: list[SendResult | None]) -> None:
+        self.messages = messages
+        self.noted = noted
+        self.results = results
+        self.stopped: SendResult | None = None
+
+
 class _Session:
     """One `SmtpProvider.session()`: its connection once opened, the failure that ended it, and
-    the journal notes of its last batch (dropped once that batch is recorded)."""
+    the journal notes of its last batch (dropped once that batch is recorded); for batches over
+    several connections, the other connections' own sessions and the threads that drive them."""
 
     def __init__(self) -> None:
         self.backend: EmailBackend | None = None
         self.lost: SendResult | None = None
         self.noted: list[str] = []
+        self._lanes: list[_Session] = [self]
+        self._pool: ThreadPoolExecutor | None = None
+
+    def lanes(self, count: int) -> list[_Session]:
+        """This session and `count - 1` more, each its own connection (kept for later batches)."""
+        while len(self._lanes) < count:
+            self._lanes.append(_Session())
+        return self._lanes[:count]
+
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=MAX_CONNECTIONS, thread_name_prefix="smtp")
+        return self._pool
 
     def close(self) -> None:
         journal.forget(NAME, self.noted)
         self.noted.clear()
+        for lane in self._lanes[1:]:
+            lane.close()
+        del self._lanes[1:]
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self.backend is not None:
             # Closing a broken connection has nothing left to tell.
             with suppress(smtplib.SMTPException, OSError):
