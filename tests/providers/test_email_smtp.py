@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import smtplib
 import socket
 import time
 
@@ -151,3 +152,44 @@ def test_health_check_is_a_noop_on_a_live_connection(smtp: SmtpProvider):
     health = smtp.check()
 
     assert health.ok, health.detail
+
+
+def test_a_pipelined_message_keeps_a_body_line_that_starts_with_a_period(
+    smtp: SmtpProvider, sandbox_client: SandboxClient
+):
+    # Given a relay that offers PIPELINING (the sandbox does) and a text whose lines start with periods
+    text = "Totals:\n.\n..two\n.end"
+
+    # When it is sent
+    result = smtp.send(email(text=text))
+
+    # Then it arrived with its lines as written (dot-stuffed on the wire, unstuffed by the relay)
+    assert result.accepted
+    [message] = sandbox_client.messages("smtp")
+    assert message["text"].replace("\r\n", "\n").rstrip("\n") == text
+
+
+def test_without_pipelining_offered_each_command_waits_for_its_answer(
+    smtp: SmtpProvider, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
+):
+    # Given a relay that does not offer PIPELINING, and one recipient it refuses
+    has_extn = smtplib.SMTP.has_extn
+    monkeypatch.setattr(smtplib.SMTP, "has_extn", lambda self, name: name != "pipelining" and has_extn(self, name))
+    sandbox_client.add_fault("smtp", 550, match="gone@example.com")
+
+    # When two messages are sent in one session
+    with smtp.session():
+        refused = smtp.send(email(to="gone@example.com", key="d-1"))
+        sent = smtp.send(email(to="bob@example.com", key="d-2"))
+
+    # Then smtplib's own exchange classified them the same way
+    assert refused.outcome is Outcome.PERMANENT and refused.code == "550"
+    assert sent.accepted
+    assert [m["recipient"] for m in sandbox_client.messages("smtp")] == ["bob@example.com"]
+
+
+@pytest.mark.parametrize("connections", [0, 17, "4", True])
+def test_a_connection_count_outside_1_to_16_is_refused(connections: object):
+    errors = SmtpProvider.validate_config({"from_email": "a@example.com", "connections": connections})
+    assert errors == {"connections": ["A whole number from 1 to 16."]}
+    assert SmtpProvider.validate_config({"from_email": "a@example.com", "connections": 16}) == {}

@@ -95,3 +95,21 @@ def test_a_message_body_is_parsed_when_first_read_once_for_all_its_recipients() 
     parse: Any = bob.pending
     assert (bob.complete().text or "").strip() == "Hello Ada"
     assert (parse.cache_info().misses, parse.cache_info().hits) == (1, 1)
+
+
+def test_pipelined_commands_are_offered_and_answered_together(sandbox: SandboxProcess) -> None:
+    # Given a connection that greeted with EHLO: the server offers PIPELINING
+    with smtplib.SMTP(sandbox.smtp_host, sandbox.smtp_port, timeout=5) as smtp:
+        smtp.ehlo()
+        assert smtp.has_extn("pipelining")
+        assert smtp.sock is not None
+
+        # When MAIL, RCPT and DATA go in one write
+        smtp.sock.sendall(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n")
+
+        # Then their three answers come back together, in order, in one read
+        smtp.sock.settimeout(5)
+        answers = smtp.sock.recv(65536)
+        assert [line[:3] for line in answers.splitlines()] == [b"250", b"250", b"354"]
+        smtp.sock.sendall(b"Subject: hi\r\n\r\nbody\r\n.\r\n")
+        assert smtp.getreply()[0] == 250
