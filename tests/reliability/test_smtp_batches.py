@@ -6,13 +6,13 @@ each message is recorded as soon as the server answers it."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.core.mail.backends.smtp import EmailBackend
 from django.utils import timezone
 
 from apps.notifications.models import Delivery, DeliveryAttempt, Notification
@@ -21,6 +21,7 @@ from apps.notifications.services.fanout import fanout_chunk_run, notification_fa
 from apps.notifications.services.sending import deliveries_send
 from apps.providers import journal
 from apps.providers.adapters import smtp
+from apps.providers.adapters.smtp import PipeliningEmailBackend
 from apps.providers.email import DELIVERY_HEADER
 from apps.providers.services import provider_config_create
 from sandbox.testing import SandboxClient, SandboxProcess
@@ -52,14 +53,16 @@ def queued(tenant: Any, n: int) -> tuple[Notification, list[str]]:
 
 def on_each_smtp_send(monkeypatch: pytest.MonkeyPatch, before: Callable[[str], None]) -> None:
     """Calls `before(delivery_id)` just before each message is handed to the SMTP server."""
-    send_messages = EmailBackend.send_messages
+    send_raw = PipeliningEmailBackend.send_raw
+    delivery_header = re.compile(rb"^" + DELIVERY_HEADER.encode() + rb": *(\S+)", re.MULTILINE)
 
-    def wrapped(self: EmailBackend, email_messages: Any) -> int:
-        for mail in email_messages:
-            before(mail.extra_headers[DELIVERY_HEADER])
-        return send_messages(self, email_messages)
+    def wrapped(self: PipeliningEmailBackend, from_email: str, to: str, raw: bytes) -> None:
+        found = delivery_header.search(raw)
+        assert found is not None
+        before(found.group(1).decode())
+        send_raw(self, from_email, to, raw)
 
-    monkeypatch.setattr(EmailBackend, "send_messages", wrapped)
+    monkeypatch.setattr(PipeliningEmailBackend, "send_raw", wrapped)
 
 
 def test_a_batch_goes_over_one_connection_each_acceptance_noted_before_the_next_and_is_recorded_once(

@@ -41,7 +41,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
-from email.utils import make_msgid, parseaddr
+from email.utils import formatdate, make_msgid, parseaddr
 from smtplib import quoteaddr
 from typing import Any
 
@@ -55,7 +55,7 @@ from apps.providers import journal
 from apps.providers.adapters import Adapter, default_timeout, host_problems
 from apps.providers.base import Channel, Health, Message, SendResult
 from apps.providers.classify import from_message_error, from_network_error, truncate
-from apps.providers.email import BARE_ADDRESS, address_problem, compose
+from apps.providers.email import BARE_ADDRESS, Email, address_problem, compose
 
 NAME = "smtp"
 # Messages per `send_batch` call: the pipeline's whole send batch (SEND_BATCH_SIZE) by default.
@@ -65,6 +65,10 @@ DEFAULT_CONNECTIONS = 4
 MAX_CONNECTIONS = 16
 # A connection is opened for at least this many messages of a batch (a handshake costs a few sends).
 MIN_MESSAGES_PER_CONNECTION = 25
+# Templates a connection keeps (one per content: a batch shares a few at most).
+TEMPLATES_PER_SESSION = 32
+# The longest line SMTP allows, without its CRLF (RFC 5321 4.5.3.1.6).
+SMTP_LINE_LIMIT = 998
 # A line of the body that starts with a period gets another (RFC 5321 4.5.2), as smtplib does.
 _LEADING_PERIOD = re.compile(rb"(?m)^\.")
 # Result codes after which the connection is gone.
@@ -110,37 +114,21 @@ def from_smtp_error(exc: BaseException) -> SendResult:
 
 
 class PipeliningEmailBackend(EmailBackend):
-    """Django's SMTP backend that, when the relay offers ESMTP PIPELINING (RFC 2920; Postfix,
-    SES and SendGrid's relay do), writes MAIL, RCPT and DATA at once and reads their three
-    answers after: one round trip before the body instead of three. Without it, or for an
-    address that is not plain ASCII, it sends as Django does."""
+    """Django's SMTP backend (its connection, STARTTLS, login), handed a message already built
+    (`send_raw`). When the relay offers ESMTP PIPELINING (RFC 2920; Postfix, SES and SendGrid's
+    relay do), MAIL, RCPT and DATA go in one write and their three answers are read after: one
+    round trip before the body instead of three. Without it, or for an address that is not
+    plain ASCII, smtplib's own `sendmail` is used."""
 
-    def _send(self, email_message: Any) -> bool:
+    def send_raw(self, from_email: str, to: str, raw: bytes) -> None:
         connection = self.connection
-        recipients = email_message.recipients()
-        if connection is None or len(recipients) != 1:
-            return bool(super()._send(email_message))  # type: ignore[misc]  # private in django-stubs
-        encoding = email_message.encoding or settings.DEFAULT_CHARSET
-        from_email = self._sanitized(email_message.from_email, encoding)
-        to = self._sanitized(recipients[0], encoding)
+        if connection is None:
+            raise smtplib.SMTPServerDisconnected("The connection is not open.")
         connection.ehlo_or_helo_if_needed()
-        if not connection.has_extn("pipelining") or not (from_email + to).isascii():
-            return bool(super()._send(email_message))  # type: ignore[misc]  # private in django-stubs
-        pipelined_sendmail(connection, from_email, to, email_message.message().as_bytes(linesep="\r\n"))
-        return True
-
-    _sanitized_from: tuple[str, str, str] | None = None
-
-    def _sanitized(self, address: str, encoding: str) -> str:
-        """Django's `sanitize_address` (a third of a message's composing time), skipped for a
-        bare ASCII address, which it returns as it is, and remembered for the sender."""
-        if address.isascii() and BARE_ADDRESS.match(address):
-            return address
-        if self._sanitized_from is not None and self._sanitized_from[:2] == (address, encoding):
-            return self._sanitized_from[2]
-        sanitized = str(sanitize_address(address, encoding))
-        self._sanitized_from = (address, encoding, sanitized)
-        return sanitized
+        if connection.has_extn("pipelining") and (from_email + to).isascii():
+            pipelined_sendmail(connection, from_email, to, raw)
+        else:
+            connection.sendmail(from_email, [to], raw)
 
 
 def pipelined_sendmail(connection: smtplib.SMTP, from_email: str, to: str, body: bytes) -> None:
@@ -240,7 +228,7 @@ class SmtpProvider(Adapter):
             errors["connections"] = [f"A whole number from 1 to {MAX_CONNECTIONS}."]
         return errors
 
-    def _backend(self) -> EmailBackend:
+    def _backend(self) -> PipeliningEmailBackend:
         backend_class = PipeliningEmailBackend if self.trusted else GuardedEmailBackend
         return backend_class(
             host=self.host,
@@ -264,22 +252,45 @@ class SmtpProvider(Adapter):
             with suppress(smtplib.SMTPException, OSError):
                 backend.close()
 
-    def _email(self, message: Message, backend: EmailBackend) -> tuple[EmailMultiAlternatives, str]:
-        email = compose(message)
+    def _message_id(self) -> str:
         domain = parseaddr(self.from_email)[1].rpartition("@")[2] or "signalbox.invalid"
-        message_id = make_msgid(domain=domain)
+        return make_msgid(domain=domain)
+
+    def _wire(self, message: Message, state: _Session) -> tuple[str, str, bytes, str]:
+        """(envelope sender, envelope recipient, the message's bytes, its Message-ID): from the
+        session's template of its content when it has one (`_Template`), else built by Django."""
+        to = str(message.to)
+        encoding = settings.DEFAULT_CHARSET
+        message_id = self._message_id()
+        email = compose(message, placeholders=True)
+        if email.content_key not in state.templates:
+            state.keep_template(email.content_key, _Template.build(self._django_email(email, to=None, message_id="")))
+        template = state.templates[email.content_key]
+        date = formatdate(localtime=settings.EMAIL_USE_LOCALTIME)
+        raw = template.fill(to, message_id, date, email) if template is not None else None
+        if raw is None:  # not fit for a template: Django builds this one, as it did every one
+            raw = self._django_email(compose(message), to=to, message_id=message_id).message().as_bytes(linesep="\r\n")
+        return state.sanitized(self.from_email, encoding), state.sanitized(to, encoding), raw, message_id
+
+    def _django_email(self, email: Email, *, to: str | None, message_id: str) -> EmailMultiAlternatives:
+        """The message as Django builds it; without `to`, the template of its content: no
+        recipient headers, and markers where the Date and Message-ID go."""
+        headers = (
+            {**email.all_headers, "Message-ID": message_id}
+            if to is not None
+            else {**email.headers, "Date": _Template.DATE, "Message-ID": _Template.MESSAGE_ID}
+        )
         mail = EmailMultiAlternatives(
             subject=email.subject,
             body=email.text,
             from_email=self.from_email,
-            to=[str(message.to)],
+            to=[to] if to is not None else [],
             reply_to=[email.reply_to] if email.reply_to else None,
-            headers={**email.all_headers, "Message-ID": message_id},
-            connection=backend,
+            headers=headers,
         )
         if email.html:
             mail.attach_alternative(email.html, "text/html")
-        return mail, message_id
+        return mail
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -401,8 +412,8 @@ class SmtpProvider(Adapter):
                 return state.lost
             state.backend = backend
         try:
-            mail, message_id = self._email(message, state.backend)
-            mail.send()
+            from_email, to, raw, message_id = self._wire(message, state)
+            state.backend.send_raw(from_email, to, raw)
         except Exception as exc:
             result = from_smtp_error(exc)
             if result.code in CONNECTION_LOST:
@@ -434,6 +445,53 @@ def _unjournaled(exc: Exception) -> SendResult:
     )
 
 
+class _Template:
+    """The bytes of one content's message as Django builds it, less what differs per recipient,
+    so a batch builds MIME once per content rather than once per message (the email package's
+    folding and encoding were the largest share of an SMTP send's CPU). A message is its
+    recipient's headers (To, X-Signalbox-Delivery, List-Unsubscribe) before the template's, with
+    its Date, Message-ID and placeholder values (tracking and preference URLs, recipient values of
+    a skeleton, apps/providers/email.py) put in. Only when that is exactly what Django would have
+    written: parts in 7bit or 8bit (not quoted-printable or base64, where a value would have to
+    be encoded), every value plain ASCII on one line, no line past SMTP's 998; otherwise Django
+    builds that message."""
+
+    DATE = "-sbx-date-"
+    MESSAGE_ID = "-sbx-message-id-"
+    _ENCODED = re.compile(rb"^Content-Transfer-Encoding: *(?:quoted-printable|base64)", re.IGNORECASE | re.MULTILINE)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    @classmethod
+    def build(cls, mail: EmailMultiAlternatives) -> _Template | None:
+        raw = mail.message().as_bytes(linesep="\r\n")
+        marks = (cls.DATE.encode(), cls.MESSAGE_ID.encode())
+        if cls._ENCODED.search(raw) or any(raw.count(mark) != 1 for mark in marks):
+            return None
+        return cls(raw)
+
+    def fill(self, to: str, message_id: str, date: str, email: Email) -> bytes | None:
+        """This recipient's message, or None when it cannot be made from the template."""
+        head = {"To": to, **email.recipient_headers}
+        values = [*head.values(), message_id, date, *email.substitutions.values()]
+        if not BARE_ADDRESS.match(to) or not all(_plain(value) for value in values):
+            return None
+        raw = self.raw.replace(self.DATE.encode(), date.encode()).replace(self.MESSAGE_ID.encode(), message_id.encode())
+        for placeholder, value in email.substitutions.items():
+            if placeholder.encode() not in raw:
+                return None
+            raw = raw.replace(placeholder.encode(), value.encode())
+        raw = "".join(f"{name}: {value}\r\n" for name, value in head.items()).encode() + raw
+        if max(map(len, raw.split(b"\r\n"))) > SMTP_LINE_LIMIT:
+            return None
+        return raw
+
+
+def _plain(value: str) -> bool:
+    return value.isascii() and "\r" not in value and "\n" not in value
+
+
 class _Batch:
     """One `send_batch` call, shared by its connections' threads: each writes only its own
     positions of `results`; `stopped`, once set, answers every message not yet sent."""
@@ -451,11 +509,31 @@ class _Session:
     several connections, the other connections' own sessions and the threads that drive them."""
 
     def __init__(self) -> None:
-        self.backend: EmailBackend | None = None
+        self.backend: PipeliningEmailBackend | None = None
         self.lost: SendResult | None = None
         self.noted: list[str] = []
         self._lanes: list[_Session] = [self]
         self._pool: ThreadPoolExecutor | None = None
+        # Content key -> its template (None: not fit for one), the last few contents of this connection.
+        self.templates: dict[tuple[object, ...], _Template | None] = {}
+        self._sanitized: dict[tuple[str, str], str] = {}
+
+    def keep_template(self, key: tuple[object, ...], template: _Template | None) -> None:
+        if len(self.templates) >= TEMPLATES_PER_SESSION:
+            self.templates.clear()
+        self.templates[key] = template
+
+    def sanitized(self, address: str, encoding: str) -> str:
+        """Django's `sanitize_address` (a third of a message's composing time): skipped for a
+        bare ASCII address, which it returns as it is; remembered for the sender."""
+        if address.isascii() and BARE_ADDRESS.match(address):
+            return address
+        key = (address, encoding)
+        if key not in self._sanitized:
+            if len(self._sanitized) >= TEMPLATES_PER_SESSION:
+                self._sanitized.clear()
+            self._sanitized[key] = str(sanitize_address(address, encoding))
+        return self._sanitized[key]
 
     def lanes(self, count: int) -> list[_Session]:
         """This session and `count - 1` more, each its own connection (kept for later batches)."""
