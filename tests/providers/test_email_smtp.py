@@ -198,7 +198,7 @@ def test_a_connection_count_outside_1_to_16_is_refused(connections: object):
     assert SmtpProvider.validate_config({"from_email": "a@example.com", "connections": 16}) == {}
 
 
-KINDS = {
+KINDS: dict[str, dict[str, object]] = {
     "text and html": {},
     "html only": {"text": ""},
     "tracked opens and clicks": {
