@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core import signing
 
 from apps.providers.conf import providers_settings
+from apps.providers.tracking import signed_token
 
 SALT = "signalbox.portal.preferences-link"
 PLACEHOLDER = "-sbx-preferences-"
@@ -41,7 +42,7 @@ def max_age_seconds() -> int:
 
 def preferences_url(*, tenant_id: str, recipient_id: str | int) -> str:
     """The absolute URL of the recipient's hosted preference page (PUBLIC_URL + /preferences/<token>/)."""
-    token = signing.dumps({"t": str(tenant_id), "r": int(recipient_id)}, salt=SALT, compress=True)
+    token = signed_token({"t": str(tenant_id), "r": int(recipient_id)}, SALT)
     return f"{settings.PUBLIC_URL}/preferences/{token}/"
 
 

@@ -12,6 +12,10 @@ delivery id, unsubscribe headers and custom args), for each path in turn:
 - `smtp`: the SMTP adapter into the sandbox's SMTP server (aiosmtpd), one connection per batch;
 - `sendgrid`: the SendGrid adapter into the sandbox's Mail Send endpoint.
 
+Then the SMTP adapter alone (`--adapter-emails`, in this process, no pipeline) over one and over
+four connections: its CPU and the sandbox's per email, which say whose CPU a faster run would
+wait for.
+
 Reported per path: emails/s from the notification's creation to its completion, SQL statements
 per delivery (every statement of every worker process), the sandbox process's CPU seconds over
 the run (and as a share of the wall time: near 100 % the sandbox is the ceiling, one core) and the
@@ -25,6 +29,7 @@ import argparse
 import os
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +166,50 @@ def run_path(path: str, sandbox: Any, args: argparse.Namespace, log_dir: Path) -
     )
 
 
+def adapter_costs(sandbox: Any, emails: int, connections: int) -> dict[str, float]:
+    """The SMTP adapter alone, in this process, into the sandbox: `emails` messages in requests of
+    MAX_MESSAGES_PER_REQUEST over `connections` connections, no pipeline. Its CPU and the
+    sandbox's per message say which side a faster run would wait for."""
+    from apps.providers.adapters.smtp import MAX_MESSAGES_PER_REQUEST, SmtpProvider
+    from apps.providers.base import Channel, Message
+
+    adapter = SmtpProvider(
+        host=sandbox.smtp_host, port=sandbox.smtp_port, from_email="bench@acme.test", connections=connections
+    )
+    adapter.trusted = True
+    messages = [
+        Message(
+            channel=Channel.EMAIL,
+            to=f"a{i:07d}@example.com",
+            idempotency_key=str(uuid.uuid4()),
+            tenant_id="bench",
+            subject="Your 2030-01 statement is ready",
+            text="Hello,\n\nyour statement for 2030-01 is ready.",
+            html="<p>Hello,</p><p>your statement for <b>2030-01</b> is ready.</p>",
+            recipient_id=str(i + 1),
+            category="statements",
+            list_unsubscribe=True,
+        )
+        for i in range(emails)
+    ]
+    sandbox.client.reset()
+    sandbox_before, cpu_before, started = cpu_seconds(sandbox._process.pid), time.process_time(), time.perf_counter()
+    with adapter.session():
+        for start in range(0, emails, MAX_MESSAGES_PER_REQUEST):
+            results = adapter.send_batch(messages[start : start + MAX_MESSAGES_PER_REQUEST])
+            if not all(r.accepted for r in results):
+                raise SystemExit(f"adapter run: not accepted: {next(r for r in results if not r.accepted)}")
+    elapsed = time.perf_counter() - started
+    client_cpu, sandbox_cpu = time.process_time() - cpu_before, cpu_seconds(sandbox._process.pid) - sandbox_before
+    return {
+        "connections": connections,
+        "per_s": round(emails / elapsed),
+        "adapter_cpu_us_per_email": round(client_cpu / emails * 1e6),
+        "sandbox_cpu_us_per_email": round(sandbox_cpu / emails * 1e6),
+        "sandbox_cpu_share": round(sandbox_cpu / elapsed, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--emails", type=int, default=20000)
@@ -174,6 +223,12 @@ def main() -> None:
     parser.add_argument("--pg-user", default="postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--adapter-emails",
+        type=int,
+        default=5000,
+        help="Also send this many through the SMTP adapter alone, in this process (0: not).",
+    )
     args = parser.parse_args()
 
     configure(args)
@@ -192,15 +247,20 @@ def main() -> None:
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"signalbox-bench-email-{os.getpid()}"
     log_dir.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
+    adapter: list[dict[str, float]] = []
     with SandboxProcess() as sandbox:
         for path in args.paths.split(","):
             log(f"{path}: {args.emails:,} emails")
             results.append(run_path(path, sandbox, args, log_dir))
             log(f"  {results[-1]}")
-    report(results, args)
+        for connections in (1, 4) if args.adapter_emails else ():
+            log(f"the SMTP adapter alone: {args.adapter_emails:,} emails over {connections} connection(s)")
+            adapter.append(adapter_costs(sandbox, args.adapter_emails, connections))
+            log(f"  {adapter[-1]}")
+    report(results, args, adapter)
 
 
-def report(results: list[Result], args: argparse.Namespace) -> None:
+def report(results: list[Result], args: argparse.Namespace, adapter: list[dict[str, float]]) -> None:
     sink = next((r for r in results if r.path == "sink"), None)
     print("\n| path | emails | seconds | emails/s | vs sink | SQL / delivery | sandbox CPU s (share of wall) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -210,6 +270,17 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             f"| {r.path} | {r.emails:,} | {r.seconds} | {r.per_s:,.0f} | {ratio} | {r.queries_per_delivery} "
             f"| {r.sandbox_cpu_seconds} ({r.sandbox_cpu_share:.0%}) |"
         )
+    if adapter:
+        print(
+            "\n| SMTP adapter alone: connections | emails/s | adapter CPU µs / email "
+            "| sandbox CPU µs / email (share of wall) |"
+        )
+        print("|---:|---:|---:|---:|")
+        for a in adapter:
+            print(
+                f"| {a['connections']} | {a['per_s']:,.0f} | {a['adapter_cpu_us_per_email']} "
+                f"| {a['sandbox_cpu_us_per_email']} ({a['sandbox_cpu_share']:.0%}) |"
+            )
     environment = {
         "cpus": os.cpu_count(),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
@@ -221,6 +292,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     payload = {
         "results": {r.path: asdict(r) for r in results},
         "ratios_to_sink": {r.path: round(r.per_s / sink.per_s, 3) for r in results} if sink else {},
+        "smtp_adapter_alone": {f"connections_{int(a['connections'])}": a for a in adapter},
         "environment": environment,
     }
     path = results_write("email", payload)

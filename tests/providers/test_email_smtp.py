@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import smtplib
 import socket
 import time
+from email import policy
+from email.parser import BytesParser
 
 import pytest
 from django.conf import settings
 
-from apps.providers.adapters.smtp import SmtpProvider
+from apps.providers.adapters.smtp import SmtpProvider, _Session
 from apps.providers.base import Channel, Outcome
+from apps.providers.email import compose
 from sandbox.testing import SandboxClient, SandboxProcess
 from tests.providers.conftest import count_smtp_connections, message, sandbox_config_for
 
@@ -151,3 +155,111 @@ def test_health_check_is_a_noop_on_a_live_connection(smtp: SmtpProvider):
     health = smtp.check()
 
     assert health.ok, health.detail
+
+
+def test_a_pipelined_message_keeps_a_body_line_that_starts_with_a_period(
+    smtp: SmtpProvider, sandbox_client: SandboxClient
+):
+    # Given a relay that offers PIPELINING (the sandbox does) and a text whose lines start with periods
+    text = "Totals:\n.\n..two\n.end"
+
+    # When it is sent
+    result = smtp.send(email(text=text))
+
+    # Then it arrived with its lines as written (dot-stuffed on the wire, unstuffed by the relay)
+    assert result.accepted
+    [message] = sandbox_client.messages("smtp")
+    assert message["text"].replace("\r\n", "\n").rstrip("\n") == text
+
+
+def test_without_pipelining_offered_each_command_waits_for_its_answer(
+    smtp: SmtpProvider, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
+):
+    # Given a relay that does not offer PIPELINING, and one recipient it refuses
+    has_extn = smtplib.SMTP.has_extn
+    monkeypatch.setattr(smtplib.SMTP, "has_extn", lambda self, name: name != "pipelining" and has_extn(self, name))
+    sandbox_client.add_fault("smtp", 550, match="gone@example.com")
+
+    # When two messages are sent in one session
+    with smtp.session():
+        refused = smtp.send(email(to="gone@example.com", key="d-1"))
+        sent = smtp.send(email(to="bob@example.com", key="d-2"))
+
+    # Then smtplib's own exchange classified them the same way
+    assert refused.outcome is Outcome.PERMANENT and refused.code == "550"
+    assert sent.accepted
+    assert [m["recipient"] for m in sandbox_client.messages("smtp")] == ["bob@example.com"]
+
+
+@pytest.mark.parametrize("connections", [0, 17, "4", True])
+def test_a_connection_count_outside_1_to_16_is_refused(connections: object):
+    errors = SmtpProvider.validate_config({"from_email": "a@example.com", "connections": connections})
+    assert errors == {"connections": ["A whole number from 1 to 16."]}
+    assert SmtpProvider.validate_config({"from_email": "a@example.com", "connections": 16}) == {}
+
+
+KINDS: dict[str, dict[str, object]] = {
+    "text and html": {},
+    "html only": {"text": ""},
+    "tracked opens and clicks": {
+        "html": '<p>Read <a href="https://acme.test/a">this</a> and <a href="https://acme.test/b">that</a>.</p>',
+        "track_opens": True,
+        "track_clicks": True,
+    },
+    "non-ASCII subject and body": {
+        "subject": "Ihre Bestellung: Größe 42 ✓",
+        "text": "Grüße, Zoë",
+        "html": "<p>Grüße</p>",
+    },
+    "a line past 998 characters": {"text": "x" * 1200},
+}
+
+
+def parsed(raw: bytes) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Headers (less Date, Message-ID and the multipart boundary, which differ per build; folding
+    whitespace aside) and each part's type and content."""
+    mail = BytesParser(policy=policy.default).parsebytes(raw)
+    headers = {k: str(v).strip() for k, v in mail.items() if k not in {"Date", "Message-ID"}}
+    headers["Content-Type"] = mail.get_content_type()
+    parts = [(p.get_content_type(), p.get_content()) for p in mail.walk() if not p.is_multipart()]
+    return headers, parts
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_message_from_its_contents_template_reads_as_the_one_django_builds(smtp: SmtpProvider, kind: str):
+    # Given a message for recipient 7 with an unsubscribe link, of each kind of content
+    fields = {"recipient_id": "7", "category": "orders", "list_unsubscribe": True, **KINDS[kind]}
+    one = email(to="ada@example.com", key="d-1", **fields)
+
+    # When its bytes are made in a session (from the content's template where it can be) and by Django alone
+    session = _Session()
+    _, to, raw, message_id = smtp._wire(one, session)
+    django = smtp._django_email(compose(one), to=to, message_id=message_id).message().as_bytes(linesep="\r\n")
+
+    # Then both read the same: every header, every part, this recipient's own links; the
+    # template served all but the long line (quoted-printable: Django builds that one)
+    assert parsed(raw) == parsed(django)
+    [template] = session.templates.values()
+    assert (template is None) == (kind == "a line past 998 characters")
+    headers = BytesParser(policy=policy.default).parsebytes(raw)
+    assert headers["Message-ID"] == message_id and headers["Date"]
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+def test_recipients_of_one_content_share_its_template_and_keep_their_own_links(smtp: SmtpProvider):
+    # Given two recipients of one tracked content
+    fields = {"list_unsubscribe": True, "category": "orders", "track_opens": True, **KINDS["tracked opens and clicks"]}
+    ada = email(to="ada@example.com", key="d-ada", recipient_id="1", **fields)
+    bob = email(to="bob@example.com", key="d-bob", recipient_id="2", **fields)
+
+    # When both are made in one session
+    session = _Session()
+    ada_raw, bob_raw = smtp._wire(ada, session)[2], smtp._wire(bob, session)[2]
+
+    # Then one template served both, and each carries only its own delivery id and links
+    assert len(session.templates) == 1 and None not in session.templates.values()
+    for raw, mine, theirs in ((ada_raw, ada, bob), (bob_raw, bob, ada)):
+        assert parsed(raw) == parsed(
+            smtp._django_email(compose(mine), to=str(mine.to), message_id="<x@y>").message().as_bytes(linesep="\r\n")
+        )
+        assert theirs.idempotency_key.encode() not in raw and str(theirs.to).encode() not in raw

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core import signing
 from django.test import Client
 
 from apps.events.models import Event, Rule
@@ -182,3 +183,21 @@ def test_a_link_for_another_tenants_recipient_does_nothing(client: Client, tenan
     assert client.post(path).status_code == 404
     recipient.refresh_from_db()
     assert recipient.unsubscribed_at is None
+
+
+def test_a_signed_token_is_djangos_own_and_follows_the_secret_key(settings: Any):
+    # Given a payload signed with the signer kept per salt
+    payload = {"t": "tenant-1", "r": 7, "c": "orders"}
+    token = tracking.signed_token(payload, tracking.UNSUBSCRIBE_SALT)
+
+    # Then Django's signing reads it, under that salt only
+    assert signing.loads(token, salt=tracking.UNSUBSCRIBE_SALT) == payload
+    with pytest.raises(signing.BadSignature):
+        signing.loads(token, salt=tracking.OPEN_SALT)
+
+    # And after the secret key changes, new tokens are signed with the new key
+    settings.SECRET_KEY = "another-secret-key-" + "x" * 40
+    rotated = tracking.signed_token(payload, tracking.UNSUBSCRIBE_SALT)
+    assert signing.loads(rotated, salt=tracking.UNSUBSCRIBE_SALT) == payload
+    with pytest.raises(signing.BadSignature):
+        signing.loads(token, salt=tracking.UNSUBSCRIBE_SALT)

@@ -6,12 +6,13 @@ each message is recorded as soon as the server answers it."""
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.core.mail.backends.smtp import EmailBackend
 from django.utils import timezone
 
 from apps.notifications.models import Delivery, DeliveryAttempt, Notification
@@ -19,6 +20,8 @@ from apps.notifications.services.dispatch import dispatch_due, sweep
 from apps.notifications.services.fanout import fanout_chunk_run, notification_fan_out
 from apps.notifications.services.sending import deliveries_send
 from apps.providers import journal
+from apps.providers.adapters import smtp
+from apps.providers.adapters.smtp import PipeliningEmailBackend
 from apps.providers.email import DELIVERY_HEADER
 from apps.providers.services import provider_config_create
 from sandbox.testing import SandboxClient, SandboxProcess
@@ -50,14 +53,16 @@ def queued(tenant: Any, n: int) -> tuple[Notification, list[str]]:
 
 def on_each_smtp_send(monkeypatch: pytest.MonkeyPatch, before: Callable[[str], None]) -> None:
     """Calls `before(delivery_id)` just before each message is handed to the SMTP server."""
-    send_messages = EmailBackend.send_messages
+    send_raw = PipeliningEmailBackend.send_raw
+    delivery_header = re.compile(rb"^" + DELIVERY_HEADER.encode() + rb": *(\S+)", re.MULTILINE)
 
-    def wrapped(self: EmailBackend, email_messages: Any) -> int:
-        for mail in email_messages:
-            before(mail.extra_headers[DELIVERY_HEADER])
-        return send_messages(self, email_messages)
+    def wrapped(self: PipeliningEmailBackend, from_email: str, to: str, raw: bytes) -> None:
+        found = delivery_header.search(raw)
+        assert found is not None
+        before(found.group(1).decode())
+        send_raw(self, from_email, to, raw)
 
-    monkeypatch.setattr(EmailBackend, "send_messages", wrapped)
+    monkeypatch.setattr(PipeliningEmailBackend, "send_raw", wrapped)
 
 
 def test_a_batch_goes_over_one_connection_each_acceptance_noted_before_the_next_and_is_recorded_once(
@@ -178,4 +183,113 @@ def test_a_worker_killed_mid_batch_does_not_resend_what_the_relay_accepted(
         delivery_id__in=ids, outcome="accepted", error__startswith="Accepted by an earlier"
     )
     assert sorted(str(a.delivery_id) for a in from_journal) == sorted(handed)
+    assert journal.accepted("smtp", ids) == {}
+
+
+class Handed:
+    """Messages handed to the SMTP server by every connection's thread, with, at each hand-over,
+    how many handed earlier were not yet noted in the journal."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ids: list[str] = []
+        self.unnoted: list[int] = []
+
+    def before(self, delivery_id: str) -> None:
+        with self.lock:
+            handed = list(self.ids)
+        unnoted = len(handed) - len(journal.accepted("smtp", handed))
+        with self.lock:
+            self.unnoted.append(unnoted)
+            self.ids.append(delivery_id)
+
+
+def test_a_large_batch_goes_over_several_connections_each_noting_before_its_next_message(
+    smtp_tenant: Any, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
+):
+    # Given 200 queued emails and an SMTP relay
+    _, ids = queued(smtp_tenant, 200)
+    connections = count_smtp_connections(monkeypatch)
+    handed = Handed()
+    on_each_smtp_send(monkeypatch, handed.before)
+
+    # When the batch is sent
+    summary = deliveries_send(delivery_ids=ids)
+
+    # Then it went over DEFAULT_CONNECTIONS connections, each email once; at each hand-over at most
+    # one message per other connection was accepted and not yet noted; all recorded, notes gone
+    assert summary.statuses == {"sent": 200}
+    assert len(connections) == smtp.DEFAULT_CONNECTIONS
+    assert sorted(handed.ids) == sorted(ids)
+    assert max(handed.unnoted) <= smtp.DEFAULT_CONNECTIONS - 1
+    assert dict(sandbox_counts(sandbox_client)) == dict.fromkeys(ids, 1)
+    assert DeliveryAttempt.objects.filter(delivery_id__in=ids, outcome="accepted", provider="smtp").count() == 200
+    assert journal.accepted("smtp", ids) == {}
+
+
+def test_a_refused_recipient_fails_alone_in_a_batch_over_several_connections(
+    smtp_tenant: Any, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
+):
+    # Given 120 queued emails, one to an address the relay refuses at RCPT TO
+    _, ids = queued(smtp_tenant, 120)
+    sandbox_client.add_fault("smtp", 550, match="p-57@example.com")
+    connections = count_smtp_connections(monkeypatch)
+
+    # When the batch is sent
+    summary = deliveries_send(delivery_ids=ids)
+
+    # Then that one failed with the relay's answer and every other was sent once, its
+    # connection going on after the refusal
+    assert summary.statuses == {"sent": 119, "failed": 1}
+    assert len(connections) == smtp.DEFAULT_CONNECTIONS
+    [refused] = Delivery.objects.filter(pk__in=ids, status="failed")
+    assert refused.recipient.email == "p-57@example.com" and refused.error_code == "550"
+    assert len(sandbox_client.messages("smtp")) == 119
+    assert set(sandbox_counts(sandbox_client).values()) == {1}
+
+
+def test_a_worker_killed_mid_batch_over_several_connections_resends_nothing_the_relay_accepted(
+    smtp_tenant: Any, sandbox_client: SandboxClient, monkeypatch: pytest.MonkeyPatch
+):
+    # Given 120 queued emails over several connections, and a worker that dies as one of its
+    # connections hands over the 50th message
+    notification, ids = queued(smtp_tenant, 120)
+    handed: list[str] = []
+    lock = threading.Lock()
+
+    def die_at_the_fiftieth(delivery_id: str) -> None:
+        with lock:
+            if len(handed) >= 49:
+                raise WorkerKilled
+            handed.append(delivery_id)
+
+    on_each_smtp_send(monkeypatch, die_at_the_fiftieth)
+
+    # When the batch is sent
+    with pytest.raises(WorkerKilled):
+        deliveries_send(delivery_ids=ids)
+
+    # Then nothing is recorded, every row is in flight to the relay, and what it accepted is noted
+    rows = set(Delivery.objects.filter(pk__in=ids).values_list("status", "in_flight_provider"))
+    assert rows == {("sending", "smtp")}
+    accepted = {m["idempotency_key"] for m in sandbox_client.messages("smtp")}
+    assert accepted == set(handed) and len(accepted) == 49
+    assert set(journal.accepted("smtp", ids)) == accepted
+
+    # And when the sweeper takes the lost claims back and they are sent again
+    monkeypatch.undo()
+    sweep(now=far_future())
+    dispatch_due(now=far_future() + timedelta(minutes=5))
+    again = list(Delivery.objects.filter(pk__in=ids, status="queued").values_list("pk", flat=True))
+    assert sorted(map(str, again)) == sorted(ids)
+    deliveries_send(delivery_ids=again)
+    sweep(now=timezone.now())
+
+    # Then every email reached the relay exactly once, the 49 accepted ones answered from the journal
+    assert assert_delivered_once(sandbox_client, [notification.pk], max_interrupted=0) == {"sent": 120}
+    assert set(sandbox_counts(sandbox_client).values()) == {1}
+    from_journal = DeliveryAttempt.objects.filter(
+        delivery_id__in=ids, outcome="accepted", error__startswith="Accepted by an earlier"
+    )
+    assert {str(a.delivery_id) for a in from_journal} == accepted
     assert journal.accepted("smtp", ids) == {}

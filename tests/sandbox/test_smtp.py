@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import smtplib
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiosmtpd.smtp import SMTP
 
-from sandbox.smtp import RecordingHandler
+from sandbox.smtp import PipeliningSMTP, RecordingHandler, identity
 from sandbox.state import Store
 from sandbox.testing import SandboxClient, SandboxProcess
 
@@ -95,3 +97,44 @@ def test_a_message_body_is_parsed_when_first_read_once_for_all_its_recipients() 
     parse: Any = bob.pending
     assert (bob.complete().text or "").strip() == "Hello Ada"
     assert (parse.cache_info().misses, parse.cache_info().hits) == (1, 1)
+
+
+def test_pipelined_commands_are_offered_and_answered_together(sandbox: SandboxProcess) -> None:
+    # Given a connection that greeted with EHLO: the server offers PIPELINING
+    with smtplib.SMTP(sandbox.smtp_host, sandbox.smtp_port, timeout=5) as smtp:
+        smtp.ehlo()
+        assert smtp.has_extn("pipelining")
+        assert smtp.sock is not None
+
+        # When MAIL, RCPT and DATA go in one write
+        smtp.sock.sendall(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n")
+
+        # Then their three answers come back together, in order, in one read
+        smtp.sock.settimeout(5)
+        answers = smtp.sock.recv(65536)
+        assert [line[:3] for line in answers.splitlines()] == [b"250", b"250", b"354"]
+        smtp.sock.sendall(b"Subject: hi\r\n\r\nbody\r\n.\r\n")
+        assert smtp.getreply()[0] == 250
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Subject: a\r\nMessage-ID: <m-1@x.test>\r\nX-Signalbox-Delivery: d-1\r\n\r\nMessage-ID: <body@x.test>\r\n",
+        b"x-signalbox-delivery:d-1\nMESSAGE-ID:   <m-1@x.test>  \n\nbody\n",
+        b"Message-ID:\r\n <m-1@x.test>\r\nX-Signalbox-Delivery: d-1\r\n\r\nbody",
+        b"Subject: no identity\r\n\r\nX-Signalbox-Delivery: d-9\r\n",
+    ],
+)
+def test_a_message_is_recorded_by_the_headers_a_parser_reads(raw: bytes) -> None:
+    parsed = BytesHeaderParser().parsebytes(raw)
+    expected = (str(parsed.get("Message-ID") or ""), str(parsed.get("X-Signalbox-Delivery") or ""))
+    assert identity(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "arg", ["<ada@example.com>", "<ada@example.com> SIZE=1000", '<"odd local"@example.com>', "<>", "ada@example.com"]
+)
+def test_an_smtp_path_reads_as_aiosmtpd_reads_it(arg: str) -> None:
+    server = PipeliningSMTP(RecordingHandler(Store(None)))
+    assert server._getaddr(arg) == SMTP._getaddr(server, arg)
