@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.apps import apps as django_apps
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
@@ -309,10 +310,10 @@ def _drop(
                     matching[companion.table] = match
             if (spec.recheck or spec.in_use)(lower, upper, now, horizon):
                 return None
-            cascaded = dict(spec.before_drop(partition)) if spec.before_drop else {}
             # A table with foreign-key checks still pending in this transaction cannot be dropped
             # (only a caller inside a transaction that wrote to it has any): run them now.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cascaded = dict(spec.before_drop(partition)) if spec.before_drop else {}
             for companion in companions:
                 match = matching.get(companion.table)
                 if match is not None:
@@ -323,8 +324,9 @@ def _drop(
                         [lower, upper],
                     )
                     count = cursor.rowcount
-                if count:
-                    cascaded[companion.label] = cascaded.get(companion.label, 0) + count
+                if count:  # under the model's label, as the batched DELETE reports cascaded rows
+                    label = django_apps.get_model(companion.label)._meta.label
+                    cascaded[label] = cascaded.get(label, 0) + count
             rows = _detach_and_drop(cursor, spec.table, partition.name)
     except DatabaseError:
         log.warning("could not drop an expired partition; next run retries", exc_info=True)
