@@ -226,9 +226,7 @@ class AttemptOutcome(models.TextChoices):
 
 class WebhookAttempt(TenantOwned):
     # Partitioned by message_id on PostgreSQL: no database constraint into the partitioned messages.
-    message = models.ForeignKey(
-        WebhookMessage, on_delete=models.CASCADE, related_name="attempts", db_constraint=False
-    )
+    message = models.ForeignKey(WebhookMessage, on_delete=models.CASCADE, related_name="attempts", db_constraint=False)
     number = models.PositiveIntegerField()
     outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)

@@ -59,9 +59,7 @@ ATTEMPTS = WebhookAttempt._meta.db_table
 
 def _messages_in_flight(lower: uuid.UUID, upper: uuid.UUID) -> bool:
     """A message of these events pending or sending (the `webhook_message_due` index, one partition)."""
-    return WebhookMessage.objects.filter(
-        event_id__gte=lower, event_id__lt=upper, status__in=WEBHOOK_IN_FLIGHT
-    ).exists()
+    return WebhookMessage.objects.filter(event_id__gte=lower, event_id__lt=upper, status__in=WEBHOOK_IN_FLIGHT).exists()
 
 
 def _events_pending(lower: uuid.UUID, upper: uuid.UUID) -> bool:

@@ -119,7 +119,7 @@ def test_a_duplicate_message_for_an_endpoint_and_event_is_refused_in_any_partiti
     old = month_start(timezone.now(), add=-2) + timedelta(days=3)
     partitions_ensure(now=old, ahead=0)
     for at in (old, timezone.now()):
-        event, _execution, message, _attempt = history.event(at, message="pending")
+        event, *_ = history.event(at, message="pending")
         again = WebhookMessage(
             tenant=history.tenant, endpoint=history.endpoint, event=event, event_type=event.type, body="{}"
         )
@@ -214,6 +214,7 @@ def test_an_event_replayed_meanwhile_keeps_its_month(history):
 
     assert partition_name(EVENTS, month) in report["partitions"]["kept"]
     assert partition_name(EVENTS, month) in _names(EVENTS)
+    assert RuleExecution.objects.filter(event=event).count() == 1  # its executions stay with it
 
 
 def test_deleting_an_endpoint_or_a_rule_still_deletes_what_hangs_from_it(history):
