@@ -91,11 +91,12 @@ class PartitionedTable:
     # Deletes the rows of other tables that go with this partition's rows (what CASCADE did). Runs
     # under the lock, after the recheck, before the companions' partitions are dropped.
     before_drop: Callable[[Partition], dict[str, int]] | None = None
-    # Registered tables partitioned by a key that holds this table's key values (events' rule
-    # executions and webhook messages, by `event_id`): their rows of this partition's range are its
-    # rows' children and go with it, in the same transaction. Their partition of the same bounds is
-    # locked with this one before the recheck and dropped with it; where they have none (the rows
-    # are in their DEFAULT), those rows are deleted.
+    # Registered tables whose rows with their own key in this partition's range [lower, upper) are
+    # children of this partition's rows and go with it, in the same transaction (events: their rule
+    # executions and webhook messages by `event_id`, and the attempts of messages made in the same
+    # month by `message_id`, which `in_use` makes sure belong to these events). Locked with this
+    # table; their partition of the same bounds is dropped with this one, or where they have none
+    # (the rows are in their DEFAULT) those rows are deleted.
     companions: tuple[str, ...] = ()
 
 
@@ -257,57 +258,56 @@ def partition_matching(table: str, lower: uuid.UUID, upper: uuid.UUID) -> Partit
     return next((p for p in partitions(table) if p.lower == lower and p.upper == upper), None)
 
 
-def _detach_and_drop(cursor: Any, table: str, partition: str) -> int:
-    """Counts, detaches and drops one partition already locked by this transaction; returns its rows."""
-    cursor.execute(f"SELECT count(*) FROM {partition}")  # noqa: S608
-    rows = int(cursor.fetchone()[0])
+def _detach_and_drop(cursor: Any, table: str, partition: str) -> None:
     cursor.execute(f"ALTER TABLE {table} DETACH PARTITION {partition}")
     cursor.execute(f"DROP TABLE {partition}")
-    return rows
 
 
-def partition_drop_matching(cursor: Any, table: str, lower: uuid.UUID, upper: uuid.UUID) -> int | None:
-    """Inside a drop's transaction: locks, detaches and drops `table`'s partition of [lower, upper).
+def _rows(partition: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {partition}")  # noqa: S608
+        return int(cursor.fetchone()[0])
 
-    Returns the rows it held, or None when `table` has no partition of exactly those bounds (the
-    caller deletes the rows instead). For a `before_drop` whose children live in a partition of the
-    same month (a webhook message's attempts).
-    """
-    match = partition_matching(table, lower, upper)
-    if match is None:
-        return None
-    cursor.execute(f"LOCK TABLE {match.name} IN SHARE ROW EXCLUSIVE MODE")
-    return _detach_and_drop(cursor, table, match.name)
+
+def _drop_lock_timeout_ms(cursor: Any) -> int:
+    """The drop's lock wait: SIGNALBOX_PARTITION_LOCK_TIMEOUT_MS, but under half the server's
+    `deadlock_timeout`, so that in a lock cycle with a writer (a transaction holding one table and
+    wanting another this drop locked) the drop gives up first and the writer goes on."""
+    cursor.execute("SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout'")
+    return max(1, min(_lock_timeout_ms(), int(cursor.fetchone()[0]) // 2))
 
 
 def _drop(
     spec: PartitionedTable, partition: Partition, *, now: datetime, horizon: datetime
 ) -> tuple[int, dict[str, int]] | None:
-    """Checks nothing in the partition must stay, then locks it against writes, checks again what a
-    write could have changed, detaches and drops it.
+    """Checks nothing in the partition must stay, then locks the table against writes, checks again
+    what a write could have changed, detaches and drops it (and its companions' partitions).
 
-    The full check (which may read the whole partition) runs first without a lock; under the lock
-    only `recheck`, from indexes, so writers that touch every partition (an update by id alone)
-    wait milliseconds, not the length of a scan. Companions' partitions of the same bounds are
-    locked with it and dropped with it. Returns (rows it held, rows deleted with them by label), or
-    None when it stays (in use, or the table too busy for the lock).
+    The full check (which may read the whole partition) and the row counts run first without a
+    lock. Then, in one short transaction, the parent tables (this one and its companions) are
+    locked against writes: SHARE ROW EXCLUSIVE on the parent alone, so reads go on and writers
+    wait at the parent, holding nothing of the table. (Locking only the partition would let a
+    writer that touches every partition — an update by id alone — take the parent, wait for the
+    partition, and deadlock with the DETACH, which needs the parent.) Under the lock only
+    `recheck`, from indexes, and `before_drop`, so writers wait milliseconds. Returns (rows it
+    held, rows deleted with them by label), or None when it stays (in use, or too busy to lock).
     """
     lower, upper = partition.lower, partition.upper
     assert lower is not None and upper is not None
     if spec.in_use(lower, upper, now, horizon):
         return None
     companions = [_TABLES[name] for name in spec.companions if name in _TABLES and is_partitioned(name)]
+    counted = {partition.name: _rows(partition.name)}
+    for companion in companions:
+        match = partition_matching(companion.table, lower, upper)
+        if match is not None:
+            counted[match.name] = _rows(match.name)
+    order = list(_TABLES)  # one order for every drop: two drops never lock each other's tables crosswise
+    parents = sorted([spec.table, *(c.table for c in companions)], key=order.index)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL lock_timeout = {_lock_timeout_ms()}")
-            # No insert, update or delete reaches it from now on; reads go on until the DETACH.
-            cursor.execute(f"LOCK TABLE {partition.name} IN SHARE ROW EXCLUSIVE MODE")
-            matching = {}
-            for companion in companions:
-                match = partition_matching(companion.table, lower, upper)
-                if match is not None:
-                    cursor.execute(f"LOCK TABLE {match.name} IN SHARE ROW EXCLUSIVE MODE")
-                    matching[companion.table] = match
+            cursor.execute(f"SET LOCAL lock_timeout = {_drop_lock_timeout_ms(cursor)}")
+            cursor.execute(f"LOCK TABLE {', '.join(f'ONLY {p}' for p in parents)} IN SHARE ROW EXCLUSIVE MODE")
             if (spec.recheck or spec.in_use)(lower, upper, now, horizon):
                 return None
             # A table with foreign-key checks still pending in this transaction cannot be dropped
@@ -315,9 +315,10 @@ def _drop(
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cascaded = dict(spec.before_drop(partition)) if spec.before_drop else {}
             for companion in companions:
-                match = matching.get(companion.table)
+                match = partition_matching(companion.table, lower, upper)
                 if match is not None:
-                    count = _detach_and_drop(cursor, companion.table, match.name)
+                    _detach_and_drop(cursor, companion.table, match.name)
+                    count = counted.get(match.name, 0)
                 else:  # its rows of the range are in its DEFAULT partition
                     cursor.execute(
                         f"DELETE FROM {companion.table} WHERE {companion.key} >= %s AND {companion.key} < %s",  # noqa: S608
@@ -327,10 +328,11 @@ def _drop(
                 if count:  # under the model's label, as the batched DELETE reports cascaded rows
                     label = django_apps.get_model(companion.label)._meta.label
                     cascaded[label] = cascaded.get(label, 0) + count
-            rows = _detach_and_drop(cursor, spec.table, partition.name)
+            _detach_and_drop(cursor, spec.table, partition.name)
     except DatabaseError:
         log.warning("could not drop an expired partition; next run retries", exc_info=True)
         return None
+    rows = counted[partition.name]
     for label, count in cascaded.items():
         announce_purged(label.lower(), count)
     announce_purged(spec.label, rows)

@@ -12,12 +12,11 @@ On PostgreSQL the four history tables are partitioned by month (apps/core/partit
 docs/partitions.md): events by their UUIDv7 id, rule executions and webhook messages by their
 event's id, attempts by their message's (UUIDv7) id. `signalbox.maintenance.purge_events` first
 drops an events partition once every event in it is past the longest `events` retention and none is
-pending or has a message in flight; the same month's rule executions and messages go with it in the
-same transaction (companions), and their messages' attempts (the attempts partition of that month
-when it holds no other message's, else by DELETE). The hourly purge drops a messages partition past
-the longest `webhook_messages` retention (with its attempts, the same way) and an attempts
-partition once no message of its id range is left. References without a database constraint are
-kept here: a partition's children never outlive it.
+pending or has a message in flight; the same month's rule executions, messages and attempts go with
+it in the same transaction (companions; the attempts of a message made after its event's month, by
+DELETE). The hourly purge drops a messages partition past the longest `webhook_messages` retention
+with its attempts the same way, and an attempts partition once no message of its id range is left.
+The references without a database constraint are kept here: a partition's children never outlive it.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from django.db import connection
 from django.db.models import Q
 from django.db.models.functions import Coalesce
 
-from apps.core.partitions import Partition, PartitionedTable, partition_drop_matching
+from apps.core.partitions import Partition, PartitionedTable
 from apps.core.periodic import PeriodicJob
 from apps.core.retention import RetentionPolicy
 from apps.events.models import Event, EventStatus, MessageStatus, RuleExecution, WebhookAttempt, WebhookMessage
@@ -79,7 +78,7 @@ def _events_in_use(lower: uuid.UUID, upper: uuid.UUID, now: datetime, horizon: d
     flight (the `events` policy's `keep`; a pending one, even with no attempt ahead, is left to the
     batched DELETE, which the next run follows with the drop)."""
     young = Event.objects.filter(id__gte=lower, id__lt=upper, created_at__gte=horizon).exists()
-    return young or _events_in_use_since(lower, upper, now, horizon)
+    return young or _messages_made_elsewhere(lower, upper) or _events_in_use_since(lower, upper, now, horizon)
 
 
 def _messages_in_use_since(lower: uuid.UUID, upper: uuid.UUID, now: datetime, horizon: datetime) -> bool:
@@ -90,40 +89,34 @@ def _messages_in_use(lower: uuid.UUID, upper: uuid.UUID, now: datetime, horizon:
     """A message of these events inside the longest `webhook_messages` retention or in flight, or an
     event of the range still pending (it could fan out more messages into the range)."""
     rows = WebhookMessage.objects.filter(event_id__gte=lower, event_id__lt=upper)
-    return rows.filter(created_at__gte=horizon).exists() or _messages_in_use_since(lower, upper, now, horizon)
+    young = rows.filter(created_at__gte=horizon).exists()
+    return young or _messages_made_elsewhere(lower, upper) or _messages_in_use_since(lower, upper, now, horizon)
 
 
-def _attempts_of_messages(partition: Partition) -> dict[str, int]:
-    """The attempts of the messages of these events (partition by event id), which are about to go.
-
-    Attempts are keyed by their message's id: a message made in the events' month has its attempts
-    in the attempts partition of that month, which is dropped whole when no message of that id
-    range lives elsewhere; a message made later (an event processed after its month ended) has
-    them in a later partition, deleted by row. Called under the drop's lock, before the messages go.
-    """
-    lower, upper = partition.lower, partition.upper
-    assert lower is not None and upper is not None
-    messages = f"SELECT id FROM {MESSAGES} WHERE event_id >= %s AND event_id < %s"  # noqa: S608
+def _messages_made_elsewhere(lower: uuid.UUID, upper: uuid.UUID) -> bool:
+    """A message made in this month (its id in the range) for an event of another month (processed
+    after its month ended): its attempts share the month's attempts partition, which must then
+    stay. Such a month goes once the earlier one has (the drop goes oldest first, in one run)."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {ATTEMPTS} WHERE message_id IN ({messages} AND (id < %s OR id >= %s))",  # noqa: S608
-            [lower, upper, lower, upper],
-        )
-        count = cursor.rowcount
         cursor.execute(
             f"SELECT 1 FROM {MESSAGES} WHERE id >= %s AND id < %s AND (event_id < %s OR event_id >= %s) LIMIT 1",  # noqa: S608
             [lower, upper, lower, upper],
         )
-        elsewhere = cursor.fetchone() is not None
-        dropped = None if elsewhere else partition_drop_matching(cursor, ATTEMPTS, lower, upper)
-        if dropped is None:
-            cursor.execute(
-                f"DELETE FROM {ATTEMPTS} WHERE message_id IN ({messages} AND id >= %s AND id < %s)",  # noqa: S608
-                [lower, upper, lower, upper],
-            )
-            dropped = cursor.rowcount
-        count += dropped
-    return {WebhookAttempt._meta.label: count} if count else {}
+        return cursor.fetchone() is not None
+
+
+def _late_messages_attempts(partition: Partition) -> dict[str, int]:
+    """Under the drop's lock: the attempts of these events' messages made after the events' month
+    (their attempts are in a later partition, which stays). The others' attempts are in the same
+    month's attempts partition, dropped with it (a companion)."""
+    lower, upper = partition.lower, partition.upper
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {ATTEMPTS} WHERE message_id IN (SELECT id FROM {MESSAGES} "  # noqa: S608
+            "WHERE event_id >= %s AND event_id < %s AND (id < %s OR id >= %s))",
+            [lower, upper, lower, upper],
+        )
+        return {WebhookAttempt._meta.label: cursor.rowcount} if cursor.rowcount else {}
 
 
 def _attempts_in_use(lower: uuid.UUID, upper: uuid.UUID, now: datetime, horizon: datetime) -> bool:
@@ -148,8 +141,8 @@ EVENT_PARTITIONED_TABLES = (
         policies=EVENT_POLICIES,
         in_use=_events_in_use,
         recheck=_events_in_use_since,
-        before_drop=_attempts_of_messages,
-        companions=(RULE_EXECUTIONS, MESSAGES),
+        before_drop=_late_messages_attempts,
+        companions=(RULE_EXECUTIONS, MESSAGES, ATTEMPTS),
     ),
     PartitionedTable(
         table=RULE_EXECUTIONS,
@@ -169,7 +162,8 @@ WEBHOOK_PARTITIONED_TABLES = (
         policies=MESSAGE_POLICIES,
         in_use=_messages_in_use,
         recheck=_messages_in_use_since,
-        before_drop=_attempts_of_messages,
+        before_drop=_late_messages_attempts,
+        companions=(ATTEMPTS,),
     ),
     PartitionedTable(
         table=ATTEMPTS,

@@ -11,6 +11,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -231,3 +232,34 @@ def test_deleting_an_endpoint_or_a_rule_still_deletes_what_hangs_from_it(history
     assert not WebhookAttempt.objects.exists()
     assert not RuleExecution.objects.exists()
     assert Event.objects.filter(pk__in=[e.pk for e, *_ in rows]).count() == 2
+
+
+def test_a_writer_holding_the_table_makes_the_drop_give_up_not_the_writer(transactional_db, history):
+    """A writer that touches every partition (an update of a message by id alone) holds the parent:
+    the drop waits under its lock timeout (below deadlock_timeout), gives up, and the writer goes
+    on; the next run drops the month."""
+    month = month_start(timezone.now(), add=-4)
+    partitions_ensure(now=month, ahead=0)
+    history.event(month + timedelta(days=2))
+    _event, _execution, current, _attempt = history.event(timezone.now())
+    assert current is not None
+    settings = connection.settings_dict
+    with psycopg.connect(
+        host=settings["HOST"], port=settings["PORT"], user=settings["USER"], dbname=settings["NAME"]
+    ) as writer:
+        writer.execute(f"UPDATE {MESSAGES} SET last_error = 'claimed' WHERE id = %s", [current.pk])  # noqa: S608
+
+        busy = purge_events.run()
+
+        writer.execute(f"UPDATE {MESSAGES} SET last_error = 'sent' WHERE id = %s", [current.pk])  # noqa: S608
+        writer.commit()
+    assert partition_name(EVENTS, month) in busy["partitions"]["kept"]
+    assert busy["deleted"] == {"events": 1}  # the batched DELETE took its rows meanwhile (row locks only)
+    assert WebhookMessage.objects.get(pk=current.pk).last_error == "sent"
+
+    again = purge_events.run()
+
+    assert again["partitions"]["dropped"] == {partition_name(EVENTS, month): 0}
+    for table in (EVENTS, EXECUTIONS, MESSAGES, ATTEMPTS):
+        assert partition_name(table, month) not in _names(table)
+    assert _orphans() == NO_ORPHANS
