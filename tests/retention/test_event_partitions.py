@@ -178,6 +178,7 @@ def test_the_hourly_purge_drops_expired_messages_months_and_leaves_events_to_the
     expired = month_start(timezone.now(), add=-4)
     partitions_ensure(now=expired, ahead=0)
     event, execution, message, _attempt = history.event(expired + timedelta(days=2))
+    assert message is not None
 
     report = purge_expired_rows()
     by_events = purge_events.run()
@@ -188,7 +189,7 @@ def test_the_hourly_purge_drops_expired_messages_months_and_leaves_events_to_the
     assert by_events["partitions"]["dropped"] == {}  # events kept 365 days by this tenant
     assert Event.objects.filter(pk=event.pk).exists()
     assert RuleExecution.objects.filter(pk=execution.pk).exists()
-    assert not WebhookMessage.objects.filter(pk=message.pk if message else None).exists()
+    assert not WebhookMessage.objects.filter(pk=message.pk).exists()
     assert _orphans() == NO_ORPHANS
 
 
