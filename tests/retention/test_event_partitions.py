@@ -16,7 +16,14 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from apps.core.partitions import default_partition_name, month_start, partition_name, partitions, partitions_ensure
+from apps.core.partitions import (
+    default_partition_name,
+    month_start,
+    partition_name,
+    partitions,
+    partitions_ensure,
+    rebuild_table,
+)
 from apps.core.retention_tasks import purge_expired_rows
 from apps.events.models import Event, Rule, RuleExecution, WebhookAttempt, WebhookEndpoint, WebhookMessage
 from apps.events.services.rules import rule_delete
@@ -264,3 +271,31 @@ def test_a_writer_holding_the_table_makes_the_drop_give_up_not_the_writer(transa
     for table in (EVENTS, EXECUTIONS, MESSAGES, ATTEMPTS):
         assert partition_name(table, month) not in _names(table)
     assert _orphans() == NO_ORPHANS
+
+
+def test_the_migration_rebuilds_the_events_tables_both_ways(history):
+    old = month_start(timezone.now(), add=-2) + timedelta(days=3)
+    partitions_ensure(now=old, ahead=0)
+    rows = [history.event(old), history.event(timezone.now())]
+    tables = ((EVENTS, "id"), (EXECUTIONS, "event_id"), (MESSAGES, "event_id"), (ATTEMPTS, "message_id"))
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # a table with pending checks cannot be dropped
+        for table, _key in reversed(tables):
+            rebuild_table(cursor, table=table, pk="id", key=None, now=timezone.now())
+        assert not partitions(EVENTS) and Event.objects.count() == 2
+        for table, key in tables:
+            rebuild_table(cursor, table=table, pk="id", key=key, now=timezone.now())
+
+    (event, execution, message, _attempt), _recent = rows
+    assert message is not None
+    assert _partition_of(Event, event.pk) == partition_name(EVENTS, month_start(old))
+    assert _partition_of(RuleExecution, execution.pk) == partition_name(EXECUTIONS, month_start(old))
+    assert _partition_of(WebhookMessage, message.pk) == partition_name(MESSAGES, month_start(old))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        WebhookMessage.objects.create(
+            tenant=history.tenant, endpoint=history.endpoint, event=event, event_type=event.type, body="{}"
+        )
+    other_rule = Rule.objects.create(tenant=history.tenant, name="other", event_type="*", actions=[])
+    again = RuleExecution.objects.create(tenant=history.tenant, rule=other_rule, event=_recent[0], outcome="failed")
+    assert again.pk > execution.pk  # the identity sequence carried on
+    assert _partition_of(RuleExecution, again.pk) == partition_name(EXECUTIONS, month_start(timezone.now()))
