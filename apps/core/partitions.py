@@ -11,10 +11,12 @@ the same partition's unique index.
   months ahead and a DEFAULT partition, so an insert never fails; rows that reached DEFAULT before
   their month existed are moved into it when it is created (`ATTACH`, which takes no lock that
   blocks writers of the parent).
-- `partitions_drop_expired` (run by the hourly purge before its batched DELETE) drops a partition
-  once every row in it is past the longest retention any tenant has for the table (and not kept:
-  in flight, in a dedup window). It locks the partition, checks, detaches and drops in one short
-  transaction (`lock_timeout`: a busy table is retried next hour). A partition still holding a
+- `partitions_drop_expired` (run by the hourly purge before its batched DELETE, or by an app's own
+  purge for the tables it registered with `shared_purge=False`) drops a partition once every row
+  in it is past the longest retention any tenant has for the table (and not kept: in flight, in a
+  dedup window), with its companions' partitions of the same month (its rows' children in other
+  tables). It locks the parent tables against writes, checks again, detaches and drops in one
+  short transaction (`lock_timeout`: a busy table is retried next run). A partition still holding a
   kept row stays; its expired rows go by the batched DELETE, as do those of tenants whose retention
   is shorter than the longest (apps/core/retention.py). Export (`retention_export`) never drops:
   it needs the rows, so the batched DELETE (which exports) does it.
