@@ -11,10 +11,12 @@ the same partition's unique index.
   months ahead and a DEFAULT partition, so an insert never fails; rows that reached DEFAULT before
   their month existed are moved into it when it is created (`ATTACH`, which takes no lock that
   blocks writers of the parent).
-- `partitions_drop_expired` (run by the hourly purge before its batched DELETE) drops a partition
-  once every row in it is past the longest retention any tenant has for the table (and not kept:
-  in flight, in a dedup window). It locks the partition, checks, detaches and drops in one short
-  transaction (`lock_timeout`: a busy table is retried next hour). A partition still holding a
+- `partitions_drop_expired` (run by the hourly purge before its batched DELETE, or by an app's own
+  purge for the tables it registered with `shared_purge=False`) drops a partition once every row
+  in it is past the longest retention any tenant has for the table (and not kept: in flight, in a
+  dedup window), with its companions' partitions of the same month (its rows' children in other
+  tables). It locks the parent tables against writes, checks again, detaches and drops in one
+  short transaction (`lock_timeout`: a busy table is retried next run). A partition still holding a
   kept row stays; its expired rows go by the batched DELETE, as do those of tenants whose retention
   is shorter than the longest (apps/core/retention.py). Export (`retention_export`) never drops:
   it needs the rows, so the batched DELETE (which exports) does it.
@@ -28,11 +30,12 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.apps import apps as django_apps
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
@@ -87,21 +90,43 @@ class PartitionedTable:
     # be answered from indexes in milliseconds, because writers of the table wait meanwhile.
     # None: `in_use` again.
     recheck: Callable[[uuid.UUID, uuid.UUID, datetime, datetime], bool] | None = None
-    # Deletes the rows of other tables that go with this partition's rows (what CASCADE did).
-    before_drop: Callable[[str], dict[str, int]] | None = None
+    # Deletes the rows of other tables that go with this partition's rows (what CASCADE did). Runs
+    # under the lock, after the recheck, before the companions' partitions are dropped.
+    before_drop: Callable[[Partition], dict[str, int]] | None = None
+    # Registered tables whose rows with their own key in this partition's range [lower, upper) are
+    # children of this partition's rows and go with it, in the same transaction (events: their rule
+    # executions and webhook messages by `event_id`, and the attempts of messages made in the same
+    # month by `message_id`, which `in_use` makes sure belong to these events). Locked with this
+    # table; their partition of the same bounds is dropped with this one, or where they have none
+    # (the rows are in their DEFAULT) those rows are deleted.
+    companions: tuple[str, ...] = ()
 
 
 _TABLES: dict[str, PartitionedTable] = {}
+_SHARED: set[str] = set()
 
 
-def register_partitioned_tables(tables: Iterable[PartitionedTable]) -> None:
-    """Called from an app's `ready()`, children after parents (a parent's drop makes its children's possible)."""
+def register_partitioned_tables(tables: Iterable[PartitionedTable], *, shared_purge: bool = True) -> None:
+    """Called from an app's `ready()`, children after parents (a parent's drop makes its children's possible).
+
+    `shared_purge=False`: the app drops them from its own purge job (`partitions_drop_expired(tables=…)`);
+    the hourly purge leaves them alone. Partitions ahead are created for every registered table.
+    """
     for table in tables:
         _TABLES[table.table] = table
+        if shared_purge:
+            _SHARED.add(table.table)
+        else:
+            _SHARED.discard(table.table)
 
 
 def partitioned_tables() -> list[PartitionedTable]:
     return list(_TABLES.values())
+
+
+def shared_partitioned_tables() -> list[str]:
+    """The tables whose expired partitions the hourly `signalbox.maintenance.purge` drops."""
+    return [name for name in _TABLES if name in _SHARED]
 
 
 def months_ahead() -> int:
@@ -230,40 +255,86 @@ class DropReport:
         return {"dropped": self.dropped, "cascaded": self.cascaded, "kept": self.kept}
 
 
+def partition_matching(table: str, lower: uuid.UUID, upper: uuid.UUID) -> Partition | None:
+    """`table`'s partition with exactly these bounds (the same month), if it has one."""
+    return next((p for p in partitions(table) if p.lower == lower and p.upper == upper), None)
+
+
+def _detach_and_drop(cursor: Any, table: str, partition: str) -> None:
+    cursor.execute(f"ALTER TABLE {table} DETACH PARTITION {partition}")
+    cursor.execute(f"DROP TABLE {partition}")
+
+
+def _rows(partition: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {partition}")  # noqa: S608
+        return int(cursor.fetchone()[0])
+
+
+def _drop_lock_timeout_ms(cursor: Any) -> int:
+    """The drop's lock wait: SIGNALBOX_PARTITION_LOCK_TIMEOUT_MS, but under half the server's
+    `deadlock_timeout`, so that in a lock cycle with a writer (a transaction holding one table and
+    wanting another this drop locked) the drop gives up first and the writer goes on."""
+    cursor.execute("SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout'")
+    return max(1, min(_lock_timeout_ms(), int(cursor.fetchone()[0]) // 2))
+
+
 def _drop(
     spec: PartitionedTable, partition: Partition, *, now: datetime, horizon: datetime
 ) -> tuple[int, dict[str, int]] | None:
-    """Checks nothing in the partition must stay, then locks it against writes, checks again what a
-    write could have changed, detaches and drops it.
+    """Checks nothing in the partition must stay, then locks the table against writes, checks again
+    what a write could have changed, detaches and drops it (and its companions' partitions).
 
-    The full check (which may read the whole partition) runs first without a lock; under the lock
-    only `recheck`, from indexes, so writers that touch every partition (an update by id alone)
-    wait milliseconds, not the length of a scan. Returns (rows it held, rows deleted with them by
-    label), or None when it stays (in use, or the table too busy for the lock).
+    The full check (which may read the whole partition) and the row counts run first without a
+    lock. Then, in one short transaction, the parent tables (this one and its companions) are
+    locked against writes: SHARE ROW EXCLUSIVE on the parent alone, so reads go on and writers
+    wait at the parent, holding nothing of the table. (Locking only the partition would let a
+    writer that touches every partition — an update by id alone — take the parent, wait for the
+    partition, and deadlock with the DETACH, which needs the parent.) Under the lock only
+    `recheck`, from indexes, and `before_drop`, so writers wait milliseconds. Returns (rows it
+    held, rows deleted with them by label), or None when it stays (in use, or too busy to lock).
     """
     lower, upper = partition.lower, partition.upper
     assert lower is not None and upper is not None
     if spec.in_use(lower, upper, now, horizon):
         return None
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM {partition.name}")  # noqa: S608
-        rows = int(cursor.fetchone()[0])
+    companions = [_TABLES[name] for name in spec.companions if name in _TABLES and is_partitioned(name)]
+    counted = {partition.name: _rows(partition.name)}
+    for companion in companions:
+        match = partition_matching(companion.table, lower, upper)
+        if match is not None:
+            counted[match.name] = _rows(match.name)
+    order = list(_TABLES)  # one order for every drop: two drops never lock each other's tables crosswise
+    parents = sorted([spec.table, *(c.table for c in companions)], key=order.index)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL lock_timeout = {_lock_timeout_ms()}")
-            # No insert, update or delete reaches it from now on; reads go on until the DETACH.
-            cursor.execute(f"LOCK TABLE {partition.name} IN SHARE ROW EXCLUSIVE MODE")
+            cursor.execute(f"SET LOCAL lock_timeout = {_drop_lock_timeout_ms(cursor)}")
+            cursor.execute(f"LOCK TABLE {', '.join(f'ONLY {p}' for p in parents)} IN SHARE ROW EXCLUSIVE MODE")
             if (spec.recheck or spec.in_use)(lower, upper, now, horizon):
                 return None
-            cascaded = spec.before_drop(partition.name) if spec.before_drop else {}
             # A table with foreign-key checks still pending in this transaction cannot be dropped
             # (only a caller inside a transaction that wrote to it has any): run them now.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            cursor.execute(f"ALTER TABLE {spec.table} DETACH PARTITION {partition.name}")
-            cursor.execute(f"DROP TABLE {partition.name}")
+            cascaded = dict(spec.before_drop(partition)) if spec.before_drop else {}
+            for companion in companions:
+                match = partition_matching(companion.table, lower, upper)
+                if match is not None:
+                    _detach_and_drop(cursor, companion.table, match.name)
+                    count = counted.get(match.name, 0)
+                else:  # its rows of the range are in its DEFAULT partition
+                    cursor.execute(
+                        f"DELETE FROM {companion.table} WHERE {companion.key} >= %s AND {companion.key} < %s",  # noqa: S608
+                        [lower, upper],
+                    )
+                    count = cursor.rowcount
+                if count:  # under the model's label, as the batched DELETE reports cascaded rows
+                    label = django_apps.get_model(companion.label)._meta.label
+                    cascaded[label] = cascaded.get(label, 0) + count
+            _detach_and_drop(cursor, spec.table, partition.name)
     except DatabaseError:
         log.warning("could not drop an expired partition; next run retries", exc_info=True)
         return None
+    rows = counted[partition.name]
     for label, count in cascaded.items():
         announce_purged(label.lower(), count)
     announce_purged(spec.label, rows)
@@ -282,9 +353,15 @@ def _dry_run(
 
 
 def partitions_drop_expired(
-    *, now: datetime | None = None, tenants: Iterable[Any] | None = None, dry_run: bool = False, export: bool = False
+    *,
+    now: datetime | None = None,
+    tenants: Iterable[Any] | None = None,
+    dry_run: bool = False,
+    export: bool = False,
+    tables: Collection[str] | None = None,
 ) -> DropReport:
-    """Drops every registered table's partitions whose rows are all past retention and not kept.
+    """Drops the partitions of `tables` (None: those of the hourly purge) whose rows are all past
+    retention and not kept, in the order the tables were registered.
 
     A partition is a candidate when its upper bound (its key's time) is older than now minus the
     longest retention; its rows' own times are later than their key's (a delivery is created after
@@ -296,8 +373,9 @@ def partitions_drop_expired(
     report = DropReport(dropped={}, cascaded={}, kept=[])
     if export or any((getattr(t, "settings", None) or {}).get("retention_export") for t in owners):
         return report
+    chosen = set(shared_partitioned_tables() if tables is None else tables)
     for spec in partitioned_tables():
-        if not is_partitioned(spec.table):
+        if spec.table not in chosen or not is_partitioned(spec.table):
             continue
         horizon = now - longest_retention(spec, owners)
         for partition in partitions(spec.table):
@@ -372,7 +450,11 @@ def rebuild_table(cursor: Any, *, table: str, pk: str, key: str | None, now: dat
     partition_by = f" PARTITION BY RANGE ({key})" if key else ""
     cursor.execute(f"CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS INCLUDING CONSTRAINTS){partition_by}")
     if key:
-        cursor.execute(f"SELECT {key} FROM {old} ORDER BY {key} LIMIT 1")  # noqa: S608
+        # Only UUIDv7 keys say when their row was made (a UUIDv4 of a table that took v7 ids late
+        # falls anywhere, mostly in DEFAULT, and must not decide how many months are created).
+        cursor.execute(
+            f"SELECT {key} FROM {old} WHERE substr({key}::text, 15, 1) = '7' ORDER BY {key} LIMIT 1"  # noqa: S608
+        )
         oldest = (cursor.fetchone() or [None])[0]
         first = month_start(now)
         if oldest is not None:  # older rows than `months_back` go to DEFAULT (the batched DELETE's)
@@ -390,7 +472,7 @@ def rebuild_table(cursor: Any, *, table: str, pk: str, key: str | None, now: dat
 
     for name, kind, definition in constraints:
         if kind == "p":
-            columns = [pk, key] if key else [pk]
+            columns = [pk, key] if key and key != pk else [pk]
             definition = f"PRIMARY KEY ({', '.join(columns)})"
         elif kind == "u" and key and key not in definition:
             raise RuntimeError(f"{table}: unique constraint {name} lacks the partition key {key}")

@@ -14,6 +14,7 @@ import uuid
 from django.db import models
 
 from apps.core.tenancy import TenantOwned
+from apps.notifications.models import uuid7
 
 
 class EventStatus(models.TextChoices):
@@ -28,7 +29,9 @@ class EventSource(models.TextChoices):
 
 
 class Event(TenantOwned):  # type: ignore[django-manager-missing]
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # A UUIDv7: its first 48 bits are its creation time, the key of the monthly partitions on
+    # PostgreSQL (docs/partitions.md); events made before it took v7 ids keep their UUIDv4.
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     type = models.CharField(max_length=200)
     subject_type = models.CharField(max_length=64, blank=True)
     subject_id = models.CharField(max_length=200, blank=True)
@@ -120,7 +123,9 @@ class RuleExecution(TenantOwned):
     """The observer log: one row per rule whose event type matched an event."""
 
     rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="executions")
-    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="rule_executions")
+    # Partitioned by event_id on PostgreSQL: no database constraint into the partitioned events
+    # table; kept by the events app (created with its event, dropped or deleted with it).
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="rule_executions", db_constraint=False)
     outcome = models.CharField(max_length=16, choices=RuleOutcome.choices)
     actions = models.JSONField(default=list, help_text="Per action: {type, status, ref or error}.")
     error = models.TextField(blank=True)
@@ -170,9 +175,12 @@ class MessageStatus(models.TextChoices):
 class WebhookMessage(TenantOwned):  # type: ignore[django-manager-missing]
     """One event for one endpoint. Its id is the `webhook-id` header, the same on every retry."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # A UUIDv7 (the key of its attempts' partitions); the table is partitioned by event_id, so the
+    # unique (endpoint, event) holds across partitions and the event reference has no database
+    # constraint (kept by the events app, as for rule executions).
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="messages")
-    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="webhook_messages")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="webhook_messages", db_constraint=False)
     event_type = models.CharField(max_length=200)
     body = models.TextField(help_text="The exact JSON sent (and signed), frozen at creation.")
     status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.PENDING)
@@ -217,7 +225,8 @@ class AttemptOutcome(models.TextChoices):
 
 
 class WebhookAttempt(TenantOwned):
-    message = models.ForeignKey(WebhookMessage, on_delete=models.CASCADE, related_name="attempts")
+    # Partitioned by message_id on PostgreSQL: no database constraint into the partitioned messages.
+    message = models.ForeignKey(WebhookMessage, on_delete=models.CASCADE, related_name="attempts", db_constraint=False)
     number = models.PositiveIntegerField()
     outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)

@@ -38,9 +38,10 @@ def dispatch_due() -> int:
 
 @shared_task(name="signalbox.maintenance.purge_events", queue="maintenance")
 def purge_events() -> dict[str, Any]:
-    """Beat: deletes events (and their executions, messages, attempts) past retention.
+    """Beat: drops expired events partitions (PostgreSQL), then deletes events (and their
+    executions, messages, attempts) past retention in batches.
 
     Its result (kept by the result backend, like `signalbox.maintenance.purge`'s) is the report:
-    rows deleted per table.
+    rows deleted per table, and the partitions dropped.
     """
-    return events.events_purge_report().as_dict()
+    return events.events_purge_run()

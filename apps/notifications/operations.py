@@ -31,7 +31,7 @@ from django.db.models import Count, Exists, ExpressionWrapper, F, OuterRef, Q, V
 from django.db.models.lookups import GreaterThan
 
 from apps.core.conf import core_settings
-from apps.core.partitions import PartitionedTable
+from apps.core.partitions import Partition, PartitionedTable
 from apps.core.periodic import PeriodicJob
 from apps.core.retention import RetentionPolicy
 from apps.notifications.models import Delivery, DeliveryAttempt, DigestItem, DigestWindow, Notification
@@ -151,11 +151,11 @@ def _deliveries_in_use_since(lower: uuid.UUID, upper: uuid.UUID, now: datetime, 
     return in_flight.exists() or still_open.exists()
 
 
-def _delivery_partition_dependents(partition: str) -> dict[str, int]:
+def _delivery_partition_dependents(partition: Partition) -> dict[str, int]:
     """The digest items of the partition's deliveries (a OneToOne without a database constraint)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {DigestItem._meta.db_table} WHERE delivery_id IN (SELECT id FROM {partition})"  # noqa: S608
+            f"DELETE FROM {DigestItem._meta.db_table} WHERE delivery_id IN (SELECT id FROM {partition.name})"  # noqa: S608
         )
         return {DigestItem._meta.label: cursor.rowcount} if cursor.rowcount else {}
 

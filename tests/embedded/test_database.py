@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +13,11 @@ from django.core import checks
 from django.core.management import call_command
 from django.db import connection, connections, transaction
 from django.test import override_settings
+from django.utils import timezone
 
+from apps.core.partitions import is_partitioned, partitions_ensure
+from apps.events.models import Event, Rule, RuleExecution, WebhookAttempt, WebhookEndpoint, WebhookMessage
+from apps.events.tasks import purge_events
 from apps.tenancy.models import Tenant
 from tests.embedded.conftest import notify
 
@@ -159,3 +164,28 @@ def test_tenant_origins_find_tenants_by_a_json_key(db: Any):
         slug="without", name="Without", settings={"other": {"allowed_origins": ["https://b.example"]}}
     )
     assert tenant_origins() == frozenset({"https://a.example"})
+
+
+def test_sqlite_keeps_plain_tables_and_purges_events_by_delete(tenant: Any):
+    """SQLite has no partitions (events 0005's RunPython does nothing there): `purge_events` drops
+    none and deletes expired events with their rule executions, messages and attempts by batches."""
+    endpoint = WebhookEndpoint.objects.create(tenant=tenant, url="https://example.com/h", secret_encrypted="x")
+    rule = Rule.objects.create(tenant=tenant, name="r", event_type="*", actions=[])
+    for status in ("delivered", "failed"):
+        event = Event.objects.create(tenant=tenant, type="order.paid", status="processed")
+        RuleExecution.objects.create(tenant=tenant, rule=rule, event=event, outcome="succeeded")
+        message = WebhookMessage.objects.create(
+            tenant=tenant, endpoint=endpoint, event=event, event_type=event.type, body="{}", status=status
+        )
+        WebhookAttempt.objects.create(tenant=tenant, message=message, number=1, outcome="success")
+    fresh = Event.objects.create(tenant=tenant, type="order.paid", status="processed")
+    Event.objects.exclude(pk=fresh.pk).update(created_at=timezone.now() - timedelta(days=40))
+
+    report = purge_events.run()
+
+    assert not is_partitioned(Event._meta.db_table) and partitions_ensure() == []
+    assert report["partitions"] == {"dropped": {}, "cascaded": {}, "kept": []}
+    assert report["deleted"] == {"events": 2}
+    assert report["cascaded"] == {"events.RuleExecution": 2, "events.WebhookMessage": 2, "events.WebhookAttempt": 2}
+    assert list(Event.objects.values_list("pk", flat=True)) == [fresh.pk]
+    assert not (RuleExecution.objects.exists() or WebhookMessage.objects.exists() or WebhookAttempt.objects.exists())

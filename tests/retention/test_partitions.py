@@ -47,6 +47,11 @@ def _rows_in(partition: str) -> int:
         return int(cursor.fetchone()[0])
 
 
+def _notifications_dropped(report: dict) -> dict[str, int]:
+    """The deliveries' and attempts' partitions dropped (the events app's empty ones may go too)."""
+    return {name: rows for name, rows in report["partitions"]["dropped"].items() if name.startswith("notif")}
+
+
 def _partition_of(delivery: Delivery) -> str:
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT tableoid::regclass::text FROM {DELIVERIES} WHERE id = %s", [delivery.pk])  # noqa: S608
@@ -146,7 +151,7 @@ def test_the_purge_drops_a_partition_past_every_retention_and_keeps_one_holding_
     report = purge_expired_rows()
 
     expired = partition_name(DELIVERIES, expired_month)
-    assert report["partitions"]["dropped"] == {expired: 3, partition_name(ATTEMPTS, expired_month): 3}
+    assert _notifications_dropped(report) == {expired: 3, partition_name(ATTEMPTS, expired_month): 3}
     assert report["partitions"]["cascaded"] == {"notifications.DigestItem": 1}
     assert partition_name(DELIVERIES, kept_month) in report["partitions"]["kept"]
     assert expired not in _names(DELIVERIES)
@@ -171,7 +176,7 @@ def test_a_tenant_with_a_longer_retention_keeps_the_partition(build, tenant):
 
     report = purge_expired_rows()
 
-    assert report["partitions"]["dropped"] == {}
+    assert _notifications_dropped(report) == {}
     assert partition_name(DELIVERIES, month) in _names(DELIVERIES)
     assert not Delivery.objects.filter(pk=sent.pk).exists()  # its own policy (deliveries, 30 days) still applies
 
@@ -186,7 +191,7 @@ def test_a_tenant_with_a_shorter_retention_is_purged_by_delete_inside_a_live_par
 
     report = purge_expired_rows()
 
-    assert report["partitions"]["dropped"] == {}
+    assert _notifications_dropped(report) == {}
     assert report["deleted"]["deliveries"] == 2
     assert not Delivery.objects.filter(pk__in=[d.pk for d in short]).exists()
     assert not DeliveryAttempt.objects.filter(delivery_id__in=[d.pk for d in short]).exists()
@@ -235,7 +240,7 @@ def test_a_partition_whose_notification_is_still_fanning_out_stays(build):
     report = purge_expired_rows()
 
     assert partition_name(DELIVERIES, month) in report["partitions"]["kept"]
-    assert report["partitions"]["dropped"] == {}
+    assert _notifications_dropped(report) == {}
     assert partition_name(DELIVERIES, month) in _names(DELIVERIES)
 
 

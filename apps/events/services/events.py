@@ -20,10 +20,12 @@ from django.utils import timezone
 from apps.core import ports
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import Conflict, Unprocessable
+from apps.core.partitions import partitions_drop_expired
 from apps.core.publish import publish, publish_on_commit
 from apps.core.retention import PurgeReport, RetentionPolicy, purge
 from apps.events import types
 from apps.events.models import Event, EventSource, EventStatus, MessageStatus, Rule, WebhookEndpoint
+from apps.events.operations import EVENT_PARTITIONED_TABLES
 from apps.observability import metrics
 from apps.observability.audit import audit_record
 
@@ -296,6 +298,14 @@ def events_purge_report(*, max_seconds: float = 240.0) -> PurgeReport:
     attempts deleted with them (as `signalbox.maintenance.purge` reports the notification tables).
     """
     return purge([events_retention_policy()], max_seconds=max_seconds)
+
+
+def events_purge_run(*, max_seconds: float = 240.0) -> dict[str, Any]:
+    """The beat job: on PostgreSQL, drops the events partitions past retention (with the same month
+    of rule executions, messages and attempts), then deletes the rest in batches (SQLite, tenants
+    with a shorter retention, partitions still holding an event that must stay)."""
+    dropped = partitions_drop_expired(tables=[spec.table for spec in EVENT_PARTITIONED_TABLES])
+    return {**events_purge_report(max_seconds=max_seconds).as_dict(), "partitions": dropped.as_dict()}
 
 
 def events_purge(*, max_seconds: float = 240.0) -> int:
