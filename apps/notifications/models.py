@@ -442,14 +442,29 @@ class Delivery(TenantOwned):
     # foreign keys get no index of their own where a composite index below already leads with
     # them (tenant: notif_delivery_list, notification: the unique constraint, recipient:
     # notif_delivery_recipient). Template versions are never deleted, so that key needs none.
-    tenant = models.ForeignKey("tenancy.Tenant", on_delete=models.CASCADE, related_name="+", db_index=False)
-    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
+    # Tenant, notification and template version carry no database constraint either (migration
+    # 0009): every row of a fan-out chunk has the same three, read in the chunk's own transaction,
+    # and PostgreSQL's per-row checks of them were a third of the cost of inserting a row
+    # (docs/benchmarks.md, "Fan-out"). Django's on_delete still cascades; the recipient, different
+    # on each row, keeps its constraint.
+    tenant = models.ForeignKey(
+        "tenancy.Tenant", on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="deliveries", db_index=False, db_constraint=False
+    )
     recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     channel = models.CharField(max_length=16, choices=CHANNEL_CHOICES)
     status = models.CharField(max_length=16, choices=Status.choices)
     suppression_reason = models.CharField(max_length=32, choices=SuppressionReason.choices, blank=True)
     template_version = models.ForeignKey(
-        TemplateVersion, null=True, blank=True, on_delete=models.RESTRICT, related_name="+", db_index=False
+        TemplateVersion,
+        null=True,
+        blank=True,
+        on_delete=models.RESTRICT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
