@@ -70,12 +70,13 @@ def uuid7_many(count: int) -> list[uuid.UUID]:
     for stamp, bits in zip(stamps, noise, strict=True):
         made = _new_uuid(uuid.UUID)
         _set_slot(made, "int", stamp | bits & mask)
-        _set_slot(made, "is_safe", uuid.SafeUUID.unknown)
+        _set_slot(made, "is_safe", _UNKNOWN_SAFETY)
         ids.append(made)
     return ids
 
 
 _new_uuid, _set_slot = object.__new__, object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown  # an enum member: read once, not per id (a slow lookup)
 
 
 CHANNEL_CHOICES = [(c.value, c.value) for c in Channel]
