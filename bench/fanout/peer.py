@@ -25,6 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.common import CpuMeter
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("django-notifications-community==1.12.3",)  # it needs only Django (the venv's)
 TARGET = Path(os.environ.get("TMPDIR", "/tmp")) / "signalbox-bench-peer-packages"
@@ -121,6 +123,13 @@ def prepare(size: int) -> list[int]:
     return list(users.objects.exclude(username="bench-actor").order_by("pk").values_list("pk", flat=True)[:size])
 
 
+def worker_processes(pid: int) -> list[Any]:
+    import psutil
+
+    parent = psutil.Process(pid)
+    return [parent, *parent.children(recursive=True)]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import psutil
     import redis
@@ -148,6 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise SystemExit(f"the peer worker did not start; see {log}")
         counter = redis.Redis.from_url(os.environ["PEER_BROKER"])
         counter.set(rows_key(), 0)
+        meter = CpuMeter(connection.cursor(), lambda: [p.pid for p in worker_processes(worker.pid)])
+        meter.start()
         load_before = round(os.getloadavg()[0], 2)
         started = time.perf_counter()
         bounds = ids[:: args.chunk_size]
@@ -161,12 +172,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise SystemExit(f"the peer wrote {done} of {len(ids)} rows in {args.timeout} s; see {log}")
             if time.perf_counter() - sampled > 0.25:
                 sampled = time.perf_counter()
-                for process in [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]:
+                for process in worker_processes(worker.pid):
                     with contextlib.suppress(psutil.Error):
                         peak = max(peak, process.memory_info().rss)
             time.sleep(0.02)  # as often as run.py looks at the pipeline's notification
             done = int(counter.get(rows_key()) or 0)
         elapsed = time.perf_counter() - started
+        cpu = meter.read()
         done = Notification.objects.count()  # the rows themselves, not the tasks' word for them
     finally:
         worker.terminate()
@@ -179,6 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rate": round(done / elapsed),
         "peak_worker_rss_mb": round(peak / 2**20, 1),
         "load_1m_before_after": [load_before, round(os.getloadavg()[0], 2)],
+        "cpu_s": cpu,
     }
 
 

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import bench_environment, log, results_compare, results_write
+from bench.common import CpuMeter, bench_environment, log, results_compare, results_write
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUES = "notifications.high,notifications.default,notifications.bulk,maintenance"
@@ -284,6 +284,8 @@ def run_pipeline(
     worker = Worker(args.concurrency, log_dir / f"worker-pipeline-{size}.log")
     worker.start()
     reset_counter()
+    meter = CpuMeter(connection.cursor(), lambda: [p.pid for p in worker.processes()])
+    meter.start()
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
     body = {
@@ -294,7 +296,7 @@ def run_pipeline(
         "channels": list(channels),
     }
     try:
-        started = time.perf_counter()
+        started, started_wall = time.perf_counter(), time.time()
         with CaptureQueriesContext(connection) as post_queries:
             response = client.post("/api/v1/notifications/", body, format="json")
         if response.status_code != 202:
@@ -316,11 +318,13 @@ def run_pipeline(
                 worker.sample()
                 last_sample = now
             time.sleep(0.02)
+        cpu = meter.read()
         peak = worker.high_water_mark()
         time.sleep(0.5)  # the last task's counter flush follows its postrun
         queries = worker_queries() + len(post_queries.captured_queries)
     finally:
         worker.stop()
+    timeline = _timeline(notification_id, started_wall)
     by_channel = list(
         Delivery.objects.filter(notification_id=notification_id)
         .values("channel", "status")
@@ -349,8 +353,33 @@ def run_pipeline(
             "post_queries": len(post_queries.captured_queries),
             "states": {f"{c}:{s}": n for (c, s), n in got.items()},
             "load_1m_before_after": [load_before, round(os.getloadavg()[0], 2)],
+            "timeline_s": timeline,
+            # CPU seconds of the worker processes and their PostgreSQL backends, POST to completion
+            "cpu_s": cpu,
         },
     )
+
+
+def _timeline(notification_id: Any, started_wall: float) -> dict[str, float | None]:
+    """Seconds after the POST at which the fan-out was planned and its first and last chunks started
+    (a chunk's `done_at` is the time its run began): where the time before the last row goes."""
+    from django.db.models import Max, Min
+
+    from apps.notifications.models import FanoutChunk, Notification
+
+    planned = Notification.objects.filter(pk=notification_id).values_list("fanout_started_at", flat=True).get()
+    chunks = FanoutChunk.objects.filter(notification_id=notification_id).aggregate(
+        first=Min("done_at"), last=Max("done_at")
+    )
+
+    def after(moment: Any) -> float | None:
+        return None if moment is None else round(moment.timestamp() - started_wall, 3)
+
+    return {
+        "planned": after(planned),
+        "first_chunk_start": after(chunks["first"]),
+        "last_chunk_start": after(chunks["last"]),
+    }
 
 
 def run_naive(size: int, args: argparse.Namespace, log_dir: Path) -> Result:
@@ -555,7 +584,7 @@ def run_peer(size: int, args: argparse.Namespace) -> Result:
         fanout_seconds=peer["seconds"],
         fanout_rate=peer["rate"],
         peak_worker_rss_mb=peer["peak_worker_rss_mb"],
-        details={"load_1m_before_after": peer["load_1m_before_after"]},
+        details={"load_1m_before_after": peer["load_1m_before_after"], "cpu_s": peer["cpu_s"]},
     )
 
 
@@ -639,6 +668,9 @@ def report(results: list[Result], args: argparse.Namespace, big: Result) -> None
         "in_app_vs_peer": round((in_app.fanout_rate or 0) / peer.rate, 2) if in_app and peer else None,
         # The most the database takes of those rows (COPY, best of 1 and N streams) over the peer's rate:
         # below 3, a pipeline 3x the peer is out of reach on this machine.
+        # CPU seconds (workers + their PostgreSQL backends) the peer spends per in-app row over the
+        # pipeline's: the same comparison as a rate, barely moved by what else the machine runs.
+        "in_app_vs_peer_cpu": round(peer.details["cpu_s"] / in_app.details["cpu_s"], 2) if in_app and peer else None,
         "copy_in_app_vs_peer": round(max(r.rate for r in copy_in_app) / peer.rate, 2) if copy_in_app and peer else None,
         "e2e_vs_naive": round(big.rate / naive.rate, 1) if naive else None,
         "fanout_vs_copy": round((big.fanout_rate or 0) / copy.rate, 3),
