@@ -199,7 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipients", type=int, default=100000)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--chunk-size", type=int, default=2000)
+    parser.add_argument("--chunk-size", type=int, default=5000)
     parser.add_argument("--database", default="signalbox_bench_peer")
     parser.add_argument("--pg-host", default="127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=5432)

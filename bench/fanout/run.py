@@ -599,7 +599,7 @@ def main() -> None:
         "--naive-seconds", type=float, default=150, help="Stop the baseline after this long and report its rate."
     )
     parser.add_argument("--concurrency", type=int, default=2, help="Worker processes.")
-    parser.add_argument("--chunk-size", type=int, default=2000)
+    parser.add_argument("--chunk-size", type=int, default=5000)  # FANOUT_CHUNK_SIZE's default
     parser.add_argument("--send-batch", type=int, default=500)
     parser.add_argument("--database", default="signalbox_bench")
     parser.add_argument("--pg-host", default="127.0.0.1")
