@@ -19,7 +19,10 @@ database number and key prefix, so it never touches development or test data. Ph
    indexes and foreign keys (best of two);
 4. the peer (`--skip-peer` to leave it out): in-app rows only, `--recipients` of them, by the
    pipeline (a notification on the in-app channel alone) and by django-notifications-community
-   (bench/fanout/peer.py) with the same worker processes, chunk size, PostgreSQL and Redis.
+   (bench/fanout/peer.py) with the same worker processes, chunk size, PostgreSQL and Redis; each
+   also reported as CPU seconds of its workers and their PostgreSQL backends (`cpu_s`, which the
+   machine's load barely moves), and beside the COPY of as many in-app rows in one stream and in
+   one stream per worker process: the most the database takes of those rows on this machine.
 """
 
 from __future__ import annotations
