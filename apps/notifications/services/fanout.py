@@ -517,9 +517,7 @@ def _send_inline(
     accepted = outcomes[Status.DELIVERED] + outcomes[Status.SENT]
     if accepted:
         latency = max((now - (notification.scheduled_at or notification.created_at)).total_seconds(), 0)
-        histogram = metrics.DELIVERY_LATENCY.labels(channel=channel)
-        for _ in range(accepted):
-            histogram.observe(latency)
+        metrics.observe_many(metrics.DELIVERY_LATENCY.labels(channel=channel), latency, accepted)
 
 
 def _accept_inline(adapter: Any, items: list[tuple[Row, dict[str, Any]]], policy: Any, now: datetime) -> Counter[str]:
