@@ -455,7 +455,9 @@ def chunk_write(context: ChunkContext, decisions: ChunkDecisions, audience: Audi
     # (ON CONFLICT DO NOTHING ... RETURNING) says which rows went in.
     inserted = deliveries_insert(rows)
     new = rows if len(inserted) == len(rows) else [r for r in rows if r["id"] in inserted]  # usually all
-    inbox_publish((r["id"], r["recipient_id"]) for r in new if r["channel"] in context.inline)
+    inbox_publish(
+        ((r["id"], r["recipient_id"]) for r in new if r["channel"] in context.inline), tenant_id=notification.tenant_id
+    )
     deliveries_announce(((row["tenant_id"], row["id"], row["status"]) for row in new), audience)
     digest_enqueue(
         deliveries=[row for row in decisions.digests if row["id"] in inserted],
