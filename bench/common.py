@@ -45,6 +45,39 @@ def database_drop(name: str, *, host: str = "127.0.0.1", port: int = 5432, user:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+class CpuMeter:
+    """CPU seconds (user + system) spent by a set of processes between `start()` and `read()`: the
+    given ones (workers, their children) and the database's client backends other than the caller's
+    own. Unlike a rate, this hardly moves with what else the machine runs, so it compares two
+    systems fairly on a shared machine. Backends that appear after `start()` count from zero."""
+
+    def __init__(self, cursor: Any, pids: Any) -> None:
+        self.cursor, self.pids = cursor, pids  # pids: a callable returning the process ids to watch
+        self.before: dict[int, float] = {}
+
+    def _backends(self) -> list[int]:
+        self.cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+        return [int(row[0]) for row in self.cursor.fetchall()]
+
+    def _sample(self) -> dict[int, float]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        found = {}
+        for pid in {*self.pids(), *self._backends()}:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                found[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        return found
+
+    def start(self) -> None:
+        self.before = self._sample()
+
+    def read(self) -> float:
+        return round(sum(cpu - self.before.get(pid, 0.0) for pid, cpu in self._sample().items()), 2)
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-quantile of `values` (nearest rank); NaN for none."""
     ordered = sorted(values)

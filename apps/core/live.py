@@ -68,18 +68,29 @@ def live_publish_on_commit(messages: Sequence[Message], *, using: str | None = N
 
 
 def live_publish_to_listeners(
-    groups: Iterable[str], build: Callable[[set[str]], Sequence[Message]], *, using: str | None = None
+    groups: Iterable[str],
+    build: Callable[[set[str]], Sequence[Message]],
+    *,
+    using: str | None = None,
+    gate: str | None = None,
 ) -> None:
     """Once the current transaction commits (now, outside one): asks which of `groups` someone
     listens to (one Redis lookup) and, only if any, publishes `build(listened groups)`, built then,
     so it reads the committed state. Nothing is read when nobody listens. A failing build is
-    logged, never raised: the change is committed, and streams read it on reconnect."""
+    logged, never raised: the change is committed, and streams read it on reconnect.
+
+    `gate`: a marker group every stream of these groups also listens to (registered with its own
+    groups, in the same write), asked first: when nobody listens to it, the groups themselves (a
+    fan-out chunk's thousands of inboxes) are not asked at all. Asked after the commit like them,
+    so the seam argument above holds for it too."""
     sink = _sink
     wanted = list(dict.fromkeys(groups))
     if sink is None or not wanted:
         return
 
     def publish() -> None:
+        if gate is not None and not live_listening([gate]):
+            return
         listened = live_listening(wanted)
         if not listened:
             return

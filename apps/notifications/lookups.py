@@ -13,6 +13,7 @@ from typing import Any
 from django.db.models import Lookup
 
 from apps.notifications.models import Delivery, Device, Preference, Recipient
+from apps.providers.models import Suppression
 
 
 class AnyOf(Lookup):  # type: ignore[type-arg]
@@ -36,5 +37,6 @@ def register() -> None:
         (Delivery, "recipient"),
         (Preference, "recipient"),
         (Device, "recipient"),
+        (Suppression, "address"),  # a chunk's addresses against the suppression list
     ):
         model._meta.get_field(field).register_lookup(AnyOf)  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ The in-app inbox is not a table of its own: an in-app `Delivery` is the inbox it
 
 from __future__ import annotations
 
+import array
 import os
 import threading
 import time
@@ -62,11 +63,21 @@ def uuid7_many(count: int) -> list[uuid.UUID]:
             stamps.append((millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | seq << 64 | 0x2 << 62)
         if count:
             _uuid7_state[:] = [millis, seq]
-    noise = os.urandom(8 * count)
+    # 62 random bits per id from one read; the UUIDs are built as uuid.UUID builds itself
+    # (object.__setattr__ on its slots) without its argument checks: a third of the time.
+    noise = array.array("Q", os.urandom(8 * count))
     mask = (1 << 62) - 1
-    return [
-        uuid.UUID(int=stamp | int.from_bytes(noise[8 * i : 8 * i + 8], "big") & mask) for i, stamp in enumerate(stamps)
-    ]
+    ids = []
+    for stamp, bits in zip(stamps, noise, strict=True):
+        made = _new_uuid(uuid.UUID)
+        _set_slot(made, "int", stamp | bits & mask)
+        _set_slot(made, "is_safe", _UNKNOWN_SAFETY)
+        ids.append(made)
+    return ids
+
+
+_new_uuid, _set_slot = object.__new__, object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown  # an enum member: read once, not per id (a slow lookup)
 
 
 CHANNEL_CHOICES = [(c.value, c.value) for c in Channel]
@@ -443,14 +454,29 @@ class Delivery(TenantOwned):
     # foreign keys get no index of their own where a composite index below already leads with
     # them (tenant: notif_delivery_list, notification: the unique constraint, recipient:
     # notif_delivery_recipient). Template versions are never deleted, so that key needs none.
-    tenant = models.ForeignKey("tenancy.Tenant", on_delete=models.CASCADE, related_name="+", db_index=False)
-    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
+    # Tenant, notification and template version carry no database constraint either (migration
+    # 0009): every row of a fan-out chunk has the same three, read in the chunk's own transaction,
+    # and PostgreSQL's per-row checks of them were a third of the cost of inserting a row
+    # (docs/benchmarks.md, "Fan-out"). Django's on_delete still cascades; the recipient, different
+    # on each row, keeps its constraint.
+    tenant = models.ForeignKey(
+        "tenancy.Tenant", on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="deliveries", db_index=False, db_constraint=False
+    )
     recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     channel = models.CharField(max_length=16, choices=CHANNEL_CHOICES)
     status = models.CharField(max_length=16, choices=Status.choices)
     suppression_reason = models.CharField(max_length=32, choices=SuppressionReason.choices, blank=True)
     template_version = models.ForeignKey(
-        TemplateVersion, null=True, blank=True, on_delete=models.RESTRICT, related_name="+", db_index=False
+        TemplateVersion,
+        null=True,
+        blank=True,
+        on_delete=models.RESTRICT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

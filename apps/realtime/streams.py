@@ -62,6 +62,8 @@ class InboxStream(Stream):
         self.recipient_pk = principal.recipient_pk
         self.tenant_id = principal.tenant_id
         self.groups = [inbox.inbox_group(self.recipient_pk)]
+        # Listened, never sent to: a fan-out chunk asks about its recipients' inboxes only if set.
+        self.markers = [inbox.inboxes_tenant_group(self.tenant_id)]
         self.start_at = 0
         self.sent: dict[int, None] = {}  # ids sent, oldest first, at most `remember` of them
         self.remember = int(settings.SIGNALBOX_REALTIME["REPLAY_LIMIT"]) + int(

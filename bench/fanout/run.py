@@ -19,7 +19,10 @@ database number and key prefix, so it never touches development or test data. Ph
    indexes and foreign keys (best of two);
 4. the peer (`--skip-peer` to leave it out): in-app rows only, `--recipients` of them, by the
    pipeline (a notification on the in-app channel alone) and by django-notifications-community
-   (bench/fanout/peer.py) with the same worker processes, chunk size, PostgreSQL and Redis.
+   (bench/fanout/peer.py) with the same worker processes, chunk size, PostgreSQL and Redis; each
+   also reported as CPU seconds of its workers and their PostgreSQL backends (`cpu_s`, which the
+   machine's load barely moves), and beside the COPY of as many in-app rows in one stream and in
+   one stream per worker process: the most the database takes of those rows on this machine.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import bench_environment, log, results_compare, results_write
+from bench.common import CpuMeter, bench_environment, log, results_compare, results_write
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUES = "notifications.high,notifications.default,notifications.bulk,maintenance"
@@ -284,6 +287,8 @@ def run_pipeline(
     worker = Worker(args.concurrency, log_dir / f"worker-pipeline-{size}.log")
     worker.start()
     reset_counter()
+    meter = CpuMeter(connection.cursor(), lambda: [p.pid for p in worker.processes()])
+    meter.start()
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
     body = {
@@ -294,7 +299,7 @@ def run_pipeline(
         "channels": list(channels),
     }
     try:
-        started = time.perf_counter()
+        started, started_wall = time.perf_counter(), time.time()
         with CaptureQueriesContext(connection) as post_queries:
             response = client.post("/api/v1/notifications/", body, format="json")
         if response.status_code != 202:
@@ -316,11 +321,13 @@ def run_pipeline(
                 worker.sample()
                 last_sample = now
             time.sleep(0.02)
+        cpu = meter.read()
         peak = worker.high_water_mark()
         time.sleep(0.5)  # the last task's counter flush follows its postrun
         queries = worker_queries() + len(post_queries.captured_queries)
     finally:
         worker.stop()
+    timeline = _timeline(notification_id, started_wall)
     by_channel = list(
         Delivery.objects.filter(notification_id=notification_id)
         .values("channel", "status")
@@ -349,8 +356,33 @@ def run_pipeline(
             "post_queries": len(post_queries.captured_queries),
             "states": {f"{c}:{s}": n for (c, s), n in got.items()},
             "load_1m_before_after": [load_before, round(os.getloadavg()[0], 2)],
+            "timeline_s": timeline,
+            # CPU seconds of the worker processes and their PostgreSQL backends, POST to completion
+            "cpu_s": cpu,
         },
     )
+
+
+def _timeline(notification_id: Any, started_wall: float) -> dict[str, float | None]:
+    """Seconds after the POST at which the fan-out was planned and its first and last chunks started
+    (a chunk's `done_at` is the time its run began): where the time before the last row goes."""
+    from django.db.models import Max, Min
+
+    from apps.notifications.models import FanoutChunk, Notification
+
+    planned = Notification.objects.filter(pk=notification_id).values_list("fanout_started_at", flat=True).get()
+    chunks = FanoutChunk.objects.filter(notification_id=notification_id).aggregate(
+        first=Min("done_at"), last=Max("done_at")
+    )
+
+    def after(moment: Any) -> float | None:
+        return None if moment is None else round(moment.timestamp() - started_wall, 3)
+
+    return {
+        "planned": after(planned),
+        "first_chunk_start": after(chunks["first"]),
+        "last_chunk_start": after(chunks["last"]),
+    }
 
 
 def run_naive(size: int, args: argparse.Namespace, log_dir: Path) -> Result:
@@ -419,10 +451,14 @@ def run_naive(size: int, args: argparse.Namespace, log_dir: Path) -> Result:
     )
 
 
-def run_copy(rows: int) -> Result:
-    """COPY `rows` delivery rows (half in-app, half email, with realistic rendered content) into
-    the deliveries table with all its indexes. The text is built before the clock starts."""
-    from django.db import connection, transaction
+def run_copy(rows: int, channels: tuple[str, ...] = ("in_app", "email"), streams: int = 1) -> Result:
+    """COPY `rows` delivery rows (one per recipient and channel, with realistic rendered content)
+    into the deliveries table with all its indexes, in `streams` connections at once (each its own
+    share of the recipients, one transaction each). The text is built before the clock starts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg
+    from django.db import connection
     from django.utils import timezone
 
     from apps.notifications.models import Delivery, Notification, Recipient, uuid7
@@ -432,7 +468,9 @@ def run_copy(rows: int) -> Result:
     reset_pipeline_tables()
     tenant = Tenant.objects.get(slug="bench")
     recipients = list(
-        Recipient.objects.filter(tenant=tenant).order_by("pk").values_list("pk", "email", "name")[: rows // 2]
+        Recipient.objects.filter(tenant=tenant)
+        .order_by("pk")
+        .values_list("pk", "email", "name")[: rows // len(channels)]
     )
     notification = notification_create(
         tenant=tenant, template=TEMPLATE_KEY, payload={"period": "2030-01"}, recipients=["r0000000"],
@@ -465,6 +503,8 @@ def run_copy(rows: int) -> Result:
             ("in_app", "delivered", {"to": "x", "locale": "default", "content": in_app}),
             ("email", "sent", email_rendered),
         ):
+            if channel not in channels:
+                continue
             lines.append(
                 "\t".join(
                     [
@@ -487,19 +527,39 @@ def run_copy(rows: int) -> Result:
                     ]
                 )
             )
-    data = ("\n".join(lines) + "\n").encode()
+    share = -(-len(lines) // streams)
+    parts = [("\n".join(lines[i : i + share]) + "\n").encode() for i in range(0, len(lines), share)]
     columns = (
         "id, tenant_id, notification_id, recipient_id, channel, status, suppression_reason, template_version_id, "
         "attempts, provider, provider_message_id, rendered, error_code, last_error, created_at, sent_at"
     )
-    started = time.perf_counter()
     sql = f"COPY {Delivery._meta.db_table} ({columns}) FROM STDIN"
-    with transaction.atomic(), connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-        copy.write(data)
-    elapsed = time.perf_counter() - started
+    settings = connection.settings_dict
+    conninfo = {
+        "host": settings["HOST"],
+        "port": settings["PORT"],
+        "user": settings["USER"],
+        "dbname": settings["NAME"],
+    }
+    connections = [psycopg.connect(**conninfo) for _ in parts]
+
+    def write(conn: Any, data: bytes) -> None:
+        with conn.transaction(), conn.cursor() as cursor, cursor.copy(sql) as copy:
+            copy.write(data)
+
+    try:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            started = time.perf_counter()
+            list(pool.map(write, connections, parts))
+            elapsed = time.perf_counter() - started
+    finally:
+        for conn in connections:
+            conn.close()
     written = Delivery.objects.filter(notification=notification).count()
+    label = "" if channels == ("in_app", "email") else f" {'+'.join(channels)}"
+    label += f" in {len(parts)} streams" if len(parts) > 1 else ""
     return Result(
-        name=f"COPY {written:,} rows",
+        name=f"COPY{label} {written:,} rows",
         recipients=len(recipients),
         deliveries=written,
         seconds=round(elapsed, 3),
@@ -527,7 +587,7 @@ def run_peer(size: int, args: argparse.Namespace) -> Result:
         fanout_seconds=peer["seconds"],
         fanout_rate=peer["rate"],
         peak_worker_rss_mb=peer["peak_worker_rss_mb"],
-        details={"load_1m_before_after": peer["load_1m_before_after"]},
+        details={"load_1m_before_after": peer["load_1m_before_after"], "cpu_s": peer["cpu_s"]},
     )
 
 
@@ -542,7 +602,7 @@ def main() -> None:
         "--naive-seconds", type=float, default=150, help="Stop the baseline after this long and report its rate."
     )
     parser.add_argument("--concurrency", type=int, default=2, help="Worker processes.")
-    parser.add_argument("--chunk-size", type=int, default=2000)
+    parser.add_argument("--chunk-size", type=int, default=5000)  # FANOUT_CHUNK_SIZE's default
     parser.add_argument("--send-batch", type=int, default=500)
     parser.add_argument("--database", default="signalbox_bench")
     parser.add_argument("--pg-host", default="127.0.0.1")
@@ -591,17 +651,30 @@ def main() -> None:
     copies = [run_copy(big.deliveries) for _ in range(2)]
     results.append(min(copies, key=lambda r: r.seconds))
     log(f"  {results[-1]} (runs: {[c.seconds for c in copies]} s)")
+    if not args.skip_peer:  # what the database alone can take of the peer comparison's rows
+        for streams in (1, args.concurrency):
+            log(f"ceiling: COPY {args.recipients:,} in-app rows in {streams} stream(s)")
+            copies = [run_copy(args.recipients, ("in_app",), streams) for _ in range(2)]
+            results.append(min(copies, key=lambda r: r.seconds))
+            log(f"  {results[-1]} (runs: {[c.seconds for c in copies]} s)")
     report(results, args, big)
 
 
 def report(results: list[Result], args: argparse.Namespace, big: Result) -> None:
     naive = next((r for r in results if r.name.startswith("naive")), None)
-    copy = next(r for r in results if r.name.startswith("COPY"))
+    copy = next(r for r in results if r.name.startswith("COPY") and r.deliveries == big.deliveries)
+    copy_in_app = [r for r in results if r.name.startswith("COPY in_app")]
     small = next((r for r in results if r.name.startswith("pipeline") and r.recipients != args.recipients), None)
     in_app = next((r for r in results if r.name.startswith("pipeline in_app")), None)
     peer = next((r for r in results if r.name.startswith("peer")), None)
     summary = {
         "in_app_vs_peer": round((in_app.fanout_rate or 0) / peer.rate, 2) if in_app and peer else None,
+        # The most the database takes of those rows (COPY, best of 1 and N streams) over the peer's rate:
+        # below 3, a pipeline 3x the peer is out of reach on this machine.
+        # CPU seconds (workers + their PostgreSQL backends) the peer spends per in-app row over the
+        # pipeline's: the same comparison as a rate, barely moved by what else the machine runs.
+        "in_app_vs_peer_cpu": round(peer.details["cpu_s"] / in_app.details["cpu_s"], 2) if in_app and peer else None,
+        "copy_in_app_vs_peer": round(max(r.rate for r in copy_in_app) / peer.rate, 2) if copy_in_app and peer else None,
         "e2e_vs_naive": round(big.rate / naive.rate, 1) if naive else None,
         "fanout_vs_copy": round((big.fanout_rate or 0) / copy.rate, 3),
         "e2e_vs_copy": round(big.rate / copy.rate, 3),

@@ -138,10 +138,10 @@ def test_diagnose_reports_no_backend_pid(db: Any):
     assert diagnose.run()["db_session"] == 0
 
 
-@pytest.mark.parametrize("count", [0, 3, 2500])
+@pytest.mark.parametrize("count", [0, 3, 5500])
 def test_the_any_lookup_is_a_plain_in_list(tenant: Any, people: list[Any], count: int):
     """apps/notifications/lookups.py on SQLite: `IN (...)`, `1 = 0` for none, and a fan-out chunk's
-    worth of ids (FANOUT_CHUNK_SIZE is 2,000) in one query."""
+    worth of ids (FANOUT_CHUNK_SIZE is 5,000) in one query."""
     from apps.notifications.models import Recipient
 
     ids = [p.pk for p in people][:count] + list(range(10**6, 10**6 + max(count - 3, 0)))

@@ -75,7 +75,9 @@ def test_suppression_reasons_come_in_order_and_critical_ones_skip_the_opt_outs(t
     context.duplicates = {(recipient.id, "email")}
     assert suppression_reason(context, recipient, EffectivePreference(), "email") == "duplicate"
     context.duplicates = set()
-    notification.category.critical = True  # a critical category
+    notification.category.critical = True  # a critical category (the context reads it once per chunk)
+    context = chunk_context(notification, context.recipients, NOW)
+    assert context.critical
     assert suppression_reason(context, recipient, opted_out, "email") == ""
     assert suppression_reason(context, recipient, opted_out, "sms") == "no_address"  # no phone
     context.listed = {(recipient.id, "email")}

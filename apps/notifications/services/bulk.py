@@ -25,7 +25,7 @@ from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.backends.utils import CursorDebugWrapper
-from psycopg.types.json import Jsonb
+from psycopg.types.json import set_json_dumps
 
 from apps.notifications.models import Delivery, DeliveryAttempt
 
@@ -107,17 +107,22 @@ class JsonText(str):
     that every recipient of a locale shares once, not once per row)."""
 
 
-def _as_is(text: str) -> str:
-    return text
-
-
-def copy_rows(sql: str, rows: Iterable[Sequence[Any]], types: Sequence[int] | None = None) -> None:
+def copy_rows(
+    sql: str,
+    rows: Iterable[Sequence[Any]],
+    types: Sequence[int] | None = None,
+    json_dumps: Callable[[Any], str] | None = None,
+) -> None:
     """Runs `COPY … FROM STDIN` through Django's cursor, so it is logged and wrapped like execute()
     and its errors are Django's (`IntegrityError` on a conflict, as `deliveries_insert` expects).
-    With `types` (one oid per column) the COPY is binary: `sql` must say `(FORMAT BINARY)`."""
+    With `types` (one oid per column) the COPY is binary: `sql` must say `(FORMAT BINARY)`.
+    `json_dumps` encodes this COPY's json/jsonb values (psycopg's `json.dumps` otherwise)."""
 
     def run(sql: str, params: Any, many: bool, context: dict[str, Any]) -> None:
-        with connection.wrap_database_errors, context["cursor"].cursor.copy(sql) as copy:
+        raw = context["cursor"].cursor
+        if json_dumps is not None:
+            set_json_dumps(json_dumps, context=raw)  # this cursor only: Django opens one per call
+        with connection.wrap_database_errors, raw.copy(sql) as copy:
             if types is not None:
                 copy.set_types(types)
             for row in rows:
@@ -166,9 +171,9 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-def _jsonb(value: Any) -> Any:
-    """A `rendered` value for a binary COPY: a JsonText as it is, anything else encoded there."""
-    return Jsonb(value, _as_is) if isinstance(value, JsonText) else value
+def _rendered_json(value: Any) -> str:
+    """Encodes a `rendered` value for the COPY: a JsonText is JSON already."""
+    return value if isinstance(value, JsonText) else json.dumps(value)
 
 
 def deliveries_insert(rows: Sequence[Mapping[str, Any]]) -> set[Any]:
@@ -177,36 +182,41 @@ def deliveries_insert(rows: Sequence[Mapping[str, Any]]) -> set[Any]:
     Call inside a transaction."""
     if not rows:
         return set()
+    if _postgres():
+        return _deliveries_copy(rows)
     full = [{**DELIVERY_DEFAULTS, **row} for row in rows]
-    if not _postgres():
-        for row in full:
-            if isinstance(row["rendered"], JsonText):
-                row["rendered"] = json.loads(row["rendered"])
-        taken = set(
-            Delivery.objects.filter(
-                notification_id__in={r["notification_id"] for r in full},
-                recipient__any=[r["recipient_id"] for r in full],
-            ).values_list("notification_id", "recipient_id", "channel")
-        )
-        new = [r for r in full if (r["notification_id"], r["recipient_id"], r["channel"]) not in taken]
-        Delivery.objects.bulk_create([Delivery(**row) for row in new], ignore_conflicts=True)
-        return {r["id"] for r in new}
+    for row in full:
+        if isinstance(row["rendered"], JsonText):
+            row["rendered"] = json.loads(row["rendered"])
+    taken = set(
+        Delivery.objects.filter(
+            notification_id__in={r["notification_id"] for r in full},
+            recipient__any=[r["recipient_id"] for r in full],
+        ).values_list("notification_id", "recipient_id", "channel")
+    )
+    new = [r for r in full if (r["notification_id"], r["recipient_id"], r["channel"]) not in taken]
+    Delivery.objects.bulk_create([Delivery(**row) for row in new], ignore_conflicts=True)
+    return {r["id"] for r in new}
+
+
+def _deliveries_copy(rows: Sequence[Mapping[str, Any]]) -> set[Any]:
+    """deliveries_insert on PostgreSQL: binary COPY, straight in, or staged on a conflict."""
     columns = ", ".join(DELIVERY_COLUMNS)
     types = _types(Delivery._meta.db_table, DELIVERY_COLUMNS)
-    for row in full:
-        row["rendered"] = _jsonb(row["rendered"])
-    values = [_delivery_values(row) for row in full]
+    values = [_delivery_values({**DELIVERY_DEFAULTS, **row}) for row in rows]  # one pass: this is per row
 
     # The common case, straight in: a chunk not yet done has no rows (it commits all or none).
     # A conflict aborts only this savepoint, and the staged path below skips what exists.
     try:
         with transaction.atomic():
-            copy_rows(f"COPY {Delivery._meta.db_table} ({columns}) FROM STDIN (FORMAT BINARY)", values, types)
-        return {r["id"] for r in full}
+            copy_rows(
+                f"COPY {Delivery._meta.db_table} ({columns}) FROM STDIN (FORMAT BINARY)", values, types, _rendered_json
+            )
+        return {r["id"] for r in rows}
     except IntegrityError:
         pass
     _ensure_stage("notif_delivery_stage")
-    copy_rows(f"COPY notif_delivery_stage ({columns}) FROM STDIN (FORMAT BINARY)", values, types)
+    copy_rows(f"COPY notif_delivery_stage ({columns}) FROM STDIN (FORMAT BINARY)", values, types, _rendered_json)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {Delivery._meta.db_table} ({columns}) "  # noqa: S608 (names are ours)

@@ -290,10 +290,7 @@ class ChunkContext:
     inline: dict[str, Any]  # channel -> its inline adapter (the in-app inbox)
     renderer: NotificationRenderer
     policy: RetryPolicy
-
-    @property
-    def critical(self) -> bool:
-        return bool(self.notification.category.critical)
+    critical: bool = False  # the category's: asked for every row, read once
 
 
 @dataclass
@@ -346,6 +343,7 @@ def chunk_context(notification: Notification, recipients: list[Any], now: dateti
         inline=inline,
         renderer=NotificationRenderer(notification, default_locale=str(tenant_settings.get("default_locale", ""))),
         policy=retry_policy_for(tenant_settings),
+        critical=bool(category.critical),
     )
 
 
@@ -457,7 +455,9 @@ def chunk_write(context: ChunkContext, decisions: ChunkDecisions, audience: Audi
     # (ON CONFLICT DO NOTHING ... RETURNING) says which rows went in.
     inserted = deliveries_insert(rows)
     new = rows if len(inserted) == len(rows) else [r for r in rows if r["id"] in inserted]  # usually all
-    inbox_publish((r["id"], r["recipient_id"]) for r in new if r["channel"] in context.inline)
+    inbox_publish(
+        ((r["id"], r["recipient_id"]) for r in new if r["channel"] in context.inline), tenant_id=notification.tenant_id
+    )
     deliveries_announce(((row["tenant_id"], row["id"], row["status"]) for row in new), audience)
     digest_enqueue(
         deliveries=[row for row in decisions.digests if row["id"] in inserted],
@@ -519,9 +519,7 @@ def _send_inline(
     accepted = outcomes[Status.DELIVERED] + outcomes[Status.SENT]
     if accepted:
         latency = max((now - (notification.scheduled_at or notification.created_at)).total_seconds(), 0)
-        histogram = metrics.DELIVERY_LATENCY.labels(channel=channel)
-        for _ in range(accepted):
-            histogram.observe(latency)
+        metrics.observe_many(metrics.DELIVERY_LATENCY.labels(channel=channel), latency, accepted)
 
 
 def _accept_inline(adapter: Any, items: list[tuple[Row, dict[str, Any]]], policy: Any, now: datetime) -> Counter[str]:
@@ -538,21 +536,23 @@ def _accept_inline(adapter: Any, items: list[tuple[Row, dict[str, Any]]], policy
 
 
 class _RenderedJson:
-    """Encodes inline rows' `rendered` (`{"to", "locale", "content"}`) for the insert: the content
-    every recipient of a locale shares (one object, see NotificationRenderer) is encoded once."""
+    """Encodes inline rows' `rendered` (`{"to", "locale", "content"}`) for the insert: everything
+    after the address is the same for every recipient of a locale (one content object, see
+    NotificationRenderer), so it is encoded once and only the address is encoded per row."""
 
     def __init__(self) -> None:
-        self._encoded: dict[int, tuple[Any, str]] = {}  # id(content) -> (content, its JSON); kept alive
+        # id(content) -> (content, locale, the JSON after the address); content kept alive
+        self._tails: dict[int, tuple[Any, Any, str]] = {}
 
     def __call__(self, rendered: dict[str, Any]) -> JsonText:
         if rendered.keys() != {"to", "locale", "content"}:
             return JsonText(json.dumps(rendered))
-        content = rendered["content"]
-        known = self._encoded.get(id(content))
-        if known is None or known[0] is not content:
-            known = self._encoded[id(content)] = (content, json.dumps(content))
-        to, locale = json.dumps(rendered["to"]), json.dumps(rendered["locale"])
-        return JsonText(f'{{"to": {to}, "locale": {locale}, "content": {known[1]}}}')
+        content, locale = rendered["content"], rendered["locale"]
+        known = self._tails.get(id(content))
+        if known is None or known[0] is not content or known[1] != locale:
+            tail = f', "locale": {json.dumps(locale)}, "content": {json.dumps(content)}}}'
+            known = self._tails[id(content)] = (content, locale, tail)
+        return JsonText(f'{{"to": {json.dumps(rendered["to"])}{known[2]}')
 
 
 def _call_inline(

@@ -222,11 +222,18 @@ def inbox_messages(deliveries: Iterable[Delivery]) -> list[dict[str, Any]]:
     return [{"type": "inbox.item", "id": row.change_seq, "data": item} for row, item in zip(rows, items, strict=True)]
 
 
-def inbox_publish(items: Iterable[tuple[Any, Any]]) -> None:
+def inboxes_tenant_group(tenant_id: Any) -> str:
+    """Listened (never sent to) while any inbox stream of the tenant is open: lets a fan-out chunk
+    skip asking about each of its recipients' inboxes when nobody in the tenant has one open."""
+    return f"inboxes.{tenant_id}"
+
+
+def inbox_publish(items: Iterable[tuple[Any, Any]], *, tenant_id: Any = None) -> None:
     """Publishes `(delivery id, recipient pk)` inbox rows to their recipients' live streams once the
     transaction commits. Who listens is asked after the commit, and only the rows of recipients
     someone listens to are read then (their committed state and cursor): nobody listening, nothing
-    read. Call inside the writing transaction."""
+    read. With the rows' `tenant_id` (all of one tenant), the tenant's marker is asked first.
+    Call inside the writing transaction."""
     by_recipient: dict[str, list[Any]] = {}
     for delivery_id, recipient_pk in items:
         by_recipient.setdefault(inbox_group(recipient_pk), []).append(delivery_id)
@@ -240,7 +247,7 @@ def inbox_publish(items: Iterable[tuple[Any, Any]]) -> None:
         messages = inbox_messages(rows)
         return [(inbox_group(r), m) for r, m in zip(recipients, messages, strict=True) if m["id"] is not None]
 
-    live_publish_to_listeners(by_recipient, build)
+    live_publish_to_listeners(by_recipient, build, gate=None if tenant_id is None else inboxes_tenant_group(tenant_id))
 
 
 def inbox_delivered(items: Iterable[tuple[Any, Any]]) -> int:

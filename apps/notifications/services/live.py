@@ -88,6 +88,8 @@ def notifications_live_deliveries(outcomes: Iterable[tuple[Any, Any, str]], list
     notifications get the new counts after commit. `listening` is the caller's listener lookup,
     which included `notifications_tenant_group` of each tenant: without an open notification
     stream in the tenant this costs nothing; with one, one query maps deliveries to notifications."""
+    if not listening:
+        return  # nobody listens (the common case): decided without a look at each row
     ids = [d for t, d, _ in outcomes if notifications_tenant_group(t) in listening]
     if ids:
         _publish_states(set(Delivery.objects.filter(pk__in=ids).order_by().values_list("notification_id", flat=True)))

@@ -155,7 +155,7 @@ def suppressed_pairs(*, tenant_id: Any, channels: Sequence[str], recipients: Seq
     listed = Suppression.objects.filter(
         tenant_id=tenant_id,
         channel__in={c for c, _ in by_address},
-        address__in={a for _, a in by_address},
+        address__any=list({a for _, a in by_address}),
     ).values_list("channel", "address")
     return {(rid, channel) for channel, address in listed for rid in by_address.get((channel, address), ())}
 
