@@ -12,8 +12,7 @@ from typing import Any
 
 from django.db.models import Lookup
 
-from apps.notifications.models import Delivery, Device, Preference, Recipient
-from apps.providers.models import Suppression
+from apps.notifications.models import Delivery, Device, Preference, Recipient, Suppression
 
 
 class AnyOf(Lookup):  # type: ignore[type-arg]
