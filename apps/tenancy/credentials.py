@@ -1,0 +1,145 @@
+"""A per-process cache of verified API keys, kept honest by a credentials generation in Redis.
+
+Reading the key's row was one of the two statements of a task poll. A cache with a time-to-live
+would break `api_key_revoke`'s promise (a revoked key is refused on the very next request, in every
+process). So every process trusts its cache only while a shared *generation* is unchanged:
+
+- every change that can make a key unusable or change what it may do (revoke, rotate, update, a
+  tenant saved or deleted, a key deleted) calls `credentials_changed()`, which writes a new random
+  generation into Redis at once and again after the commit (the first write for the writer's own
+  connection and its tests' transaction, the second so that a process that reloaded the key between
+  the two writes, and could have read the row from before the commit, reloads it once more);
+- every request reads the generation in the round trip to Redis that its rate limit makes anyway
+  (`admit`: one pipeline, the throttle's INCR/EXPIRE/GET and one GET), and uses its cached key only
+  when the generation it was cached under is still the current one.
+
+Why Redis and not PostgreSQL LISTEN/NOTIFY: a notification arrives at another process *some time*
+after the commit, so the very next request there could still be let in; reading the generation in
+the same synchronous round trip as the rate limit costs nothing extra and orders strictly after the
+revocation's return. A missing generation (Redis restarted, the key evicted) or an unreachable Redis
+means nothing is trusted: the key is read from the database, as before. A process that missed a
+write behind the services' back (raw SQL, a queryset `update()` in a shell) is still bounded:
+entries are reloaded after `MAX_AGE_SECONDS` whatever the generation says.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.cache import caches
+from django.db import transaction
+from redis.exceptions import RedisError
+from rest_framework.request import Request
+
+from apps.tenancy.models import ApiKey
+from apps.tenancy.throttling import ApiKeyRateThrottle, api_key_throttle_key, redis_client, window_hits_queue
+
+log = logging.getLogger(__name__)
+
+GENERATION_KEY = "credentials:generation"
+MAX_AGE_SECONDS = 60.0
+MAX_ENTRIES = 4096
+
+
+@dataclass(slots=True)
+class Entry:
+    key: ApiKey
+    generation: bytes
+    loaded_at: float
+
+
+_entries: dict[str, Entry] = {}
+
+
+def _bump() -> None:
+    cache = caches["default"]
+    client = redis_client(cache)
+    if client is None:
+        return
+    try:
+        client.set(cache.make_key(GENERATION_KEY), secrets.token_hex(8))
+    except RedisError:
+        # Every process reads the generation from this Redis: while it is unreachable, none trusts its cache.
+        log.warning("credentials generation not bumped: Redis unreachable", exc_info=True)
+
+
+def credentials_changed() -> None:
+    """Call after any write that can refuse a key or change its scopes or tenant (see the docstring)."""
+    _bump()
+    transaction.on_commit(_bump)
+
+
+def admit(request: Request, prefix: str) -> bytes | None:
+    """One round trip to Redis: counts this request in the rate limits of the view's `ApiKeyRateThrottle`s
+    (remembered on the request for the throttle, `throttle_counted`) and reads the credentials generation.
+    None when the cache is not Redis, Redis is unreachable, or no generation is set (then one is set)."""
+    cache = caches["default"]
+    client = redis_client(cache)
+    if client is None:
+        return None
+    view = (getattr(request, "parser_context", None) or {}).get("view")
+    pending: list[tuple[str, int, int]] = []
+    if view is not None:
+        for throttle in view.get_throttles():
+            if isinstance(throttle, ApiKeyRateThrottle) and (window := throttle.window()) is not None:
+                pending.append((api_key_throttle_key(prefix), *window))
+    generation_key = cache.make_key(GENERATION_KEY)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key, window, duration in pending:
+            window_hits_queue(pipe, cache, key, window, duration)
+        pipe.get(generation_key)
+        answers = pipe.execute()
+    except RedisError:
+        return None  # the throttle makes its own round trip and meets the same error
+    request.throttle_counted = {  # type: ignore[attr-defined]
+        hit: (int(answers[i * 3]), int(answers[i * 3 + 2] or 0)) for i, hit in enumerate(pending)
+    }
+    generation: bytes | None = answers[-1]
+    if generation is None:
+        try:
+            client.set(generation_key, secrets.token_hex(8), nx=True)
+        except RedisError:
+            pass
+    return generation
+
+
+def uncount(request: Request) -> None:
+    """Takes back what `admit` counted, for a request whose key turned out unusable: a wrong secret
+    sent with someone's prefix must not spend that key's rate limit."""
+    counted = getattr(request, "throttle_counted", None) or {}
+    cache = caches["default"]
+    for key, window, _ in counted:
+        try:
+            cache.decr(f"{key}:{window}")
+        except (ValueError, RedisError):
+            pass
+    request.throttle_counted = {}  # type: ignore[attr-defined]
+
+
+def cached_key(raw: str, generation: bytes | None) -> ApiKey | None:
+    """The key verified for this exact secret under this generation, if still fresh."""
+    if generation is None:
+        return None
+    entry = _entries.get(raw)
+    if entry is None or entry.generation != generation or time.monotonic() - entry.loaded_at > MAX_AGE_SECONDS:
+        return None
+    return entry.key
+
+
+def cache_key(raw: str, key: ApiKey, generation: bytes | None) -> None:
+    """Remembers a key read from the database under the generation read *before* that read."""
+    if generation is None:
+        return
+    if len(_entries) >= MAX_ENTRIES:
+        _entries.pop(next(iter(_entries)))
+    _entries[raw] = Entry(key=key, generation=generation, loaded_at=time.monotonic())
+
+
+def forget_all() -> None:
+    """Empties this process's cache (tests)."""
+    _entries.clear()
