@@ -37,6 +37,7 @@ from apps.tasks.serializers import (
     TaskExecutionSerializer,
     TaskStartSerializer,
     TaskTypeSerializer,
+    execution_representation,
     schedule_url,
     task_url,
 )
@@ -181,7 +182,8 @@ class TaskExecutionViewSet(
         if execution is None:
             raise Http404
         self.check_object_permissions(request, execution)
-        return Response(self.get_serializer(execution).data, headers=_poll_headers(execution))
+        body = execution_representation(execution, staff=_is_staff(request))
+        return Response(body, headers=_poll_headers(execution))
 
     @extend_schema(
         request=TaskCancelSerializer,

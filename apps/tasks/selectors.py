@@ -37,6 +37,19 @@ def _poll_sql() -> tuple[str, str, tuple[str, ...]]:
     return full, version, tuple(f.attname for f in fields)
 
 
+@functools.cache
+def _converters() -> tuple[tuple[int, Any, tuple[Any, ...]], ...]:
+    """What the ORM applies to the columns that need it (JSON is read as text and decoded by the field)."""
+    out = []
+    for index, field in enumerate(TaskExecution._meta.concrete_fields):
+        converters = tuple(field.get_db_converters(connection)) + tuple(
+            connection.ops.get_db_converters(field.get_col(TaskExecution._meta.db_table))
+        )
+        if converters:
+            out.append((index, field, converters))
+    return tuple(out)
+
+
 def parse_uuid(value: Any) -> uuid.UUID | None:
     """The id in a URL, or None when it is no UUID (the URL pattern admits 32 to 36 hex digits and dashes)."""
     try:
@@ -54,7 +67,11 @@ def execution_for_poll(*, tenant_id: Any, execution_id: uuid.UUID) -> TaskExecut
         row = cursor.fetchone()
     if row is None:
         return None
-    execution = TaskExecution.from_db(connection.alias, list(attnames), row[:-1])
+    values = list(row[:-1])
+    for index, field, converters in _converters():
+        for convert in converters:
+            values[index] = convert(values[index], field, connection)
+    execution = TaskExecution.from_db(connection.alias, list(attnames), values)
     retried_as = TaskExecution(id=row[-1]) if row[-1] is not None else None
     TaskExecution._meta.get_field("retried_as").set_cached_value(execution, retried_as)  # type: ignore[union-attr]
     return execution
