@@ -32,8 +32,10 @@ def _poll_sql() -> tuple[str, str, tuple[str, ...]]:
     retry_of = q(TaskExecution._meta.get_field("retry_of").column)
     columns = ", ".join(f"t.{q(f.column)}" for f in fields)
     where = f"WHERE t.{q('id')} = %s AND t.{q('tenant_id')} = %s"
-    full = f"SELECT {columns}, r.{q('id')} FROM {table} t LEFT JOIN {table} r ON r.{retry_of} = t.{q('id')} {where}"
-    version = f"SELECT t.{q('version')}, t.{q('status')} FROM {table} t {where}"
+    # Names from the model's own metadata, quoted; the values are parameters.
+    join = f"LEFT JOIN {table} r ON r.{retry_of} = t.{q('id')}"
+    full = f"SELECT {columns}, r.{q('id')} FROM {table} t {join} {where}"  # noqa: S608
+    version = f"SELECT t.{q('version')}, t.{q('status')} FROM {table} t {where}"  # noqa: S608
     return full, version, tuple(f.attname for f in fields)
 
 
@@ -41,7 +43,8 @@ def _poll_sql() -> tuple[str, str, tuple[str, ...]]:
 def _converters() -> tuple[tuple[int, Any, tuple[Any, ...]], ...]:
     """What the ORM applies to the columns that need it (JSON is read as text and decoded by the field)."""
     out = []
-    for index, field in enumerate(TaskExecution._meta.concrete_fields):
+    for index, concrete in enumerate(TaskExecution._meta.concrete_fields):
+        field: Any = concrete
         converters = tuple(field.get_db_converters(connection)) + tuple(
             connection.ops.get_db_converters(field.get_col(TaskExecution._meta.db_table))
         )
@@ -73,7 +76,8 @@ def execution_for_poll(*, tenant_id: Any, execution_id: uuid.UUID) -> TaskExecut
             values[index] = convert(values[index], field, connection)
     execution = TaskExecution.from_db(connection.alias, list(attnames), values)
     retried_as = TaskExecution(id=row[-1]) if row[-1] is not None else None
-    TaskExecution._meta.get_field("retried_as").set_cached_value(execution, retried_as)  # type: ignore[union-attr]
+    relation: Any = TaskExecution._meta.get_field("retried_as")
+    relation.set_cached_value(execution, retried_as)  # as select_related("retried_as") leaves it
     return execution
 
 

@@ -86,7 +86,7 @@ def redis_client(cache: Any) -> Any | None:
     """The Redis client behind Django's cache, or None when the cache is not Redis."""
     if not isinstance(cache, RedisCache):
         return None
-    backend: Any = cache._cache  # one per cache object (and so per thread)
+    backend: Any = cache._cache  # type: ignore[attr-defined]  # one per cache object (and so per thread)
     # Django builds a new client, callbacks table and all, on every call (~150 function calls): keep one.
     client = backend.__dict__.get("signalbox_client")
     if client is None:
@@ -101,8 +101,11 @@ def window_hits(key: str, window: int, duration: int) -> tuple[int, int]:
     cache = caches["default"]
     client = redis_client(cache)
     if client is not None:
+        made = cache.make_key(current)
         pipe = client.pipeline(transaction=False)
-        window_hits_queue(pipe, cache, key, window, duration)
+        pipe.incr(made)
+        pipe.expire(made, duration * 2)
+        pipe.get(cache.make_key(previous))
         count, _, before = pipe.execute()
         return int(count), int(before or 0)
     cache.add(current, 0, timeout=duration * 2)
@@ -112,15 +115,6 @@ def window_hits(key: str, window: int, duration: int) -> tuple[int, int]:
         cache.set(current, 1, timeout=duration * 2)
         count = 1
     return int(count), int(cache.get(previous) or 0)
-
-
-def window_hits_queue(pipe: Any, cache: Any, key: str, window: int, duration: int) -> None:
-    """Queues `window_hits`' three commands on a Redis pipeline (their answers: count, _, previous), so
-    that a caller with more to ask Redis (apps/tenancy/credentials.py) still makes one round trip."""
-    made = cache.make_key(f"{key}:{window}")
-    pipe.incr(made)
-    pipe.expire(made, duration * 2)
-    pipe.get(cache.make_key(f"{key}:{window - 1}"))
 
 
 def window_unhit(key: str, window: int) -> None:
@@ -162,15 +156,22 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
             return True
         limit, duration = self.parse_rate(self.rate)
         assert limit is not None and duration is not None
-        window, into = divmod(self.timer(), duration)
+        now = self.timer()
         # The API key's authentication may have counted this request already, in the round trip that
-        # read the credentials generation (apps/tenancy/credentials.py): not a second time.
+        # read the credentials generation (apps/tenancy/credentials.py): not a second time, and in the
+        # window it was counted in.
         counted = getattr(request, "throttle_counted", None) or {}
-        hit = counted.get((key, int(window), duration))
-        count, previous = hit if hit is not None else window_hits(key, int(window), duration)
+        hit = counted.get((key, duration))
+        if hit is not None:
+            window, count, previous = hit
+            into = min(now - window * duration, duration)
+        else:
+            whole, into = divmod(now, duration)
+            window = int(whole)
+            count, previous = window_hits(key, window, duration)
         if count + previous * (1 - into / duration) <= limit:
             return True
-        window_unhit(key, int(window))
+        window_unhit(key, window)
         self._retry_after = seconds_until_free(count - 1, previous, into, limit, duration)
         return False
 
