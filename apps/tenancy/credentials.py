@@ -24,6 +24,7 @@ entries are reloaded after `MAX_AGE_SECONDS` whatever the generation says.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -88,21 +89,16 @@ def admit(request: Request, prefix: str) -> bytes | None:
         for throttle in view.get_throttles():
             if isinstance(throttle, ApiKeyRateThrottle) and (now := throttle.window()) is not None:
                 pending.append((api_key_throttle_key(prefix), *now))
-    commands: list[tuple[Any, ...]] = []
-    for key, window, duration in pending:  # what `window_hits` sends
-        current = cache.make_key(f"{key}:{window}")
-        commands += [
-            ("INCR", current),
-            ("EXPIRE", current, duration * 2),
-            ("GET", cache.make_key(f"{key}:{window - 1}")),
-        ]
+    keys: list[str] = []
+    for key, window, _ in pending:  # what `window_hits` counts, in the same keys
+        keys += [cache.make_key(f"{key}:{window}"), cache.make_key(f"{key}:{window - 1}")]
     generation_key = cache.make_key(GENERATION_KEY)
-    commands.append(("GET", generation_key))
-    answers = _round_trip(cache, client, commands)
+    keys.append(generation_key)
+    answers = _round_trip(cache, client, keys, [duration * 2 for _, _, duration in pending])
     if answers is None:
         return None  # the throttle makes its own round trip and meets the same error, or not
     request.throttle_counted = {  # type: ignore[attr-defined]
-        (key, duration): (window, int(answers[i * 3]), int(answers[i * 3 + 2] or 0))
+        (key, duration): (window, int(answers[i * 2]), int(answers[i * 2 + 1] or 0))
         for i, (key, window, duration) in enumerate(pending)
     }
     generation: bytes | None = answers[-1]
@@ -114,21 +110,47 @@ def admit(request: Request, prefix: str) -> bytes | None:
     return generation
 
 
-def _round_trip(cache: Any, client: Any, commands: list[tuple[Any, ...]]) -> list[Any] | None:
-    """Sends `commands` in one write and reads their answers, on a connection of this thread's own.
+# KEYS: (this window, the previous one) per rate limit, then the generation; ARGV: each window's expiry.
+# Answers: (this window's count, the previous one's) per rate limit, then the generation.
+ADMIT_SCRIPT = """
+local out = {}
+for i = 1, #ARGV do
+  out[#out + 1] = redis.call('INCR', KEYS[2 * i - 1])
+  redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[i])
+  out[#out + 1] = redis.call('GET', KEYS[2 * i])
+end
+out[#out + 1] = redis.call('GET', KEYS[#KEYS])
+return out
+"""
+ADMIT_SHA = hashlib.sha1(ADMIT_SCRIPT.encode()).hexdigest()  # noqa: S324  (Redis names scripts by SHA-1)
 
-    redis-py's pipeline took ~400 function calls for these four commands (pool checkout with a readiness
-    poll, observability counters, per-command callbacks): as much as the rest of a 304. None on any
-    error, after which the connection is dropped and the next call connects afresh."""
+
+def _round_trip(cache: Any, client: Any, keys: list[str], expiries: list[int]) -> list[Any] | None:
+    """Runs `ADMIT_SCRIPT` (one command, one answer) on a connection of this thread's own.
+
+    redis-py's pipeline of the same commands took ~400 function calls (pool checkout with a readiness
+    poll, observability counters, a parse per answer): as much as the rest of a 304. None on any error,
+    after which the connection is dropped and the next call connects afresh."""
     owner = cache._cache
     held = owner.__dict__.get("signalbox_connection")
     if held is None or held[0] != os.getpid():  # never a socket inherited across a fork
         pool = client.connection_pool
         held = owner.signalbox_connection = (os.getpid(), pool.connection_class(**pool.connection_kwargs))
     connection = held[1]
+    arguments = (len(keys), *keys, *expiries)
     try:
-        connection.send_packed_command(connection.pack_commands(commands))
-        return [connection.read_response() for _ in commands]
+        connection.send_command("EVALSHA", ADMIT_SHA, *arguments)
+        try:
+            answers: list[Any] = connection.read_response()
+        except Exception as error:
+            from redis.exceptions import NoScriptError  # redis-py: imported late (scripts/check_imports.py)
+
+            if not isinstance(error, NoScriptError):
+                raise
+            # The first use since Redis started: send the script itself, which Redis then keeps.
+            connection.send_command("EVAL", ADMIT_SCRIPT, *arguments)
+            answers = connection.read_response()
+        return answers
     except Exception:  # a half-read answer must not be left on the socket: drop it, whatever went wrong
         connection.disconnect()
         return None
