@@ -10,16 +10,20 @@ process). So every process trusts its cache only while a shared *generation* is 
   connection and its tests' transaction, the second so that a process that reloaded the key between
   the two writes, and could have read the row from before the commit, reloads it once more);
 - every request reads the generation in the round trip to Redis that its rate limit makes anyway
-  (`admit`: one pipeline, the throttle's INCR/EXPIRE/GET and one GET), and uses its cached key only
-  when the generation it was cached under is still the current one.
+  (`admit`: one Lua script counts the request in the key's rate-limit window and returns the counts
+  and the generation), and uses its cached key only when the generation it was cached under is still
+  the current one. The throttle then uses those counts instead of asking again. So a request is
+  counted before the permission check (a 403 counts, as any request the key makes), and a wrong
+  secret sent with a real key's prefix is counted, then taken back (`uncount`).
 
 Why Redis and not PostgreSQL LISTEN/NOTIFY: a notification arrives at another process *some time*
 after the commit, so the very next request there could still be let in; reading the generation in
 the same synchronous round trip as the rate limit costs nothing extra and orders strictly after the
 revocation's return. A missing generation (Redis restarted, the key evicted) or an unreachable Redis
 means nothing is trusted: the key is read from the database, as before. A process that missed a
-write behind the services' back (raw SQL, a queryset `update()` in a shell) is still bounded:
-entries are reloaded after `MAX_AGE_SECONDS` whatever the generation says.
+write behind the services' back (raw SQL, a queryset `update()` in a shell), or a bump lost to a
+Redis blip at that moment (logged), is still bounded: entries are reloaded after `MAX_AGE_SECONDS`
+whatever the generation says. The cache is keyed by the whole secret, so a hit needs no hash check.
 """
 
 from __future__ import annotations
@@ -70,7 +74,10 @@ def _bump() -> None:
 
 
 def credentials_changed() -> None:
-    """Call after any write that can refuse a key or change its scopes or tenant (see the docstring)."""
+    """Call after any write that can refuse a key or change its scopes or tenant (see the docstring).
+    Nothing to do without a Redis cache: then no process caches keys."""
+    if redis_client(caches["default"]) is None:
+        return
     _bump()
     transaction.on_commit(_bump)
 
