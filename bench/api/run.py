@@ -5,7 +5,9 @@
 It creates, migrates and drops its own database (`signalbox_bench_api`), seeds a tenant, a key, the
 README's `welcome` template and its recipient, and a tracked task to poll. Then:
 
-1. in process (Django's test client): the SQL statements of each request, and where a request's time
+1. in process (Django's test client): the SQL statements of each request, the Python function calls per
+   request under cProfile (a proxy for CPU that the machine's load does not change; `--profile-top N`
+   prints each path's top functions, `--in-process-only` stops there), and where a request's time
    goes, middleware by middleware and in the view (timing marks between the middlewares, over a few hundred requests);
 2. over HTTP: gunicorn as in production (`project/gunicorn.py`, DEBUG off, 2 workers), a load process
    holding `--connections` keep-alive connections, for each path: requests/s and p50/p99, beside the
