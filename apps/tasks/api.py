@@ -164,7 +164,8 @@ class TaskExecutionViewSet(
     )
     def retrieve(self, request: Request, **kwargs: Any) -> Response:
         # The hot path of the API: a client polls until the task is final. A conditional poll reads the
-        # version alone and answers 304 from it; otherwise (or once it changed) one read of the row.
+        # version alone and answers 304 from it; otherwise (or once it changed) one read of the row. Both
+        # reads carry the caller's tenant in their WHERE, as `TenantScopedMixin.get_object` does.
         tenant_id = request_tenant(request).pk
         execution_id = selectors.parse_uuid(self.kwargs[self.lookup_url_kwarg or self.lookup_field])
         if execution_id is None:
