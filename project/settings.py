@@ -294,7 +294,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 CELERY_TASK_TRACK_STARTED = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# Off: the "task-sent" event was a Redis PUBLISH and ~1,000 function calls on every publish, a tenth of a
+# notification POST (docs/benchmarks.md, "API"), for Flower's "sent" state alone. Flower still sees each
+# task received, started and finished (worker events); signalbox_celery_tasks_published_total counts
+# sends in process (after_task_publish), without an event.
+CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
 # Off: a send running through a broker blip finishes and records what the provider accepted; a
 # redelivered copy finds its rows already claimed (docs/architecture.md, the settings table).

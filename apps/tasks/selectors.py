@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import uuid
 from typing import Any
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from apps.tasks.models import TaskExecution
@@ -17,6 +20,78 @@ def executions_for_api() -> QuerySet[TaskExecution]:
     return TaskExecution.objects.select_related("retried_as").only(
         *[f.name for f in TaskExecution._meta.concrete_fields], "retried_as__id"
     )
+
+
+@functools.cache
+def _poll_sql() -> tuple[str, str, tuple[str, ...]]:
+    """The two statements of a poll, built once: Django's ORM compiled the same SELECT on every request,
+    which was a third of a poll's Python (docs/benchmarks.md, "API")."""
+    q = connection.ops.quote_name
+    table = q(TaskExecution._meta.db_table)
+    fields = TaskExecution._meta.concrete_fields
+    retry_of = q(TaskExecution._meta.get_field("retry_of").column)
+    columns = ", ".join(f"t.{q(f.column)}" for f in fields)
+    where = f"WHERE t.{q('id')} = %s AND t.{q('tenant_id')} = %s"
+    # Names from the model's own metadata, quoted; the values are parameters.
+    join = f"LEFT JOIN {table} r ON r.{retry_of} = t.{q('id')}"
+    full = f"SELECT {columns}, r.{q('id')} FROM {table} t {join} {where}"  # noqa: S608
+    version = f"SELECT t.{q('version')}, t.{q('status')} FROM {table} t {where}"  # noqa: S608
+    return full, version, tuple(f.attname for f in fields)
+
+
+@functools.cache
+def _converters() -> tuple[tuple[int, Any, tuple[Any, ...]], ...]:
+    """What the ORM applies to the columns that need it (JSON is read as text and decoded by the field)."""
+    out = []
+    for index, concrete in enumerate(TaskExecution._meta.concrete_fields):
+        field: Any = concrete
+        converters = tuple(field.get_db_converters(connection)) + tuple(
+            connection.ops.get_db_converters(field.get_col(TaskExecution._meta.db_table))
+        )
+        if converters:
+            out.append((index, field, converters))
+    return tuple(out)
+
+
+def parse_uuid(value: Any) -> uuid.UUID | None:
+    """The id in a URL, or None when it is no UUID (the URL pattern admits 32 to 36 hex digits and dashes)."""
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def execution_for_poll(*, tenant_id: Any, execution_id: uuid.UUID) -> TaskExecution | None:
+    """One execution in the tenant with the id of its retry, in one indexed read: what
+    `executions_for_api().get(...)` returns, without building the query each time."""
+    full, _, attnames = _poll_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(full, [execution_id, tenant_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row[:-1])
+    for index, field, converters in _converters():
+        for convert in converters:
+            values[index] = convert(values[index], field, connection)
+    execution = TaskExecution.from_db(connection.alias, list(attnames), values)
+    retried_as = TaskExecution(id=row[-1]) if row[-1] is not None else None
+    relation: Any = TaskExecution._meta.get_field("retried_as")
+    relation.set_cached_value(execution, retried_as)  # as select_related("retried_as") leaves it
+    return execution
+
+
+def execution_version(*, tenant_id: Any, execution_id: uuid.UUID) -> tuple[int, str] | None:
+    """(version, status) of one execution in the tenant: all that a conditional poll answered with 304 needs."""
+    with connection.cursor() as cursor:
+        cursor.execute(_poll_sql()[1], [execution_id, tenant_id])
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row is not None else None
+
+
+def execution_etag(execution_id: uuid.UUID, version: int) -> str:
+    """The ETag of an execution at a version (`TaskExecution.etag`, without loading the row)."""
+    return f'"{execution_id.hex}.{version}"'
 
 
 def executions_for_list() -> QuerySet[TaskExecution]:

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from apps.core import context
 from apps.core.actors import Actor
 from apps.observability.audit import audit_record
+from apps.tenancy import credentials
 from apps.tenancy.models import KEY_PREFIX, ApiKey, Tenant
 
 
@@ -80,7 +81,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         raw = parts[1].decode("ascii", errors="replace")
         if not raw.startswith(KEY_PREFIX) or "." not in raw:
             raise exceptions.AuthenticationFailed("That is not a Signalbox API key.", code="invalid_api_key")
-        key = self._lookup(raw)
+        key = self._usable_key(raw, request)
         key.touch()
         tenant = self._tenant_for(key, request)
         request.tenant = tenant  # type: ignore[attr-defined]
@@ -90,8 +91,23 @@ class ApiKeyAuthentication(BaseAuthentication):
         return ApiKeyUser(key), key
 
     @staticmethod
-    def _lookup(raw: str) -> ApiKey:
-        return api_key_lookup(raw)
+    def _usable_key(raw: str, request: Request) -> ApiKey:
+        """From this process's cache while the credentials generation holds (apps/tenancy/credentials.py),
+        else from the database; the generation is read in the rate limit's round trip to Redis."""
+        generation = credentials.admit(request, raw.partition(".")[0])
+        key = credentials.cached_key(raw, generation)
+        try:
+            if key is None:
+                key = api_key_lookup(raw)
+                credentials.cache_key(raw, key, generation)
+            else:
+                refusal = api_key_refusal(key)  # expiry is a matter of time, not of a write
+                if refusal is not None:
+                    raise refusal
+        except exceptions.AuthenticationFailed:
+            credentials.uncount(request)
+            raise
+        return key
 
     @staticmethod
     def _tenant_for(key: ApiKey, request: Request) -> Tenant | None:

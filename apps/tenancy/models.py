@@ -8,6 +8,7 @@ high-entropy random strings, so a fast hash is safe where a password would need 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from django.db import models
@@ -99,7 +100,10 @@ class ApiKey(AbstractAPIKey):
         """Records use at most once a minute, so a busy key does not write on every request."""
         now = timezone.now()
         if self.last_used_at is None or (now - self.last_used_at).total_seconds() >= every_seconds:
-            type(self).objects.filter(pk=self.pk).update(last_used_at=now)
+            # Conditional: each process keeps its own copy of a key (apps/tenancy/credentials.py), so the
+            # row, not the copy, says whether another process has written this minute already.
+            recent = models.Q(last_used_at__gt=now - timedelta(seconds=every_seconds))
+            type(self).objects.filter(pk=self.pk).exclude(recent).update(last_used_at=now)
             self.last_used_at = now
 
     def actor(self) -> dict[str, Any]:

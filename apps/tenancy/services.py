@@ -12,6 +12,7 @@ from django.utils import timezone
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict, Unprocessable
 from apps.observability.audit import audit_record
+from apps.tenancy.credentials import credentials_changed
 from apps.tenancy.models import ApiKey, Scope, Tenant
 
 VALID_SCOPES = {s.value for s in Scope}
@@ -87,6 +88,7 @@ def api_key_rotate(
     )
     old_expires_at = max(old_key_expires_at, timezone.now())
     ApiKey.objects.filter(pk=key.pk).update(expiry_date=old_expires_at)
+    credentials_changed()
     new_key = cast(ApiKey, new_key)
     audit_record(
         action="api_key.rotated",
@@ -117,6 +119,7 @@ def api_key_update(*, key: ApiKey, actor: Actor = SYSTEM, **changes: Any) -> Api
     if not changed:
         return before
     ApiKey.objects.filter(pk=key.pk).update(**changed)
+    credentials_changed()
     for name, value in changed.items():
         setattr(key, name, value)
     audit_record(
@@ -140,6 +143,7 @@ def _jsonable(value: object) -> object:
 def api_key_revoke(*, key: ApiKey, actor: Actor = SYSTEM) -> ApiKey:
     """Revokes a key (at once, for every request after this one); revoking twice records nothing new."""
     if ApiKey.objects.filter(pk=key.pk, revoked=False).update(revoked=True) == 1:
+        credentials_changed()
         audit_record(action="api_key.revoked", tenant=key.tenant, actor=actor, target=key, data=_key_facts(key))
     key.revoked = True
     return key

@@ -5,7 +5,9 @@
 It creates, migrates and drops its own database (`signalbox_bench_api`), seeds a tenant, a key, the
 README's `welcome` template and its recipient, and a tracked task to poll. Then:
 
-1. in process (Django's test client): the SQL statements of each request, and where a request's time
+1. in process (Django's test client): the SQL statements of each request, the Python function calls per
+   request under cProfile (a proxy for CPU that the machine's load does not change; `--profile-top N`
+   prints each path's top functions, `--in-process-only` stops there), and where a request's time
    goes, middleware by middleware and in the view (timing marks between the middlewares, over a few hundred requests);
 2. over HTTP: gunicorn as in production (`project/gunicorn.py`, DEBUG off, 2 workers), a load process
    holding `--connections` keep-alive connections, for each path: requests/s and p50/p99, beside the
@@ -168,6 +170,34 @@ def middleware_time(specs: dict[str, dict[str, Any]], n: int) -> dict[str, dict[
     return out
 
 
+def function_calls(specs: dict[str, dict[str, Any]], n: int, top: int = 0) -> dict[str, int]:
+    """Python function calls per request under cProfile (a proxy for CPU that the load does not change);
+    with `top`, prints each path's most called functions by cumulative time."""
+    import cProfile
+    import io
+    import pstats
+
+    from django.test import Client
+
+    client = Client()
+    out = {}
+    for name, spec in specs.items():
+        for _ in range(20):
+            _client_call(client, spec)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(n):
+            _client_call(client, spec)
+        profiler.disable()
+        stats = pstats.Stats(profiler)
+        out[name] = round(stats.total_calls / n)  # type: ignore[attr-defined]
+        if top:
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(top)
+            log(f"{name}:\n{text.getvalue()}")
+    return out
+
+
 # --- over HTTP ------------------------------------------------------------------------------------
 
 
@@ -261,6 +291,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="each path this many times, interleaved; median kept")
     parser.add_argument("--profile-requests", type=int, default=300)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--in-process-only", action="store_true", help="statements and function calls, no HTTP")
+    parser.add_argument("--profile-top", type=int, default=0, help="print each path's top N functions (cProfile)")
     args = parser.parse_args()
     env = configure(args)
     database_create(DATABASE)
@@ -271,6 +303,10 @@ def main() -> None:
         log("SQL statements per request, in process")
         sql = statements(specs)
         log(f"  {sql}")
+        calls = function_calls(specs, 200, args.profile_top)
+        log(f"function calls per request: {calls}")
+        if args.in_process_only:
+            return
         log(f"where the time goes, over {args.profile_requests} requests each")
         layers = middleware_time(specs, args.profile_requests)
         port = free_port()
@@ -295,6 +331,7 @@ def main() -> None:
             "ratios_to_ceiling": {k: round(v, 3) for k, v in ratios.items()},
             "targets": TARGETS,
             "sql_statements": sql,
+            "function_calls_per_request": calls,
             "time_per_layer_ms": layers,
         }
         print(json.dumps(results, indent=2))
