@@ -20,7 +20,7 @@ from django.utils import timezone
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError, Conflict
 from apps.core.publish import publish_on_commit
-from apps.notifications import conf, hooks, rendering
+from apps.notifications import conf, hooks, rendering, selectors
 from apps.notifications.models import Delivery, Notification, Template, Topic
 from apps.notifications.services import recipients as recipient_services
 from apps.notifications.services.announce import Audience, notification_announce_sent
@@ -70,11 +70,7 @@ def _check_content(
         errors["template"] = ["Give a template key or inline content (not both)."]
         return None, None, [], DEFAULT_CATEGORY
     if template_key:
-        template = (
-            Template.objects.filter(tenant=tenant, key=template_key)
-            .select_related("current_version", "category")
-            .first()
-        )
+        template = selectors.template_for_send(tenant_id=getattr(tenant, "pk", tenant), key=template_key)
         if template is None or template.current_version is None:
             errors["template"] = [f"No template {template_key!r}."]
             return None, None, [], DEFAULT_CATEGORY

@@ -13,7 +13,7 @@ from apps.core import crypto
 from apps.core.actors import SYSTEM, Actor
 from apps.core.errors import ApplicationError
 from apps.core.signing import secret_generate
-from apps.notifications import conf
+from apps.notifications import conf, selectors
 from apps.notifications.models import Device, Recipient, Topic, TopicMembership
 from apps.notifications.validators import (
     messages,
@@ -211,9 +211,7 @@ def recipient_webhook_secret(encrypted: str) -> str:
 
 def recipients_resolve(*, tenant: Any, external_ids: Sequence[str]) -> tuple[dict[str, int], list[str]]:
     """({external_id: pk}, unknown external ids) in one query."""
-    found = dict(
-        Recipient.objects.filter(tenant=tenant, external_id__in=set(external_ids)).values_list("external_id", "pk")
-    )
+    found = selectors.recipient_ids_by_external_id(tenant_id=getattr(tenant, "pk", tenant), external_ids=external_ids)
     return found, [e for e in dict.fromkeys(external_ids) if e not in found]
 
 
