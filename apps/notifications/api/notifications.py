@@ -141,12 +141,10 @@ class NotificationViewSet(
         tenant = request_tenant(request)
 
         def run() -> tuple[Response, str]:
-            body = serializers.NotificationCreateSerializer(data=request.data)
-            body.is_valid(raise_exception=True)
             notification = notification_create(
                 tenant=tenant,
                 idempotency_key=request.headers.get("Idempotency-Key", "").strip(),
-                **body.validated_data,
+                **serializers.notification_create_data(request.data),
             )
             url = serializers.notification_url(notification)
             data = {"id": str(notification.pk), "status": notification.status, "url": url}
