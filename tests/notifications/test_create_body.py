@@ -1,6 +1,6 @@
 """The notification POST's body read without the serializer (`notification_create_data`) is the
 serializer's: the same validated data for the common shape, and the serializer itself (its 400s) for
-anything else (docs/benchmarks.md "API")."""
+anything else; and its prebuilt INSERT writes the row the ORM wrote (docs/benchmarks.md "API")."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from rest_framework.exceptions import ValidationError
 
+from apps.notifications.models import Notification, Recipient
 from apps.notifications.serializers import NotificationCreateSerializer, _lean_create_data, notification_create_data
+from apps.tenancy.models import ApiKey
 
 VALUES: dict[str, list[Any]] = {
     "template": ["welcome", " welcome", "welcome ", "", "   ", "wel\x00come", "wélcome", "\ud800", 42, None, True, []],
@@ -69,3 +71,41 @@ def test_anything_else_gets_the_serializers_errors() -> None:
     with pytest.raises(ValidationError) as refused:
         notification_create_data({"template": "welcome", "channels": ["fax"]})
     assert "channels" in refused.value.detail  # type: ignore[operator]
+
+
+@pytest.mark.django_db
+def test_the_notification_insert_writes_what_the_orms_save_writes(api: Any) -> None:
+    """Every column of the row the POST's prebuilt INSERT wrote reads back as the ORM's save would."""
+
+    template = {
+        "key": "welcome",
+        "variables": [{"name": "product"}],
+        "default_channels": ["in_app"],
+        "content": {"default": {"in_app": {"title": "Welcome to {{ product }}", "body": "Ready."}}},
+    }
+    assert api.post("/api/v1/templates/", template, format="json").status_code == 201
+    tenant = ApiKey.objects.get(prefix=api.api_key.partition(".")[0]).tenant
+    ada = Recipient.objects.create(tenant=tenant, external_id="ada")
+    body = {"template": "welcome", "recipients": ["ada"], "payload": {"product": "Signalbox", "n": [1, None]}}
+
+    response = api.post("/api/v1/notifications/", body, format="json")
+
+    assert response.status_code == 202
+    row = Notification.objects.select_related("template", "template_version", "category").get(pk=response.json()["id"])
+    assert (row.tenant_id, row.template.key, row.template_version.version, row.category.key) == (
+        tenant.pk,
+        "welcome",
+        1,
+        row.template.category.key,
+    )
+    assert row.payload == {"product": "Signalbox", "n": [1, None]} and row.recipient_ids == [ada.pk]
+    assert (row.channels, row.priority, row.status, row.content, row.digest) == (
+        ["in_app"],
+        "normal",
+        "accepted",
+        None,
+        None,
+    )
+    assert (row.metadata, row.dedup_key, row.dedup_window_seconds, row.idempotency_key) == ({}, "", 0, "")
+    assert row.created_at is not None and row.updated_at is not None and row.enqueued_at is not None
+    assert row.created_at <= row.updated_at and row.scheduled_at is None and row.chunks_total == 0
