@@ -23,6 +23,8 @@ restarted empty (the sweeper republishes from PostgreSQL).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _installed = False
@@ -50,3 +52,44 @@ def install() -> None:
 
     channel._connparams = _connparams
     _installed = True
+
+
+_publish_client_installed = False
+
+
+def install_publish_client() -> None:
+    """Makes the Redis transport publish through one client per channel instead of a new one each time.
+
+    kombu's `Channel.conn_or_acquire()` builds a `redis.Redis` (its callbacks table, its retry policy:
+    about 540 Python calls) around the channel's connection pool for every message it puts, which was a
+    tenth of a `POST /api/v1/notifications/` (docs/benchmarks.md "API"). The client holds no connection
+    of its own, only that pool, so one per channel, remade whenever the channel's pool is (after a
+    reconnection), sends the same commands over the same connections. Installed when the Celery app is
+    finalized, in every process that publishes (a no-op without redis-py).
+    """
+    global _publish_client_installed
+    if _publish_client_installed:
+        return
+    try:  # late, as in `install`
+        import kombu.transport.redis as transport
+    except ImportError:  # pragma: no cover - the Redis transport is not in use
+        return
+
+    channel: Any = transport.Channel
+    original = channel.conn_or_acquire
+
+    @contextmanager
+    def conn_or_acquire(self: Any, client: Any = None) -> Iterator[Any]:
+        if client:
+            yield client
+            return
+        pool = self.pool
+        cached = self.__dict__.get("_signalbox_publish_client")
+        if cached is None or cached.connection_pool is not pool:
+            cached = self._create_client()
+            self.__dict__["_signalbox_publish_client"] = cached
+        yield cached
+
+    conn_or_acquire.__wrapped__ = original  # type: ignore[attr-defined]
+    channel.conn_or_acquire = conn_or_acquire
+    _publish_client_installed = True

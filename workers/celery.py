@@ -26,6 +26,12 @@ app = Celery("signalbox")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 
+@app.on_after_finalize.connect
+def _publish_on_one_client(**_: Any) -> None:
+    # Every process that publishes (the API's, a worker's) finalizes the app first (workers/broker.py).
+    broker.install_publish_client()
+
+
 def _configure() -> None:
     app.conf.task_queues = task_queues()
     app.conf.task_default_queue = DEFAULT_QUEUE

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
@@ -360,11 +360,12 @@ def _insert(notification: Notification) -> None:
         notification.save(force_insert=True)
         return
     sql, fields = _insert_sql()
-    params = [field.get_db_prep_save(field.pre_save(notification, True), connection) for field in fields]
-    with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]  # once: each use of the `connection` proxy looks it up again
+    params = [field.get_db_prep_save(field.pre_save(notification, True), db) for field in fields]
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
     notification._state.adding = False
-    notification._state.db = connection.alias
+    notification._state.db = db.alias
 
 
 def _same_intent(
