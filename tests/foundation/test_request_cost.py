@@ -128,21 +128,32 @@ def test_the_list_filters_do_not_apply_to_one_task(api):
     assert response.status_code == 200 and response.json()["id"] == task_id
 
 
-def test_a_notification_to_known_recipients_is_five_statements(api):
+def test_a_notification_to_known_recipients_is_five_statements_and_two_round_trips_to_redis(
+    api, redis_writes, django_capture_on_commit_callbacks
+):
     assert api.post("/api/v1/templates/", TEMPLATE, format="json").status_code == 201
     ada = Recipient.objects.create(tenant=api_tenant(api), external_id="ada")
     body = {"template": "welcome", "recipients": ["ada"], "payload": {"product": "Signalbox"}}
-    for _ in range(2):  # the key's first uses
-        assert api.post("/api/v1/notifications/", body, format="json").status_code == 202
+    for _ in range(2):  # the key's first uses, and the broker connection's first publish
+        with django_capture_on_commit_callbacks(execute=True):
+            assert api.post("/api/v1/notifications/", body, format="json").status_code == 202
+    redis_writes.clear()
 
-    response, statements = _sql(lambda: api.post("/api/v1/notifications/", body, format="json"))
+    with django_capture_on_commit_callbacks(execute=True) as published:  # the test's transaction never commits
+        response, statements = _sql(lambda: api.post("/api/v1/notifications/", body, format="json"))
 
-    assert response.status_code == 202
+    assert response.status_code == 202 and len(published) == 1
     # In the request's transaction, the template, the recipients and the INSERT: no key lookup (cached),
     # no second lookup of the recipients, no savepoint around the lone INSERT.
     assert len(statements) == 5, statements
+    assert '"notifications_template"' in statements[1] and '"notifications_recipient"' in statements[2]
     assert statements[-2].startswith('INSERT INTO "notifications_notification"')
     assert Notification.objects.get(pk=response.json()["id"]).recipient_ids == [ada.pk]
+    # The rate limit's admission, and the fan-out task's LPUSH (sent on commit; no task-sent event).
+    assert [bytes(b"".join(c) if isinstance(c, list) else c).split(b"\r\n")[2] for c in redis_writes] == [
+        b"EVALSHA",
+        b"LPUSH",
+    ], redis_writes
 
 
 def test_named_and_inline_recipients_both_reach_the_notification(api):
