@@ -141,6 +141,11 @@ def _columns(model: type[Model], alias: str) -> str:
     return ", ".join(f"{alias}.{q(f.column)}" for f in model._meta.concrete_fields)
 
 
+def _tenant_param(model: type[Model], tenant_id: Any) -> Any:
+    """The tenant's id as the database takes it (a UUID as text on SQLite), as the ORM prepares it."""
+    return model._meta.get_field("tenant").get_db_prep_value(tenant_id, connection)  # type: ignore[union-attr]
+
+
 def _instance(model: type[Model], values: list[Any]) -> Any:
     for index, field, converters in _converters(model):
         for convert in converters:
@@ -165,7 +170,7 @@ def template_for_send(*, tenant_id: Any, key: str) -> Template | None:
     """The tenant's template by key with its category and current version, in one read: what
     `Template.objects.filter(...).select_related("current_version", "category").first()` returns."""
     with connection.cursor() as cursor:
-        cursor.execute(_template_sql(), [tenant_id, key])
+        cursor.execute(_template_sql(), [_tenant_param(Template, tenant_id), key])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -193,5 +198,5 @@ def recipient_ids_by_external_id(*, tenant_id: Any, external_ids: Sequence[str])
         f"WHERE {q('tenant_id')} = %s AND {q('external_id')} IN ({placeholders})"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [tenant_id, *wanted])
+        cursor.execute(sql, [_tenant_param(Recipient, tenant_id), *wanted])
         return dict(cursor.fetchall())
