@@ -61,12 +61,19 @@ def parse_uuid(value: Any) -> uuid.UUID | None:
         return None
 
 
+def _params(execution_id: uuid.UUID, tenant_id: Any) -> list[Any]:
+    """The two ids as the ORM sends them: PostgreSQL takes a UUID, SQLite (`make run`) its hex."""
+    meta = TaskExecution._meta
+    tenant: Any = meta.get_field("tenant")
+    return [meta.pk.get_db_prep_value(execution_id, connection), tenant.get_db_prep_value(tenant_id, connection)]  # type: ignore[union-attr]
+
+
 def execution_for_poll(*, tenant_id: Any, execution_id: uuid.UUID) -> TaskExecution | None:
     """One execution in the tenant with the id of its retry, in one indexed read: what
     `executions_for_api().get(...)` returns, without building the query each time."""
     full, _, attnames = _poll_sql()
     with connection.cursor() as cursor:
-        cursor.execute(full, [execution_id, tenant_id])
+        cursor.execute(full, _params(execution_id, tenant_id))
         row = cursor.fetchone()
     if row is None:
         return None
@@ -84,7 +91,7 @@ def execution_for_poll(*, tenant_id: Any, execution_id: uuid.UUID) -> TaskExecut
 def execution_version(*, tenant_id: Any, execution_id: uuid.UUID) -> tuple[int, str] | None:
     """(version, status) of one execution in the tenant: all that a conditional poll answered with 304 needs."""
     with connection.cursor() as cursor:
-        cursor.execute(_poll_sql()[1], [execution_id, tenant_id])
+        cursor.execute(_poll_sql()[1], _params(execution_id, tenant_id))
         row = cursor.fetchone()
     return (row[0], row[1]) if row is not None else None
 
