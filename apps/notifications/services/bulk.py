@@ -227,9 +227,13 @@ def _deliveries_copy(rows: Sequence[Mapping[str, Any]]) -> set[Any]:
     return inserted
 
 
-def deliveries_record(rows: Sequence[Mapping[str, Any]], *, claim_token: Any = None) -> list[Any]:
+def deliveries_record(
+    rows: Sequence[Mapping[str, Any]], *, claim_token: Any = None, notification_ids: Sequence[Any] | None = None
+) -> list[Any]:
     """Writes send outcomes of claimed rows in one UPDATE; rows no longer `sending` are left alone,
     and with a `claim_token` rows another claim holds too (the claim ends on the rows written).
+    `notification_ids` (the rows' notifications) lets PostgreSQL update only their partitions
+    (docs/partitions.md); without them it probes every month's.
 
     Each row: `id` plus any RESULT_COLUMNS. Call inside a transaction. Returns the ids written.
     """
@@ -268,12 +272,14 @@ def deliveries_record(rows: Sequence[Mapping[str, Any]], *, claim_token: Any = N
         for name, _ in RESULT_COLUMNS
     )
     guard = " AND d.claim_token = %s" if claim_token is not None else ""
+    prune = " AND d.notification_id = ANY(%s::uuid[])" if notification_ids is not None else ""
+    params = ([claim_token] if guard else []) + ([[str(pk) for pk in notification_ids]] if prune else [])
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Delivery._meta.db_table} AS d SET {sets}, lease_expires_at = NULL"  # noqa: S608
             f"{', claim_token = NULL' if guard else ''} "
-            f"FROM notif_result_stage AS s WHERE d.id = s.id AND d.status = 'sending'{guard} RETURNING d.id",
-            [claim_token] if guard else None,
+            f"FROM notif_result_stage AS s WHERE d.id = s.id AND d.status = 'sending'{guard}{prune} RETURNING d.id",
+            params or None,
         )
         written = [row[0] for row in cursor.fetchall()]
         cursor.execute("DELETE FROM notif_result_stage")

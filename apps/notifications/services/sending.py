@@ -167,9 +167,23 @@ class Claimed(NamedTuple):
 
 _CLAIM_SQL = (
     "UPDATE {table} SET status = 'sending', lease_expires_at = %s, attempts = attempts + 1, claim_token = %s "
-    "WHERE id = ANY(%s::uuid[]) AND status = 'queued' "
+    "WHERE id = ANY(%s::uuid[]) AND status = 'queued'{prune} "
     "RETURNING id, tenant_id, notification_id, recipient_id, channel, attempts, in_flight_provider"
 )
+# Deliveries are partitioned by notification id (docs/partitions.md): a statement that names the
+# rows' notifications as well as their ids probes only those notifications' months, not one index
+# per monthly partition.
+_PRUNE_SQL = " AND notification_id = ANY(%s::uuid[])"
+
+
+def _prune(notification_ids: Iterable[Any] | None) -> tuple[str, list[Any]]:
+    """The partition-pruning condition and its parameter, or nothing when the notifications are
+    unknown (a send message from before they were carried: every partition is probed)."""
+    if notification_ids is None:
+        return "", []
+    return _PRUNE_SQL, [sorted({str(pk) for pk in notification_ids})]
+
+
 _CLAIMED_FIELDS = ("id", "tenant_id", "notification_id", "recipient_id", "channel", "attempts", "in_flight_provider")
 
 
@@ -178,10 +192,16 @@ def _lease_until(now: datetime) -> datetime:
 
 
 def deliveries_claim(
-    *, delivery_ids: Sequence[Any], now: datetime | None = None, token: uuid.UUID | None = None
+    *,
+    delivery_ids: Sequence[Any],
+    now: datetime | None = None,
+    token: uuid.UUID | None = None,
+    notification_ids: Sequence[Any] | None = None,
 ) -> list[Claimed]:
     """Moves `queued` rows to `sending` with a lease, the claim's token and one more attempt, in
-    one conditional UPDATE; returns the rows won.
+    one conditional UPDATE; returns the rows won. `notification_ids` (those of the rows, as the
+    send message carries them) lets PostgreSQL look in their partitions only; a row whose
+    notification is not among them is not claimed.
 
     The `status = 'queued'` condition is re-checked on each row after any concurrent claimer's
     lock is released, so of two workers given the same id exactly one gets it. Every later write
@@ -193,18 +213,18 @@ def deliveries_claim(
     token = token or uuid.uuid4()
     lease_until = _lease_until(now or timezone.now())
     if connection.vendor == "postgresql":
+        prune, prune_params = _prune(notification_ids)
         with connection.cursor() as cursor:
             cursor.execute(
-                _CLAIM_SQL.format(table=Delivery._meta.db_table),
-                [lease_until, token, [str(pk) for pk in delivery_ids]],
+                _CLAIM_SQL.format(table=Delivery._meta.db_table, prune=prune),
+                [lease_until, token, [str(pk) for pk in delivery_ids], *prune_params],
             )
             return [Claimed(*row) for row in cursor.fetchall()]
     with transaction.atomic():
-        won = list(
-            Delivery.objects.select_for_update()
-            .filter(pk__in=delivery_ids, status=Status.QUEUED)
-            .values_list("pk", flat=True)
-        )
+        candidates = Delivery.objects.select_for_update().filter(pk__in=delivery_ids, status=Status.QUEUED)
+        if notification_ids is not None:
+            candidates = candidates.filter(notification_id__in=notification_ids)
+        won = list(candidates.values_list("pk", flat=True))
         Delivery.objects.filter(pk__in=won, status=Status.QUEUED).update(
             status=Status.SENDING, lease_expires_at=lease_until, attempts=F("attempts") + 1, claim_token=token
         )
@@ -217,7 +237,12 @@ def delivery_claim(*, delivery_ids: Sequence[Any], now: datetime | None = None) 
 
 
 def deliveries_keep_lease(
-    *, token: uuid.UUID, delivery_ids: Iterable[Any], provider: str = "", now: datetime | None = None
+    *,
+    token: uuid.UUID,
+    delivery_ids: Iterable[Any],
+    provider: str = "",
+    now: datetime | None = None,
+    notification_ids: Iterable[Any] | None = None,
 ) -> set[str]:
     """Renews the lease of the rows this claim still holds and returns their ids; with a
     `provider`, also marks them in flight to it, which a request to it must be preceded by.
@@ -233,11 +258,12 @@ def deliveries_keep_lease(
         values.update(in_flight_provider=provider, provider=provider)
     if connection.vendor == "postgresql":
         sets = ", ".join(f"{name} = %s" for name in values)
+        prune, prune_params = _prune(notification_ids)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {Delivery._meta.db_table} SET {sets} "  # noqa: S608 (names are ours)
-                "WHERE id = ANY(%s::uuid[]) AND status = 'sending' AND claim_token = %s RETURNING id",
-                [*values.values(), ids, token],
+                f"WHERE id = ANY(%s::uuid[]) AND status = 'sending' AND claim_token = %s{prune} RETURNING id",
+                [*values.values(), ids, token, *prune_params],
             )
             return {str(row[0]) for row in cursor.fetchall()}
     with transaction.atomic():
@@ -247,14 +273,19 @@ def deliveries_keep_lease(
     return kept
 
 
-def _release(ids: Sequence[Any], now: datetime, token: uuid.UUID) -> int:
+def _release(ids: Sequence[Any], now: datetime, token: uuid.UUID, notification_ids: Iterable[Any]) -> int:
     """Gives claimed but unsent rows back to the queue (the attempt did not happen)."""
-    return Delivery.objects.filter(pk__in=ids, status=Status.SENDING, claim_token=token).update(
+    mine = Delivery.objects.filter(
+        pk__in=ids, notification_id__in=list(notification_ids), status=Status.SENDING, claim_token=token
+    )
+    return mine.update(
         status=Status.QUEUED, lease_expires_at=None, attempts=F("attempts") - 1, queued_at=now, claim_token=None
     )
 
 
-def _end_claim(token: uuid.UUID, ids: Iterable[str], settled: Iterable[str]) -> set[str]:
+def _end_claim(
+    token: uuid.UUID, ids: Iterable[str], settled: Iterable[str], notification_ids: Iterable[Any] | None = None
+) -> set[str]:
     """Inside the record's transaction: ends this claim on `ids` and returns those it still held
     (locked until the commit); `settled` got a definite answer, so no request is in flight for
     them any more. Rows another worker holds now, or the sweeper took back, are not returned."""
@@ -262,12 +293,13 @@ def _end_claim(token: uuid.UUID, ids: Iterable[str], settled: Iterable[str]) -> 
     if not ids:
         return set()
     if connection.vendor == "postgresql":
+        prune, prune_params = _prune(notification_ids)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {Delivery._meta.db_table} SET claim_token = NULL, "  # noqa: S608 (names are ours)
                 "in_flight_provider = CASE WHEN id = ANY(%s::uuid[]) THEN '' ELSE in_flight_provider END "
-                "WHERE id = ANY(%s::uuid[]) AND claim_token = %s RETURNING id",
-                [settled, ids, token],
+                f"WHERE id = ANY(%s::uuid[]) AND claim_token = %s{prune} RETURNING id",
+                [settled, ids, token, *prune_params],
             )
             return {str(row[0]) for row in cursor.fetchall()}
     mine = Delivery.objects.select_for_update().filter(pk__in=ids, claim_token=token)
@@ -455,6 +487,7 @@ class SendBatch:
     listed: set[Any] = field(default_factory=set)
     policies: dict[tuple[Any, str], RetryPolicy] = field(default_factory=dict)
     tenant_of: dict[Any, Any] = field(default_factory=dict)  # delivery id -> tenant id
+    notification_ids: list[str] = field(default_factory=list)  # the claimed rows' (partition pruning)
 
     def policy(self, notification: Notification, channel: str) -> RetryPolicy:
         key = (notification.pk, channel)
@@ -505,10 +538,18 @@ def _flush(
                 # Ends the claim first (locking the rows): a remote request's settled rows are no
                 # longer in flight, and rows a provider's callback settled before this record are
                 # still ours to log the attempt of; holds are written by status alone.
-                owned = _end_claim(batch.token, ids, settled)
-                written = {str(pk) for pk in deliveries_record([r for r in rows if str(r["id"]) in owned])}
+                owned = _end_claim(batch.token, ids, settled, batch.notification_ids)
+                written = {
+                    str(pk)
+                    for pk in deliveries_record(
+                        [r for r in rows if str(r["id"]) in owned], notification_ids=batch.notification_ids
+                    )
+                }
             else:
-                written = {str(pk) for pk in deliveries_record(rows, claim_token=batch.token)}
+                written = {
+                    str(pk)
+                    for pk in deliveries_record(rows, claim_token=batch.token, notification_ids=batch.notification_ids)
+                }
                 owned = written
             deliveries_announce(
                 ((tenant_of[r["id"]], r["id"], r["status"]) for r in rows if str(r["id"]) in written), batch.audience
@@ -532,10 +573,13 @@ def _flush(
 # --- The steps: claim → load → render → send → record ----------------------------------------------
 
 
-def batch_claim(delivery_ids: Sequence[Any]) -> SendBatch:
-    """Claims the rows (`deliveries_claim`) under a new token and starts the batch's clocks."""
+def batch_claim(delivery_ids: Sequence[Any], notification_ids: Sequence[Any] | None = None) -> SendBatch:
+    """Claims the rows (`deliveries_claim`) under a new token and starts the batch's clocks;
+    every later statement on them names their notifications, so PostgreSQL prunes partitions."""
     token = uuid.uuid4()
-    claimed = reconnecting(lambda: deliveries_claim(delivery_ids=delivery_ids, token=token))
+    claimed = reconnecting(
+        lambda: deliveries_claim(delivery_ids=delivery_ids, token=token, notification_ids=notification_ids)
+    )
     settings = conf.get()
     return SendBatch(
         token=token,
@@ -547,6 +591,7 @@ def batch_claim(delivery_ids: Sequence[Any]) -> SendBatch:
         open_ids={str(d.id) for d in claimed},
         summary=SendSummary(claimed=len(claimed)),
         tenant_of={d.id: d.tenant_id for d in claimed},
+        notification_ids=sorted({str(d.notification_id) for d in claimed}),
     )
 
 
@@ -758,7 +803,11 @@ def request_begin(batch: SendBatch, adapter: Provider, group: list[SendItem]) ->
     their lease renewed) before its request; every open row's lease is renewed when a third of
     it has passed, so a live sender never loses its rows to the sweeper."""
     if time.monotonic() - batch.renewed >= batch.lease_seconds / 3:
-        kept = reconnecting(lambda: deliveries_keep_lease(token=batch.token, delivery_ids=batch.open_ids))
+        kept = reconnecting(
+            lambda: deliveries_keep_lease(
+                token=batch.token, delivery_ids=batch.open_ids, notification_ids=batch.notification_ids
+            )
+        )
         batch.renewed = time.monotonic()
         if batch.open_ids - kept:
             log.warning("rows were taken back from this sender", extra={"deliveries": len(batch.open_ids - kept)})
@@ -767,7 +816,11 @@ def request_begin(batch: SendBatch, adapter: Provider, group: list[SendItem]) ->
     if adapter.name in registry.BUILTIN_ADAPTERS:  # no remote request: nothing can be in flight
         marked = set(ids)
     else:
-        marked = reconnecting(lambda: deliveries_keep_lease(token=batch.token, delivery_ids=ids, provider=adapter.name))
+        marked = reconnecting(
+            lambda: deliveries_keep_lease(
+                token=batch.token, delivery_ids=ids, provider=adapter.name, notification_ids=batch.notification_ids
+            )
+        )
     batch.open_ids -= set(ids) - marked
     return [item for item in group if str(item.delivery.id) in marked]
 
@@ -913,8 +966,10 @@ def batch_finish(batch: SendBatch, queue: str | None) -> None:
     batch.tally.flush()
     released = [pk for pk in batch.summary.released if pk in batch.open_ids]
     if released:
-        _release(released, timezone.now(), batch.token)
-        publish_on_commit("signalbox.notifications.send_batch", released, queue=queue)
+        _release(released, timezone.now(), batch.token, batch.notification_ids)
+        notification_of = {str(c.id): str(c.notification_id) for c in batch.claimed}
+        notification_ids = sorted({notification_of[pk] for pk in released})
+        publish_on_commit("signalbox.notifications.send_batch", released, notification_ids, queue=queue)
     batch.summary.released = released
     for notification_id, notification in batch.notifications.items():
         notification_complete_if_settled(
@@ -922,9 +977,13 @@ def batch_finish(batch: SendBatch, queue: str | None) -> None:
         )
 
 
-def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) -> SendSummary:
-    """Sends a batch of deliveries (see the module docstring). Safe to run twice for the same ids."""
-    batch = batch_claim(delivery_ids)
+def deliveries_send(
+    *, delivery_ids: Sequence[Any], queue: str | None = None, notification_ids: Sequence[Any] | None = None
+) -> SendSummary:
+    """Sends a batch of deliveries (see the module docstring). Safe to run twice for the same ids.
+    `notification_ids`: those of the deliveries (the send message carries them since partitions;
+    an older message has none, and its claim probes every partition)."""
+    batch = batch_claim(delivery_ids, notification_ids)
     if not batch.claimed:
         return batch.summary
     batch_load(batch)
