@@ -47,6 +47,7 @@ leaves rows in `sending`; the sweeper takes them back when the lease runs out.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -71,7 +72,7 @@ from apps.notifications.models import Delivery, Device, Notification, Recipient
 from apps.notifications.rendering import RenderError
 from apps.notifications.services import ratelimits, suppressions
 from apps.notifications.services.announce import Audience, deliveries_announce
-from apps.notifications.services.bulk import attempts_insert, deliveries_record
+from apps.notifications.services.bulk import JsonText, attempts_insert, deliveries_record
 from apps.notifications.services.content import NotificationRenderer, email_options, message_metadata
 from apps.notifications.services.inbox import inbox_delivered
 from apps.notifications.services.notifications import notification_complete_if_settled
@@ -488,6 +489,20 @@ class SendBatch:
     policies: dict[tuple[Any, str], RetryPolicy] = field(default_factory=dict)
     tenant_of: dict[Any, Any] = field(default_factory=dict)  # delivery id -> tenant id
     notification_ids: list[str] = field(default_factory=list)  # the claimed rows' (partition pruning)
+    # Content dicts the renderers share between recipients, encoded once: id -> (the dict, its JSON).
+    content_json: dict[int, tuple[Any, str]] = field(default_factory=dict)
+
+    def rendered_json(self, rendered: Mapping[str, Any]) -> JsonText:
+        """The `rendered` column's JSON; content shared by many recipients (one object, from the
+        renderer) is encoded once per batch, not once per delivery."""
+        content = rendered.get("content")
+        if set(rendered) != {"to", "locale", "content"} or not isinstance(content, dict):
+            return JsonText(json.dumps(rendered))
+        cached = self.content_json.get(id(content))
+        if cached is None or cached[0] is not content:
+            cached = self.content_json[id(content)] = (content, json.dumps(content))
+        to, locale = json.dumps(rendered["to"]), json.dumps(rendered["locale"])
+        return JsonText(f'{{"to": {to}, "locale": {locale}, "content": {cached[1]}}}')
 
     def policy(self, notification: Notification, channel: str) -> RetryPolicy:
         key = (notification.pk, channel)
@@ -858,7 +873,8 @@ def request_rows(
             now=sent_at,
             reconcile_seconds=window,
         )
-        rows.deliveries.append({"id": delivery.id, "provider": adapter.name, "rendered": item.rendered, **fields})
+        rendered = batch.rendered_json(item.rendered)
+        rows.deliveries.append({"id": delivery.id, "provider": adapter.name, "rendered": rendered, **fields})
         if result.invalid_tokens:
             devices_deactivate_tokens(
                 tenant_id=delivery.tenant_id, tokens=result.invalid_tokens, reason="invalid_token"
