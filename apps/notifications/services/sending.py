@@ -72,7 +72,7 @@ from apps.notifications.models import Delivery, Device, Notification, Recipient
 from apps.notifications.rendering import RenderError
 from apps.notifications.services import ratelimits, suppressions
 from apps.notifications.services.announce import Audience, deliveries_announce
-from apps.notifications.services.bulk import JsonText, attempts_insert, deliveries_record
+from apps.notifications.services.bulk import JsonText, attempts_insert, deliveries_record, uuid_array
 from apps.notifications.services.content import NotificationRenderer, email_options, message_metadata
 from apps.notifications.services.inbox import inbox_delivered
 from apps.notifications.services.notifications import notification_complete_if_settled
@@ -182,7 +182,7 @@ def _prune(notification_ids: Iterable[Any] | None) -> tuple[str, list[Any]]:
     unknown (a send message from before they were carried: every partition is probed)."""
     if notification_ids is None:
         return "", []
-    return _PRUNE_SQL, [sorted({str(pk) for pk in notification_ids})]
+    return _PRUNE_SQL, [uuid_array(sorted({str(pk) for pk in notification_ids}))]
 
 
 _CLAIMED_FIELDS = ("id", "tenant_id", "notification_id", "recipient_id", "channel", "attempts", "in_flight_provider")
@@ -218,7 +218,7 @@ def deliveries_claim(
         with connection.cursor() as cursor:
             cursor.execute(
                 _CLAIM_SQL.format(table=Delivery._meta.db_table, prune=prune),
-                [lease_until, token, [str(pk) for pk in delivery_ids], *prune_params],
+                [lease_until, token, uuid_array(delivery_ids), *prune_params],
             )
             return [Claimed(*row) for row in cursor.fetchall()]
     with transaction.atomic():
@@ -264,7 +264,7 @@ def deliveries_keep_lease(
             cursor.execute(
                 f"UPDATE {Delivery._meta.db_table} SET {sets} "  # noqa: S608 (names are ours)
                 f"WHERE id = ANY(%s::uuid[]) AND status = 'sending' AND claim_token = %s{prune} RETURNING id",
-                [*values.values(), ids, token, *prune_params],
+                [*values.values(), uuid_array(ids), token, *prune_params],
             )
             return {str(row[0]) for row in cursor.fetchall()}
     with transaction.atomic():
@@ -300,7 +300,7 @@ def _end_claim(
                 f"UPDATE {Delivery._meta.db_table} SET claim_token = NULL, "  # noqa: S608 (names are ours)
                 "in_flight_provider = CASE WHEN id = ANY(%s::uuid[]) THEN '' ELSE in_flight_provider END "
                 f"WHERE id = ANY(%s::uuid[]) AND claim_token = %s{prune} RETURNING id",
-                [settled, ids, token, *prune_params],
+                [uuid_array(settled), uuid_array(ids), token, *prune_params],
             )
             return {str(row[0]) for row in cursor.fetchall()}
     mine = Delivery.objects.select_for_update().filter(pk__in=ids, claim_token=token)
