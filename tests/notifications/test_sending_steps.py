@@ -77,7 +77,7 @@ def test_load_reads_recipients_notifications_and_addresses_listed_since_fan_out(
     batch = _loaded(ids)
     assert set(batch.recipients) == set(Recipient.objects.filter(tenant=recording_tenant).values_list("pk", flat=True))
     assert list(batch.notifications) == [listed.notification_id]
-    assert batch.listed == {listed.pk}
+    assert batch.listed == {str(listed.pk)}
 
 
 def test_a_delivery_without_an_address_or_listed_or_past_its_budget_is_settled_without_a_request(
