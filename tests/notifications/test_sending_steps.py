@@ -76,7 +76,7 @@ def test_load_reads_recipients_notifications_and_addresses_listed_since_fan_out(
     suppressions_add([{**entry, "address": listed.recipient.email}])
     batch = _loaded(ids)
     assert set(batch.recipients) == set(Recipient.objects.filter(tenant=recording_tenant).values_list("pk", flat=True))
-    assert list(batch.notifications) == [listed.notification_id]
+    assert list(batch.notifications) == [str(listed.notification_id)]
     assert batch.listed == {str(listed.pk)}
 
 

@@ -160,7 +160,7 @@ class Claimed(NamedTuple):
     # statements, and a UUID object costs a `str()` (and slower hashing) each time, ~20 a delivery.
     id: str
     tenant_id: Any
-    notification_id: Any
+    notification_id: str  # text too, as the keys of `SendBatch.notifications`
     recipient_id: int
     channel: str
     attempts: int
@@ -171,7 +171,7 @@ class Claimed(NamedTuple):
 _CLAIM_SQL = (
     "UPDATE {table} SET status = 'sending', lease_expires_at = %s, attempts = attempts + 1, claim_token = %s "
     "WHERE id = ANY(%s::uuid[]) AND status = 'queued'{prune} "
-    "RETURNING id::text, tenant_id, notification_id, recipient_id, channel, attempts, in_flight_provider"
+    "RETURNING id::text, tenant_id, notification_id::text, recipient_id, channel, attempts, in_flight_provider"
 )
 # Deliveries are partitioned by notification id (docs/partitions.md): a statement that names the
 # rows' notifications as well as their ids probes only those notifications' months, not one index
@@ -232,7 +232,8 @@ def deliveries_claim(
             status=Status.SENDING, lease_expires_at=lease_until, attempts=F("attempts") + 1, claim_token=token
         )
         return [
-            Claimed(str(row[0]), *row[1:]) for row in Delivery.objects.filter(pk__in=won).values_list(*_CLAIMED_FIELDS)
+            Claimed(str(row[0]), row[1], str(row[2]), *row[3:])
+            for row in Delivery.objects.filter(pk__in=won).values_list(*_CLAIMED_FIELDS)
         ]
 
 
@@ -509,7 +510,7 @@ class SendBatch:
         return JsonText(f'{{"to": {to}, "locale": {locale}, "content": {cached[1]}}}')
 
     def policy(self, notification: Notification, channel: str) -> RetryPolicy:
-        key = (notification.pk, channel)
+        key = (id(notification), channel)  # the batch holds its notifications: a cheap, stable key
         if key not in self.policies:
             self.policies[key] = retry_policy_for(notification.tenant.settings, channel)
         return self.policies[key]
@@ -627,7 +628,7 @@ def batch_load(batch: SendBatch) -> None:
             )
         }
         batch.notifications = {
-            n.pk: n
+            str(n.pk): n
             for n in Notification.objects.filter(pk__in={d.notification_id for d in claimed}).select_related(
                 "tenant", "category", "template", "template_version"
             )
@@ -714,7 +715,7 @@ def delivery_message(
     notification = batch.notifications[delivery.notification_id]
     recipient = batch.recipients[delivery.recipient_id]
     try:
-        rendered = {"to": to, **context.renderers[notification.pk].render(delivery.channel, recipient)}
+        rendered = {"to": to, **context.renderers[delivery.notification_id].render(delivery.channel, recipient)}
         message = registry.message_build(
             delivery_id=str(delivery.id),
             tenant_id=str(delivery.tenant_id),
@@ -723,7 +724,7 @@ def delivery_message(
             rendered=rendered,
             metadata=message_metadata(notification, delivery_id=str(delivery.id), attempt=delivery.attempts),
             recipient_id=delivery.recipient_id,
-            email=context.emails[notification.pk],
+            email=context.emails[delivery.notification_id],
             signing_secret=(
                 recipient_webhook_secret(recipient.webhook_secret_encrypted)
                 if delivery.channel == Channel.WEBHOOK
@@ -796,8 +797,8 @@ def batch_admit(batch: SendBatch, adapter: Provider, items: list[SendItem]) -> l
     candidates = []
     for item in items:
         notification = notifications[item.delivery.notification_id]
-        if notification.pk not in limits:
-            limits[notification.pk] = ratelimits.limits_for(notification.tenant.settings)
+        if item.delivery.notification_id not in limits:
+            limits[item.delivery.notification_id] = ratelimits.limits_for(notification.tenant.settings)
         candidates.append(
             ratelimits.Candidate(
                 id=item.delivery.id,
@@ -805,7 +806,7 @@ def batch_admit(batch: SendBatch, adapter: Provider, items: list[SendItem]) -> l
                 recipient_id=item.delivery.recipient_id,
                 channel=item.delivery.channel,
                 critical=notification.category.critical,
-                limits=limits[notification.pk],
+                limits=limits[item.delivery.notification_id],
             )
         )
     admitted, holds = ratelimits.admit(provider=adapter.name, candidates=candidates)
