@@ -38,7 +38,7 @@ def explain_claim(delivery_ids: list[str], notification_ids: list[str]) -> dict[
         if prune:
             params.append("{" + ",".join(notification_ids) + "}")
         sql = (
-            f"EXPLAIN UPDATE {Delivery._meta.db_table} SET status = 'sending' "  # noqa: S608
+            f"EXPLAIN UPDATE {Delivery._meta.db_table} SET status = 'sending' "
             f"WHERE id = ANY(%s::uuid[]) AND status = 'queued'{prune}"
         )
         with transaction.atomic(), connection.cursor() as cursor:
@@ -95,7 +95,10 @@ def main() -> None:
     fanout.notification_fan_out(notification_id=str(notification.pk))
     for chunk_id in FanoutChunk.objects.filter(notification=notification).values_list("pk", flat=True):
         fanout.fanout_chunk_run(chunk_id=chunk_id)
-    ids = [str(pk) for pk in Delivery.objects.filter(notification=notification, status="queued").values_list("pk", flat=True)]
+    ids = [
+        str(pk)
+        for pk in Delivery.objects.filter(notification=notification, status="queued").values_list("pk", flat=True)
+    ]
     batches = [ids[i : i + args.send_batch] for i in range(0, len(ids), args.send_batch)]
     carries = "notification_ids" in inspect.signature(sending.deliveries_send).parameters
     kwargs: dict[str, Any] = {} if args.old_messages or not carries else {"notification_ids": [str(notification.pk)]}
