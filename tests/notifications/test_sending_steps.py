@@ -215,11 +215,12 @@ def test_send_out_of_time_releases_the_share_and_finish_requeues_and_republishes
 
     published: list[Any] = []
     carried: list[Any] = []
-    monkeypatch.setattr(
-        tasks.send_batch,
-        "apply_async",
-        lambda args=(), **kw: (published.append((list(args[0]), kw)), carried.append(args[1:])),
-    )
+
+    def apply_async(args: Any = (), **kw: Any) -> None:
+        published.append((list(args[0]), kw))
+        carried.append(args[1:])
+
+    monkeypatch.setattr(tasks.send_batch, "apply_async", apply_async)
     ids = _queued(recording_tenant, make_template, make_recipients)
     batch = _loaded(ids)
     (adapter, items) = next(iter(batch_render(batch).work.values()))
