@@ -34,9 +34,11 @@ def fan_out_chunk(chunk_id: int) -> None:
 
 
 @shared_task(name="signalbox.notifications.send_batch", queue="notifications.default", ignore_result=True, bind=True)
-def send_batch(self: Any, delivery_ids: list[str]) -> None:
+def send_batch(self: Any, delivery_ids: list[str], notification_ids: list[str] | None = None) -> None:
+    """`notification_ids` (the deliveries' notifications) let the claim prune partitions; a
+    message published before they were carried has only the delivery ids, and still works."""
     queue = (self.request.delivery_info or {}).get("routing_key") or None
-    sending.deliveries_send(delivery_ids=delivery_ids, queue=queue)
+    sending.deliveries_send(delivery_ids=delivery_ids, queue=queue, notification_ids=notification_ids)
 
 
 @shared_task(name="signalbox.notifications.dispatch_due", queue="maintenance", ignore_result=True)

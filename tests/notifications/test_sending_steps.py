@@ -76,8 +76,8 @@ def test_load_reads_recipients_notifications_and_addresses_listed_since_fan_out(
     suppressions_add([{**entry, "address": listed.recipient.email}])
     batch = _loaded(ids)
     assert set(batch.recipients) == set(Recipient.objects.filter(tenant=recording_tenant).values_list("pk", flat=True))
-    assert list(batch.notifications) == [listed.notification_id]
-    assert batch.listed == {listed.pk}
+    assert list(batch.notifications) == [str(listed.notification_id)]
+    assert batch.listed == {str(listed.pk)}
 
 
 def test_a_delivery_without_an_address_or_listed_or_past_its_budget_is_settled_without_a_request(
@@ -214,7 +214,13 @@ def test_send_out_of_time_releases_the_share_and_finish_requeues_and_republishes
     from apps.notifications import tasks
 
     published: list[Any] = []
-    monkeypatch.setattr(tasks.send_batch, "apply_async", lambda args=(), **kw: published.append((list(args[0]), kw)))
+    carried: list[Any] = []
+
+    def apply_async(args: Any = (), **kw: Any) -> None:
+        published.append((list(args[0]), kw))
+        carried.append(args[1:])
+
+    monkeypatch.setattr(tasks.send_batch, "apply_async", apply_async)
     ids = _queued(recording_tenant, make_template, make_recipients)
     batch = _loaded(ids)
     (adapter, items) = next(iter(batch_render(batch).work.values()))
@@ -228,3 +234,25 @@ def test_send_out_of_time_releases_the_share_and_finish_requeues_and_republishes
     assert {d.status for d in Delivery.objects.filter(pk__in=ids)} == {"queued"}
     assert {d.attempts for d in Delivery.objects.filter(pk__in=ids)} == {0}
     assert [(sorted(args), kw["queue"]) for args, kw in published] == [(ids, "notifications.bulk")]
+    # The republished message names the deliveries' notification, so the next claim prunes partitions.
+    notification_ids = {str(n) for n in Delivery.objects.filter(pk__in=ids).values_list("notification_id", flat=True)}
+    assert carried == [([*notification_ids],)]
+
+
+@pytest.mark.parametrize("carries_notifications", [True, False], ids=["new message", "message from before"])
+def test_a_send_message_with_or_without_its_notification_ids_sends_each_delivery_once(
+    recording_tenant, make_template, make_recipients, carries_notifications
+):
+    from apps.notifications import tasks
+
+    ids = _queued(recording_tenant, make_template, make_recipients)
+    notification_ids = sorted(
+        {str(n) for n in Delivery.objects.filter(pk__in=ids).values_list("notification_id", flat=True)}
+    )
+    args = (ids, notification_ids) if carries_notifications else (ids,)  # a rolling deploy has both in flight
+
+    tasks.send_batch(*args)
+    tasks.send_batch(*args)  # delivered twice by the broker: claimed once
+
+    assert {d.status for d in Delivery.objects.filter(pk__in=ids)} == {"sent"}
+    assert SinkRecord.objects.filter(delivery_id__in=ids).count() == len(ids)

@@ -320,7 +320,10 @@ def digest_window_flush(*, window_id: Any, now: datetime | None = None) -> str:
         )
         if quiet_until is None:
             publish_on_commit(
-                "signalbox.notifications.send_batch", [str(digest_delivery_id)], queue=queue_for(notification.priority)
+                "signalbox.notifications.send_batch",
+                [str(digest_delivery_id)],
+                [str(notification.pk)],
+                queue=queue_for(notification.priority),
             )
     log.info(
         "digest flushed",

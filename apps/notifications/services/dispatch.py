@@ -40,15 +40,23 @@ log = logging.getLogger(__name__)
 Status = Delivery.Status
 
 
-def _publish_sends(rows: list[tuple[Any, str, str]]) -> int:
-    """Publishes send tasks on commit, one per (queue, channel) and batch; rows are (id, channel, queue)."""
+def _publish_sends(rows: list[tuple[Any, str, str, Any]]) -> int:
+    """Publishes send tasks on commit, one per (queue, channel) and batch; rows are (id, channel,
+    queue, notification id). Each message names its deliveries' notifications too, so the claim
+    looks only in their partitions."""
     size = conf.get().SEND_BATCH_SIZE
-    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for pk, channel, queue in rows:
-        groups[(queue, channel)].append(str(pk))
-    for (queue, _), ids in groups.items():
-        for start in range(0, len(ids), size):
-            publish_on_commit("signalbox.notifications.send_batch", ids[start : start + size], queue=queue)
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for pk, channel, queue, notification_id in rows:
+        groups[(queue, channel)].append((str(pk), str(notification_id)))
+    for (queue, _), pairs in groups.items():
+        for start in range(0, len(pairs), size):
+            part = pairs[start : start + size]
+            publish_on_commit(
+                "signalbox.notifications.send_batch",
+                [pk for pk, _ in part],
+                sorted({n for _, n in part}),
+                queue=queue,
+            )
     return len(rows)
 
 
@@ -76,14 +84,14 @@ def _dispatch_deliveries(now: datetime, limit: int) -> int:
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(status__in=Delivery.DUE, next_attempt_at__lte=now)
             .order_by("next_attempt_at")
-            .values_list("pk", "channel", "notification__priority", "notification__status")[:limit]
+            .values_list("pk", "channel", "notification__priority", "notification__status", "notification_id")[:limit]
         )
         if not rows:
             return 0
-        cancelled = [pk for pk, _, _, status in rows if status == Notification.Status.CANCELLED]
+        cancelled = [pk for pk, _, _, status, _ in rows if status == Notification.Status.CANCELLED]
         live = [
-            (pk, channel, queue_for(priority))
-            for pk, channel, priority, status in rows
+            (pk, channel, queue_for(priority), notification_id)
+            for pk, channel, priority, status, notification_id in rows
             if status != Notification.Status.CANCELLED
         ]
         if cancelled:
@@ -91,10 +99,10 @@ def _dispatch_deliveries(now: datetime, limit: int) -> int:
                 status=Status.CANCELLED, next_attempt_at=None, failed_at=now
             )
         if live:  # a retry or replay coming due inside the recipient's quiet hours waits again
-            held = deliveries_hold_for_quiet_hours(delivery_ids=[pk for pk, _, _ in live], now=now)
+            held = deliveries_hold_for_quiet_hours(delivery_ids=[row[0] for row in live], now=now)
             live = [row for row in live if row[0] not in held]
         if live:
-            Delivery.objects.filter(pk__in=[pk for pk, _, _ in live], status__in=Delivery.DUE).update(
+            Delivery.objects.filter(pk__in=[row[0] for row in live], status__in=Delivery.DUE).update(
                 status=Status.QUEUED, queued_at=now, next_attempt_at=None
             )
             _publish_sends(live)

@@ -607,7 +607,9 @@ def deliveries_create_for(
     size, queue = conf.get().SEND_BATCH_SIZE, queue_for(notification.priority)
     for ids in result.queued.values():
         for start in range(0, len(ids), size):
-            publish_on_commit("signalbox.notifications.send_batch", ids[start : start + size], queue=queue)
+            publish_on_commit(
+                "signalbox.notifications.send_batch", ids[start : start + size], [str(notification.pk)], queue=queue
+            )
     return result
 
 
@@ -751,7 +753,10 @@ def _chunk_run(chunk_id: int, now: datetime) -> ChunkResult | None:
             for ids in result.queued.values():
                 for start in range(0, len(ids), send_batch_size):
                     publish_on_commit(
-                        "signalbox.notifications.send_batch", ids[start : start + send_batch_size], queue=queue
+                        "signalbox.notifications.send_batch",
+                        ids[start : start + send_batch_size],
+                        [str(notification.pk)],
+                        queue=queue,
                     )
     if not result.cancelled:
         notification_complete_if_settled(

@@ -47,6 +47,7 @@ leaves rows in `sending`; the sweeper takes them back when the lease runs out.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -71,7 +72,7 @@ from apps.notifications.models import Delivery, Device, Notification, Recipient
 from apps.notifications.rendering import RenderError
 from apps.notifications.services import ratelimits, suppressions
 from apps.notifications.services.announce import Audience, deliveries_announce
-from apps.notifications.services.bulk import attempts_insert, deliveries_record
+from apps.notifications.services.bulk import JsonText, attempts_insert, deliveries_record, uuid_array
 from apps.notifications.services.content import NotificationRenderer, email_options, message_metadata
 from apps.notifications.services.inbox import inbox_delivered
 from apps.notifications.services.notifications import notification_complete_if_settled
@@ -155,9 +156,11 @@ def outcome_fields(
 
 
 class Claimed(NamedTuple):
-    id: Any
+    # The delivery id as text: the send path keys sets and dicts by it and writes it into
+    # statements, and a UUID object costs a `str()` (and slower hashing) each time, ~20 a delivery.
+    id: str
     tenant_id: Any
-    notification_id: Any
+    notification_id: str  # text too, as the keys of `SendBatch.notifications`
     recipient_id: int
     channel: str
     attempts: int
@@ -167,9 +170,23 @@ class Claimed(NamedTuple):
 
 _CLAIM_SQL = (
     "UPDATE {table} SET status = 'sending', lease_expires_at = %s, attempts = attempts + 1, claim_token = %s "
-    "WHERE id = ANY(%s::uuid[]) AND status = 'queued' "
-    "RETURNING id, tenant_id, notification_id, recipient_id, channel, attempts, in_flight_provider"
+    "WHERE id = ANY(%s::uuid[]) AND status = 'queued'{prune} "
+    "RETURNING id::text, tenant_id, notification_id::text, recipient_id, channel, attempts, in_flight_provider"
 )
+# Deliveries are partitioned by notification id (docs/partitions.md): a statement that names the
+# rows' notifications as well as their ids probes only those notifications' months, not one index
+# per monthly partition.
+_PRUNE_SQL = " AND notification_id = ANY(%s::uuid[])"
+
+
+def _prune(notification_ids: Iterable[Any] | None) -> tuple[str, list[Any]]:
+    """The partition-pruning condition and its parameter, or nothing when the notifications are
+    unknown (a send message from before they were carried: every partition is probed)."""
+    if notification_ids is None:
+        return "", []
+    return _PRUNE_SQL, [uuid_array(sorted({str(pk) for pk in notification_ids}))]
+
+
 _CLAIMED_FIELDS = ("id", "tenant_id", "notification_id", "recipient_id", "channel", "attempts", "in_flight_provider")
 
 
@@ -178,10 +195,16 @@ def _lease_until(now: datetime) -> datetime:
 
 
 def deliveries_claim(
-    *, delivery_ids: Sequence[Any], now: datetime | None = None, token: uuid.UUID | None = None
+    *,
+    delivery_ids: Sequence[Any],
+    now: datetime | None = None,
+    token: uuid.UUID | None = None,
+    notification_ids: Sequence[Any] | None = None,
 ) -> list[Claimed]:
     """Moves `queued` rows to `sending` with a lease, the claim's token and one more attempt, in
-    one conditional UPDATE; returns the rows won.
+    one conditional UPDATE; returns the rows won. `notification_ids` (those of the rows, as the
+    send message carries them) lets PostgreSQL look in their partitions only; a row whose
+    notification is not among them is not claimed.
 
     The `status = 'queued'` condition is re-checked on each row after any concurrent claimer's
     lock is released, so of two workers given the same id exactly one gets it. Every later write
@@ -193,22 +216,25 @@ def deliveries_claim(
     token = token or uuid.uuid4()
     lease_until = _lease_until(now or timezone.now())
     if connection.vendor == "postgresql":
+        prune, prune_params = _prune(notification_ids)
         with connection.cursor() as cursor:
             cursor.execute(
-                _CLAIM_SQL.format(table=Delivery._meta.db_table),
-                [lease_until, token, [str(pk) for pk in delivery_ids]],
+                _CLAIM_SQL.format(table=Delivery._meta.db_table, prune=prune),
+                [lease_until, token, uuid_array(delivery_ids), *prune_params],
             )
             return [Claimed(*row) for row in cursor.fetchall()]
     with transaction.atomic():
-        won = list(
-            Delivery.objects.select_for_update()
-            .filter(pk__in=delivery_ids, status=Status.QUEUED)
-            .values_list("pk", flat=True)
-        )
+        candidates = Delivery.objects.select_for_update().filter(pk__in=delivery_ids, status=Status.QUEUED)
+        if notification_ids is not None:
+            candidates = candidates.filter(notification_id__in=notification_ids)
+        won = list(candidates.values_list("pk", flat=True))
         Delivery.objects.filter(pk__in=won, status=Status.QUEUED).update(
             status=Status.SENDING, lease_expires_at=lease_until, attempts=F("attempts") + 1, claim_token=token
         )
-        return [Claimed(*row) for row in Delivery.objects.filter(pk__in=won).values_list(*_CLAIMED_FIELDS)]
+        return [
+            Claimed(str(row[0]), row[1], str(row[2]), *row[3:])
+            for row in Delivery.objects.filter(pk__in=won).values_list(*_CLAIMED_FIELDS)
+        ]
 
 
 def delivery_claim(*, delivery_ids: Sequence[Any], now: datetime | None = None) -> list[Any]:
@@ -217,7 +243,12 @@ def delivery_claim(*, delivery_ids: Sequence[Any], now: datetime | None = None) 
 
 
 def deliveries_keep_lease(
-    *, token: uuid.UUID, delivery_ids: Iterable[Any], provider: str = "", now: datetime | None = None
+    *,
+    token: uuid.UUID,
+    delivery_ids: Iterable[Any],
+    provider: str = "",
+    now: datetime | None = None,
+    notification_ids: Iterable[Any] | None = None,
 ) -> set[str]:
     """Renews the lease of the rows this claim still holds and returns their ids; with a
     `provider`, also marks them in flight to it, which a request to it must be preceded by.
@@ -233,11 +264,12 @@ def deliveries_keep_lease(
         values.update(in_flight_provider=provider, provider=provider)
     if connection.vendor == "postgresql":
         sets = ", ".join(f"{name} = %s" for name in values)
+        prune, prune_params = _prune(notification_ids)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {Delivery._meta.db_table} SET {sets} "  # noqa: S608 (names are ours)
-                "WHERE id = ANY(%s::uuid[]) AND status = 'sending' AND claim_token = %s RETURNING id",
-                [*values.values(), ids, token],
+                f"WHERE id = ANY(%s::uuid[]) AND status = 'sending' AND claim_token = %s{prune} RETURNING id",
+                [*values.values(), uuid_array(ids), token, *prune_params],
             )
             return {str(row[0]) for row in cursor.fetchall()}
     with transaction.atomic():
@@ -247,14 +279,19 @@ def deliveries_keep_lease(
     return kept
 
 
-def _release(ids: Sequence[Any], now: datetime, token: uuid.UUID) -> int:
+def _release(ids: Sequence[Any], now: datetime, token: uuid.UUID, notification_ids: Iterable[Any]) -> int:
     """Gives claimed but unsent rows back to the queue (the attempt did not happen)."""
-    return Delivery.objects.filter(pk__in=ids, status=Status.SENDING, claim_token=token).update(
+    mine = Delivery.objects.filter(
+        pk__in=ids, notification_id__in=list(notification_ids), status=Status.SENDING, claim_token=token
+    )
+    return mine.update(
         status=Status.QUEUED, lease_expires_at=None, attempts=F("attempts") - 1, queued_at=now, claim_token=None
     )
 
 
-def _end_claim(token: uuid.UUID, ids: Iterable[str], settled: Iterable[str]) -> set[str]:
+def _end_claim(
+    token: uuid.UUID, ids: Iterable[str], settled: Iterable[str], notification_ids: Iterable[Any] | None = None
+) -> set[str]:
     """Inside the record's transaction: ends this claim on `ids` and returns those it still held
     (locked until the commit); `settled` got a definite answer, so no request is in flight for
     them any more. Rows another worker holds now, or the sweeper took back, are not returned."""
@@ -262,12 +299,13 @@ def _end_claim(token: uuid.UUID, ids: Iterable[str], settled: Iterable[str]) -> 
     if not ids:
         return set()
     if connection.vendor == "postgresql":
+        prune, prune_params = _prune(notification_ids)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {Delivery._meta.db_table} SET claim_token = NULL, "  # noqa: S608 (names are ours)
                 "in_flight_provider = CASE WHEN id = ANY(%s::uuid[]) THEN '' ELSE in_flight_provider END "
-                "WHERE id = ANY(%s::uuid[]) AND claim_token = %s RETURNING id",
-                [settled, ids, token],
+                f"WHERE id = ANY(%s::uuid[]) AND claim_token = %s{prune} RETURNING id",
+                [uuid_array(settled), uuid_array(ids), token, *prune_params],
             )
             return {str(row[0]) for row in cursor.fetchall()}
     mine = Delivery.objects.select_for_update().filter(pk__in=ids, claim_token=token)
@@ -455,9 +493,24 @@ class SendBatch:
     listed: set[Any] = field(default_factory=set)
     policies: dict[tuple[Any, str], RetryPolicy] = field(default_factory=dict)
     tenant_of: dict[Any, Any] = field(default_factory=dict)  # delivery id -> tenant id
+    notification_ids: list[str] = field(default_factory=list)  # the claimed rows' (partition pruning)
+    # Content dicts the renderers share between recipients, encoded once: id -> (the dict, its JSON).
+    content_json: dict[int, tuple[Any, str]] = field(default_factory=dict)
+
+    def rendered_json(self, rendered: Mapping[str, Any]) -> JsonText:
+        """The `rendered` column's JSON; content shared by many recipients (one object, from the
+        renderer) is encoded once per batch, not once per delivery."""
+        content = rendered.get("content")
+        if set(rendered) != {"to", "locale", "content"} or not isinstance(content, dict):
+            return JsonText(json.dumps(rendered))
+        cached = self.content_json.get(id(content))
+        if cached is None or cached[0] is not content:
+            cached = self.content_json[id(content)] = (content, json.dumps(content))
+        to, locale = json.dumps(rendered["to"]), json.dumps(rendered["locale"])
+        return JsonText(f'{{"to": {to}, "locale": {locale}, "content": {cached[1]}}}')
 
     def policy(self, notification: Notification, channel: str) -> RetryPolicy:
-        key = (notification.pk, channel)
+        key = (id(notification), channel)  # the batch holds its notifications: a cheap, stable key
         if key not in self.policies:
             self.policies[key] = retry_policy_for(notification.tenant.settings, channel)
         return self.policies[key]
@@ -505,10 +558,18 @@ def _flush(
                 # Ends the claim first (locking the rows): a remote request's settled rows are no
                 # longer in flight, and rows a provider's callback settled before this record are
                 # still ours to log the attempt of; holds are written by status alone.
-                owned = _end_claim(batch.token, ids, settled)
-                written = {str(pk) for pk in deliveries_record([r for r in rows if str(r["id"]) in owned])}
+                owned = _end_claim(batch.token, ids, settled, batch.notification_ids)
+                written = {
+                    str(pk)
+                    for pk in deliveries_record(
+                        [r for r in rows if str(r["id"]) in owned], notification_ids=batch.notification_ids
+                    )
+                }
             else:
-                written = {str(pk) for pk in deliveries_record(rows, claim_token=batch.token)}
+                written = {
+                    str(pk)
+                    for pk in deliveries_record(rows, claim_token=batch.token, notification_ids=batch.notification_ids)
+                }
                 owned = written
             deliveries_announce(
                 ((tenant_of[r["id"]], r["id"], r["status"]) for r in rows if str(r["id"]) in written), batch.audience
@@ -532,10 +593,13 @@ def _flush(
 # --- The steps: claim → load → render → send → record ----------------------------------------------
 
 
-def batch_claim(delivery_ids: Sequence[Any]) -> SendBatch:
-    """Claims the rows (`deliveries_claim`) under a new token and starts the batch's clocks."""
+def batch_claim(delivery_ids: Sequence[Any], notification_ids: Sequence[Any] | None = None) -> SendBatch:
+    """Claims the rows (`deliveries_claim`) under a new token and starts the batch's clocks;
+    every later statement on them names their notifications, so PostgreSQL prunes partitions."""
     token = uuid.uuid4()
-    claimed = reconnecting(lambda: deliveries_claim(delivery_ids=delivery_ids, token=token))
+    claimed = reconnecting(
+        lambda: deliveries_claim(delivery_ids=delivery_ids, token=token, notification_ids=notification_ids)
+    )
     settings = conf.get()
     return SendBatch(
         token=token,
@@ -547,6 +611,7 @@ def batch_claim(delivery_ids: Sequence[Any]) -> SendBatch:
         open_ids={str(d.id) for d in claimed},
         summary=SendSummary(claimed=len(claimed)),
         tenant_of={d.id: d.tenant_id for d in claimed},
+        notification_ids=sorted({str(d.notification_id) for d in claimed}),
     )
 
 
@@ -563,7 +628,7 @@ def batch_load(batch: SendBatch) -> None:
             )
         }
         batch.notifications = {
-            n.pk: n
+            str(n.pk): n
             for n in Notification.objects.filter(pk__in={d.notification_id for d in claimed}).select_related(
                 "tenant", "category", "template", "template_version"
             )
@@ -650,7 +715,7 @@ def delivery_message(
     notification = batch.notifications[delivery.notification_id]
     recipient = batch.recipients[delivery.recipient_id]
     try:
-        rendered = {"to": to, **context.renderers[notification.pk].render(delivery.channel, recipient)}
+        rendered = {"to": to, **context.renderers[delivery.notification_id].render(delivery.channel, recipient)}
         message = registry.message_build(
             delivery_id=str(delivery.id),
             tenant_id=str(delivery.tenant_id),
@@ -659,7 +724,7 @@ def delivery_message(
             rendered=rendered,
             metadata=message_metadata(notification, delivery_id=str(delivery.id), attempt=delivery.attempts),
             recipient_id=delivery.recipient_id,
-            email=context.emails[notification.pk],
+            email=context.emails[delivery.notification_id],
             signing_secret=(
                 recipient_webhook_secret(recipient.webhook_secret_encrypted)
                 if delivery.channel == Channel.WEBHOOK
@@ -732,8 +797,8 @@ def batch_admit(batch: SendBatch, adapter: Provider, items: list[SendItem]) -> l
     candidates = []
     for item in items:
         notification = notifications[item.delivery.notification_id]
-        if notification.pk not in limits:
-            limits[notification.pk] = ratelimits.limits_for(notification.tenant.settings)
+        if item.delivery.notification_id not in limits:
+            limits[item.delivery.notification_id] = ratelimits.limits_for(notification.tenant.settings)
         candidates.append(
             ratelimits.Candidate(
                 id=item.delivery.id,
@@ -741,7 +806,7 @@ def batch_admit(batch: SendBatch, adapter: Provider, items: list[SendItem]) -> l
                 recipient_id=item.delivery.recipient_id,
                 channel=item.delivery.channel,
                 critical=notification.category.critical,
-                limits=limits[notification.pk],
+                limits=limits[item.delivery.notification_id],
             )
         )
     admitted, holds = ratelimits.admit(provider=adapter.name, candidates=candidates)
@@ -758,7 +823,11 @@ def request_begin(batch: SendBatch, adapter: Provider, group: list[SendItem]) ->
     their lease renewed) before its request; every open row's lease is renewed when a third of
     it has passed, so a live sender never loses its rows to the sweeper."""
     if time.monotonic() - batch.renewed >= batch.lease_seconds / 3:
-        kept = reconnecting(lambda: deliveries_keep_lease(token=batch.token, delivery_ids=batch.open_ids))
+        kept = reconnecting(
+            lambda: deliveries_keep_lease(
+                token=batch.token, delivery_ids=batch.open_ids, notification_ids=batch.notification_ids
+            )
+        )
         batch.renewed = time.monotonic()
         if batch.open_ids - kept:
             log.warning("rows were taken back from this sender", extra={"deliveries": len(batch.open_ids - kept)})
@@ -767,7 +836,11 @@ def request_begin(batch: SendBatch, adapter: Provider, group: list[SendItem]) ->
     if adapter.name in registry.BUILTIN_ADAPTERS:  # no remote request: nothing can be in flight
         marked = set(ids)
     else:
-        marked = reconnecting(lambda: deliveries_keep_lease(token=batch.token, delivery_ids=ids, provider=adapter.name))
+        marked = reconnecting(
+            lambda: deliveries_keep_lease(
+                token=batch.token, delivery_ids=ids, provider=adapter.name, notification_ids=batch.notification_ids
+            )
+        )
     batch.open_ids -= set(ids) - marked
     return [item for item in group if str(item.delivery.id) in marked]
 
@@ -805,7 +878,8 @@ def request_rows(
             now=sent_at,
             reconcile_seconds=window,
         )
-        rows.deliveries.append({"id": delivery.id, "provider": adapter.name, "rendered": item.rendered, **fields})
+        rendered = batch.rendered_json(item.rendered)
+        rows.deliveries.append({"id": delivery.id, "provider": adapter.name, "rendered": rendered, **fields})
         if result.invalid_tokens:
             devices_deactivate_tokens(
                 tenant_id=delivery.tenant_id, tokens=result.invalid_tokens, reason="invalid_token"
@@ -913,8 +987,10 @@ def batch_finish(batch: SendBatch, queue: str | None) -> None:
     batch.tally.flush()
     released = [pk for pk in batch.summary.released if pk in batch.open_ids]
     if released:
-        _release(released, timezone.now(), batch.token)
-        publish_on_commit("signalbox.notifications.send_batch", released, queue=queue)
+        _release(released, timezone.now(), batch.token, batch.notification_ids)
+        notification_of = {str(c.id): str(c.notification_id) for c in batch.claimed}
+        notification_ids = sorted({notification_of[pk] for pk in released})
+        publish_on_commit("signalbox.notifications.send_batch", released, notification_ids, queue=queue)
     batch.summary.released = released
     for notification_id, notification in batch.notifications.items():
         notification_complete_if_settled(
@@ -922,9 +998,13 @@ def batch_finish(batch: SendBatch, queue: str | None) -> None:
         )
 
 
-def deliveries_send(*, delivery_ids: Sequence[Any], queue: str | None = None) -> SendSummary:
-    """Sends a batch of deliveries (see the module docstring). Safe to run twice for the same ids."""
-    batch = batch_claim(delivery_ids)
+def deliveries_send(
+    *, delivery_ids: Sequence[Any], queue: str | None = None, notification_ids: Sequence[Any] | None = None
+) -> SendSummary:
+    """Sends a batch of deliveries (see the module docstring). Safe to run twice for the same ids.
+    `notification_ids`: those of the deliveries (the send message carries them since partitions;
+    an older message has none, and its claim probes every partition)."""
+    batch = batch_claim(delivery_ids, notification_ids)
     if not batch.claimed:
         return batch.summary
     batch_load(batch)

@@ -134,7 +134,8 @@ def suppressed(*, tenant_id: Any, channel: str, addresses: Iterable[Any]) -> set
     if not wanted:
         return set()
     return set(
-        Suppression.objects.filter(tenant_id=tenant_id, channel=channel, address__in=wanted).values_list(
+        # `= ANY(array)`: one parameter, where `IN` writes (and psycopg splits) one per address.
+        Suppression.objects.filter(tenant_id=tenant_id, channel=channel, address__any=list(wanted)).values_list(
             "address", flat=True
         )
     )
