@@ -201,8 +201,8 @@ def deliveries_insert(rows: Sequence[Mapping[str, Any]]) -> set[Any]:
 
 
 def execute_bound(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Runs one statement with server-side binding (parameters sent apart from the SQL, lists as
-    binary arrays: no client-side quoting of each element, as Django's client cursor does), through
+    """Runs one statement with server-side binding (parameters sent apart from the SQL; `%b` ones in
+    binary: no client-side quoting of each element of a list, as Django's client cursor does), through
     Django's cursor wrappers like `copy_rows`. Returns the rows it answers (none: [])."""
     found: list[tuple[Any, ...]] = []
 
@@ -214,8 +214,8 @@ def execute_bound(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
 
     with connection.cursor() as cursor:
         execute: Callable[[], None] = lambda: cursor._execute_with_wrappers(sql, params, False, executor=run)  # noqa: E731
-        if isinstance(cursor, CursorDebugWrapper):
-            with cursor.debug_sql(sql, params):
+        if isinstance(cursor, CursorDebugWrapper):  # logged as Django's client cursor would write it
+            with cursor.debug_sql(sql.replace("%b", "%s"), params):
                 execute()
         else:
             execute()
@@ -277,8 +277,8 @@ def deliveries_insert_shared(
             select.append(f"%s::{kinds[column]}")
             params.append(_json(values[column]) if kinds[column] == "jsonb" else values[column])
     source = (
-        f"SELECT {', '.join(select)} FROM unnest(%s::uuid[], %s::{kinds['recipient_id']}[], %s::text[], "  # noqa: S608
-        "%s::int4[]) AS u(id, recipient_id, address, part)"
+        f"SELECT {', '.join(select)} FROM unnest(%b::uuid[], %b::{kinds['recipient_id']}[], %b::text[], "  # noqa: S608
+        "%b::int4[]) AS u(id, recipient_id, address, part)"
     )
     params += [list(ids), list(recipient_ids), list(addresses), [p + 1 for p in parts]]
     insert = f"INSERT INTO {table} ({', '.join(DELIVERY_COLUMNS)}) {source}"
