@@ -96,9 +96,6 @@ RECIPIENT_FIELDS = (
     "data",
     "unsubscribed_at",
 )
-# From this many recipients a chunk's in-app rows are built by PostgreSQL (SharedRows): their own
-# statement pays for itself; a smaller chunk (one recipient, a flow step) keeps one COPY for all.
-SHARED_ROWS_MIN = 100
 # What deciding any row reads of a recipient (the rest: its channels' addresses, what templates read).
 DECISION_FIELDS = {"id", "locale", "timezone", "unsubscribed_at"}
 
@@ -375,7 +372,7 @@ def chunk_context(notification: Notification, recipients: list[Any], now: dateti
             # Rows PostgreSQL can build alone: every message accepted, its id the delivery's.
             if (
                 connection.vendor == "postgresql"
-                and len(recipients) >= SHARED_ROWS_MIN
+                and len(recipients) >= conf.get().FANOUT_SHARED_ROWS_MIN  # else one COPY for all rows
                 and registry.adapter_flag(first, "accepts_all", False)
                 and getattr(type(first), "message_id_for", None) is InAppAdapter.message_id_for
             ):
