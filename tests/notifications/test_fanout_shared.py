@@ -94,7 +94,7 @@ def test_shared_rows_are_the_rows_the_copy_path_writes(tenant, make_template, ma
     in_app = Delivery.objects.filter(notification=shared, channel="in_app", status="delivered")
     assert in_app.count() == 4
     assert all(row.provider_message_id == str(row.pk) for row in in_app)
-    assert {row.rendered["locale"] for row in in_app} == {"fr", "default"}
+    assert {(row.rendered or {}).get("locale") for row in in_app} == {"fr", "default"}
     assert shared_result.statuses == copied_result.statuses
     assert shared_result.queued.keys() == copied_result.queued.keys() == {"email"}
 
