@@ -310,10 +310,10 @@ class SharedRows:
         self._known: dict[int, tuple[Any, Any, int]] = {}  # id(content) -> (content, locale, part); content kept alive
         self.fields: dict[str, Any] = {}  # the adapter's answer, the same on every row
 
-    def add(self, delivery_id: Any, recipient_id: int, rendered: dict[str, Any]) -> bool:
-        """Takes the row if its rendering is `{"to": <str or None>, "locale", "content"}` (False: not taken)."""
-        to = rendered["to"]
-        if rendered.keys() != {"to", "locale", "content"} or not (to is None or type(to) is str):
+    def add(self, delivery_id: Any, recipient_id: int, to: Any, rendered: dict[str, Any]) -> bool:
+        """Takes the row of a rendering (`{"locale", "content"}`, NotificationRenderer.render) to
+        address `to` if that is a string or None (False: not taken)."""
+        if not (to is None or type(to) is str):
             return False
         content, locale = rendered["content"], rendered["locale"]
         known = self._known.get(id(content))
@@ -372,6 +372,7 @@ def chunk_context(notification: Notification, recipients: list[Any], now: dateti
             # Rows PostgreSQL can build alone: every message accepted, its id the delivery's.
             if (
                 connection.vendor == "postgresql"
+                and Channel.IN_APP not in INTERRUPTING_CHANNELS  # see _decide_shared
                 and len(recipients) >= conf.get().FANOUT_SHARED_ROWS_MIN  # else one COPY for all rows
                 and registry.adapter_flag(first, "accepts_all", False)
                 and getattr(type(first), "message_id_for", None) is InAppAdapter.message_id_for
@@ -479,13 +480,9 @@ def chunk_decide(context: ChunkContext) -> ChunkDecisions:
         )
         for channel in notification.channels:
             delivery_id = next(ids)
-            fields = delivery_decide(context, recipient, preference, channel, quiet_until)
-            if (
-                "status" not in fields
-                and channel in shared
-                and decisions.shared[channel].add(delivery_id, recipient.id, fields["rendered"])
-            ):
+            if channel in shared and _decide_shared(context, decisions, recipient, preference, channel, delivery_id):
                 continue
+            fields = delivery_decide(context, recipient, preference, channel, quiet_until)
             row: Row = {**base, "id": delivery_id, "recipient_id": recipient.id, "channel": channel}
             decisions.rows.append(row)
             if "status" not in fields:
@@ -497,6 +494,27 @@ def chunk_decide(context: ChunkContext) -> ChunkDecisions:
             elif fields["status"] == Status.DIGEST:
                 decisions.digests.append(row)
     return decisions
+
+
+def _decide_shared(
+    context: ChunkContext,
+    decisions: ChunkDecisions,
+    recipient: Any,
+    preference: EffectivePreference,
+    channel: str,
+    delivery_id: Any,
+) -> bool:
+    """`delivery_decide` for a row of a shared channel (inline, never interrupting, so neither digest
+    nor quiet hours apply): a row it would render inline goes to the chunk's SharedRows, without a
+    rendering dict of its own. False for any other outcome (suppressed, a render error), which
+    `delivery_decide` then decides as for any row."""
+    if suppression_reason(context, recipient, preference, channel):
+        return False
+    try:
+        content = context.renderer.render(channel, recipient)
+    except RenderError:
+        return False
+    return decisions.shared[channel].add(delivery_id, recipient.id, registry.address_for(channel, recipient), content)
 
 
 def chunk_write(context: ChunkContext, decisions: ChunkDecisions, audience: Audience) -> set[Any]:
