@@ -6,7 +6,9 @@ and JSON on either side; the column types are read from the catalog once per pro
 savepoint, and only if that meets a
 row that exists (a chunk re-run against the odds) are they staged in a temporary table and moved
 with `INSERT … SELECT … ON CONFLICT DO NOTHING`; send outcomes are staged and applied with one
-`UPDATE … FROM` guarded by `status = 'sending'`; attempt rows are copied straight in. Measured on
+`UPDATE … FROM` guarded by `status = 'sending'`; attempt rows are copied straight in. Rows alike
+but for id, recipient and address (a fan-out chunk's in-app rows) are built by PostgreSQL from
+arrays instead (`deliveries_insert_shared`), with the same conflict handling. Measured on
 the fan-out benchmark, this is several times faster than `bulk_create`, whose per-field
 preparation dominated a chunk. On other databases (the embedded SQLite default) the same
 functions use the ORM.

@@ -5,7 +5,9 @@ or recipient-id ranges of a topic found with one window query) and publishes one
 chunk. `fanout_chunk_run` expands one chunk in one transaction with a constant number of
 queries whatever the chunk size: load the recipients, their preferences, devices and prior
 duplicates (dedup keys), decide each (recipient, channel), insert every delivery with one bulk INSERT,
-and publish send batches on commit.
+and publish send batches on commit. In a chunk of FANOUT_SHARED_ROWS_MIN recipients or more the
+in-app rows, alike but for id, recipient and address, are built by PostgreSQL from arrays
+(`SharedRows`, bulk.deliveries_insert_shared) instead of being encoded one by one for the COPY.
 
 Each decision, in order: duplicate dedup_key in the window
 -> suppressed/duplicate; (non-critical only) global unsubscribe -> suppressed/unsubscribed,
