@@ -339,7 +339,6 @@ class ChunkDecisions:
     suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)
     shared: dict[str, SharedRows] = field(default_factory=lambda: defaultdict(SharedRows))
     base: Row = field(default_factory=dict)  # the fields every row of the chunk shares
-    inserted_shared: dict[str, set[Any] | None] = field(default_factory=dict)  # channel -> ids in (None: all)
 
 
 def chunk_context(notification: Notification, recipients: list[Any], now: datetime) -> ChunkContext:
@@ -538,7 +537,7 @@ def chunk_write(context: ChunkContext, decisions: ChunkDecisions, audience: Audi
             continue
         adapter = context.inline[channel]
         shared.fields = _accepted_fields(adapter, context.policy, now)
-        went_in = decisions.inserted_shared[channel] = deliveries_insert_shared(
+        went_in = deliveries_insert_shared(  # None: every row went in
             {**decisions.base, "channel": channel, **shared.fields},
             shared.ids,
             shared.recipient_ids,
