@@ -417,6 +417,7 @@ SIGNALBOX_NOTIFICATIONS: dict[str, object] = {
     _name: _cast(_variable)
     for _name, _variable, _cast in (
         ("FANOUT_CHUNK_SIZE", "NOTIFICATIONS_FANOUT_CHUNK_SIZE", env.int),
+        ("FANOUT_SHARED_ROWS_MIN", "NOTIFICATIONS_FANOUT_SHARED_ROWS_MIN", env.int),
         ("SEND_BATCH_SIZE", "NOTIFICATIONS_SEND_BATCH_SIZE", env.int),
         ("MAX_ATTEMPTS", "NOTIFICATIONS_MAX_ATTEMPTS", env.int),
         ("RETRY_BASE_SECONDS", "NOTIFICATIONS_RETRY_BASE_SECONDS", env.float),

@@ -52,6 +52,10 @@ class NotificationSettings:
     # 5,000 a chunk's fixed cost (its task, its dozen statements, its commit) is spread thin: 15 %
     # less worker and 20 % less PostgreSQL CPU per in-app row than at 2,000 (docs/benchmarks.md).
     FANOUT_CHUNK_SIZE: int = 5000
+    # From this many recipients in a chunk its in-app rows are built by PostgreSQL from arrays (one
+    # statement of their own, with one content per locale); a smaller chunk (one recipient, a flow
+    # step) writes them with its other rows in one COPY (docs/benchmarks.md, "Fan-out").
+    FANOUT_SHARED_ROWS_MIN: int = 100
     # Delivery ids per send task; adapters without a batch API are called one message at a time.
     SEND_BATCH_SIZE: int = 500
     # A send task hands the rest of its batch to a new task after this many seconds, so a slow

@@ -69,8 +69,9 @@ def test_chunked_fan_out_runs_a_bounded_number_of_queries_per_chunk(tenant, make
     assert len(chunk_ids) == 3
     # Savepoints included; the first chunk also creates the connection's staging tables, the
     # last one also marks the notification dispatched; every run is counted first, in one
-    # statement (a chunk that fails every time ends dead). None of it depends on the chunk size.
-    assert max(queries) <= 23, queries
+    # statement (a chunk that fails every time ends dead); the in-app rows, built by PostgreSQL
+    # from arrays, are one INSERT of their own in a savepoint. None of it depends on the chunk size.
+    assert max(queries) <= 27, queries
     assert Delivery.objects.filter(notification=notification).count() == 9000
     counts = Delivery.objects.filter(notification=notification).values_list("channel", "status")
     assert sum(1 for c, s in counts if c == "in_app" and s == "delivered") == 3000

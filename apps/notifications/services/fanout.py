@@ -5,7 +5,9 @@ or recipient-id ranges of a topic found with one window query) and publishes one
 chunk. `fanout_chunk_run` expands one chunk in one transaction with a constant number of
 queries whatever the chunk size: load the recipients, their preferences, devices and prior
 duplicates (dedup keys), decide each (recipient, channel), insert every delivery with one bulk INSERT,
-and publish send batches on commit.
+and publish send batches on commit. In a chunk of FANOUT_SHARED_ROWS_MIN recipients or more the
+in-app rows, alike but for id, recipient and address, are built by PostgreSQL from arrays
+(`SharedRows`, bulk.deliveries_insert_shared) instead of being encoded one by one for the COPY.
 
 Each decision, in order: duplicate dedup_key in the window
 -> suppressed/duplicate; (non-critical only) global unsubscribe -> suppressed/unsubscribed,
@@ -43,6 +45,7 @@ from apps.core.publish import publish_on_commit
 from apps.core.retry import RetryPolicy
 from apps.notifications import channels as registry
 from apps.notifications import conf
+from apps.notifications.adapters import InAppAdapter
 from apps.notifications.models import (
     Delivery,
     Device,
@@ -56,7 +59,7 @@ from apps.notifications.models import (
 )
 from apps.notifications.rendering import RenderError
 from apps.notifications.services.announce import Audience, deliveries_announce, notification_announce_sent
-from apps.notifications.services.bulk import JsonText, deliveries_insert
+from apps.notifications.services.bulk import JsonText, deliveries_insert, deliveries_insert_shared
 from apps.notifications.services.content import NotificationRenderer, message_metadata, recipient_fields_read
 from apps.notifications.services.digest import digest_enqueue
 from apps.notifications.services.inbox import inbox_publish
@@ -291,6 +294,39 @@ class ChunkContext:
     renderer: NotificationRenderer
     policy: RetryPolicy
     critical: bool = False  # the category's: asked for every row, read once
+    shared: set[str] = field(default_factory=set)  # inline channels whose rows PostgreSQL builds (SharedRows)
+
+
+class SharedRows:
+    """A chunk's rows on an inline channel that accepts every message, kept as columns: they differ
+    only by id, recipient and address (the rest of their rendering is one content per locale), so
+    PostgreSQL builds them from arrays (`deliveries_insert_shared`) instead of Python encoding
+    each row for a COPY."""
+
+    def __init__(self) -> None:
+        self.ids: list[Any] = []
+        self.recipient_ids: list[int] = []
+        self.addresses: list[str | None] = []
+        self.parts: list[int] = []  # index into tails
+        self.tails: list[str] = []  # per content: the JSON object of its locale and content
+        self._known: dict[int, tuple[Any, Any, int]] = {}  # id(content) -> (content, locale, part); content kept alive
+        self.fields: dict[str, Any] = {}  # the adapter's answer, the same on every row
+
+    def add(self, delivery_id: Any, recipient_id: int, to: Any, rendered: dict[str, Any]) -> bool:
+        """Takes the row of a rendering (`{"locale", "content"}`, NotificationRenderer.render) to
+        address `to` if that is a string or None (False: not taken)."""
+        if not (to is None or type(to) is str):
+            return False
+        content, locale = rendered["content"], rendered["locale"]
+        known = self._known.get(id(content))
+        if known is None or known[0] is not content or known[1] != locale:
+            known = self._known[id(content)] = (content, locale, len(self.tails))
+            self.tails.append(json.dumps({"locale": locale, "content": content}))
+        self.ids.append(delivery_id)
+        self.recipient_ids.append(recipient_id)
+        self.addresses.append(to)
+        self.parts.append(known[2])
+        return True
 
 
 @dataclass
@@ -301,6 +337,8 @@ class ChunkDecisions:
     digests: list[Row] = field(default_factory=list)
     inline: dict[str, list[tuple[Row, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
     suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    shared: dict[str, SharedRows] = field(default_factory=lambda: defaultdict(SharedRows))
+    base: Row = field(default_factory=dict)  # the fields every row of the chunk shares
 
 
 def chunk_context(notification: Notification, recipients: list[Any], now: datetime) -> ChunkContext:
@@ -327,10 +365,20 @@ def chunk_context(notification: Notification, recipients: list[Any], now: dateti
     # Only the in-app channel can complete inside fan-out: its adapter writes nothing outside
     # this transaction. (Asking the resolver about external channels here would cost queries.)
     inline = {}
+    shared = set()
     if Channel.IN_APP in channels:
         first = registry.provider_for_attempt(registry.chain_for(Channel.IN_APP, notification.tenant), 1)
         if registry.adapter_flag(first, "inline", False):
             inline[Channel.IN_APP.value] = first
+            # Rows PostgreSQL can build alone: every message accepted, its id the delivery's.
+            if (
+                connection.vendor == "postgresql"
+                and Channel.IN_APP not in INTERRUPTING_CHANNELS  # see _decide_shared
+                and len(recipients) >= conf.get().FANOUT_SHARED_ROWS_MIN  # else one COPY for all rows
+                and registry.adapter_flag(first, "accepts_all", False)
+                and getattr(type(first), "message_id_for", None) is InAppAdapter.message_id_for
+            ):
+                shared.add(Channel.IN_APP.value)
     return ChunkContext(
         notification=notification,
         now=now,
@@ -344,6 +392,7 @@ def chunk_context(notification: Notification, recipients: list[Any], now: dateti
         renderer=NotificationRenderer(notification, default_locale=str(tenant_settings.get("default_locale", ""))),
         policy=retry_policy_for(tenant_settings),
         critical=bool(category.critical),
+        shared=shared,
     )
 
 
@@ -420,6 +469,8 @@ def chunk_decide(context: ChunkContext) -> ChunkDecisions:
         "dedup_key": notification.dedup_key or None,
         "created_at": now,
     }
+    decisions.base = base
+    shared = context.shared
     ids = iter(uuid7_many(len(context.recipients) * len(notification.channels)))
     for recipient in context.recipients:
         preference = context.preferences.for_recipient(recipient.id)
@@ -429,9 +480,12 @@ def chunk_decide(context: ChunkContext) -> ChunkDecisions:
             else _no_quiet_hours
         )
         for channel in notification.channels:
-            row: Row = {**base, "id": next(ids), "recipient_id": recipient.id, "channel": channel}
-            decisions.rows.append(row)
+            delivery_id = next(ids)
+            if channel in shared and _decide_shared(context, decisions, recipient, preference, channel, delivery_id):
+                continue
             fields = delivery_decide(context, recipient, preference, channel, quiet_until)
+            row: Row = {**base, "id": delivery_id, "recipient_id": recipient.id, "channel": channel}
+            decisions.rows.append(row)
             if "status" not in fields:
                 decisions.inline[channel].append((row, fields["rendered"]))
                 continue
@@ -441,6 +495,27 @@ def chunk_decide(context: ChunkContext) -> ChunkDecisions:
             elif fields["status"] == Status.DIGEST:
                 decisions.digests.append(row)
     return decisions
+
+
+def _decide_shared(
+    context: ChunkContext,
+    decisions: ChunkDecisions,
+    recipient: Any,
+    preference: EffectivePreference,
+    channel: str,
+    delivery_id: Any,
+) -> bool:
+    """`delivery_decide` for a row of a shared channel (inline, never interrupting, so neither digest
+    nor quiet hours apply): a row it would render inline goes to the chunk's SharedRows, without a
+    rendering dict of its own. False for any other outcome (suppressed, a render error), which
+    `delivery_decide` then decides as for any row."""
+    if suppression_reason(context, recipient, preference, channel):
+        return False
+    try:
+        content = context.renderer.render(channel, recipient)
+    except RenderError:
+        return False
+    return decisions.shared[channel].add(delivery_id, recipient.id, registry.address_for(channel, recipient), content)
 
 
 def chunk_write(context: ChunkContext, decisions: ChunkDecisions, audience: Audience) -> set[Any]:
@@ -455,10 +530,30 @@ def chunk_write(context: ChunkContext, decisions: ChunkDecisions, audience: Audi
     # (ON CONFLICT DO NOTHING ... RETURNING) says which rows went in.
     inserted = deliveries_insert(rows)
     new = rows if len(inserted) == len(rows) else [r for r in rows if r["id"] in inserted]  # usually all
-    inbox_publish(
-        ((r["id"], r["recipient_id"]) for r in new if r["channel"] in context.inline), tenant_id=notification.tenant_id
-    )
-    deliveries_announce(((row["tenant_id"], row["id"], row["status"]) for row in new), audience)
+    inbox = [(r["id"], r["recipient_id"]) for r in new if r["channel"] in context.inline]
+    outcomes = [(row["tenant_id"], row["id"], row["status"]) for row in new]
+    for channel, shared in decisions.shared.items():
+        if not shared.ids:
+            continue
+        adapter = context.inline[channel]
+        shared.fields = _accepted_fields(adapter, context.policy, now)
+        went_in = deliveries_insert_shared(  # None: every row went in
+            {**decisions.base, "channel": channel, **shared.fields},
+            shared.ids,
+            shared.recipient_ids,
+            shared.addresses,
+            shared.parts,
+            shared.tails,
+        )
+        pairs = zip(shared.ids, shared.recipient_ids, strict=True)
+        ids = shared.ids if went_in is None else [i for i in shared.ids if i in went_in]
+        inserted.update(ids)
+        inbox.extend(pairs if went_in is None else ((i, r) for i, r in pairs if i in went_in))
+        status = shared.fields["status"]
+        outcomes.extend((notification.tenant_id, i, status) for i in ids)
+        _inline_metrics(notification, channel, adapter, Counter({status: len(shared.ids)}), now)
+    inbox_publish(inbox, tenant_id=notification.tenant_id)
+    deliveries_announce(outcomes, audience)
     digest_enqueue(
         deliveries=[row for row in decisions.digests if row["id"] in inserted],
         category_id=notification.category.pk,
@@ -476,12 +571,19 @@ def chunk_count(decisions: ChunkDecisions, inserted: set[Any], result: ChunkResu
     for (channel, reason), count in decisions.suppressed.items():
         metrics.SUPPRESSED.labels(channel=channel, reason=reason).inc(count)
     rows = decisions.rows
-    if len(inserted) != len(rows):  # a re-run: some rows were there already
+    partial = len(inserted) != len(rows) + sum(len(s.ids) for s in decisions.shared.values())
+    if partial:  # a re-run: some rows were there already
         rows = [row for row in rows if row["id"] in inserted]
     result.statuses.update(row["status"] for row in rows)
     for row in rows:
         if row["status"] == Status.QUEUED:
             result.queued.setdefault(row["channel"], []).append(str(row["id"]))
+    for channel, columns in decisions.shared.items():
+        ids = [i for i in columns.ids if i in inserted] if partial else columns.ids
+        if ids:
+            result.statuses[columns.fields["status"]] += len(ids)
+            if columns.fields["status"] == Status.QUEUED:
+                result.queued.setdefault(channel, []).extend(str(i) for i in ids)
 
 
 def _expand(
@@ -512,7 +614,13 @@ def _send_inline(
         outcomes = _accept_inline(adapter, items, policy, now)
     else:
         outcomes = _call_inline(notification, adapter, items, policy, now)
-    channel = items[0][0]["channel"]
+    _inline_metrics(notification, items[0][0]["channel"], adapter, outcomes, now)
+
+
+def _inline_metrics(
+    notification: Notification, channel: str, adapter: Any, outcomes: Counter[str], now: datetime
+) -> None:
+    """Counts an inline channel's outcomes and the latency of the accepted ones."""
     for status, count in outcomes.items():
         if status in (Status.DELIVERED, Status.SENT, Status.FAILED, Status.DEAD):
             metrics.DELIVERIES.labels(channel=channel, provider=adapter.name, status=status).inc(count)
@@ -522,11 +630,17 @@ def _send_inline(
         metrics.observe_many(metrics.DELIVERY_LATENCY.labels(channel=channel), latency, accepted)
 
 
-def _accept_inline(adapter: Any, items: list[tuple[Row, dict[str, Any]]], policy: Any, now: datetime) -> Counter[str]:
+def _accepted_fields(adapter: Any, policy: Any, now: datetime) -> dict[str, Any]:
+    """The fields of a row an adapter that accepts every message has accepted (its message id aside)."""
     accepted = outcome_fields(
         adapter=adapter, result=SendResult.ok(adapter.name, message_id=""), attempt=1, policy=policy, now=now
     )
     accepted.update(attempts=1, provider=adapter.name)
+    return accepted
+
+
+def _accept_inline(adapter: Any, items: list[tuple[Row, dict[str, Any]]], policy: Any, now: datetime) -> Counter[str]:
+    accepted = _accepted_fields(adapter, policy, now)
     encode = _RenderedJson()
     for row, rendered in items:
         row.update(accepted)
