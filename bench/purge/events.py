@@ -25,19 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import random
 import sys
 import time
-from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from bench.common import bench_environment, database_create, database_drop, log, results_compare, results_write
-from bench.purge.run import WRITER_APP, LockSampler, WriterStats, _select_list, _summary
+from bench.purge.run import WRITER_APP, PhaseTimer, _select_list, purge_beside_writers, writer_loop, writers_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -179,19 +177,7 @@ def writer(index: int, rate: float, phase: Any, stop: Any, out: Any) -> None:
     endpoint = WebhookEndpoint.objects.get()
     rule = Rule.objects.get()
     rng = random.Random(index)
-    stats = WriterStats()
-    iteration = 0
-
-    def timed(run: Any) -> Any:
-        started = time.perf_counter()
-        value = run()
-        elapsed = time.perf_counter() - started
-        if phase.value == 3:
-            stats.during_drop.append(elapsed)
-        (stats.during if phase.value in (1, 3) else stats.baseline).append(elapsed)
-        stats.statements += 1
-        return value, elapsed
-
+    timed = PhaseTimer(phase)
     tenant_id = endpoint.tenant_id
 
     def record(n: int) -> None:
@@ -206,27 +192,16 @@ def writer(index: int, rate: float, phase: Any, stop: Any, out: Any) -> None:
         timed(lambda: WebhookMessage.objects.filter(pk=message.pk).update(status="delivered"))
         timed(lambda: WebhookAttempt.objects.create(tenant_id=tenant_id, message=message, number=1, outcome="success"))
 
-    while not stop.is_set():
-        tick = time.monotonic()
-        iteration += 1
-        record(iteration)
-        if iteration % 5 == 0 and old_ids:
+    def old_row() -> None:
+        if old_ids:
             target = rng.choice(old_ids)
-            _, elapsed = timed(
-                lambda target=target: WebhookMessage.objects.filter(pk=target).update(last_error="replayed")
-            )
-            if phase.value in (1, 3):
-                stats.old_row_updates.append(elapsed)
-        if phase.value == 2:
-            break
-        pause = 1 / rate - (time.monotonic() - tick)
-        if pause > 0:
-            time.sleep(pause)
-    out.put(asdict(stats))
+            timed.old_row(lambda: WebhookMessage.objects.filter(pk=target).update(last_error="replayed"))
+
+    writer_loop(timed, rate, stop, out, record, old_row)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from django.db import connection, connections
+    from django.db import connection
 
     from apps.core.partitions import partitions_drop_expired
     from apps.core.retention import purge_policy_run
@@ -235,39 +210,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from apps.tenancy.models import Tenant
 
     loaded = load(args)
-    connections.close_all()  # the writers fork: never share a connection
-
-    context = multiprocessing.get_context("fork")
-    phase = context.Value("i", 0)
-    stop = context.Event()
-    out = context.Queue()
-    writers = [context.Process(target=writer, args=(i, args.rate, phase, stop, out)) for i in range(args.writers)]
-    for process in writers:
-        process.start()
-    log(f"{args.writers} writers running; baseline for {args.baseline:.0f} s")
-    time.sleep(args.baseline)
-
     tenant = Tenant.objects.get(pk=loaded["tenant_id"])
-    sampler = LockSampler(args)
-    sampler.start()
-    phase.value = 3 if args.mode == "partitions" else 1
-    log(f"purging events ({args.mode}; batches of {args.batch:,}) while the writers write")
-    started = time.monotonic()
     tables = [spec.table for spec in EVENT_PARTITIONED_TABLES]
-    dropped = partitions_drop_expired(tenants=[tenant], tables=tables) if args.mode == "partitions" else None
-    drop_seconds = time.monotonic() - started
-    phase.value = 1
-    result = purge_policy_run(
-        events_retention_policy(), tenants=[tenant], batch_size=args.batch, max_seconds=args.max_seconds
+    purged_run = purge_beside_writers(
+        args,
+        writer,
+        drop=lambda: partitions_drop_expired(tenants=[tenant], tables=tables),
+        purge=lambda: purge_policy_run(
+            events_retention_policy(), tenants=[tenant], batch_size=args.batch, max_seconds=args.max_seconds
+        ),
     )
-    seconds = time.monotonic() - started
-    phase.value = 2
-    stop.set()
-    sampler.stop.set()
-    stats = [out.get(timeout=60) for _ in writers]
-    for process in writers:
-        process.join(timeout=30)
-    sampler.join(timeout=5)
+    dropped, result = purged_run.dropped, purged_run.result
+    drop_seconds, seconds = purged_run.drop_seconds, purged_run.seconds
 
     with connection.cursor() as cursor:
         cursor.execute(
@@ -291,8 +245,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cascaded_dropped = sum((dropped.cascaded if dropped else {}).values())
     purged = result.rows + events_dropped
     cascaded = sum(result.cascaded.values()) + cascaded_dropped
-    baseline = [x for s in stats for x in s["baseline"]]
-    during = [x for s in stats for x in s["during"]]
     results = {
         "rows": args.rows,
         "batch": args.batch,
@@ -319,12 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "expired_left": old_left - kept_left,
             "orphans": orphans,
         },
-        "writers_baseline": _summary(baseline),
-        "writers_during_purge": _summary(during),
-        "writers_during_partition_drops": _summary([x for s in stats for x in s["during_drop"]]),
-        "old_row_updates_during_purge": _summary([x for s in stats for x in s["old_row_updates"]]),
-        "longest_lock_wait_sampled_ms": round(sampler.longest * 1000, 1),
-        "lock_waits_sampled": sampler.waits_seen,
+        **writers_summary(purged_run),
     }
     log(
         f"purged {purged:,} events (+{cascaded:,} executions, messages, attempts; {events_dropped:,} by dropping "

@@ -241,6 +241,48 @@ class WriterStats:
     statements: int = 0
 
 
+class PhaseTimer:
+    """Times a writer's statements into the phase they ran in: 0 writers alone, 1 the purge's
+    batched DELETE, 3 the partition drops (counted in `during` too), 2 the end."""
+
+    def __init__(self, phase: Any) -> None:
+        self.phase = phase
+        self.stats = WriterStats()
+
+    def __call__(self, run: Any) -> tuple[Any, float]:
+        started = time.perf_counter()
+        value = run()
+        elapsed = time.perf_counter() - started
+        if self.phase.value == 3:
+            self.stats.during_drop.append(elapsed)
+        (self.stats.during if self.phase.value in (1, 3) else self.stats.baseline).append(elapsed)
+        self.stats.statements += 1
+        return value, elapsed
+
+    def old_row(self, run: Any) -> None:
+        """An update of an expired row (a replay): what a drop's lock would hold up."""
+        _, elapsed = self(run)
+        if self.phase.value in (1, 3):
+            self.stats.old_row_updates.append(elapsed)
+
+
+def writer_loop(timer: PhaseTimer, rate: float, stop: Any, out: Any, record: Any, old_row: Any) -> None:
+    """`record(iteration)` at `rate` per second, and `old_row()` every fifth, until the end phase."""
+    iteration = 0
+    while not stop.is_set():
+        tick = time.monotonic()
+        iteration += 1
+        record(iteration)
+        if iteration % 5 == 0:
+            old_row()
+        if timer.phase.value == 2:
+            break
+        pause = 1 / rate - (time.monotonic() - tick)
+        if pause > 0:
+            time.sleep(pause)
+    out.put(asdict(timer.stats))
+
+
 def writer(index: int, rate: float, phase: Any, stop: Any, out: Any) -> None:
     """One writer process: its own connection, timing each statement."""
     import django
@@ -259,22 +301,9 @@ def writer(index: int, rate: float, phase: Any, stop: Any, out: Any) -> None:
     template = Template.objects.select_related("current_version", "category").get(key="statement")
     recipient_ids = list(Recipient.objects.values_list("pk", flat=True)[:50])
     rng = random.Random(index)
-    stats = WriterStats()
-    iteration = 0
+    timed = PhaseTimer(phase)
 
-    def timed(run: Any) -> float:
-        started = time.perf_counter()
-        run()
-        elapsed = time.perf_counter() - started
-        if phase.value == 3:  # partitions mode: while partitions are checked and dropped
-            stats.during_drop.append(elapsed)
-        (stats.during if phase.value in (1, 3) else stats.baseline).append(elapsed)
-        stats.statements += 1
-        return elapsed
-
-    while not stop.is_set():
-        tick = time.monotonic()
-        iteration += 1
+    def record(iteration: int) -> None:
         now = timezone.now()
         notification = Notification(
             tenant_id=template.tenant_id,
@@ -299,20 +328,16 @@ def writer(index: int, rate: float, phase: Any, stop: Any, out: Any) -> None:
             )
             for rid in recipient_ids
         ]
-        timed(lambda rows=rows: Delivery.objects.bulk_create(rows))
+        timed(lambda: Delivery.objects.bulk_create(rows))
         ids = [r.id for r in rows]
-        timed(lambda ids=ids: Delivery.objects.filter(pk__in=ids).update(status="sent", sent_at=timezone.now()))
-        if iteration % 5 == 0 and old_ids:
+        timed(lambda: Delivery.objects.filter(pk__in=ids).update(status="sent", sent_at=timezone.now()))
+
+    def old_row() -> None:
+        if old_ids:
             target = rng.choice(old_ids)
-            elapsed = timed(lambda target=target: Delivery.objects.filter(pk=target).update(last_error="replayed"))
-            if phase.value in (1, 3):
-                stats.old_row_updates.append(elapsed)
-        if phase.value == 2:
-            break
-        pause = 1 / rate - (time.monotonic() - tick)
-        if pause > 0:
-            time.sleep(pause)
-    out.put(asdict(stats))
+            timed.old_row(lambda: Delivery.objects.filter(pk=target).update(last_error="replayed"))
+
+    writer_loop(timed, rate, stop, out, record, old_row)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -410,17 +435,28 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=2))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from django.db import connection, connections
+@dataclass
+class Purged:
+    """What a purge beside the writers did and what the writers felt."""
 
-    from apps.core.partitions import partitions_drop_expired
-    from apps.core.retention import purge_policy_run, shared_purge_policies
-    from apps.notifications.models import DeliveryAttempt
-    from apps.tenancy.models import Tenant
+    dropped: Any  # the partition drops' report, None in delete mode
+    result: Any  # the batched DELETE's report
+    drop_seconds: float
+    seconds: float
+    stats: list[dict[str, Any]]  # one WriterStats (as a dict) per writer
+    longest_lock_wait: float
+    lock_waits: int
 
-    loaded = load(args)
+    def writers(self, key: str) -> list[float]:
+        return [x for s in self.stats for x in s[key]]
+
+
+def purge_beside_writers(args: argparse.Namespace, writer: Any, drop: Any, purge: Any) -> Purged:
+    """Starts `args.writers` writer processes, lets them write alone for `args.baseline` seconds,
+    then runs `drop()` (partitions mode) and `purge()` while they write, sampling lock waits."""
+    from django.db import connections
+
     connections.close_all()  # the writers fork: never share a connection
-
     context = multiprocessing.get_context("fork")
     phase = context.Value("i", 0)
     stop = context.Event()
@@ -431,17 +467,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log(f"{args.writers} writers running; baseline for {args.baseline:.0f} s")
     time.sleep(args.baseline)
 
-    (policy,) = [p for p in shared_purge_policies() if p.name == "deliveries"]
-    tenant = Tenant.objects.get(pk=loaded["tenant_id"])
     sampler = LockSampler(args)
     sampler.start()
     phase.value = 3 if args.mode == "partitions" else 1
     log(f"purging ({args.mode}; batches of {args.batch:,}) while the writers write")
     started = time.monotonic()
-    dropped = partitions_drop_expired(tenants=[tenant]) if args.mode == "partitions" else None
+    dropped = drop() if args.mode == "partitions" else None
     drop_seconds = time.monotonic() - started
     phase.value = 1
-    result = purge_policy_run(policy, tenants=[tenant], batch_size=args.batch)
+    result = purge()
     seconds = time.monotonic() - started
     phase.value = 2
     stop.set()
@@ -450,6 +484,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for process in writers:
         process.join(timeout=30)
     sampler.join(timeout=5)
+    return Purged(dropped, result, drop_seconds, seconds, stats, sampler.longest, sampler.waits_seen)
+
+
+def writers_summary(purged: Purged) -> dict[str, Any]:
+    return {
+        "writers_baseline": _summary(purged.writers("baseline")),
+        "writers_during_purge": _summary(purged.writers("during")),
+        "writers_during_partition_drops": _summary(purged.writers("during_drop")),
+        "old_row_updates_during_purge": _summary(purged.writers("old_row_updates")),
+        "longest_lock_wait_sampled_ms": round(purged.longest_lock_wait * 1000, 1),
+        "lock_waits_sampled": purged.lock_waits,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from django.db import connection
+
+    from apps.core.partitions import partitions_drop_expired
+    from apps.core.retention import purge_policy_run, shared_purge_policies
+    from apps.notifications.models import DeliveryAttempt
+    from apps.tenancy.models import Tenant
+
+    loaded = load(args)
+    (policy,) = [p for p in shared_purge_policies() if p.name == "deliveries"]
+    tenant = Tenant.objects.get(pk=loaded["tenant_id"])
+    purged_run = purge_beside_writers(
+        args,
+        writer,
+        drop=lambda: partitions_drop_expired(tenants=[tenant]),
+        purge=lambda: purge_policy_run(policy, tenants=[tenant], batch_size=args.batch),
+    )
+    dropped, result = purged_run.dropped, purged_run.result
+    drop_seconds, seconds = purged_run.drop_seconds, purged_run.seconds
 
     with connection.cursor() as cursor:
         cursor.execute(
@@ -464,9 +531,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         by_drop["attempts" if name.startswith(DeliveryAttempt._meta.db_table) else "deliveries"] += rows
     cascaded = sum(result.cascaded.values()) + by_drop["attempts"]
     purged = result.rows + by_drop["deliveries"]
-    baseline = [x for s in stats for x in s["baseline"]]
-    during = [x for s in stats for x in s["during"]]
-    old_updates = [x for s in stats for x in s["old_row_updates"]]
     results = {
         "rows": args.rows,
         "batch": args.batch,
@@ -490,12 +554,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "in_flight_kept": {"expected": loaded["queued"], "left": queued_left},
             "expired_left": old_left - queued_left,
         },
-        "writers_baseline": _summary(baseline),
-        "writers_during_purge": _summary(during),
-        "writers_during_partition_drops": _summary([x for s in stats for x in s["during_drop"]]),
-        "old_row_updates_during_purge": _summary(old_updates),
-        "longest_lock_wait_sampled_ms": round(sampler.longest * 1000, 1),
-        "lock_waits_sampled": sampler.waits_seen,
+        **writers_summary(purged_run),
     }
     log(
         f"purged {purged:,} deliveries (+{cascaded:,} attempts; {by_drop['deliveries']:,} by dropping partitions "
