@@ -9,8 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, Model, QuerySet
+from django.db.models import Count, QuerySet
 
+from apps.core.rows import db_param, model_columns, model_from_row
 from apps.notifications.models import (
     Category,
     Delivery,
@@ -119,45 +120,14 @@ def deliveries_filtered(
 # --- The send path's reads, built once ------------------------------------------------------------
 # Django's ORM compiled the same SELECTs on every `POST /api/v1/notifications/` (about a third of its
 # Python, docs/benchmarks.md "API"); these are the statements it built, made once from the models'
-# own metadata, and the rows become models through the fields' own converters, as the ORM does.
-
-
-@functools.cache
-def _converters(model: type[Model]) -> tuple[tuple[int, Any, tuple[Any, ...]], ...]:
-    """(index, field, converters) of the model's concrete columns that need converting (JSON, …)."""
-    out = []
-    for index, concrete in enumerate(model._meta.concrete_fields):
-        field: Any = concrete
-        converters = tuple(field.get_db_converters(connection)) + tuple(
-            connection.ops.get_db_converters(field.get_col(model._meta.db_table))
-        )
-        if converters:
-            out.append((index, field, converters))
-    return tuple(out)
-
-
-def _columns(model: type[Model], alias: str) -> str:
-    q = connection.ops.quote_name
-    return ", ".join(f"{alias}.{q(f.column)}" for f in model._meta.concrete_fields)
-
-
-def _tenant_param(model: type[Model], tenant_id: Any) -> Any:
-    """The tenant's id as the database takes it (a UUID as text on SQLite), as the ORM prepares it."""
-    return model._meta.get_field("tenant").get_db_prep_value(tenant_id, connection)  # type: ignore[union-attr]
-
-
-def _instance(model: type[Model], values: list[Any]) -> Any:
-    for index, field, converters in _converters(model):
-        for convert in converters:
-            values[index] = convert(values[index], field, connection)
-    return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], values)
+# own metadata, and the rows become models through the fields' own converters (apps/core/rows.py).
 
 
 @functools.cache
 def _template_sql() -> str:
     q = connection.ops.quote_name
     t, c, v = (q(m._meta.db_table) for m in (Template, Category, TemplateVersion))
-    columns = ", ".join(_columns(m, a) for m, a in ((Template, "t"), (Category, "c"), (TemplateVersion, "v")))
+    columns = ", ".join(model_columns(m, a) for m, a in ((Template, "t"), (Category, "c"), (TemplateVersion, "v")))
     # Names from the models' metadata, quoted; the values are parameters.
     return (
         f"SELECT {columns} FROM {t} t INNER JOIN {c} c ON c.{q('id')} = t.{q('category_id')} "  # noqa: S608
@@ -170,15 +140,15 @@ def template_for_send(*, tenant_id: Any, key: str) -> Template | None:
     """The tenant's template by key with its category and current version, in one read: what
     `Template.objects.filter(...).select_related("current_version", "category").first()` returns."""
     with connection.cursor() as cursor:
-        cursor.execute(_template_sql(), [_tenant_param(Template, tenant_id), key])
+        cursor.execute(_template_sql(), [db_param(Template, "tenant", tenant_id), key])
         row = cursor.fetchone()
     if row is None:
         return None
     n_template, n_category = len(Template._meta.concrete_fields), len(Category._meta.concrete_fields)
-    template = _instance(Template, list(row[:n_template]))
-    category = _instance(Category, list(row[n_template : n_template + n_category]))
+    template = model_from_row(Template, list(row[:n_template]))
+    category = model_from_row(Category, list(row[n_template : n_template + n_category]))
     version_values = list(row[n_template + n_category :])
-    version = _instance(TemplateVersion, version_values) if version_values[0] is not None else None
+    version = model_from_row(TemplateVersion, version_values) if version_values[0] is not None else None
     # As select_related leaves them: the relations cached, so reading them costs no query.
     Template._meta.get_field("category").set_cached_value(template, category)  # type: ignore[union-attr]
     Template._meta.get_field("current_version").set_cached_value(template, version)  # type: ignore[union-attr]
@@ -198,5 +168,5 @@ def recipient_ids_by_external_id(*, tenant_id: Any, external_ids: Sequence[str])
         f"WHERE {q('tenant_id')} = %s AND {q('external_id')} IN ({placeholders})"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_tenant_param(Recipient, tenant_id), *wanted])
+        cursor.execute(sql, [db_param(Recipient, "tenant", tenant_id), *wanted])
         return dict(cursor.fetchall())

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import QuerySet
 
+from apps.core.rows import db_param, model_columns, model_from_row
 from apps.tasks.models import TaskExecution
 
 # The list leaves out the potentially large columns; a client fetches one task for its result.
@@ -23,34 +24,19 @@ def executions_for_api() -> QuerySet[TaskExecution]:
 
 
 @functools.cache
-def _poll_sql() -> tuple[str, str, tuple[str, ...]]:
+def _poll_sql() -> tuple[str, str]:
     """The two statements of a poll, built once: Django's ORM compiled the same SELECT on every request,
     which was a third of a poll's Python (docs/benchmarks.md, "API")."""
     q = connection.ops.quote_name
     table = q(TaskExecution._meta.db_table)
-    fields = TaskExecution._meta.concrete_fields
     retry_of = q(TaskExecution._meta.get_field("retry_of").column)
-    columns = ", ".join(f"t.{q(f.column)}" for f in fields)
+    columns = model_columns(TaskExecution, "t")
     where = f"WHERE t.{q('id')} = %s AND t.{q('tenant_id')} = %s"
     # Names from the model's own metadata, quoted; the values are parameters.
     join = f"LEFT JOIN {table} r ON r.{retry_of} = t.{q('id')}"
     full = f"SELECT {columns}, r.{q('id')} FROM {table} t {join} {where}"  # noqa: S608
     version = f"SELECT t.{q('version')}, t.{q('status')} FROM {table} t {where}"  # noqa: S608
-    return full, version, tuple(f.attname for f in fields)
-
-
-@functools.cache
-def _converters() -> tuple[tuple[int, Any, tuple[Any, ...]], ...]:
-    """What the ORM applies to the columns that need it (JSON is read as text and decoded by the field)."""
-    out = []
-    for index, concrete in enumerate(TaskExecution._meta.concrete_fields):
-        field: Any = concrete
-        converters = tuple(field.get_db_converters(connection)) + tuple(
-            connection.ops.get_db_converters(field.get_col(TaskExecution._meta.db_table))
-        )
-        if converters:
-            out.append((index, field, converters))
-    return tuple(out)
+    return full, version
 
 
 def parse_uuid(value: Any) -> uuid.UUID | None:
@@ -63,25 +49,19 @@ def parse_uuid(value: Any) -> uuid.UUID | None:
 
 def _params(execution_id: uuid.UUID, tenant_id: Any) -> list[Any]:
     """The two ids as the ORM sends them: PostgreSQL takes a UUID, SQLite (`make run`) its hex."""
-    meta = TaskExecution._meta
-    tenant: Any = meta.get_field("tenant")
-    return [meta.pk.get_db_prep_value(execution_id, connection), tenant.get_db_prep_value(tenant_id, connection)]  # type: ignore[union-attr]
+    return [db_param(TaskExecution, "id", execution_id), db_param(TaskExecution, "tenant", tenant_id)]
 
 
 def execution_for_poll(*, tenant_id: Any, execution_id: uuid.UUID) -> TaskExecution | None:
     """One execution in the tenant with the id of its retry, in one indexed read: what
     `executions_for_api().get(...)` returns, without building the query each time."""
-    full, _, attnames = _poll_sql()
+    full = _poll_sql()[0]
     with connection.cursor() as cursor:
         cursor.execute(full, _params(execution_id, tenant_id))
         row = cursor.fetchone()
     if row is None:
         return None
-    values = list(row[:-1])
-    for index, field, converters in _converters():
-        for convert in converters:
-            values[index] = convert(values[index], field, connection)
-    execution = TaskExecution.from_db(connection.alias, list(attnames), values)
+    execution = model_from_row(TaskExecution, list(row[:-1]))
     retried_as = TaskExecution(id=row[-1]) if row[-1] is not None else None
     relation: Any = TaskExecution._meta.get_field("retried_as")
     relation.set_cached_value(execution, retried_as)  # as select_related("retried_as") leaves it
