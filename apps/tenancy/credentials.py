@@ -28,9 +28,7 @@ whatever the generation says. The cache is keyed by the whole secret, so a hit n
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from rest_framework.request import Request
 
 from apps.core.redis_client import errors as redis_errors
 from apps.tenancy.models import ApiKey
-from apps.tenancy.throttling import ApiKeyRateThrottle, api_key_throttle_key, redis_client
+from apps.tenancy.throttling import ApiKeyRateThrottle, api_key_throttle_key, count_and_read, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +99,10 @@ def admit(request: Request, prefix: str) -> bytes | None:
         keys += [cache.make_key(f"{key}:{window}"), cache.make_key(f"{key}:{window - 1}")]
     generation_key = cache.make_key(GENERATION_KEY)
     keys.append(generation_key)
-    answers = _round_trip(cache, client, keys, [duration * 2 for _, _, duration in pending])
-    if answers is None:
-        return None  # the throttle makes its own round trip and meets the same error, or not
+    try:
+        answers = count_and_read(cache, keys, [duration * 2 for _, _, duration in pending])
+    except Exception:  # the throttle makes its own round trip and meets the same error, or not
+        return None
     request.throttle_counted = {  # type: ignore[attr-defined]
         (key, duration): (window, int(answers[i * 2]), int(answers[i * 2 + 1] or 0))
         for i, (key, window, duration) in enumerate(pending)
@@ -115,52 +114,6 @@ def admit(request: Request, prefix: str) -> bytes | None:
         except redis_errors():
             pass
     return generation
-
-
-# KEYS: (this window, the previous one) per rate limit, then the generation; ARGV: each window's expiry.
-# Answers: (this window's count, the previous one's) per rate limit, then the generation.
-ADMIT_SCRIPT = """
-local out = {}
-for i = 1, #ARGV do
-  out[#out + 1] = redis.call('INCR', KEYS[2 * i - 1])
-  redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[i])
-  out[#out + 1] = redis.call('GET', KEYS[2 * i])
-end
-out[#out + 1] = redis.call('GET', KEYS[#KEYS])
-return out
-"""
-ADMIT_SHA = hashlib.sha1(ADMIT_SCRIPT.encode()).hexdigest()  # noqa: S324  (Redis names scripts by SHA-1)
-
-
-def _round_trip(cache: Any, client: Any, keys: list[str], expiries: list[int]) -> list[Any] | None:
-    """Runs `ADMIT_SCRIPT` (one command, one answer) on a connection of this thread's own.
-
-    redis-py's pipeline of the same commands took ~400 function calls (pool checkout with a readiness
-    poll, observability counters, a parse per answer): as much as the rest of a 304. None on any error,
-    after which the connection is dropped and the next call connects afresh."""
-    owner = cache._cache
-    held = owner.__dict__.get("signalbox_connection")
-    if held is None or held[0] != os.getpid():  # never a socket inherited across a fork
-        pool = client.connection_pool
-        held = owner.signalbox_connection = (os.getpid(), pool.connection_class(**pool.connection_kwargs))
-    connection = held[1]
-    arguments = (len(keys), *keys, *expiries)
-    try:
-        connection.send_command("EVALSHA", ADMIT_SHA, *arguments)
-        try:
-            answers: list[Any] = connection.read_response()
-        except Exception as error:
-            from redis.exceptions import NoScriptError  # redis-py: imported late (scripts/check_imports.py)
-
-            if not isinstance(error, NoScriptError):
-                raise
-            # The first use since Redis started: send the script itself, which Redis then keeps.
-            connection.send_command("EVAL", ADMIT_SCRIPT, *arguments)
-            answers = connection.read_response()
-        return answers
-    except Exception:  # a half-read answer must not be left on the socket: drop it, whatever went wrong
-        connection.disconnect()
-        return None
 
 
 def uncount(request: Request) -> None:
